@@ -1,0 +1,152 @@
+//! The domain: record kinds and their fields, areas, roles, events and visits.
+mod area;
+mod event;
+mod kind;
+pub mod time;
+
+pub use area::{Area, AreaLevel};
+pub use event::{EventAction, EventStatus};
+pub use kind::{FieldSpec, FieldType, Kind, LinkType, ReviewState};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a user may do: a worker looks after its own area, a supervisor the subtree under its area,
+/// an operator everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Worker,
+    Supervisor,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Supervisor => "supervisor",
+            Role::Operator => "operator",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "worker" => Role::Worker,
+            "supervisor" => Role::Supervisor,
+            "operator" => Role::Operator,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who works on this device. Fixed when the store is created; every change records the user,
+/// and the device is the Automerge actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+    pub role: Role,
+    pub area: String,
+}
+
+/// A record as read from its document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub kind: Kind,
+    pub area: String,
+    /// Events only: the area currently responsible for it.
+    pub responsible: Option<String>,
+    pub deleted: bool,
+    pub fields: BTreeMap<String, String>,
+    pub attrs: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub links: Vec<Link>,
+    pub notes: String,
+    /// Events and visits: the append-only timeline.
+    pub timeline: Vec<TimelineEntry>,
+    /// Visits only: ids of the records visited.
+    pub visited: Vec<String>,
+    /// Visits only: checklist answers.
+    pub checklist: BTreeMap<String, String>,
+    /// Visits only: attachments in the order they were added.
+    pub attachments: Vec<AttachmentRef>,
+    /// Fields with concurrent values that nobody has resolved yet.
+    pub conflicted_fields: Vec<String>,
+}
+
+impl Record {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub link_type: LinkType,
+    pub target: String,
+}
+
+/// A link seen from either end, as stored in the projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEdge {
+    pub source: String,
+    pub link_type: LinkType,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub by: String,
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub sha256: String,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+}
+
+/// One change in a record's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub hash: String,
+    /// The device (Automerge actor) that made the change.
+    pub device: String,
+    pub user: String,
+    /// Seconds since the Unix epoch, as recorded by the device.
+    pub time: i64,
+    pub action: String,
+    pub fields: Vec<String>,
+}
+
+/// One of the concurrent values of a conflicted field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictValue {
+    pub value: String,
+    pub user: String,
+    pub device: String,
+    pub time: i64,
+    /// The value Automerge picked deterministically; every replica shows the same one.
+    pub winner: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub record_id: String,
+    pub kind: Kind,
+    pub field: String,
+    pub values: Vec<ConflictValue>,
+}

@@ -1,0 +1,498 @@
+//! Merge primitives: exporting local changes, applying remote ones, conflicts and history.
+//!
+//! Applying is idempotent and order-independent: Automerge ignores changes it has, and a change whose
+//! dependencies are missing is kept in `held_changes` (and in the document's queue) until they arrive,
+//! never dropped. Each batch is one SQLite transaction, so a crash mid-batch applies none of it.
+use super::records::{obj, put_field};
+use super::{projection, ChangeNote, Store};
+use crate::doc::{self, ATTRS, FIELDS};
+use crate::error::{Error, Result};
+use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A local change waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxChange {
+    pub seq: i64,
+    pub record_id: String,
+    pub hash: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A chunk of Automerge bytes from elsewhere: one change, several, or a whole saved document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChunk {
+    pub record_id: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Records whose document changed.
+    pub records_changed: usize,
+    /// Chunks that arrived before their dependencies and are held.
+    pub held: usize,
+    /// Chunks that could not be read at all; they are quarantined and nothing else is affected.
+    pub malformed: usize,
+}
+
+/// A local change the relay refused, kept with its reason so the user can see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedChange {
+    pub hash: String,
+    pub record_id: String,
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub at: i64,
+}
+
+fn hash_bytes(hash: &ChangeHash) -> &[u8] {
+    &hash.0[..]
+}
+
+fn parse_note(message: Option<&str>) -> ChangeNote {
+    message
+        .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
+        .unwrap_or(ChangeNote {
+            user: String::new(),
+            action: "unknown".into(),
+            fields: Vec::new(),
+        })
+}
+
+fn device_name(actor: &automerge::ActorId) -> String {
+    // Actors are the device id's bytes; show them as text when they are.
+    match std::str::from_utf8(actor.to_bytes()) {
+        Ok(s) if !s.is_empty() && s.chars().all(|c| !c.is_control()) => s.to_owned(),
+        _ => actor.to_hex_string(),
+    }
+}
+
+impl Store {
+    /// Local changes not yet accepted by the relay, oldest first.
+    pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxChange>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached(
+            "SELECT seq, record_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(OutboxChange {
+                seq: r.get(0)?,
+                record_id: r.get(1)?,
+                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
+                bytes: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn outbox_len(&self) -> Result<u64> {
+        Ok(self
+            .lock()
+            .conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Removes pushed changes from the outbox (accepted by the relay).
+    pub fn mark_pushed(&self, seqs: &[i64]) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        for seq in seqs {
+            tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+                .execute([seq])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves a refused change from the outbox to the quarantine, with the relay's reason.
+    /// The change stays in the document: nothing the user entered is lost.
+    pub fn quarantine(&self, seq: i64, reason: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        let row: Option<(String, Vec<u8>, Vec<u8>)> = tx
+            .query_row(
+                "SELECT record_id, hash, bytes FROM outbox WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some((record, hash, bytes)) = row {
+            tx.execute(
+                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, record, bytes, reason, crate::model::time::now_secs()],
+            )?;
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedChange>> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT hash, record_id, reason, at FROM quarantine ORDER BY at, record_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QuarantinedChange {
+                hash: hex::encode(r.get::<_, Vec<u8>>(0)?),
+                record_id: r.get(1)?,
+                reason: r.get(2)?,
+                at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every change of every record, for a peer that has nothing (tests, exports).
+    pub fn all_changes(&self) -> Result<Vec<RemoteChunk>> {
+        let ids: Vec<String> = {
+            let inner = self.lock();
+            let mut stmt = inner.conn.prepare("SELECT id FROM records ORDER BY rid")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        let mut inner = self.lock();
+        for id in ids {
+            for change in inner.doc(&id)?.get_changes(&[]) {
+                out.push(RemoteChunk {
+                    record_id: id.clone(),
+                    bytes: change.raw_bytes().to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies chunks from other devices, one SQLite transaction for the whole batch.
+    pub fn apply_remote(&self, chunks: &[RemoteChunk]) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let mut inner = self.lock();
+        let mut by_record: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+        // (record id or "-", bytes, reason) of chunks that cannot be read.
+        let mut bad: Vec<(String, Vec<u8>, String)> = Vec::new();
+        for chunk in chunks {
+            if doc::is_valid_record_id(&chunk.record_id) {
+                by_record
+                    .entry(chunk.record_id.as_str())
+                    .or_default()
+                    .push(&chunk.bytes);
+            } else {
+                bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
+            }
+        }
+        let mut updated: Vec<(String, Automerge)> = Vec::new();
+        let mut hold: Vec<(String, Change)> = Vec::new();
+        let mut release: Vec<ChangeHash> = Vec::new();
+        for (id, pieces) in by_record {
+            // Taken out of the cache while it is edited: if anything fails, the next read reloads the
+            // stored version.
+            let mut doc = match inner.take_doc(id)? {
+                Some(d) => d,
+                None => inner.new_doc(),
+            };
+            let heads_before = doc.get_heads();
+            let held: Vec<Vec<u8>> = {
+                let mut stmt = inner
+                    .conn
+                    .prepare_cached("SELECT bytes FROM held_changes WHERE record_id = ?1")?;
+                let rows = stmt.query_map([id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut singles: Vec<Change> = Vec::new();
+            for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
+                // One change is applied as such, so its hash is known for holding; anything else is
+                // read as document chunks (a whole document arrives when a record moves into scope).
+                match Change::from_bytes(bytes.to_vec()) {
+                    Ok(change) => match doc.apply_changes([change.clone()]) {
+                        Ok(()) => singles.push(change),
+                        Err(_) => {
+                            bad.push((id.into(), bytes.to_vec(), "change does not apply".into()))
+                        }
+                    },
+                    Err(_) => match Automerge::load(bytes) {
+                        // A whole document is checked completely before anything of it is merged.
+                        Ok(mut other) if !bytes.is_empty() => {
+                            if doc.merge(&mut other).is_err() {
+                                bad.push((
+                                    id.into(),
+                                    bytes.to_vec(),
+                                    "document does not merge".into(),
+                                ));
+                            }
+                        }
+                        _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
+                    },
+                }
+            }
+            let changed = doc.get_heads() != heads_before;
+            // A document that still has no kind or area cannot be shown or stored as a record; keep
+            // all its changes held until the rest arrives.
+            let unreadable = changed && doc::read_record(id, &doc).is_none();
+            for change in singles {
+                let hash = change.hash();
+                if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
+                    release.push(hash);
+                } else {
+                    hold.push((id.to_owned(), change));
+                }
+            }
+            if unreadable {
+                continue;
+            }
+            if changed {
+                updated.push((id.to_owned(), doc));
+            } else if heads_before.is_empty() {
+                // A record we do not have and could not start: nothing to cache.
+            } else {
+                inner.cache_doc(id, doc);
+            }
+        }
+        let now = crate::model::time::now_secs();
+        let tx = inner.conn.unchecked_transaction()?;
+        for hash in &release {
+            tx.prepare_cached("DELETE FROM held_changes WHERE hash = ?1")?
+                .execute([hash_bytes(hash)])?;
+        }
+        for (id, change) in &hold {
+            report.held += tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO held_changes (hash, record_id, bytes, received_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![hash_bytes(&change.hash()), id, change.raw_bytes(), now])?;
+        }
+        for (id, bytes, reason) in &bad {
+            tracing::warn!(record = %id, reason = %reason, "remote chunk quarantined");
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![sha_of(bytes), id, bytes, reason, now])?;
+        }
+        for (id, doc) in &updated {
+            projection::project(&tx, id, doc, None)?;
+        }
+        tx.commit()?;
+        report.malformed = bad.len();
+        report.records_changed = updated.len();
+        for (id, doc) in updated {
+            inner.cache_doc(&id, doc);
+        }
+        Ok(report)
+    }
+
+    /// Every unresolved conflict in the store (fields with concurrent values), in the user's scope.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        let pairs: Vec<(String, String)> = {
+            let inner = self.lock();
+            let mut stmt = inner.conn.prepare(
+                "SELECT r.id, c.field FROM conflicts c JOIN records r ON r.rid = c.rid ORDER BY r.id, c.field",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        for (id, field) in pairs {
+            let record = self.get(&id)?;
+            if !self.in_scope(&record.area)
+                && !record
+                    .responsible
+                    .as_deref()
+                    .is_some_and(|r| self.in_scope(r))
+            {
+                continue;
+            }
+            out.push(self.conflict(&id, &field)?);
+        }
+        Ok(out)
+    }
+
+    /// The concurrent values of one field: `name` (a kind field), `attrs.<name>`, `area`, `responsible`
+    /// or `deleted`.
+    pub fn conflict(&self, id: &str, field: &str) -> Result<Conflict> {
+        let mut inner = self.lock();
+        let doc = inner.doc(id)?;
+        let kind = doc::root_str(doc, doc::KIND)
+            .and_then(|k| Kind::parse(&k))
+            .unwrap_or(Kind::Person);
+        let (parent, key) = field_location(doc, field)?;
+        let values = doc.get_all(&parent, key)?;
+        if values.len() < 2 {
+            return Err(Error::NoConflict {
+                id: id.into(),
+                field: field.into(),
+            });
+        }
+        // get_all lists values in the order Automerge ranks them; the last one is what `get` returns.
+        let winner = values.len() - 1;
+        let mut out = Vec::new();
+        for (i, (value, opid)) in values.into_iter().enumerate() {
+            let text = match &value {
+                Value::Scalar(s) => s.to_string().trim_matches('"').to_owned(),
+                Value::Object(_) => "(object)".into(),
+            };
+            let text = value.as_str().map(str::to_owned).unwrap_or(text);
+            let meta = doc
+                .hash_for_opid(&opid)
+                .and_then(|h| doc.get_change_meta_by_hash(&h));
+            let (user, device, time) = match meta {
+                Some(m) => (
+                    parse_note(m.message.as_deref()).user,
+                    device_name(&m.actor),
+                    m.timestamp,
+                ),
+                None => (String::new(), String::new(), 0),
+            };
+            out.push(ConflictValue {
+                value: text,
+                user,
+                device,
+                time,
+                winner: i == winner,
+            });
+        }
+        Ok(Conflict {
+            record_id: id.into(),
+            kind,
+            field: field.into(),
+            values: out,
+        })
+    }
+
+    /// Resolves a conflict by writing the chosen value, which supersedes every concurrent one; the
+    /// resolution syncs like any edit, so the conflict disappears on every replica.
+    pub fn resolve_conflict(&self, id: &str, field: &str, value: &str) -> Result<()> {
+        let current = self.conflict(id, field)?;
+        let mut inner = self.lock();
+        let record = inner
+            .editable(&self.identity, id, None)
+            .or_else(|e| match e {
+                // A conflict on `deleted` is resolved on a record that may read as deleted.
+                Error::Deleted(_) if field == doc::DELETED => Ok(self_record(&mut inner, id)?),
+                e => Err(e),
+            })?;
+        if field.starts_with("attrs.") {
+            // Attribute values are free text.
+        } else if matches!(field, "area" | "responsible") {
+            if !inner.in_scope(&self.identity, value) {
+                return Err(Error::OutOfScope(value.to_owned()));
+            }
+        } else if field == doc::DELETED {
+            if value != "true" && value != "false" {
+                return Err(Error::field(field, "must be true or false"));
+            }
+        } else {
+            record.kind.spec(field)?.validate(value)?;
+        }
+        if !current.values.iter().any(|v| v.value == value)
+            && record.kind.spec(field).is_ok_and(|s| s.managed)
+        {
+            return Err(Error::InvalidInput(format!(
+                "`{field}` can only be resolved to one of its values"
+            )));
+        }
+        let note = ChangeNote {
+            user: self.identity.user_id.clone(),
+            action: "resolve".into(),
+            fields: vec![field.into()],
+        };
+        inner.write(id, note, |tx| {
+            if let Some(name) = field.strip_prefix("attrs.") {
+                let attrs = obj(tx, ATTRS)?;
+                tx.put(&attrs, name, value)?;
+            } else if field == doc::DELETED {
+                tx.put(ROOT, doc::DELETED, value == "true")?;
+            } else if matches!(field, "area" | "responsible") {
+                tx.put(ROOT, field, value)?;
+            } else {
+                put_field(tx, field, value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Who changed what and when, oldest first.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
+        let mut inner = self.lock();
+        let doc = inner.doc(id)?;
+        let mut out: Vec<HistoryEntry> = doc
+            .get_changes_meta(&[])
+            .into_iter()
+            .map(|m| {
+                let note = parse_note(m.message.as_deref());
+                HistoryEntry {
+                    hash: m.hash.to_string(),
+                    device: device_name(&m.actor),
+                    user: note.user,
+                    time: m.timestamp,
+                    action: note.action,
+                    fields: note.fields,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(out)
+    }
+
+    /// Heads of a record's document, as hex: equal heads mean equal documents.
+    pub fn heads(&self, id: &str) -> Result<Vec<String>> {
+        let mut inner = self.lock();
+        let mut heads: Vec<String> = inner
+            .doc(id)?
+            .get_heads()
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        heads.sort();
+        Ok(heads)
+    }
+
+    /// Ids of every stored record.
+    pub fn record_ids(&self) -> Result<Vec<String>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare("SELECT id FROM records ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many remote changes are waiting for their dependencies.
+    pub fn held_len(&self) -> Result<u64> {
+        Ok(self
+            .lock()
+            .conn
+            .query_row("SELECT count(*) FROM held_changes", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+}
+
+fn self_record(inner: &mut super::Inner, id: &str) -> Result<crate::model::Record> {
+    let doc = inner.doc(id)?;
+    doc::read_record(id, doc)
+        .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))
+}
+
+fn sha_of(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// The object and key holding a conflict field.
+fn field_location<'a>(doc: &Automerge, field: &'a str) -> Result<(automerge::ObjId, &'a str)> {
+    if let Some(name) = field.strip_prefix("attrs.") {
+        let attrs = doc::root_obj(doc, ATTRS)
+            .ok_or_else(|| Error::Corrupt("document lacks attrs".into()))?;
+        return Ok((attrs, name));
+    }
+    if matches!(field, "area" | "responsible" | "deleted") {
+        return Ok((ROOT, field));
+    }
+    let fields =
+        doc::root_obj(doc, FIELDS).ok_or_else(|| Error::Corrupt("document lacks fields".into()))?;
+    Ok((fields, field))
+}

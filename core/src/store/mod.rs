@@ -1,0 +1,491 @@
+//! The device store: one SQLite file (SQLCipher-encrypted) holding every record's Automerge document,
+//! the outbox of local changes, sync state and the projection tables used for lists and search.
+//!
+//! One write is one SQLite transaction: the document is edited, the new change is queued in the outbox and
+//! the projection rows are rewritten, all or nothing. The document is the truth; the projection is a pure
+//! function of the documents and can be rebuilt at any time (`rebuild_projection`).
+mod attachments;
+mod events;
+mod merge;
+mod projection;
+mod records;
+pub mod schema;
+pub mod search;
+mod visits;
+
+pub use merge::{ApplyReport, OutboxChange, QuarantinedChange, RemoteChunk};
+pub use records::new_record_id;
+pub use records::{ListQuery, NewRecord, Page, RecordSummary, Update};
+pub use visits::GeoPoint;
+
+use crate::doc;
+use crate::error::{Error, Result};
+use crate::model::{time, Area, AreaLevel, Identity, Kind, Record, Role};
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge};
+use lru::LruCache;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The key the platform keystore hands in. Raw keys skip SQLCipher's key derivation (fast open);
+/// passphrases go through it (PBKDF2), for people typing a secret into the terminal client.
+#[derive(Clone)]
+pub enum StoreKey {
+    /// No encryption: only for benchmarks' baselines and throwaway stores.
+    None,
+    Raw([u8; 32]),
+    Passphrase(String),
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKey::None => "StoreKey::None",
+            StoreKey::Raw(_) => "StoreKey::Raw(..)",
+            StoreKey::Passphrase(_) => "StoreKey::Passphrase(..)",
+        })
+    }
+}
+
+/// How hard a commit is pushed to disk. Both survive the app being killed at any moment;
+/// `Full` also survives power loss of the last transactions, at the cost of an fsync per write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub key: StoreKey,
+    /// Required when the store is created; when given for an existing store it must match.
+    pub identity: Option<Identity>,
+    pub durability: Durability,
+    /// How many documents stay loaded in memory.
+    pub doc_cache: usize,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>, key: StoreKey) -> Self {
+        StoreOptions {
+            path: path.into(),
+            key,
+            identity: None,
+            durability: Durability::Normal,
+            doc_cache: 512,
+        }
+    }
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    identity: Identity,
+    path: PathBuf,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    docs: LruCache<String, Automerge>,
+    actor: ActorId,
+    /// Area id -> path, for scope checks without a query.
+    area_paths: HashMap<String, String>,
+}
+
+/// What a change says about itself in its Automerge message: who made it and what it touched.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChangeNote {
+    pub user: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    match key {
+        StoreKey::None => {}
+        StoreKey::Raw(bytes) => {
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(bytes)))?
+        }
+        StoreKey::Passphrase(p) => conn.pragma_update(None, "key", p)?,
+    }
+    // The first read fails with NotADatabase on a wrong key or a foreign file.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Corrupt(format!(
+            "cannot switch to WAL (journal mode {mode})"
+        )));
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if durability == Durability::Full {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
+    )?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (or creates) a store. See [`StoreOptions`].
+    pub fn open(options: StoreOptions) -> Result<Store> {
+        let mut conn = open_connection(&options.path, &options.key, options.durability)?;
+        schema::migrate(&mut conn)?;
+        let stored: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let identity = match (stored, options.identity) {
+            (Some(json), given) => {
+                let stored: Identity = serde_json::from_str(&json)
+                    .map_err(|e| Error::Corrupt(format!("identity: {e}")))?;
+                if let Some(given) = given {
+                    if given.user_id != stored.user_id || given.device_id != stored.device_id {
+                        return Err(Error::IdentityMismatch(format!(
+                            "store belongs to user {} on device {}",
+                            stored.user_id, stored.device_id
+                        )));
+                    }
+                }
+                stored
+            }
+            (None, Some(given)) => {
+                if given.user_id.is_empty()
+                    || given.device_id.is_empty()
+                    || !doc::is_valid_area_id(&given.area)
+                {
+                    return Err(Error::InvalidInput(
+                        "identity needs a user, a device and a valid area id".into(),
+                    ));
+                }
+                let json = serde_json::to_string(&given).expect("identity serialises");
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('identity', ?1)",
+                    [json],
+                )?;
+                given
+            }
+            (None, None) => return Err(Error::NotInitialized),
+        };
+        let mut area_paths = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT id, path FROM areas")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (id, path) = row?;
+                area_paths.insert(id, path);
+            }
+        }
+        let cache = NonZeroUsize::new(options.doc_cache.max(1)).expect("non-zero");
+        let store = Store {
+            inner: Mutex::new(Inner {
+                conn,
+                docs: LruCache::new(cache),
+                actor: ActorId::from(identity.device_id.as_bytes()),
+                area_paths,
+            }),
+            identity,
+            path: options.path,
+        };
+        let reproject: Option<String> = store
+            .lock()
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'reproject'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if reproject.as_deref() == Some("1") {
+            store.rebuild_projection()?;
+            store
+                .lock()
+                .conn
+                .execute("DELETE FROM meta WHERE key = 'reproject'", [])?;
+        }
+        Ok(store)
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls back),
+        // and cached documents are evicted on failed writes, so the state behind a poisoned lock is sound.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs SQLite's full integrity check; `Ok(())` when the file is sound.
+    pub fn check_integrity(&self) -> Result<()> {
+        let inner = self.lock();
+        let result: String = inner
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(result))
+        }
+    }
+
+    // ---------------------------------------------------------------- areas and scope
+
+    /// Adds or updates an area of the tree. The parent must be known already.
+    pub fn upsert_area(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        level: AreaLevel,
+        name: &str,
+    ) -> Result<Area> {
+        if !doc::is_valid_area_id(id) {
+            return Err(Error::InvalidId(id.to_owned()));
+        }
+        let mut inner = self.lock();
+        let path = match parent {
+            None => format!("{id}/"),
+            Some(p) => {
+                let parent_path = inner
+                    .area_paths
+                    .get(p)
+                    .ok_or_else(|| Error::UnknownArea(p.to_owned()))?;
+                let parent_level: String =
+                    inner
+                        .conn
+                        .query_row("SELECT level FROM areas WHERE id = ?1", [p], |r| r.get(0))?;
+                if AreaLevel::parse(&parent_level).and_then(AreaLevel::child) != Some(level) {
+                    return Err(Error::InvalidInput(format!(
+                        "a {} cannot be placed under a {parent_level}",
+                        level.as_str()
+                    )));
+                }
+                format!("{parent_path}{id}/")
+            }
+        };
+        inner.conn.execute(
+            "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET parent = ?2, level = ?3, name = ?4, path = ?5",
+            params![id, parent, level.as_str(), name, path],
+        )?;
+        inner.area_paths.insert(id.to_owned(), path.clone());
+        Ok(Area {
+            id: id.into(),
+            parent: parent.map(str::to_owned),
+            level,
+            name: name.into(),
+            path,
+        })
+    }
+
+    pub fn areas(&self) -> Result<Vec<Area>> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Area {
+                id: r.get(0)?,
+                parent: r.get(1)?,
+                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
+                name: r.get(3)?,
+                path: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn area(&self, id: &str) -> Result<Area> {
+        self.areas()?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| Error::UnknownArea(id.to_owned()))
+    }
+
+    /// Whether this device's user may see and edit records of `area`.
+    pub fn in_scope(&self, area: &str) -> bool {
+        self.lock().in_scope(&self.identity, area)
+    }
+
+    // ---------------------------------------------------------------- documents
+
+    /// The record as its document says, including tombstoned records.
+    pub fn get(&self, id: &str) -> Result<Record> {
+        let mut inner = self.lock();
+        let doc = inner.doc(id)?;
+        doc::read_record(id, doc)
+            .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))
+    }
+
+    /// The record's standard Automerge document bytes, loadable by any Automerge implementation.
+    pub fn export_document(&self, id: &str) -> Result<Vec<u8>> {
+        let mut inner = self.lock();
+        Ok(inner.doc(id)?.save())
+    }
+
+    /// Re-derives every projection row from the documents.
+    pub fn rebuild_projection(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let tx = inner.conn.transaction()?;
+        for table in ["links", "tags", "conflicts"] {
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+        }
+        for kind in Kind::ALL {
+            tx.execute(&format!("DELETE FROM {}", kind.table()), [])?;
+        }
+        tx.execute("DELETE FROM search", [])?;
+        tx.execute("UPDATE records SET search_key = NULL", [])?;
+        let rows: Vec<(String, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT id, doc FROM records")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let count = rows.len();
+        for (id, bytes) in rows {
+            let doc =
+                Automerge::load(&bytes).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?;
+            projection::project(&tx, &id, &doc, None)?;
+        }
+        tx.commit()?;
+        inner.docs.clear();
+        Ok(count)
+    }
+}
+
+impl Inner {
+    pub(crate) fn area_path(&self, area: &str) -> Option<&str> {
+        self.area_paths.get(area).map(String::as_str)
+    }
+
+    pub(crate) fn in_scope(&self, identity: &Identity, area: &str) -> bool {
+        if identity.role == Role::Operator || area == identity.area {
+            return true;
+        }
+        match (
+            self.area_paths.get(&identity.area),
+            self.area_paths.get(area),
+        ) {
+            (Some(mine), Some(theirs)) => theirs.starts_with(mine.as_str()),
+            _ => false,
+        }
+    }
+
+    /// The loaded document of a record, from the cache or the database.
+    pub(crate) fn doc(&mut self, id: &str) -> Result<&mut Automerge> {
+        if !self.docs.contains(id) {
+            let bytes: Vec<u8> = self
+                .conn
+                .query_row("SELECT doc FROM records WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
+            let doc = Automerge::load(&bytes)
+                .map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?
+                .with_actor(self.actor.clone());
+            self.docs.put(id.to_owned(), doc);
+        }
+        Ok(self.docs.get_mut(id).expect("just inserted"))
+    }
+
+    /// Removes a document from the cache for editing, loading it if needed; None if the record is new.
+    pub(crate) fn take_doc(&mut self, id: &str) -> Result<Option<Automerge>> {
+        match self.doc(id) {
+            Ok(_) => Ok(self.docs.pop(id)),
+            Err(Error::UnknownRecord(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn forget_doc(&mut self, id: &str) {
+        self.docs.pop(id);
+    }
+
+    pub(crate) fn new_doc(&self) -> Automerge {
+        Automerge::new().with_actor(self.actor.clone())
+    }
+
+    pub(crate) fn cache_doc(&mut self, id: &str, doc: Automerge) {
+        self.docs.put(id.to_owned(), doc);
+    }
+
+    /// Applies `edit` to a record's document as one Automerge change and persists it: the document, the
+    /// change in the outbox and the projection, in one SQLite transaction. On any failure the cached
+    /// document is dropped, so memory never holds an edit that the file does not.
+    pub(crate) fn write<T>(
+        &mut self,
+        id: &str,
+        note: ChangeNote,
+        edit: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let message = serde_json::to_string(&note).expect("note serialises");
+        let outcome = {
+            let doc = self.doc(id)?;
+            doc.transact_with(
+                |_| {
+                    CommitOptions::default()
+                        .with_message(message)
+                        .with_time(time::now_secs())
+                },
+                edit,
+            )
+        };
+        let success = match outcome {
+            Ok(s) => s,
+            Err(failure) => return Err(failure.error),
+        };
+        if success.hash.is_none() {
+            return Ok(success.result);
+        }
+        match self.persist_local_change(id) {
+            Ok(()) => Ok(success.result),
+            Err(e) => {
+                self.forget_doc(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores the cached document of `id` and queues its last local change.
+    pub(crate) fn persist_local_change(&mut self, id: &str) -> Result<()> {
+        let (bytes, hash, change_bytes) = {
+            let doc = self
+                .docs
+                .get(id)
+                .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
+            let change = doc
+                .get_last_local_change()
+                .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
+            (doc.save(), change.hash(), change.raw_bytes().to_vec())
+        };
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, &hash.0[..], change_bytes])?;
+        let doc = self.docs.peek(id).expect("present");
+        projection::project(&tx, id, doc, Some(&bytes))?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,780 @@
+//! Creating, editing, listing and searching records of every kind.
+use super::{search, ChangeNote, Inner, Store};
+use crate::doc::{self, ATTRS, DELETED, FIELDS, LINKS, NOTES, TAGS, TIMELINE};
+use crate::error::{Error, Result};
+use crate::model::{time, EventStatus, Identity, Kind, LinkEdge, LinkType, Record, ReviewState};
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
+use automerge::{ObjId, ObjType, ReadDoc, ROOT};
+use rand::RngCore;
+use rusqlite::params_from_iter;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A new record. Managed fields (event status, visit review, ...) are set by the store, not here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub kind: Option<Kind>,
+    pub area: String,
+    pub fields: BTreeMap<String, String>,
+    pub attrs: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub notes: String,
+}
+
+impl NewRecord {
+    pub fn new(kind: Kind, area: impl Into<String>) -> Self {
+        NewRecord {
+            kind: Some(kind),
+            area: area.into(),
+            ..Default::default()
+        }
+    }
+    pub fn field(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.attrs.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+    pub fn notes(mut self, notes: impl Into<String>) -> Self {
+        self.notes = notes.into();
+        self
+    }
+}
+
+/// A field-level update: only what is named here changes, so concurrent edits of other fields survive.
+/// Setting a field to the empty string clears it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Update {
+    pub fields: BTreeMap<String, String>,
+    pub attrs: BTreeMap<String, String>,
+    pub remove_attrs: Vec<String>,
+    pub add_tags: Vec<String>,
+    pub remove_tags: Vec<String>,
+    pub notes: Option<String>,
+}
+
+impl Update {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.attrs.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn remove_attr(mut self, name: &str) -> Self {
+        self.remove_attrs.push(name.to_owned());
+        self
+    }
+    pub fn add_tag(mut self, tag: impl Into<String>) -> Self {
+        self.add_tags.push(tag.into());
+        self
+    }
+    pub fn remove_tag(mut self, tag: impl Into<String>) -> Self {
+        self.remove_tags.push(tag.into());
+        self
+    }
+    pub fn notes(mut self, notes: impl Into<String>) -> Self {
+        self.notes = Some(notes.into());
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+            && self.attrs.is_empty()
+            && self.remove_attrs.is_empty()
+            && self.add_tags.is_empty()
+            && self.remove_tags.is_empty()
+            && self.notes.is_none()
+    }
+    fn touched(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.fields.keys().cloned().collect();
+        out.extend(
+            self.attrs
+                .keys()
+                .chain(&self.remove_attrs)
+                .map(|k| format!("attrs.{k}")),
+        );
+        if !self.add_tags.is_empty() || !self.remove_tags.is_empty() {
+            out.push("tags".into());
+        }
+        if self.notes.is_some() {
+            out.push("notes".into());
+        }
+        out
+    }
+}
+
+/// One row of a list: the projection's view of a record, without loading its document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSummary {
+    pub id: String,
+    pub kind: Kind,
+    pub area: String,
+    pub responsible: Option<String>,
+    pub deleted: bool,
+    pub title: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The offset of the next page, when there is one.
+    pub next_offset: Option<u32>,
+}
+
+/// What to list: one kind, optionally one area (with or without the areas below it), field equality
+/// filters, a tag, a text query, and a page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub kind: Kind,
+    pub area: Option<String>,
+    pub include_subareas: bool,
+    pub filters: BTreeMap<String, String>,
+    pub tag: Option<String>,
+    pub text: Option<String>,
+    pub include_deleted: bool,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl ListQuery {
+    pub fn new(kind: Kind) -> Self {
+        ListQuery {
+            kind,
+            area: None,
+            include_subareas: true,
+            filters: BTreeMap::new(),
+            tag: None,
+            text: None,
+            include_deleted: false,
+            limit: 100,
+            offset: 0,
+        }
+    }
+    pub fn area(mut self, area: impl Into<String>) -> Self {
+        self.area = Some(area.into());
+        self
+    }
+    pub fn only_this_area(mut self) -> Self {
+        self.include_subareas = false;
+        self
+    }
+    pub fn filter(mut self, field: &str, value: impl Into<String>) -> Self {
+        self.filters.insert(field.to_owned(), value.into());
+        self
+    }
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+    pub fn offset(mut self, offset: u32) -> Self {
+        self.offset = offset;
+        self
+    }
+}
+
+/// A fresh record id: 48 bits of milliseconds then 80 random bits, as 32 hex characters, so ids sort
+/// roughly by creation time and never collide across offline devices.
+pub fn new_record_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    format!("{:012x}{}", millis & 0xffff_ffff_ffff, hex::encode(random))
+}
+
+fn check_text(name: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(Error::field(
+            name,
+            format!("must be 1 to {max} bytes of text without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_notes(notes: &str) -> Result<()> {
+    if notes.len() > 64 * 1024 {
+        return Err(Error::field("notes", "longer than 64 KiB"));
+    }
+    Ok(())
+}
+
+pub(crate) fn obj(tx: &Transaction<'_>, key: &str) -> Result<ObjId> {
+    doc::root_obj(tx, key).ok_or_else(|| Error::Corrupt(format!("document lacks `{key}`")))
+}
+
+/// Appends a timeline entry: the list only grows, so concurrent appends merge by union.
+pub(crate) fn append_timeline(
+    tx: &mut Transaction<'_>,
+    by: &str,
+    action: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    comment: Option<&str>,
+) -> Result<()> {
+    let list = match doc::root_obj(tx, TIMELINE) {
+        Some(list) => list,
+        None => tx.put_object(ROOT, TIMELINE, ObjType::List)?,
+    };
+    let len = tx.length(&list);
+    let entry = tx.insert_object(&list, len, ObjType::Map)?;
+    tx.put(&entry, "at", time::now_iso())?;
+    tx.put(&entry, "by", by)?;
+    tx.put(&entry, "action", action)?;
+    for (key, value) in [("from", from), ("to", to), ("comment", comment)] {
+        if let Some(v) = value {
+            tx.put(&entry, key, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a field of the `f` map; the empty string clears it.
+pub(crate) fn put_field(tx: &mut Transaction<'_>, name: &str, value: &str) -> Result<()> {
+    let fields = obj(tx, FIELDS)?;
+    if value.is_empty() {
+        tx.delete(&fields, name)?;
+    } else {
+        tx.put(&fields, name, value)?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Checks that the record exists, is alive, is of `kind` (if given) and is in the user's scope.
+    pub(crate) fn editable(
+        &mut self,
+        identity: &Identity,
+        id: &str,
+        kind: Option<Kind>,
+    ) -> Result<Record> {
+        let record = {
+            let doc = self.doc(id)?;
+            doc::read_record(id, doc)
+                .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?
+        };
+        if let Some(kind) = kind {
+            if record.kind != kind {
+                return Err(Error::WrongKind {
+                    id: id.into(),
+                    expected: kind.as_str().into(),
+                    actual: record.kind.as_str().into(),
+                });
+            }
+        }
+        let visible = self.in_scope(identity, &record.area)
+            || record
+                .responsible
+                .as_deref()
+                .is_some_and(|r| self.in_scope(identity, r));
+        if !visible {
+            return Err(Error::OutOfScope(record.area));
+        }
+        if record.deleted {
+            return Err(Error::Deleted(id.into()));
+        }
+        Ok(record)
+    }
+
+    fn check_area(&self, identity: &Identity, area: &str) -> Result<()> {
+        if !doc::is_valid_area_id(area) {
+            return Err(Error::InvalidId(area.to_owned()));
+        }
+        if self.area_path(area).is_none() && area != identity.area {
+            return Err(Error::UnknownArea(area.to_owned()));
+        }
+        if !self.in_scope(identity, area) {
+            return Err(Error::OutOfScope(area.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Creates a record and returns its id. Events start `reported` with this user as reporter and their
+    /// home area responsible; visits start now, by this user, pending review.
+    pub fn create(&self, new: NewRecord) -> Result<String> {
+        let kind = new
+            .kind
+            .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
+        for (name, value) in &new.fields {
+            let spec = kind.spec(name)?;
+            if spec.managed {
+                return Err(Error::ReadOnlyField(name.clone()));
+            }
+            spec.validate(value)?;
+        }
+        for (name, value) in &new.attrs {
+            check_text("attribute name", name, 128)?;
+            check_attr_value(name, value)?;
+        }
+        for tag in &new.tags {
+            check_text("tag", tag, 128)?;
+        }
+        check_notes(&new.notes)?;
+        let title = kind.title_field();
+        if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
+            return Err(Error::field(title, "required"));
+        }
+        let me = self.identity.clone();
+        let mut inner = self.lock();
+        inner.check_area(&me, &new.area)?;
+        let id = new_record_id();
+        let now = time::now_iso();
+        let mut doc = inner.new_doc();
+        let note = ChangeNote {
+            user: me.user_id.clone(),
+            action: "create".into(),
+            fields: new.fields.keys().cloned().collect(),
+        };
+        let result = doc.transact_with(
+            |_| {
+                CommitOptions::default()
+                    .with_message(serde_json::to_string(&note).expect("serialises"))
+                    .with_time(time::now_secs())
+            },
+            |tx| -> Result<()> {
+                tx.put(ROOT, doc::KIND, kind.as_str())?;
+                tx.put(ROOT, doc::AREA, new.area.as_str())?;
+                tx.put(ROOT, DELETED, false)?;
+                let fields = tx.put_object(ROOT, FIELDS, ObjType::Map)?;
+                for (name, value) in new.fields.iter().filter(|(_, v)| !v.is_empty()) {
+                    tx.put(&fields, name.as_str(), value.as_str())?;
+                }
+                let attrs = tx.put_object(ROOT, ATTRS, ObjType::Map)?;
+                for (name, value) in &new.attrs {
+                    tx.put(&attrs, name.as_str(), value.as_str())?;
+                }
+                let tags = tx.put_object(ROOT, TAGS, ObjType::Map)?;
+                for tag in &new.tags {
+                    tx.put(&tags, tag.trim(), true)?;
+                }
+                tx.put_object(ROOT, LINKS, ObjType::Map)?;
+                let notes = tx.put_object(ROOT, NOTES, ObjType::Text)?;
+                if !new.notes.is_empty() {
+                    tx.splice_text(&notes, 0, 0, &new.notes)?;
+                }
+                match kind {
+                    Kind::Event => {
+                        tx.put(ROOT, doc::RESPONSIBLE, new.area.as_str())?;
+                        tx.put(&fields, "status", EventStatus::Reported.as_str())?;
+                        tx.put(&fields, "reporter", me.user_id.as_str())?;
+                        tx.put(&fields, "reported_at", now.as_str())?;
+                        if !new.fields.contains_key("priority") {
+                            tx.put(&fields, "priority", "normal")?;
+                        }
+                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                        append_timeline(tx, &me.user_id, "report", None, Some("reported"), None)?;
+                    }
+                    Kind::Visit => {
+                        tx.put(&fields, "worker", me.user_id.as_str())?;
+                        tx.put(&fields, "started_at", now.as_str())?;
+                        tx.put(&fields, "review_state", ReviewState::Pending.as_str())?;
+                        tx.put_object(ROOT, doc::VISITED, ObjType::Map)?;
+                        tx.put_object(ROOT, doc::CHECKLIST, ObjType::Map)?;
+                        tx.put_object(ROOT, doc::ATTACHMENTS, ObjType::List)?;
+                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            },
+        );
+        if let Err(failure) = result {
+            return Err(failure.error);
+        }
+        inner.cache_doc(&id, doc);
+        if let Err(e) = inner.persist_local_change(&id) {
+            inner.forget_doc(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Edits fields, attributes, tags and notes of a record, as one change.
+    pub fn update(&self, id: &str, update: Update) -> Result<()> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let record = inner.editable(&self.identity, id, None)?;
+        for (name, value) in &update.fields {
+            let spec = record.kind.spec(name)?;
+            if spec.managed {
+                return Err(Error::ReadOnlyField(name.clone()));
+            }
+            spec.validate(value)?;
+        }
+        if update
+            .fields
+            .get(record.kind.title_field())
+            .is_some_and(|v| v.trim().is_empty())
+            && record.kind != Kind::Visit
+        {
+            return Err(Error::field(record.kind.title_field(), "required"));
+        }
+        for (name, value) in &update.attrs {
+            check_text("attribute name", name, 128)?;
+            check_attr_value(name, value)?;
+        }
+        for tag in update.add_tags.iter().chain(&update.remove_tags) {
+            check_text("tag", tag, 128)?;
+        }
+        if let Some(notes) = &update.notes {
+            check_notes(notes)?;
+        }
+        let note = ChangeNote {
+            user: self.identity.user_id.clone(),
+            action: "edit".into(),
+            fields: update.touched(),
+        };
+        inner.write(id, note, |tx| {
+            let fields = obj(tx, FIELDS)?;
+            for (name, value) in &update.fields {
+                // Writing an unchanged value would still be an edit that can conflict; skip it unless
+                // it resolves a conflict on that field.
+                let current = tx.get_all(&fields, name.as_str())?;
+                let same = current.len() == 1 && current[0].0.as_str() == Some(value.as_str());
+                let absent = current.is_empty() && value.is_empty();
+                if !same && !absent {
+                    put_field(tx, name, value)?;
+                }
+            }
+            let attrs = obj(tx, ATTRS)?;
+            for (name, value) in &update.attrs {
+                tx.put(&attrs, name.as_str(), value.as_str())?;
+            }
+            for name in &update.remove_attrs {
+                tx.delete(&attrs, name.as_str())?;
+            }
+            let tags = obj(tx, TAGS)?;
+            for tag in &update.add_tags {
+                tx.put(&tags, tag.trim(), true)?;
+            }
+            for tag in &update.remove_tags {
+                tx.delete(&tags, tag.trim())?;
+            }
+            if let Some(text) = &update.notes {
+                let notes = obj(tx, NOTES)?;
+                tx.update_text(&notes, text)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Tombstones a record. It stays in history and syncs as deleted; `restore` brings it back.
+    pub fn delete(&self, id: &str, reason: Option<&str>) -> Result<()> {
+        let mut inner = self.lock();
+        inner.editable(&self.identity, id, None)?;
+        let user = self.identity.user_id.clone();
+        let note = ChangeNote {
+            user: user.clone(),
+            action: "delete".into(),
+            fields: vec![DELETED.into()],
+        };
+        inner.write(id, note, |tx| {
+            tx.put(ROOT, DELETED, true)?;
+            append_timeline(tx, &user, "delete", None, None, reason)
+        })
+    }
+
+    pub fn restore(&self, id: &str) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.editable(&self.identity, id, None) {
+            Err(Error::Deleted(_)) => {}
+            Ok(_) => return Err(Error::InvalidInput(format!("record {id} is not deleted"))),
+            Err(e) => return Err(e),
+        }
+        let user = self.identity.user_id.clone();
+        let note = ChangeNote {
+            user: user.clone(),
+            action: "restore".into(),
+            fields: vec![DELETED.into()],
+        };
+        inner.write(id, note, |tx| {
+            tx.put(ROOT, DELETED, false)?;
+            append_timeline(tx, &user, "restore", None, None, None)
+        })
+    }
+
+    /// Moves a record to another home area; both areas must be in the user's scope.
+    pub fn move_record(&self, id: &str, area: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let record = inner.editable(&self.identity, id, None)?;
+        inner.check_area(&self.identity, area)?;
+        if record.area == area {
+            return Ok(());
+        }
+        let user = self.identity.user_id.clone();
+        let note = ChangeNote {
+            user: user.clone(),
+            action: "move".into(),
+            fields: vec![doc::AREA.into()],
+        };
+        inner.write(id, note, |tx| {
+            tx.put(ROOT, doc::AREA, area)?;
+            append_timeline(tx, &user, "move", Some(&record.area), Some(area), None)
+        })
+    }
+
+    /// Adds a typed link from `source` to `target`, stored in the source's document.
+    pub fn link(&self, source: &str, link_type: LinkType, target: &str) -> Result<()> {
+        if !doc::is_valid_record_id(target) {
+            return Err(Error::InvalidId(target.to_owned()));
+        }
+        let mut inner = self.lock();
+        let src = inner.editable(&self.identity, source, None)?;
+        let target_kind = match inner.doc(target) {
+            Ok(doc) => doc::read_record(target, doc).map(|r| r.kind),
+            Err(Error::UnknownRecord(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(tk) = target_kind {
+            if !link_type.allows(src.kind, tk) {
+                return Err(Error::InvalidInput(format!(
+                    "a {} cannot be `{link_type}` a {tk}",
+                    src.kind
+                )));
+            }
+        }
+        let note = ChangeNote {
+            user: self.identity.user_id.clone(),
+            action: "link".into(),
+            fields: vec![LINKS.into()],
+        };
+        inner.write(source, note, |tx| {
+            let links = obj(tx, LINKS)?;
+            tx.put(&links, format!("{}:{target}", link_type.as_str()), target)?;
+            Ok(())
+        })
+    }
+
+    pub fn unlink(&self, source: &str, link_type: LinkType, target: &str) -> Result<()> {
+        let mut inner = self.lock();
+        inner.editable(&self.identity, source, None)?;
+        let note = ChangeNote {
+            user: self.identity.user_id.clone(),
+            action: "unlink".into(),
+            fields: vec![LINKS.into()],
+        };
+        inner.write(source, note, |tx| {
+            let links = obj(tx, LINKS)?;
+            tx.delete(&links, format!("{}:{target}", link_type.as_str()))?;
+            Ok(())
+        })
+    }
+
+    /// Links that start or end at a record.
+    pub fn links_of(&self, id: &str) -> Result<Vec<LinkEdge>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached(
+            "SELECT r.id, l.type, l.dst FROM links l JOIN records r ON r.rid = l.src
+             WHERE r.id = ?1 OR l.dst = ?1 ORDER BY l.type, r.id, l.dst",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (source, t, target) = row?;
+            if let Some(link_type) = LinkType::parse(&t) {
+                out.push(LinkEdge {
+                    source,
+                    link_type,
+                    target,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists records of one kind by the query's filters, ordered by title.
+    pub fn list(&self, query: &ListQuery) -> Result<Page<RecordSummary>> {
+        let kind = query.kind;
+        let mut sql = format!(
+            "SELECT r.rid FROM records r JOIN {} p ON p.rid = r.rid WHERE r.kind = ?1",
+            kind.table()
+        );
+        let mut args: Vec<String> = vec![kind.as_str().into()];
+        if !query.include_deleted {
+            sql.push_str(" AND r.deleted = 0");
+        }
+        let inner = self.lock();
+        if let Some(area) = &query.area {
+            if query.include_subareas {
+                let path = inner.area_path(area).map(str::to_owned);
+                match path {
+                    Some(path) => {
+                        sql.push_str(
+                            " AND (r.area IN (SELECT id FROM areas WHERE path >= ?1x AND path < ?2x)
+                              OR r.responsible IN (SELECT id FROM areas WHERE path >= ?1x AND path < ?2x))",
+                        );
+                        let n = args.len();
+                        sql = sql
+                            .replace("?1x", &format!("?{}", n + 1))
+                            .replace("?2x", &format!("?{}", n + 2));
+                        args.push(path.clone());
+                        args.push(format!("{path}\u{10FFFF}"));
+                    }
+                    None => {
+                        sql.push_str(&format!(" AND r.area = ?{}", args.len() + 1));
+                        args.push(area.clone());
+                    }
+                }
+            } else {
+                sql.push_str(&format!(
+                    " AND (r.area = ?{n} OR r.responsible = ?{n})",
+                    n = args.len() + 1
+                ));
+                args.push(area.clone());
+            }
+        }
+        for (field, value) in &query.filters {
+            kind.spec(field)?;
+            sql.push_str(&format!(" AND p.{field} = ?{}", args.len() + 1));
+            args.push(value.clone());
+        }
+        if let Some(tag) = &query.tag {
+            sql.push_str(&format!(
+                " AND r.rid IN (SELECT rid FROM tags WHERE tag = ?{})",
+                args.len() + 1
+            ));
+            args.push(tag.clone());
+        }
+        if let Some(text) = &query.text {
+            match search::match_query(text) {
+                Some(m) => {
+                    sql.push_str(&format!(
+                        " AND r.rid IN (SELECT rowid FROM search WHERE search MATCH ?{})",
+                        args.len() + 1
+                    ));
+                    args.push(m);
+                }
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_offset: None,
+                    })
+                }
+            }
+        }
+        let limit = query.limit.clamp(1, 10_000);
+        sql.push_str(&format!(
+            " ORDER BY p.{} COLLATE NOCASE, r.rid LIMIT {} OFFSET {}",
+            kind.title_field(),
+            limit + 1,
+            query.offset
+        ));
+        let rids: Vec<i64> = {
+            let mut stmt = inner.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let more = rids.len() > limit as usize;
+        let items = summaries(&inner, &rids[..rids.len().min(limit as usize)])?;
+        Ok(Page {
+            items,
+            next_offset: more.then_some(query.offset + limit),
+        })
+    }
+
+    /// Full-text search over names, addresses and notes of every kind (or one kind).
+    pub fn search(&self, text: &str, kind: Option<Kind>, limit: u32) -> Result<Vec<RecordSummary>> {
+        let Some(query) = search::match_query(text) else {
+            return Ok(Vec::new());
+        };
+        let inner = self.lock();
+        let rids: Vec<i64> = {
+            let mut stmt = inner.conn.prepare_cached(
+                "SELECT r.rid FROM search s JOIN records r ON r.rid = s.rowid
+                 WHERE search MATCH ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2) LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![query, kind.map(Kind::as_str), limit.clamp(1, 1000)],
+                |r| r.get(0),
+            )?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        summaries(&inner, &rids)
+    }
+}
+
+fn check_attr_value(name: &str, value: &str) -> Result<()> {
+    if value.len() > 4096 || value.chars().any(char::is_control) {
+        return Err(Error::field(
+            &format!("attrs.{name}"),
+            "must be at most 4096 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Summaries of records by rid, in the given order, read from the projection.
+pub(crate) fn summaries(inner: &Inner, rids: &[i64]) -> Result<Vec<RecordSummary>> {
+    let mut out = Vec::with_capacity(rids.len());
+    for &rid in rids {
+        let head = inner
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, area, responsible, deleted FROM records WHERE rid = ?1",
+            )?
+            .query_row([rid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            })?;
+        let Some(kind) = Kind::parse(&head.1) else {
+            continue;
+        };
+        let specs = kind.fields();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE rid = ?1",
+            specs.iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+            kind.table()
+        );
+        let fields = inner.conn.prepare_cached(&sql)?.query_row([rid], |r| {
+            let mut map = BTreeMap::new();
+            for (i, spec) in specs.iter().enumerate() {
+                if let Some(v) = r.get::<_, Option<String>>(i)? {
+                    map.insert(spec.name.to_owned(), v);
+                }
+            }
+            Ok(map)
+        })?;
+        out.push(RecordSummary {
+            id: head.0,
+            kind,
+            area: head.2,
+            responsible: head.3,
+            deleted: head.4,
+            title: fields.get(kind.title_field()).cloned().unwrap_or_default(),
+            fields,
+        });
+    }
+    Ok(out)
+}

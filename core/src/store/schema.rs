@@ -1,0 +1,104 @@
+//! The store's SQLite schema and its migrations, stepped on `PRAGMA user_version`.
+//! Each step runs in one transaction; a store made by any earlier version upgrades to the same schema a
+//! fresh store gets (tested in `tests::migrated_store_equals_fresh`).
+use crate::model::Kind;
+use rusqlite::{Connection, Transaction};
+
+pub const VERSION: i64 = 2;
+
+/// Version 1: records with their documents, the outbox, areas, sync state and the projection.
+fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE areas (
+             id TEXT PRIMARY KEY, parent TEXT, level TEXT NOT NULL, name TEXT NOT NULL,
+             path TEXT NOT NULL UNIQUE);
+         CREATE TABLE records (
+             rid INTEGER PRIMARY KEY,
+             id TEXT NOT NULL UNIQUE,
+             kind TEXT NOT NULL,
+             area TEXT NOT NULL,
+             responsible TEXT,
+             deleted INTEGER NOT NULL DEFAULT 0,
+             updated_at INTEGER NOT NULL,
+             search_key INTEGER,
+             doc BLOB NOT NULL);
+         CREATE INDEX records_area ON records (area, kind, deleted);
+         CREATE INDEX records_responsible ON records (responsible) WHERE responsible IS NOT NULL;
+         CREATE TABLE outbox (
+             seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, hash BLOB NOT NULL UNIQUE, bytes BLOB NOT NULL);
+         CREATE TABLE quarantine (
+             hash BLOB PRIMARY KEY, record_id TEXT NOT NULL, bytes BLOB NOT NULL, reason TEXT NOT NULL,
+             at INTEGER NOT NULL);
+         CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE links (
+             src INTEGER NOT NULL, type TEXT NOT NULL, dst TEXT NOT NULL,
+             PRIMARY KEY (src, type, dst)) WITHOUT ROWID;
+         CREATE INDEX links_dst ON links (dst, type);
+         CREATE TABLE tags (rid INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (rid, tag)) WITHOUT ROWID;
+         CREATE INDEX tags_tag ON tags (tag);
+         CREATE TABLE attachments (
+             sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, mime TEXT NOT NULL, data BLOB,
+             record_id TEXT NOT NULL, uploaded INTEGER NOT NULL DEFAULT 0);
+         CREATE VIRTUAL TABLE search USING fts5 (
+             body, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');",
+    )?;
+    for kind in Kind::ALL {
+        let columns: Vec<String> = kind
+            .fields()
+            .iter()
+            .map(|f| format!("{} TEXT", f.name))
+            .collect();
+        tx.execute_batch(&format!(
+            "CREATE TABLE {t} (rid INTEGER PRIMARY KEY, {c});
+             CREATE INDEX {t}_title ON {t} ({title});",
+            t = kind.table(),
+            c = columns.join(", "),
+            title = kind.title_field(),
+        ))?;
+    }
+    tx.execute_batch(
+        "CREATE INDEX p_event_assignee ON p_event (assignee) WHERE assignee IS NOT NULL;
+         CREATE INDEX p_event_due ON p_event (due) WHERE due IS NOT NULL;
+         CREATE INDEX p_visit_review ON p_visit (review_state);",
+    )
+}
+
+/// Version 2: changes that arrive before their dependencies are kept until the dependencies come
+/// (version 1 kept them only in memory), and an index of conflicted fields so `conflicts()` need not
+/// read every document. The conflict index is filled by re-projecting every record after migrating.
+fn v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE held_changes (
+             hash BLOB PRIMARY KEY, record_id TEXT NOT NULL, bytes BLOB NOT NULL, received_at INTEGER NOT NULL);
+         CREATE INDEX held_changes_record ON held_changes (record_id);
+         CREATE TABLE conflicts (rid INTEGER NOT NULL, field TEXT NOT NULL, PRIMARY KEY (rid, field)) WITHOUT ROWID;
+         INSERT INTO meta (key, value) VALUES ('reproject', '1')
+             ON CONFLICT (key) DO UPDATE SET value = '1';",
+    )
+}
+
+type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+const STEPS: [Step; VERSION as usize] = [v1, v2];
+
+/// Brings the schema from its current version up to `target`. Returns the version found.
+pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > VERSION {
+        return Err(crate::Error::SchemaTooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    for version in found..target {
+        let tx = conn.transaction()?;
+        STEPS[version as usize](&tx)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    Ok(found)
+}
+
+pub fn migrate(conn: &mut Connection) -> crate::Result<i64> {
+    migrate_to(conn, VERSION)
+}

@@ -1,0 +1,598 @@
+//! The store end to end on real encrypted SQLite files.
+mod common;
+use common::*;
+use gridwork_core::*;
+
+#[test]
+fn create_edit_list_and_tombstone_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let building = s
+        .create(
+            NewRecord::new(Kind::Place, "g1")
+                .field("category", "building")
+                .field("name", "Block 3")
+                .field("address", "幸福路12号"),
+        )
+        .unwrap();
+    let person = s
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "王小明")
+                .field("sex", "male")
+                .field("birth_date", "1948-03-02")
+                .field("home_place", building.clone())
+                .tag("lives alone")
+                .attr("hukou", "local")
+                .notes("Needs a weekly call."),
+        )
+        .unwrap();
+    for (kind, title) in [
+        (Kind::Object, "Fire hydrant"),
+        (Kind::Organisation, "Residents' committee"),
+    ] {
+        s.create(NewRecord::new(kind, "g1").field("name", title))
+            .unwrap();
+    }
+    s.update(
+        &person,
+        Update::new()
+            .set("phone", "+86 138 0013 8000")
+            .attr("hukou", "moved")
+            .add_tag("needs care"),
+    )
+    .unwrap();
+    s.link(&person, LinkType::LivesAt, &building).unwrap();
+
+    let p = s.get(&person).unwrap();
+    assert_eq!(p.field("name"), Some("王小明"));
+    assert_eq!(p.field("phone"), Some("+86 138 0013 8000"));
+    assert_eq!(p.attrs["hukou"], "moved");
+    assert_eq!(
+        p.tags,
+        vec!["lives alone".to_string(), "needs care".to_string()]
+    );
+    assert_eq!(p.notes, "Needs a weekly call.");
+    assert_eq!(
+        p.links,
+        vec![Link {
+            link_type: LinkType::LivesAt,
+            target: building.clone()
+        }]
+    );
+    assert_eq!(s.links_of(&building).unwrap().len(), 1);
+
+    let people = s.list(&ListQuery::new(Kind::Person).area("g1")).unwrap();
+    assert_eq!(people.items.len(), 1);
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).tag("needs care"))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).filter("sex", "female"))
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).area("d1"))
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "subtree"
+    );
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).area("d1").only_this_area())
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+
+    s.delete(&person, Some("moved away")).unwrap();
+    assert!(s.get(&person).unwrap().deleted);
+    assert!(s
+        .list(&ListQuery::new(Kind::Person))
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(matches!(
+        s.update(&person, Update::new().set("sex", "female")),
+        Err(Error::Deleted(_))
+    ));
+    s.restore(&person).unwrap();
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person)).unwrap().items.len(),
+        1
+    );
+    let actions: Vec<String> = s
+        .history(&person)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.action)
+        .collect();
+    assert_eq!(actions, ["create", "edit", "link", "delete", "restore"]);
+    assert!(s
+        .history(&person)
+        .unwrap()
+        .iter()
+        .all(|h| h.user == "wang" && h.device == "wang-phone"));
+}
+
+#[test]
+fn paging_walks_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    for i in 0..25 {
+        s.create(NewRecord::new(Kind::Person, "g1").field("name", format!("Person {i:02}")))
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut q = ListQuery::new(Kind::Person).limit(10);
+    loop {
+        let page = s.list(&q).unwrap();
+        seen.extend(page.items.into_iter().map(|r| r.title));
+        match page.next_offset {
+            Some(o) => q = q.offset(o),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen[0], "Person 00");
+    assert_eq!(seen[24], "Person 24");
+}
+
+#[test]
+fn search_finds_chinese_fragments_and_latin_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let wang = s
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "王小明"))
+        .unwrap();
+    let li = s
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "李明华")
+                .notes("独居老人，腿脚不便"),
+        )
+        .unwrap();
+    let smith = s
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "John Smith"))
+        .unwrap();
+    let shop = s
+        .create(
+            NewRecord::new(Kind::Place, "g1")
+                .field("name", "Corner shop")
+                .field("address", "幸福路12号"),
+        )
+        .unwrap();
+    let ids = |q: &str| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .search(q, None, 50)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(ids("小明"), vec![wang.clone()]);
+    assert_eq!(ids("明"), sorted(vec![wang.clone(), li.clone()]));
+    assert_eq!(ids("王小明"), vec![wang.clone()]);
+    assert_eq!(ids("独居"), vec![li.clone()], "notes are searched");
+    assert_eq!(ids("幸福路"), vec![shop.clone()], "addresses are searched");
+    assert_eq!(ids("12号"), vec![shop.clone()]);
+    assert_eq!(ids("smi"), vec![smith.clone()]);
+    assert_eq!(ids("JOHN smith"), vec![smith.clone()]);
+    assert!(ids("小红").is_empty());
+    assert!(ids("\"*)(").is_empty(), "FTS syntax is not interpreted");
+    assert_eq!(s.search("明", Some(Kind::Place), 10).unwrap().len(), 0);
+    s.update(&wang, Update::new().set("name", "王大明"))
+        .unwrap();
+    assert!(ids("小明").is_empty(), "renamed records leave the index");
+    assert_eq!(ids("大明"), vec![wang]);
+}
+
+#[test]
+fn bad_input_gives_typed_errors_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let p = s
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "Li Na")
+                .field("phone", "123456"),
+        )
+        .unwrap();
+    let before = s.export_document(&p).unwrap();
+    let outbox = s.outbox_len().unwrap();
+    let bad: Vec<(Update, fn(&Error) -> bool)> = vec![
+        (Update::new().set("phone", "call me"), |e| {
+            matches!(e, Error::InvalidField { .. })
+        }),
+        (Update::new().set("birth_date", "1990-02-30"), |e| {
+            matches!(e, Error::InvalidField { .. })
+        }),
+        (Update::new().set("favourite_colour", "red"), |e| {
+            matches!(e, Error::UnknownField { .. })
+        }),
+        (Update::new().set("name", ""), |e| {
+            matches!(e, Error::InvalidField { .. })
+        }),
+        (
+            Update::new().set("phone", "555-1234").set("sex", "robot"),
+            |e| matches!(e, Error::InvalidField { .. }),
+        ),
+    ];
+    for (update, check) in bad {
+        let err = s.update(&p, update).unwrap_err();
+        assert!(check(&err), "{err:?}");
+        assert!(
+            !err.to_string().contains("call me"),
+            "errors never echo values"
+        );
+    }
+    assert!(matches!(
+        s.update(
+            "00000000000000000000000000000000",
+            Update::new().set("sex", "male")
+        ),
+        Err(Error::UnknownRecord(_))
+    ));
+    assert!(matches!(
+        s.create(NewRecord::new(Kind::Person, "g2").field("name", "X")),
+        Err(Error::OutOfScope(_))
+    ));
+    assert!(matches!(
+        s.create(NewRecord::new(Kind::Person, "nowhere").field("name", "X")),
+        Err(Error::UnknownArea(_))
+    ));
+    assert!(matches!(
+        s.create(NewRecord::new(Kind::Person, "g1")),
+        Err(Error::InvalidField { .. })
+    ));
+    assert!(matches!(
+        s.create(
+            NewRecord::new(Kind::Event, "g1")
+                .field("title", "x")
+                .field("status", "closed")
+        ),
+        Err(Error::ReadOnlyField(_))
+    ));
+    assert!(matches!(
+        s.link(&p, LinkType::LivesAt, "not-an-id"),
+        Err(Error::InvalidId(_))
+    ));
+    assert_eq!(s.export_document(&p).unwrap(), before, "document untouched");
+    assert_eq!(s.outbox_len().unwrap(), outbox, "nothing queued");
+    assert_eq!(s.get(&p).unwrap().field("phone"), Some("123456"));
+}
+
+#[test]
+fn event_lifecycle_roles_escalation_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = open(dir.path(), "wang", Role::Worker, "g1");
+    let ev = worker
+        .create(
+            NewRecord::new(Kind::Event, "g1")
+                .field("title", "Broken stair light")
+                .field("category", "hazard_report")
+                .field("due", "2001-01-01T00:00:00Z"),
+        )
+        .unwrap();
+    assert_eq!(worker.get(&ev).unwrap().field("status"), Some("reported"));
+    assert!(matches!(
+        worker.transition(&ev, EventAction::Close, None),
+        Err(Error::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        worker.transition(
+            &ev,
+            EventAction::Assign {
+                assignee: "zhao".into()
+            },
+            None
+        ),
+        Err(Error::Forbidden(_))
+    ));
+    assert_eq!(
+        worker
+            .transition(
+                &ev,
+                EventAction::Assign {
+                    assignee: "wang".into()
+                },
+                None
+            )
+            .unwrap(),
+        EventStatus::Assigned
+    );
+    assert_eq!(worker.assigned_to_me(10).unwrap().len(), 1);
+    assert_eq!(worker.overdue_events(10).unwrap().len(), 1);
+    worker.transition(&ev, EventAction::Start, None).unwrap();
+    worker
+        .transition(&ev, EventAction::Resolve, Some("Replaced the bulb"))
+        .unwrap();
+    assert!(matches!(
+        worker.transition(&ev, EventAction::Verify, None),
+        Err(Error::Forbidden(_))
+    ));
+
+    // The supervisor sees the worker's event after exchanging changes, and verifies and closes it.
+    let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
+    exchange(&worker, &sup);
+    assert!(matches!(
+        sup.transition(&ev, EventAction::Return, None),
+        Err(Error::InvalidField { .. })
+    ));
+    sup.transition(&ev, EventAction::Verify, None).unwrap();
+    sup.transition(&ev, EventAction::Close, Some("done"))
+        .unwrap();
+    assert!(
+        sup.overdue_events(10).unwrap().is_empty(),
+        "closed events are not overdue"
+    );
+    let timeline: Vec<String> = sup
+        .get(&ev)
+        .unwrap()
+        .timeline
+        .into_iter()
+        .map(|t| t.action)
+        .collect();
+    assert_eq!(
+        timeline,
+        ["report", "assign", "start", "resolve", "verify", "close"]
+    );
+
+    // Escalation moves responsibility up; the grid worker can no longer act on it; handing down returns it.
+    let ev2 = worker
+        .create(NewRecord::new(Kind::Event, "g1").field("title", "Dispute over parking"))
+        .unwrap();
+    worker
+        .transition(&ev2, EventAction::Escalate, Some("needs the community"))
+        .unwrap();
+    let e = worker.get(&ev2).unwrap();
+    assert_eq!(e.responsible.as_deref(), Some("c1"));
+    assert!(matches!(
+        worker.transition(
+            &ev2,
+            EventAction::Assign {
+                assignee: "wang".into()
+            },
+            None
+        ),
+        Err(Error::OutOfScope(_))
+    ));
+    exchange(&worker, &sup);
+    assert_eq!(
+        sup.list(&ListQuery::new(Kind::Event).area("c1").only_this_area())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(
+        matches!(
+            sup.transition(&ev2, EventAction::HandDown { area: "g2".into() }, None),
+            Err(Error::InvalidInput(_))
+        ),
+        "g2 does not contain the event's home"
+    );
+    sup.transition(
+        &ev2,
+        EventAction::HandDown { area: "g1".into() },
+        Some("grid can handle it"),
+    )
+    .unwrap();
+    assert_eq!(sup.get(&ev2).unwrap().responsible.as_deref(), Some("g1"));
+}
+
+#[test]
+fn visits_are_reviewed_only_by_a_supervisor_of_the_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = open(dir.path(), "wang", Role::Worker, "g1");
+    let person = w
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Zhang San"))
+        .unwrap();
+    let v = w
+        .start_visit(
+            "g1",
+            "weekly check",
+            Some(GeoPoint {
+                lat: 31.23,
+                lon: 121.47,
+                accuracy: 12.0,
+            }),
+        )
+        .unwrap();
+    w.add_visited(&v, &person).unwrap();
+    w.answer_checklist(&v, "smoke alarm works", "yes").unwrap();
+    let photo = w
+        .add_attachment(
+            &v,
+            "stairs.jpg",
+            "image/jpeg",
+            b"\xff\xd8 not really a jpeg",
+        )
+        .unwrap();
+    w.attach_to_visit(&v, &photo).unwrap();
+    w.finish_visit(&v, Some("All well.")).unwrap();
+    assert!(matches!(
+        w.finish_visit(&v, None),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        w.review_visit(&v, ReviewState::Approved, None),
+        Err(Error::Forbidden(_))
+    ));
+    let rec = w.get(&v).unwrap();
+    assert_eq!(rec.visited, vec![person]);
+    assert_eq!(rec.checklist["smoke alarm works"], "yes");
+    assert_eq!(rec.attachments, vec![photo.clone()]);
+    assert_eq!(
+        w.attachment(&photo.sha256).unwrap().unwrap(),
+        b"\xff\xd8 not really a jpeg"
+    );
+
+    let other = open(dir.path(), "chen", Role::Supervisor, "g2");
+    exchange(&w, &other);
+    assert!(matches!(
+        other.review_visit(&v, ReviewState::Approved, None),
+        Err(Error::OutOfScope(_))
+    ));
+    let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
+    exchange(&w, &sup);
+    assert_eq!(sup.review_queue(10).unwrap().len(), 1);
+    assert!(matches!(
+        sup.review_visit(&v, ReviewState::Returned, None),
+        Err(Error::InvalidField { .. })
+    ));
+    sup.review_visit(&v, ReviewState::Returned, Some("Add a photo of the alarm"))
+        .unwrap();
+    assert!(sup.review_queue(10).unwrap().is_empty());
+    exchange(&sup, &w);
+    let rec = w.get(&v).unwrap();
+    assert_eq!(rec.field("review_state"), Some("returned"));
+    assert_eq!(
+        rec.field("review_comment"),
+        Some("Add a photo of the alarm")
+    );
+}
+
+#[test]
+fn concurrent_edits_merge_and_conflicts_resolve_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), "wang", Role::Worker, "g1");
+    let b = open(dir.path(), "li", Role::Worker, "g1");
+    let p = a
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "Zhou Min")
+                .notes("Lives on floor 3."),
+        )
+        .unwrap();
+    exchange(&a, &b);
+    a.update(
+        &p,
+        Update::new()
+            .set("phone", "13800000001")
+            .notes("Lives on floor 3. Has a cat."),
+    )
+    .unwrap();
+    b.update(
+        &p,
+        Update::new()
+            .set("sex", "female")
+            .notes("Note: Lives on floor 3."),
+    )
+    .unwrap();
+    a.update(&p, Update::new().set("birth_date", "1950-01-01"))
+        .unwrap();
+    b.update(&p, Update::new().set("birth_date", "1951-01-01"))
+        .unwrap();
+    exchange(&a, &b);
+    exchange(&b, &a);
+    let (ra, rb) = (a.get(&p).unwrap(), b.get(&p).unwrap());
+    assert_eq!(ra, rb);
+    assert_eq!(ra.field("phone"), Some("13800000001"));
+    assert_eq!(ra.field("sex"), Some("female"));
+    assert_eq!(
+        ra.notes, "Note: Lives on floor 3. Has a cat.",
+        "text edits merge character-wise"
+    );
+    for s in [&a, &b] {
+        let conflicts = s.conflicts().unwrap();
+        assert_eq!(conflicts.len(), 1);
+        let c = &conflicts[0];
+        assert_eq!(c.field, "birth_date");
+        let mut values: Vec<(&str, &str)> = c
+            .values
+            .iter()
+            .map(|v| (v.value.as_str(), v.user.as_str()))
+            .collect();
+        values.sort();
+        assert_eq!(values, [("1950-01-01", "wang"), ("1951-01-01", "li")]);
+        assert_eq!(c.values.iter().filter(|v| v.winner).count(), 1);
+    }
+    b.resolve_conflict(&p, "birth_date", "1951-01-01").unwrap();
+    assert!(b.conflicts().unwrap().is_empty());
+    exchange(&b, &a);
+    assert!(a.conflicts().unwrap().is_empty(), "resolution syncs");
+    assert_eq!(a.get(&p).unwrap().field("birth_date"), Some("1951-01-01"));
+    assert_eq!(a.heads(&p).unwrap(), b.heads(&p).unwrap());
+}
+
+#[test]
+fn apply_is_idempotent_and_holds_changes_until_their_dependencies_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), "wang", Role::Worker, "g1");
+    let b = open(dir.path(), "li", Role::Worker, "g1");
+    let p = a
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Sun Li"))
+        .unwrap();
+    a.update(&p, Update::new().set("phone", "13900000000"))
+        .unwrap();
+    a.update(&p, Update::new().set("sex", "female")).unwrap();
+    let mut chunks = a.all_changes().unwrap();
+    chunks.reverse();
+    // Newest first: the first two wait for the create.
+    let r = b.apply_remote(&chunks[..2]).unwrap();
+    assert_eq!(r.held, 2);
+    assert!(matches!(b.get(&p), Err(Error::UnknownRecord(_))));
+    assert_eq!(b.held_len().unwrap(), 2);
+    // Survives a reopen: held changes are stored, not only in memory.
+    drop(b);
+    let b = open(dir.path(), "li", Role::Worker, "g1");
+    b.apply_remote(&chunks[2..]).unwrap();
+    assert_eq!(b.held_len().unwrap(), 0);
+    assert_eq!(b.get(&p).unwrap(), a.get(&p).unwrap());
+    let again = b.apply_remote(&chunks).unwrap();
+    assert_eq!(again.records_changed, 0, "duplicates change nothing");
+    // Garbage is quarantined, the good chunk beside it is applied.
+    a.update(&p, Update::new().set("phone", "13911111111"))
+        .unwrap();
+    let newest = a.outbox(100).unwrap().pop().unwrap();
+    let r = b
+        .apply_remote(&[
+            RemoteChunk {
+                record_id: p.clone(),
+                bytes: b"\x85\x6f\x4a\x83garbage".to_vec(),
+            },
+            RemoteChunk {
+                record_id: p.clone(),
+                bytes: newest.bytes,
+            },
+        ])
+        .unwrap();
+    assert_eq!(r.malformed, 1);
+    assert_eq!(b.get(&p).unwrap().field("phone"), Some("13911111111"));
+}
+
+#[test]
+fn exported_documents_load_in_plain_automerge() {
+    use automerge::ReadDoc;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let p = s
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Gao Yan"))
+        .unwrap();
+    let doc = automerge::Automerge::load(&s.export_document(&p).unwrap()).unwrap();
+    assert_eq!(
+        gridwork_core::doc::root_str(&doc, "kind").as_deref(),
+        Some("person")
+    );
+    let f = gridwork_core::doc::root_obj(&doc, "f").unwrap();
+    assert_eq!(
+        doc.get(&f, "name").unwrap().unwrap().0.to_string(),
+        "\"Gao Yan\""
+    );
+}

@@ -218,6 +218,11 @@ impl Store {
                     },
                     Err(_) => match Automerge::load(bytes) {
                         // A whole document is checked completely before anything of it is merged.
+                        Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
+                            // A record new to this device: its document is taken as it is (bootstrap).
+                            let actor = doc.get_actor().clone();
+                            doc = other.with_actor(actor);
+                        }
                         Ok(mut other) if !bytes.is_empty() => {
                             if doc.merge(&mut other).is_err() {
                                 bad.push((
@@ -230,6 +235,16 @@ impl Store {
                         _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
                     },
                 }
+            }
+            // Held changes queued in a document that was then replaced by a whole incoming document
+            // get one more chance against the new one.
+            let waiting: Vec<Change> = singles
+                .iter()
+                .filter(|c| doc.get_change_meta_by_hash(&c.hash()).is_none())
+                .cloned()
+                .collect();
+            if !waiting.is_empty() {
+                let _ = doc.apply_changes(waiting);
             }
             let changed = doc.get_heads() != heads_before;
             // A document that still has no kind or area cannot be shown or stored as a record; keep

@@ -1,6 +1,681 @@
-//! The sync client: pushes the outbox to the relay and pulls everyone else's changes.
+//! The sync client: pushes the outbox to the relay, bootstraps a new device from a snapshot, pulls
+//! everyone else's changes page by page and moves attachments. The wire protocol is `docs/protocol.md`.
+//!
+//! Resumable at every step: pushed changes leave the outbox as soon as the relay acknowledges them, the
+//! pull cursor (and the snapshot position) is saved after every page, and applying is idempotent, so an
+//! interrupted sync picks up where it stopped. Network errors are retried with backoff; a change the
+//! relay refuses is quarantined with its reason and never blocks the rest.
+mod wire;
+
+use crate::error::{Error, Result};
+use crate::model::AreaLevel;
+use crate::store::{RemoteChunk, Store};
+use base64::Engine;
+use reqwest::StatusCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+pub use wire::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("network: {0}")]
+    #[error("cannot reach the relay: {0}")]
     Network(String),
+    #[error("the relay does not know this device's token")]
+    Unauthorized,
+    #[error("this device has been revoked by an operator")]
+    Revoked,
+    #[error("the relay refused the request ({status}, {code}): {message}")]
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the relay answered something this client cannot read: {0}")]
+    Protocol(String),
+    #[error("sync cancelled")]
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Base URL of the relay, e.g. `https://relay.example.org` (the client adds `/v1/...`).
+    pub server_url: String,
+    /// The device's bearer token, issued by an operator.
+    pub token: String,
+    /// Changes per push request (the relay takes at most 1,000).
+    pub push_batch: usize,
+    /// Changes or records per pull/snapshot page (the relay gives at most 5,000).
+    pub page_size: u32,
+    /// Retries of one request on network errors, 5xx and 429, with exponential backoff.
+    pub max_retries: u32,
+    /// The first backoff delay; it doubles with each retry.
+    pub backoff: Duration,
+    pub request_timeout: Duration,
+}
+
+impl SyncConfig {
+    pub fn new(server_url: impl Into<String>, token: impl Into<String>) -> Self {
+        SyncConfig {
+            server_url: server_url.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            push_batch: 500,
+            page_size: 2000,
+            max_retries: 5,
+            backoff: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    Connecting,
+    Pushing,
+    Bootstrapping,
+    Pulling,
+    Attachments,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SyncProgress {
+    pub phase: SyncPhase,
+    pub done: u64,
+    /// Known for pushes and uploads; pulls do not know their end in advance.
+    pub total: Option<u64>,
+}
+
+/// Receives progress reports; called on the syncing thread, so keep it quick.
+pub trait ProgressSink: Send + Sync {
+    fn progress(&self, progress: SyncProgress);
+}
+
+/// A sink that ignores progress.
+pub struct NoProgress;
+impl ProgressSink for NoProgress {
+    fn progress(&self, _: SyncProgress) {}
+}
+
+impl<F: Fn(SyncProgress) + Send + Sync> ProgressSink for F {
+    fn progress(&self, progress: SyncProgress) {
+        self(progress)
+    }
+}
+
+/// Cancels a running sync at the next request boundary. What was done so far stays done.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub pushed: u64,
+    pub rejected: u64,
+    pub pulled: u64,
+    pub bootstrapped: u64,
+    pub records_changed: u64,
+    pub attachments_uploaded: u64,
+    /// The relay's log position this device has caught up to.
+    pub cursor: u64,
+}
+
+const CURSOR: &str = "cursor";
+const SNAPSHOT_CURSOR: &str = "snapshot_cursor";
+const SNAPSHOT_AFTER: &str = "snapshot_after";
+const LAST_SYNC: &str = "last_sync";
+
+struct Client<'a> {
+    http: reqwest::Client,
+    config: &'a SyncConfig,
+    cancel: &'a CancelToken,
+}
+
+impl Client<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.config.server_url)
+    }
+
+    /// Sends a request built by `build`, retrying transient failures, and returns the response of the
+    /// first non-transient answer. Error statuses become typed errors.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SyncError> {
+        let mut delay = self.config.backoff;
+        let mut attempt = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            let outcome = build(&self.http)
+                .bearer_auth(&self.config.token)
+                .send()
+                .await;
+            let retry_after = match outcome {
+                Ok(resp)
+                    if resp.status().is_success()
+                        || resp.status() == StatusCode::PERMANENT_REDIRECT =>
+                {
+                    return Ok(resp)
+                }
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
+                    let after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if attempt >= self.config.max_retries {
+                        return Err(error_from(resp).await);
+                    }
+                    after
+                }
+                Ok(resp) => return Err(error_from(resp).await),
+                Err(e) => {
+                    if attempt >= self.config.max_retries {
+                        return Err(SyncError::Network(network_reason(&e)));
+                    }
+                    None
+                }
+            };
+            attempt += 1;
+            let wait = retry_after.unwrap_or(delay).min(Duration::from_secs(30));
+            tracing::debug!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying request"
+            );
+            // Sleep in small steps so a cancel is noticed promptly.
+            let deadline = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < deadline {
+                if self.cancel.is_cancelled() {
+                    return Err(SyncError::Cancelled);
+                }
+                tokio::time::sleep(Duration::from_millis(50).min(wait)).await;
+            }
+            delay = delay.saturating_mul(2);
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T, SyncError> {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| SyncError::Network(network_reason(&e)))?;
+        serde_json::from_slice(&bytes).map_err(|e| SyncError::Protocol(e.to_string()))
+    }
+}
+
+fn network_reason(e: &reqwest::Error) -> String {
+    // reqwest's Display includes the URL, which is not personal data; keep the chain short.
+    let mut reason = e.to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        reason = format!("{reason}: {source}");
+    }
+    reason
+}
+
+async fn error_from(resp: reqwest::Response) -> SyncError {
+    let status = resp.status().as_u16();
+    let body: Option<ErrorBody> = resp.json().await.ok();
+    let (code, message) = body
+        .map(|b| (b.error.code, b.error.message))
+        .unwrap_or_else(|| ("unknown".into(), String::new()));
+    match (status, code.as_str()) {
+        (401, "revoked") => SyncError::Revoked,
+        (401, _) => SyncError::Unauthorized,
+        _ => SyncError::Server {
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+impl Store {
+    fn sync_state(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .lock()
+            .conn
+            .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_sync_state(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let inner = self.lock();
+        match value {
+            Some(v) => inner.conn.execute(
+                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                [key, v],
+            )?,
+            None => inner.conn.execute("DELETE FROM sync_state WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    /// The relay log position this device has pulled up to, and when it last synced (epoch seconds).
+    pub fn sync_status(&self) -> Result<(u64, Option<i64>)> {
+        let cursor = self
+            .sync_state(CURSOR)?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let last = self.sync_state(LAST_SYNC)?.and_then(|c| c.parse().ok());
+        Ok((cursor, last))
+    }
+
+    /// Syncs with the relay: push, bootstrap (first time), pull, attachments. Blocking: runs its own
+    /// runtime, so call it from a background thread (not from inside an async runtime).
+    pub fn sync(
+        &self,
+        config: &SyncConfig,
+        progress: &dyn ProgressSink,
+        cancel: &CancelToken,
+    ) -> Result<SyncReport> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(self.sync_async(config, progress, cancel))
+    }
+
+    /// Downloads an attachment on demand (checked against its hash) and keeps it.
+    pub fn fetch_attachment(
+        &self,
+        config: &SyncConfig,
+        record_id: &str,
+        sha256: &str,
+    ) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.attachment(sha256)? {
+            return Ok(bytes);
+        }
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidId(sha256.to_owned()));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cancel = CancelToken::new();
+        runtime.block_on(async {
+            let client = make_client(config, &cancel)?;
+            let resp = client
+                .send(|h| h.get(client.url(&format!("/attachments/{sha256}"))))
+                .await?;
+            let mime = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| SyncError::Network(network_reason(&e)))?;
+            self.store_downloaded(record_id, sha256, &mime, &bytes)?;
+            Ok(bytes.to_vec())
+        })
+    }
+
+    pub async fn sync_async(
+        &self,
+        config: &SyncConfig,
+        progress: &dyn ProgressSink,
+        cancel: &CancelToken,
+    ) -> Result<SyncReport> {
+        let client = make_client(config, cancel)?;
+        let mut report = SyncReport::default();
+        progress.progress(SyncProgress {
+            phase: SyncPhase::Connecting,
+            done: 0,
+            total: None,
+        });
+        let me: MeResponse = client
+            .json(client.send(|h| h.get(client.url("/me"))).await?)
+            .await?;
+        tracing::info!(device = %me.device_id, role = %me.role, "sync started");
+        let areas: AreasResponse = client
+            .json(client.send(|h| h.get(client.url("/areas"))).await?)
+            .await?;
+        self.store_areas(&areas.areas)?;
+
+        self.push(&client, progress, &mut report).await?;
+        if self.sync_state(CURSOR)?.is_none() {
+            self.bootstrap(&client, progress, &mut report).await?;
+        }
+        self.pull(&client, progress, &mut report).await?;
+        self.upload_attachments(&client, progress, &mut report)
+            .await?;
+        self.set_sync_state(LAST_SYNC, Some(&crate::model::time::now_secs().to_string()))?;
+        report.cursor = self.sync_status()?.0;
+        progress.progress(SyncProgress {
+            phase: SyncPhase::Done,
+            done: report.pulled,
+            total: None,
+        });
+        tracing::info!(
+            pushed = report.pushed,
+            rejected = report.rejected,
+            pulled = report.pulled,
+            cursor = report.cursor,
+            "sync finished"
+        );
+        Ok(report)
+    }
+
+    /// Stores the area tree from the relay, parents before children.
+    fn store_areas(&self, areas: &[WireArea]) -> Result<()> {
+        let mut pending: Vec<&WireArea> = areas.iter().collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for area in pending {
+                let level = AreaLevel::parse(&area.level).ok_or_else(|| {
+                    SyncError::Protocol(format!("unknown area level `{}`", area.level))
+                })?;
+                let parent_known = area.parent.as_deref().is_none_or(|p| self.areas_known(p));
+                if parent_known {
+                    self.upsert_area(&area.id, area.parent.as_deref(), level, &area.name)?;
+                } else {
+                    rest.push(area);
+                }
+            }
+            if rest.len() == before {
+                return Err(SyncError::Protocol(
+                    "area tree has areas without known parents".into(),
+                )
+                .into());
+            }
+            pending = rest;
+        }
+        Ok(())
+    }
+
+    fn areas_known(&self, id: &str) -> bool {
+        self.lock().area_path(id).is_some()
+    }
+
+    async fn push(
+        &self,
+        client: &Client<'_>,
+        progress: &dyn ProgressSink,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let total = self.outbox_len()?;
+        let mut done = 0;
+        progress.progress(SyncProgress {
+            phase: SyncPhase::Pushing,
+            done,
+            total: Some(total),
+        });
+        loop {
+            let batch = self.outbox(client.config.push_batch.clamp(1, 1000) as u32)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let body = PushRequest {
+                changes: batch
+                    .iter()
+                    .map(|c| PushChange {
+                        record: c.record_id.clone(),
+                        bytes: B64.encode(&c.bytes),
+                    })
+                    .collect(),
+            };
+            let resp: PushResponse = client
+                .json(
+                    client
+                        .send(|h| h.post(client.url("/changes")).json(&body))
+                        .await?,
+                )
+                .await?;
+            if resp.results.len() != batch.len() {
+                return Err(SyncError::Protocol(format!(
+                    "push answered {} results for {} changes",
+                    resp.results.len(),
+                    batch.len()
+                ))
+                .into());
+            }
+            let mut accepted = Vec::new();
+            for (change, result) in batch.iter().zip(&resp.results) {
+                if result.status == "accepted" {
+                    accepted.push(change.seq);
+                    report.pushed += 1;
+                } else {
+                    let reason = result
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| result.status.clone());
+                    tracing::warn!(record = %change.record_id, reason = %reason, "change rejected by the relay");
+                    self.quarantine(change.seq, &reason)?;
+                    report.rejected += 1;
+                }
+            }
+            self.mark_pushed(&accepted)?;
+            done += batch.len() as u64;
+            progress.progress(SyncProgress {
+                phase: SyncPhase::Pushing,
+                done,
+                total: Some(total.max(done)),
+            });
+        }
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &Client<'_>,
+        progress: &dyn ProgressSink,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let mut after = self.sync_state(SNAPSHOT_AFTER)?;
+        let mut cursor: Option<u64> = self
+            .sync_state(SNAPSHOT_CURSOR)?
+            .and_then(|c| c.parse().ok());
+        loop {
+            let page = client.config.page_size.clamp(1, 5000);
+            let resp: SnapshotResponse = client
+                .json(
+                    client
+                        .send(|h| {
+                            let mut req = h
+                                .get(client.url("/snapshot"))
+                                .query(&[("limit", page.to_string())]);
+                            if let Some(a) = &after {
+                                req = req.query(&[("after_record", a)]);
+                            }
+                            req
+                        })
+                        .await?,
+                )
+                .await?;
+            // The log position is the one of the first page: later pages may be newer, never older.
+            let position = *cursor.get_or_insert(resp.cursor);
+            let chunks = decode_chunks(resp.records.iter().map(|r| (&r.record, &r.bytes)))?;
+            let applied = self.apply_remote(&chunks)?;
+            report.bootstrapped += chunks.len() as u64;
+            report.records_changed += applied.records_changed as u64;
+            progress.progress(SyncProgress {
+                phase: SyncPhase::Bootstrapping,
+                done: report.bootstrapped,
+                total: None,
+            });
+            match resp.next {
+                Some(next) => {
+                    self.set_sync_state(SNAPSHOT_CURSOR, Some(&position.to_string()))?;
+                    self.set_sync_state(SNAPSHOT_AFTER, Some(&next))?;
+                    after = Some(next);
+                }
+                None => {
+                    self.set_sync_state(CURSOR, Some(&position.to_string()))?;
+                    self.set_sync_state(SNAPSHOT_CURSOR, None)?;
+                    self.set_sync_state(SNAPSHOT_AFTER, None)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn pull(
+        &self,
+        client: &Client<'_>,
+        progress: &dyn ProgressSink,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let mut cursor: u64 = self
+            .sync_state(CURSOR)?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        loop {
+            let page = client.config.page_size.clamp(1, 5000);
+            let resp: PullResponse = client
+                .json(
+                    client
+                        .send(|h| {
+                            h.get(client.url("/changes")).query(&[
+                                ("after", cursor.to_string()),
+                                ("limit", page.to_string()),
+                            ])
+                        })
+                        .await?,
+                )
+                .await?;
+            let chunks = decode_chunks(resp.items.iter().map(|i| (&i.record, &i.bytes)))?;
+            let applied = self.apply_remote(&chunks)?;
+            report.pulled += chunks.len() as u64;
+            report.records_changed += applied.records_changed as u64;
+            if resp.cursor < cursor {
+                return Err(SyncError::Protocol("the relay's cursor went backwards".into()).into());
+            }
+            cursor = resp.cursor;
+            self.set_sync_state(CURSOR, Some(&cursor.to_string()))?;
+            progress.progress(SyncProgress {
+                phase: SyncPhase::Pulling,
+                done: report.pulled,
+                total: None,
+            });
+            if !resp.more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn upload_attachments(
+        &self,
+        client: &Client<'_>,
+        progress: &dyn ProgressSink,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        const CHUNK: usize = 1024 * 1024;
+        let pending = self.pending_uploads()?;
+        let total = pending.len() as u64;
+        for (i, (sha, record, bytes)) in pending.into_iter().enumerate() {
+            progress.progress(SyncProgress {
+                phase: SyncPhase::Attachments,
+                done: i as u64,
+                total: Some(total),
+            });
+            // Ask how much the relay has already: an interrupted upload resumes there.
+            let head = client
+                .send(|h| h.head(client.url(&format!("/attachments/{sha}"))))
+                .await;
+            let mut offset = match head {
+                Ok(resp) if resp.status() == StatusCode::OK => {
+                    self.mark_uploaded(&sha)?;
+                    report.attachments_uploaded += 1;
+                    continue;
+                }
+                Ok(resp) => resp
+                    .headers()
+                    .get("upload-offset")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0),
+                Err(SyncError::Server { status: 404, .. }) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            if bytes.is_empty() {
+                client
+                    .send(|h| {
+                        h.put(client.url(&format!("/attachments/{sha}")))
+                            .query(&[("record", &record)])
+                            .body(Vec::new())
+                    })
+                    .await?;
+            }
+            while offset < bytes.len() {
+                let end = (offset + CHUNK).min(bytes.len());
+                let range = format!("bytes {}-{}/{}", offset, end - 1, bytes.len());
+                let body = bytes[offset..end].to_vec();
+                client
+                    .send(|h| {
+                        h.put(client.url(&format!("/attachments/{sha}")))
+                            .query(&[("record", &record)])
+                            .header("content-range", &range)
+                            .body(body.clone())
+                    })
+                    .await?;
+                offset = end;
+            }
+            self.mark_uploaded(&sha)?;
+            report.attachments_uploaded += 1;
+        }
+        Ok(())
+    }
+}
+
+fn make_client<'a>(
+    config: &'a SyncConfig,
+    cancel: &'a CancelToken,
+) -> Result<Client<'a>, SyncError> {
+    let http = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("gridwork/", env!("CARGO_PKG_VERSION")))
+        // The relay answers 308 to a HEAD of a partial upload; that is not a redirect to follow.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| SyncError::Network(network_reason(&e)))?;
+    Ok(Client {
+        http,
+        config,
+        cancel,
+    })
+}
+
+fn decode_chunks<'a>(
+    items: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<Vec<RemoteChunk>, SyncError> {
+    items
+        .map(|(record, bytes)| {
+            let bytes = B64
+                .decode(bytes)
+                .map_err(|e| SyncError::Protocol(format!("bad base64: {e}")))?;
+            Ok(RemoteChunk {
+                record_id: record.clone(),
+                bytes,
+            })
+        })
+        .collect()
 }

@@ -1,0 +1,239 @@
+//! `init`, `area ...` and `whoami`.
+use crate::ctx::{CliError, CliResult, Ctx, Globals};
+use crate::key;
+use crate::output::{self, Table};
+use clap::{Args, Subcommand, ValueEnum};
+use gridwork_core::{AreaLevel, Identity, Role, Store, StoreOptions};
+
+pub const INIT_EXAMPLES: &str = "\
+EXAMPLES:
+  # A grid worker's phone; writes a random key to ./wang/store.key (demos/dev only)
+  gridwork --store ./wang init --user wang --device wang-phone --role worker --area g1
+
+  # A supervisor whose key comes from the environment
+  GRIDWORK_KEY=$(openssl rand -hex 32) gridwork --store ./zhao init --user zhao --device zhao-ipad \\
+      --role supervisor --area c1";
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The user working on this device (recorded as the author of every change).
+    #[arg(long, value_name = "USER")]
+    pub user: String,
+    /// This device's id (the Automerge actor of its changes); unique per device.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: String,
+    /// What the user may do: a worker its own area, a supervisor the subtree under it, an operator all.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// The user's area id (a grid for a worker, e.g. `g1`).
+    #[arg(long, value_name = "AREA")]
+    pub area: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Worker,
+    Supervisor,
+    Operator,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Worker => Role::Worker,
+            RoleArg::Supervisor => Role::Supervisor,
+            RoleArg::Operator => Role::Operator,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LevelArg {
+    District,
+    /// A street or a town.
+    #[value(alias = "town")]
+    Street,
+    /// A community or a village.
+    #[value(alias = "village")]
+    Community,
+    Grid,
+}
+
+impl From<LevelArg> for AreaLevel {
+    fn from(l: LevelArg) -> AreaLevel {
+        match l {
+            LevelArg::District => AreaLevel::District,
+            LevelArg::Street => AreaLevel::Street,
+            LevelArg::Community => AreaLevel::Community,
+            LevelArg::Grid => AreaLevel::Grid,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AreaCommand {
+    /// Add an area (or rename/re-parent an existing one). Parents must be added first.
+    #[command(after_long_help = "\
+EXAMPLES:
+  gridwork --store ./wang area add d1 --level district --name 'East District'
+  gridwork --store ./wang area add s1 --level street --name 'River Street' --parent d1
+  gridwork --store ./wang area add c1 --level community --name '柳树社区' --parent s1
+  gridwork --store ./wang area add g1 --level grid --name 'Grid 1' --parent c1")]
+    Add {
+        /// Area id: 1-64 of A-Z, a-z, 0-9, `_` and `-`.
+        id: String,
+        /// The level: a district holds streets, a street communities, a community grids.
+        #[arg(long, value_enum)]
+        level: LevelArg,
+        /// A display name.
+        #[arg(long)]
+        name: String,
+        /// The parent area's id (none for a district).
+        #[arg(long, value_name = "AREA")]
+        parent: Option<String>,
+    },
+    /// Show the area tree.
+    List,
+}
+
+pub fn init(globals: &Globals, args: &InitArgs) -> CliResult<()> {
+    let db = globals.db_path();
+    if db.exists() {
+        return Err(CliError::user(format!(
+            "a store already exists in {}",
+            globals.dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&globals.dir)
+        .map_err(|e| CliError::user(format!("cannot create {}: {e}", globals.dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&globals.dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let (key, created_key) = match key::resolve(globals.key_file.as_deref(), &globals.dir)? {
+        Some(k) => (k, None),
+        None => {
+            let path = key::default_key_path(&globals.dir);
+            (key::create_key_file(&path)?, Some(path))
+        }
+    };
+    let identity = Identity {
+        user_id: args.user.trim().to_owned(),
+        device_id: args.device.trim().to_owned(),
+        role: args.role.into(),
+        area: args.area.clone(),
+    };
+    let store = match Store::open(StoreOptions::new(&db, key).identity(identity)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Leave nothing half-made behind: the next `init` should start clean.
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            if let Some(path) = &created_key {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let me = store.identity();
+    let value = serde_json::json!({
+        "store": db,
+        "identity": me,
+        "key_file": created_key,
+    });
+    if globals.json {
+        output::print_json(&value);
+    } else {
+        let mut text = format!(
+            "created store {}\n  user {} on device {}, {} of area {}\n",
+            db.display(),
+            me.user_id,
+            me.device_id,
+            me.role,
+            me.area
+        );
+        if let Some(path) = created_key {
+            text.push_str(&format!(
+                "  wrote a random key to {} (mode 0600)\n  \
+                 note: a key file next to the store is for demos and development; a real device \
+                 keeps the key in the platform keystore\n",
+                path.display()
+            ));
+        }
+        output::emit(&text);
+    }
+    Ok(())
+}
+
+pub fn area(ctx: &Ctx, cmd: &AreaCommand) -> CliResult<()> {
+    match cmd {
+        AreaCommand::Add {
+            id,
+            level,
+            name,
+            parent,
+        } => {
+            if name.trim().is_empty() {
+                return Err(CliError::user("an area needs a name"));
+            }
+            let area = ctx
+                .store
+                .upsert_area(id, parent.as_deref(), (*level).into(), name)?;
+            ctx.print(&area, || {
+                format!("area {} ({}, {})", area.id, area.level.as_str(), area.name)
+            });
+            Ok(())
+        }
+        AreaCommand::List => {
+            let areas = ctx.store.areas()?;
+            ctx.print(&areas, || {
+                if areas.is_empty() {
+                    return "no areas yet: add them with `gridwork area add`".into();
+                }
+                let mut t = Table::new(["AREA", "LEVEL", "NAME", "PATH"]);
+                for a in &areas {
+                    let depth = a.path.matches('/').count().saturating_sub(1);
+                    t.row([
+                        format!("{}{}", "  ".repeat(depth), a.id),
+                        a.level.as_str().to_owned(),
+                        a.name.clone(),
+                        a.path.trim_end_matches('/').to_owned(),
+                    ]);
+                }
+                t.render()
+            });
+            Ok(())
+        }
+    }
+}
+
+pub fn whoami(ctx: &Ctx) -> CliResult<()> {
+    let me = ctx.store.identity();
+    let outbox = ctx.store.outbox_len()?;
+    let quarantined = ctx.store.quarantined()?.len();
+    let conflicts = ctx.store.conflicts()?.len();
+    let value = serde_json::json!({
+        "identity": me,
+        "store": ctx.store.path(),
+        "outbox": outbox,
+        "quarantined": quarantined,
+        "conflicts": conflicts,
+    });
+    ctx.print(&value, || {
+        format!(
+            "user        {}\ndevice      {}\nrole        {}\narea        {}\nstore       {}\n\
+             outbox      {}\nquarantine  {}\nconflicts   {}\n",
+            me.user_id,
+            me.device_id,
+            me.role,
+            me.area,
+            ctx.store.path().display(),
+            output::count(outbox as usize, "change"),
+            output::count(quarantined, "change"),
+            conflicts
+        )
+    });
+    Ok(())
+}

@@ -596,3 +596,53 @@ fn exported_documents_load_in_plain_automerge() {
         "\"Gao Yan\""
     );
 }
+
+#[test]
+fn disagreeing_offline_transitions_both_stay_and_surface_as_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
+    let sup2 = open(dir.path(), "qian", Role::Supervisor, "s1");
+    let ev = sup
+        .create(NewRecord::new(Kind::Event, "g1").field("title", "Noise complaint"))
+        .unwrap();
+    sup.transition(
+        &ev,
+        EventAction::Assign {
+            assignee: "wang".into(),
+        },
+        None,
+    )
+    .unwrap();
+    sup.transition(&ev, EventAction::Start, None).unwrap();
+    sup.transition(&ev, EventAction::Resolve, None).unwrap();
+    exchange(&sup, &sup2);
+    // Offline: one verifies, the other returns it.
+    sup.transition(&ev, EventAction::Verify, None).unwrap();
+    sup2.transition(&ev, EventAction::Return, Some("Neighbours still complain"))
+        .unwrap();
+    exchange(&sup, &sup2);
+    exchange(&sup2, &sup);
+    for s in [&sup, &sup2] {
+        let e = s.get(&ev).unwrap();
+        let actions: Vec<&str> = e.timeline.iter().map(|t| t.action.as_str()).collect();
+        assert!(
+            actions.contains(&"verify") && actions.contains(&"return"),
+            "{actions:?}"
+        );
+        let c = s.conflicts().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].field, "status");
+        let mut values: Vec<&str> = c[0].values.iter().map(|v| v.value.as_str()).collect();
+        values.sort();
+        assert_eq!(values, ["returned", "verified"]);
+    }
+    // Resolving picks one of the concurrent statuses; a status that was not one of them is refused.
+    assert!(matches!(
+        sup.resolve_conflict(&ev, "status", "closed"),
+        Err(Error::InvalidInput(_))
+    ));
+    sup.resolve_conflict(&ev, "status", "returned").unwrap();
+    exchange(&sup, &sup2);
+    assert!(sup2.conflicts().unwrap().is_empty());
+    assert_eq!(sup2.get(&ev).unwrap().field("status"), Some("returned"));
+}

@@ -3,12 +3,11 @@
 //! Applying is idempotent and order-independent: Automerge ignores changes it has, and a change whose
 //! dependencies are missing is kept in `held_changes` (and in the document's queue) until they arrive,
 //! never dropped. Each batch is one SQLite transaction, so a crash mid-batch applies none of it.
-use super::records::{obj, put_field};
+use super::records::{obj, put_field, put_superseding};
 use super::{projection, ChangeNote, Store};
 use crate::doc::{self, ATTRS, FIELDS};
 use crate::error::{Error, Result};
 use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind};
-use automerge::transaction::Transactable;
 use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -419,11 +418,11 @@ impl Store {
         inner.write(id, note, |tx| {
             if let Some(name) = field.strip_prefix("attrs.") {
                 let attrs = obj(tx, ATTRS)?;
-                tx.put(&attrs, name, value)?;
+                put_superseding(tx, &attrs, name, value)?;
             } else if field == doc::DELETED {
-                tx.put(ROOT, doc::DELETED, value == "true")?;
+                put_superseding(tx, &ROOT, doc::DELETED, value == "true")?;
             } else if matches!(field, "area" | "responsible") {
-                tx.put(ROOT, field, value)?;
+                put_superseding(tx, &ROOT, field, value)?;
             } else {
                 put_field(tx, field, value)?;
             }
@@ -431,11 +430,11 @@ impl Store {
         })
     }
 
-    /// Who changed what and when, oldest first.
+    /// Who changed what and when, in causal order (a change always after the changes it builds on).
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
         let mut inner = self.lock();
         let doc = inner.doc(id)?;
-        let mut out: Vec<HistoryEntry> = doc
+        let out: Vec<HistoryEntry> = doc
             .get_changes_meta(&[])
             .into_iter()
             .map(|m| {
@@ -450,7 +449,7 @@ impl Store {
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.time.cmp(&b.time));
+        // Causal order, as Automerge gives it: device clocks may be wrong, causality never is.
         Ok(out)
     }
 

@@ -112,8 +112,13 @@ pub(crate) struct ChangeNote {
     pub fields: Vec<String>,
 }
 
-fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
+/// Opens the SQLite connection of a store with its key and pragmas, without migrating or reading it.
+/// Public for tests and tools that build stores of older schema versions.
+#[doc(hidden)]
+pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    // SQLCipher logs failed key checks to stderr by itself; errors reach the caller typed instead.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
     match key {
         StoreKey::None => {}
         StoreKey::Raw(bytes) => {
@@ -148,6 +153,10 @@ fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Resul
 impl Store {
     /// Opens (or creates) a store. See [`StoreOptions`].
     pub fn open(options: StoreOptions) -> Result<Store> {
+        // Without an identity only an existing store can be opened; do not leave an empty file behind.
+        if options.identity.is_none() && !options.path.exists() {
+            return Err(Error::NotInitialized);
+        }
         let mut conn = open_connection(&options.path, &options.key, options.durability)?;
         schema::migrate(&mut conn)?;
         let stored: Option<String> = conn
@@ -488,4 +497,16 @@ impl Inner {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Queues the last local change of `doc` and writes its record and projection rows, inside the caller's
+/// transaction (the one-transaction-per-write path is `Inner::persist_local_change`).
+pub(crate) fn queue_local_change(tx: &Connection, id: &str, doc: &Automerge) -> Result<()> {
+    let change = doc
+        .get_last_local_change()
+        .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
+    tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, &change.hash().0[..], change.raw_bytes()])?;
+    projection::project(tx, id, doc, None)?;
+    Ok(())
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every test of the project, on a fresh Debian machine with only Rust, Node/npm, Java 17 and gcc:
+#   1. builds the workspace once (debug, shared target dir);
+#   2. starts a throwaway PostgreSQL on 127.0.0.1 (installed from Debian's packages when missing) so the
+#      relay's conformance suite runs against both backends;
+#   3. runs the Rust tests: core (store, merge, search, encryption, migration, property, crash), relay
+#      (SQLite + PostgreSQL), end-to-end (real relay process + devices), CLI;
+#   4. generates the Kotlin and Swift bindings and runs the Kotlin tests on the JVM (kotlinc from npm,
+#      JNA from Debian).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+export CARGO_TERM_COLOR=never
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "build the workspace"
+cargo build --workspace --all-targets --locked
+
+step "start PostgreSQL on loopback"
+GRIDWORK_TEST_POSTGRES_URL=$(sync-server/scripts/start-postgres.sh)
+export GRIDWORK_TEST_POSTGRES_URL
+trap 'sync-server/scripts/stop-postgres.sh >/dev/null 2>&1 || true' EXIT
+
+step "Rust tests"
+cargo test --workspace --locked
+
+step "Kotlin bindings on the JVM, Swift bindings generated"
+bindings/scripts/test-kotlin.sh
+
+step "all tests passed"

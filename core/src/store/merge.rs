@@ -186,7 +186,9 @@ impl Store {
                 bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
             }
         }
-        let mut updated: Vec<(String, Automerge)> = Vec::new();
+        // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
+        // (bootstrap), so it is not saved again.
+        let mut updated: Vec<(String, Automerge, Option<Vec<u8>>)> = Vec::new();
         let mut hold: Vec<(String, Change)> = Vec::new();
         let mut release: Vec<ChangeHash> = Vec::new();
         for (id, pieces) in by_record {
@@ -205,12 +207,16 @@ impl Store {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let mut singles: Vec<Change> = Vec::new();
+            let mut taken_whole: Option<Vec<u8>> = None;
             for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
                 // One change is applied as such, so its hash is known for holding; anything else is
                 // read as document chunks (a whole document arrives when a record moves into scope).
                 match Change::from_bytes(bytes.to_vec()) {
                     Ok(change) => match doc.apply_changes([change.clone()]) {
-                        Ok(()) => singles.push(change),
+                        Ok(()) => {
+                            taken_whole = None;
+                            singles.push(change)
+                        }
                         Err(_) => {
                             bad.push((id.into(), bytes.to_vec(), "change does not apply".into()))
                         }
@@ -221,8 +227,10 @@ impl Store {
                             // A record new to this device: its document is taken as it is (bootstrap).
                             let actor = doc.get_actor().clone();
                             doc = other.with_actor(actor);
+                            taken_whole = Some(bytes.to_vec());
                         }
                         Ok(mut other) if !bytes.is_empty() => {
+                            taken_whole = None;
                             if doc.merge(&mut other).is_err() {
                                 bad.push((
                                     id.into(),
@@ -244,6 +252,7 @@ impl Store {
                 .collect();
             if !waiting.is_empty() {
                 let _ = doc.apply_changes(waiting);
+                taken_whole = None;
             }
             let changed = doc.get_heads() != heads_before;
             // A document that still has no kind or area cannot be shown or stored as a record; keep
@@ -261,7 +270,7 @@ impl Store {
                 continue;
             }
             if changed {
-                updated.push((id.to_owned(), doc));
+                updated.push((id.to_owned(), doc, taken_whole));
             } else if heads_before.is_empty() {
                 // A record we do not have and could not start: nothing to cache.
             } else {
@@ -288,13 +297,13 @@ impl Store {
             )?
             .execute(params![sha_of(bytes), id, bytes, reason, now])?;
         }
-        for (id, doc) in &updated {
-            projection::project(&tx, id, doc, None)?;
+        for (id, doc, saved) in &updated {
+            projection::project(&tx, id, doc, saved.as_deref())?;
         }
         tx.commit()?;
         report.malformed = bad.len();
         report.records_changed = updated.len();
-        for (id, doc) in updated {
+        for (id, doc, _) in updated {
             inner.cache_doc(&id, doc);
         }
         Ok(report)

@@ -1,0 +1,376 @@
+//! Records and enums that cross the FFI.
+//!
+//! Core types whose fields uniffi can carry as they are (plain enums, small structs) are declared here
+//! with `#[uniffi::remote]`: the compiler checks the mirror against the core definition, so a field
+//! added in the core fails this build instead of drifting. Types with `BTreeMap` fields, generics or
+//! builder-style options are mirrored as FFI records with `From` conversions.
+use gridwork_core as core;
+use gridwork_core::{
+    Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, EventAction, EventStatus, GeoPoint,
+    HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType, QuarantinedChange, ReviewState, Role,
+    TimelineEntry,
+};
+use std::collections::{BTreeMap, HashMap};
+
+// ------------------------------------------------------------------------------------ enums
+
+#[uniffi::remote(Enum)]
+pub enum Kind {
+    Person,
+    Place,
+    Object,
+    Organisation,
+    Event,
+    Visit,
+}
+
+#[uniffi::remote(Enum)]
+pub enum Role {
+    Worker,
+    Supervisor,
+    Operator,
+}
+
+#[uniffi::remote(Enum)]
+pub enum AreaLevel {
+    District,
+    Street,
+    Community,
+    Grid,
+}
+
+#[uniffi::remote(Enum)]
+pub enum LinkType {
+    LivesAt,
+    MemberOf,
+    LocatedAt,
+    InvolvedIn,
+    Owns,
+}
+
+#[uniffi::remote(Enum)]
+pub enum EventStatus {
+    Reported,
+    Assigned,
+    InProgress,
+    Resolved,
+    Verified,
+    Closed,
+    Returned,
+    Reopened,
+}
+
+#[uniffi::remote(Enum)]
+pub enum EventAction {
+    Assign { assignee: String },
+    Start,
+    Resolve,
+    Verify,
+    Close,
+    Return,
+    Reopen,
+    Escalate,
+    HandDown { area: String },
+    Comment,
+}
+
+#[uniffi::remote(Enum)]
+pub enum ReviewState {
+    Pending,
+    Approved,
+    Returned,
+}
+
+// ------------------------------------------------------------------- records carried as they are
+
+#[uniffi::remote(Record)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+    pub role: Role,
+    pub area: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct Area {
+    pub id: String,
+    pub parent: Option<String>,
+    pub level: AreaLevel,
+    pub name: String,
+    pub path: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy: f64,
+}
+
+#[uniffi::remote(Record)]
+pub struct Link {
+    pub link_type: LinkType,
+    pub target: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct LinkEdge {
+    pub source: String,
+    pub link_type: LinkType,
+    pub target: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub by: String,
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct AttachmentRef {
+    pub sha256: String,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+}
+
+#[uniffi::remote(Record)]
+pub struct HistoryEntry {
+    pub hash: String,
+    pub device: String,
+    pub user: String,
+    pub time: i64,
+    pub action: String,
+    pub fields: Vec<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct ConflictValue {
+    pub value: String,
+    pub user: String,
+    pub device: String,
+    pub time: i64,
+    pub winner: bool,
+}
+
+#[uniffi::remote(Record)]
+pub struct Conflict {
+    pub record_id: String,
+    pub kind: Kind,
+    pub field: String,
+    pub values: Vec<ConflictValue>,
+}
+
+#[uniffi::remote(Record)]
+pub struct QuarantinedChange {
+    pub hash: String,
+    pub record_id: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+// ------------------------------------------------------------------------------ mirrored records
+
+fn to_hash(map: BTreeMap<String, String>) -> HashMap<String, String> {
+    map.into_iter().collect()
+}
+
+fn to_btree(map: HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+/// A record as read from its document.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Record {
+    pub id: String,
+    pub kind: Kind,
+    /// The home area.
+    pub area: String,
+    /// Events only: the area currently responsible for it.
+    pub responsible: Option<String>,
+    pub deleted: bool,
+    pub fields: HashMap<String, String>,
+    /// Custom attributes (each city's own form fields).
+    pub attrs: HashMap<String, String>,
+    pub tags: Vec<String>,
+    pub links: Vec<Link>,
+    pub notes: String,
+    /// Events and visits: the append-only timeline.
+    pub timeline: Vec<TimelineEntry>,
+    /// Visits only: ids of the records visited.
+    pub visited: Vec<String>,
+    /// Visits only: checklist answers.
+    pub checklist: HashMap<String, String>,
+    /// Visits only: attachments in the order they were added.
+    pub attachments: Vec<AttachmentRef>,
+    /// Fields with concurrent values that nobody has resolved yet.
+    pub conflicted_fields: Vec<String>,
+}
+
+impl From<core::Record> for Record {
+    fn from(r: core::Record) -> Self {
+        Record {
+            id: r.id,
+            kind: r.kind,
+            area: r.area,
+            responsible: r.responsible,
+            deleted: r.deleted,
+            fields: to_hash(r.fields),
+            attrs: to_hash(r.attrs),
+            tags: r.tags,
+            links: r.links,
+            notes: r.notes,
+            timeline: r.timeline,
+            visited: r.visited,
+            checklist: to_hash(r.checklist),
+            attachments: r.attachments,
+            conflicted_fields: r.conflicted_fields,
+        }
+    }
+}
+
+/// One row of a list: the projection's view of a record.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RecordSummary {
+    pub id: String,
+    pub kind: Kind,
+    pub area: String,
+    pub responsible: Option<String>,
+    pub deleted: bool,
+    /// The kind's title field (name, event title, visit purpose).
+    pub title: String,
+    pub fields: HashMap<String, String>,
+}
+
+impl From<core::RecordSummary> for RecordSummary {
+    fn from(s: core::RecordSummary) -> Self {
+        RecordSummary {
+            id: s.id,
+            kind: s.kind,
+            area: s.area,
+            responsible: s.responsible,
+            deleted: s.deleted,
+            title: s.title,
+            fields: to_hash(s.fields),
+        }
+    }
+}
+
+pub(crate) fn summaries(list: Vec<core::RecordSummary>) -> Vec<RecordSummary> {
+    list.into_iter().map(Into::into).collect()
+}
+
+/// A page of a list; `next_offset` is the offset of the next page, when there is one.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Page {
+    pub items: Vec<RecordSummary>,
+    pub next_offset: Option<u32>,
+}
+
+impl From<core::Page<core::RecordSummary>> for Page {
+    fn from(p: core::Page<core::RecordSummary>) -> Self {
+        Page {
+            items: summaries(p.items),
+            next_offset: p.next_offset,
+        }
+    }
+}
+
+/// What to list: one kind, optionally one area (by default with the areas below it), field equality
+/// filters, a tag, a text query, and a page.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ListQuery {
+    pub kind: Kind,
+    #[uniffi(default = None)]
+    pub area: Option<String>,
+    #[uniffi(default = true)]
+    pub include_subareas: bool,
+    #[uniffi(default)]
+    pub filters: HashMap<String, String>,
+    #[uniffi(default = None)]
+    pub tag: Option<String>,
+    #[uniffi(default = None)]
+    pub text: Option<String>,
+    #[uniffi(default = false)]
+    pub include_deleted: bool,
+    #[uniffi(default = 100)]
+    pub limit: u32,
+    #[uniffi(default = 0)]
+    pub offset: u32,
+}
+
+impl From<ListQuery> for core::ListQuery {
+    fn from(q: ListQuery) -> Self {
+        let mut out = core::ListQuery::new(q.kind);
+        out.area = q.area;
+        out.include_subareas = q.include_subareas;
+        out.filters = to_btree(q.filters);
+        out.tag = q.tag;
+        out.text = q.text;
+        out.include_deleted = q.include_deleted;
+        out.limit = q.limit;
+        out.offset = q.offset;
+        out
+    }
+}
+
+/// A new record. Managed fields (event status, visit review, ...) are set by the store.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct NewRecord {
+    pub kind: Kind,
+    pub area: String,
+    #[uniffi(default)]
+    pub fields: HashMap<String, String>,
+    #[uniffi(default)]
+    pub attrs: HashMap<String, String>,
+    #[uniffi(default)]
+    pub tags: Vec<String>,
+    #[uniffi(default = "")]
+    pub notes: String,
+}
+
+impl From<NewRecord> for core::NewRecord {
+    fn from(n: NewRecord) -> Self {
+        let mut out = core::NewRecord::new(n.kind, n.area);
+        out.fields = to_btree(n.fields);
+        out.attrs = to_btree(n.attrs);
+        out.tags = n.tags;
+        out.notes = n.notes;
+        out
+    }
+}
+
+/// A field-level update: only what is named here changes, so concurrent edits of other fields
+/// survive. Setting a field to the empty string clears it.
+#[derive(Debug, Clone, Default, PartialEq, uniffi::Record)]
+pub struct Update {
+    #[uniffi(default)]
+    pub fields: HashMap<String, String>,
+    #[uniffi(default)]
+    pub attrs: HashMap<String, String>,
+    #[uniffi(default)]
+    pub remove_attrs: Vec<String>,
+    #[uniffi(default)]
+    pub add_tags: Vec<String>,
+    #[uniffi(default)]
+    pub remove_tags: Vec<String>,
+    #[uniffi(default = None)]
+    pub notes: Option<String>,
+}
+
+impl From<Update> for core::Update {
+    fn from(u: Update) -> Self {
+        let mut out = core::Update::new();
+        out.fields = to_btree(u.fields);
+        out.attrs = to_btree(u.attrs);
+        out.remove_attrs = u.remove_attrs;
+        out.add_tags = u.add_tags;
+        out.remove_tags = u.remove_tags;
+        out.notes = u.notes;
+        out
+    }
+}

@@ -50,7 +50,7 @@ cargo ndk "${ndk_targets[@]}" --platform "$API" -o "$HERE/src/main/jniLibs" buil
 # Bindings come from a library of THIS build (library mode reads the interface from the .so's
 # metadata), so they cannot drift from the shipped .so files: mismatched pairs are what trips
 # "UniFFI API checksum mismatch". The interface is the same on every ABI; use arm64.
-cargo build -p gridwork-ffi --bin uniffi-bindgen
+cargo build -p gridwork-uniffi-bindgen
 "$TARGET/debug/uniffi-bindgen" generate \
   --library "$TARGET/aarch64-linux-android/$PROFILE/libgridwork_ffi.so" \
   --language kotlin --no-format --config "$HERE/uniffi-android.toml" --out-dir "$HERE/src/main/uniffi"

@@ -36,7 +36,7 @@ lipo -create \
 
 # Bindings from the device library of this build (library mode reads the interface from it), so the
 # Swift checksums match the static libraries shipped next to them.
-cargo build -p gridwork-ffi --bin uniffi-bindgen
+cargo build -p gridwork-uniffi-bindgen
 "$HERE/generate-swift.sh" "$TARGET/aarch64-apple-ios/$PROFILE/libgridwork_ffi.a" "$TARGET/debug/uniffi-bindgen"
 cp "$HERE/Sources/GridworkFFI/include/GridworkFFI.h" "$HERE/Sources/GridworkFFI/include/module.modulemap" "$WORK/headers/"
 

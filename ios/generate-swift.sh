@@ -13,7 +13,7 @@ TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 LIB="${1:-}"
 BINDGEN="${2:-}"
 if [[ -z "$LIB" || -z "$BINDGEN" ]]; then
-  (cd "$REPO" && cargo build -p gridwork-ffi --lib --bin uniffi-bindgen)
+  (cd "$REPO" && cargo build -p gridwork-ffi -p gridwork-uniffi-bindgen)
   case "$(uname)" in Darwin) ext=dylib ;; *) ext=so ;; esac
   LIB="${LIB:-$TARGET/debug/libgridwork_ffi.$ext}"
   BINDGEN="${BINDGEN:-$TARGET/debug/uniffi-bindgen}"

@@ -10,7 +10,7 @@ TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 CALLS="${1:-10000}"
 eval "$("$REPO/scripts/setup-kotlin.sh" --print-env)"
 cargo build --release -p gridwork-ffi --lib --example core_get
-cargo build -p gridwork-ffi --bin uniffi-bindgen
+cargo build -p gridwork-uniffi-bindgen
 OUT="$TARGET/gridwork-bench"
 rm -rf "$OUT" && mkdir -p "$OUT/kotlin"
 "$TARGET/debug/uniffi-bindgen" generate --library "$TARGET/release/libgridwork_ffi.so" --language kotlin \

@@ -31,7 +31,7 @@ CP_RUN="$KOTLIN_LIB/kotlin-stdlib.jar:$CP_LIBS"
 
 # -------------------------------------------------------------------------------------------- build
 echo "building gridwork-ffi and gridwork-server (target dir $TARGET)"
-cargo build -p gridwork-ffi --lib --bin uniffi-bindgen || die "build: cargo build -p gridwork-ffi"
+cargo build -p gridwork-ffi -p gridwork-uniffi-bindgen || die "build: cargo build -p gridwork-ffi"
 LIB="$TARGET/debug/libgridwork_ffi.so"
 SERVER="$TARGET/debug/gridwork-server"
 BINDGEN="$TARGET/debug/uniffi-bindgen"

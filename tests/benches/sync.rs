@@ -131,8 +131,17 @@ fn main() {
     let mut cfg = SyncConfig::new(relay.url(), token);
     cfg.page_size = 2000;
     let t = Instant::now();
-    let report = fresh.sync(&cfg, &NoProgress, &CancelToken::new()).unwrap();
+    let phases = std::sync::Mutex::new(Vec::<(SyncPhase, Duration)>::new());
+    let sink = |p: SyncProgress| {
+        let mut phases = phases.lock().unwrap();
+        if phases.last().map(|(ph, _)| *ph) != Some(p.phase) {
+            phases.push((p.phase, t.elapsed()));
+        }
+    };
+    let report = fresh.sync(&cfg, &sink, &CancelToken::new()).unwrap();
     let bootstrap = t.elapsed();
+    eprintln!("bootstrap report: {report:?}");
+    eprintln!("phase starts: {:?}", phases.lock().unwrap());
     let records = fresh.record_ids().unwrap().len();
 
     println!("| benchmark | result | baseline (same run) | target |");

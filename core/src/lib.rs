@@ -17,3 +17,7 @@ pub use store::{
     ApplyReport, Durability, ListQuery, NewRecord, OutboxChange, Page, QuarantinedChange,
     RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions, Update,
 };
+pub use sync::{
+    CancelToken, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase, SyncProgress,
+    SyncReport,
+};

@@ -7,7 +7,7 @@ use super::records::{obj, put_field, put_superseding};
 use super::{projection, ChangeNote, Store};
 use crate::doc::{self, ATTRS, FIELDS};
 use crate::error::{Error, Result};
-use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind};
+use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind, Record};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ impl Store {
         }
         // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
         // (bootstrap), so it is not saved again.
-        let mut updated: Vec<(String, Automerge, Option<Vec<u8>>)> = Vec::new();
+        let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
         let mut hold: Vec<(String, Change)> = Vec::new();
         let mut release: Vec<ChangeHash> = Vec::new();
         for (id, pieces) in by_record {
@@ -211,7 +211,15 @@ impl Store {
             for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
                 // One change is applied as such, so its hash is known for holding; anything else is
                 // read as document chunks (a whole document arrives when a record moves into scope).
-                match Change::from_bytes(bytes.to_vec()) {
+                // Automerge chunks start with a 4-byte magic, a 4-byte checksum and the chunk type;
+                // type 0 is a whole document, which need not be tried as a change first.
+                let is_document = bytes.len() > 8 && bytes[8] == 0;
+                let as_change = if is_document {
+                    Err(())
+                } else {
+                    Change::from_bytes(bytes.to_vec()).map_err(|_| ())
+                };
+                match as_change {
                     Ok(change) => match doc.apply_changes([change.clone()]) {
                         Ok(()) => {
                             taken_whole = None;
@@ -257,7 +265,12 @@ impl Store {
             let changed = doc.get_heads() != heads_before;
             // A document that still has no kind or area cannot be shown or stored as a record; keep
             // all its changes held until the rest arrives.
-            let unreadable = changed && doc::read_record(id, &doc).is_none();
+            let record = if changed {
+                doc::read_record(id, &doc)
+            } else {
+                None
+            };
+            let unreadable = changed && record.is_none();
             for change in singles {
                 let hash = change.hash();
                 if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
@@ -269,8 +282,8 @@ impl Store {
             if unreadable {
                 continue;
             }
-            if changed {
-                updated.push((id.to_owned(), doc, taken_whole));
+            if let Some(record) = record {
+                updated.push((record, doc, taken_whole));
             } else if heads_before.is_empty() {
                 // A record we do not have and could not start: nothing to cache.
             } else {
@@ -297,14 +310,17 @@ impl Store {
             )?
             .execute(params![sha_of(bytes), id, bytes, reason, now])?;
         }
-        for (id, doc, saved) in &updated {
-            projection::project(&tx, id, doc, saved.as_deref())?;
+        for (record, doc, saved) in &updated {
+            match saved {
+                Some(bytes) => projection::project_record(&tx, record, bytes)?,
+                None => projection::project_record(&tx, record, &doc.save())?,
+            };
         }
         tx.commit()?;
         report.malformed = bad.len();
         report.records_changed = updated.len();
-        for (id, doc, _) in updated {
-            inner.cache_doc(&id, doc);
+        for (record, doc, _) in updated {
+            inner.cache_doc(&record.id, doc);
         }
         Ok(report)
     }

@@ -408,7 +408,8 @@ impl Inner {
         if !self.docs.contains(id) {
             let bytes: Vec<u8> = self
                 .conn
-                .query_row("SELECT doc FROM records WHERE id = ?1", [id], |r| r.get(0))
+                .prepare_cached("SELECT doc FROM records WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
                 .optional()?
                 .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
             let doc = Automerge::load(&bytes)

@@ -5,7 +5,8 @@ use crate::doc;
 use crate::error::{Error, Result};
 use crate::model::{time, Record};
 use automerge::Automerge;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
 fn search_body(record: &Record) -> String {
@@ -37,40 +38,55 @@ pub(crate) fn project(
 ) -> Result<i64> {
     let record = doc::read_record(id, doc)
         .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?;
-    let owned;
-    let bytes = match saved {
-        Some(b) => b,
-        None => {
-            owned = doc.save();
-            &owned
+    match saved {
+        Some(bytes) => project_record(conn, &record, bytes),
+        None => project_record(conn, &record, &doc.save()),
+    }
+}
+
+/// [`project`] for a record already read from its document.
+pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -> Result<i64> {
+    let id = record.id.as_str();
+    let existing: Option<(i64, String, Option<i64>)> = conn
+        .prepare_cached("SELECT rid, kind, search_key FROM records WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let body = search_body(record);
+    let key = stable_hash(&body);
+    let values = params![
+        id,
+        record.kind.as_str(),
+        record.area,
+        record.responsible,
+        record.deleted,
+        time::now_secs(),
+        bytes,
+        key
+    ];
+    let rid: i64 = match &existing {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING rid",
+            )?
+            .query_row(values, |r| r.get(0))?,
+        Some((rid, old_kind, _)) => {
+            conn.prepare_cached(
+                "UPDATE records SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5, updated_at = ?6,
+                     doc = ?7, search_key = ?8 WHERE id = ?1",
+            )?
+            .execute(values)?;
+            // A kind never changes for a record made by Gridwork, but a hostile document could try.
+            if old_kind != record.kind.as_str() {
+                if let Some(k) = crate::model::Kind::parse(old_kind) {
+                    conn.execute(&format!("DELETE FROM {} WHERE rid = ?1", k.table()), [rid])?;
+                }
+            }
+            *rid
         }
     };
-    let (rid, old_kind, old_search): (i64, String, Option<i64>) = conn
-        .prepare_cached(
-            "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (id) DO UPDATE SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5,
-                 updated_at = ?6, doc = ?7
-             RETURNING rid, kind, search_key",
-        )?
-        .query_row(
-            params![
-                id,
-                record.kind.as_str(),
-                record.area,
-                record.responsible,
-                record.deleted,
-                time::now_secs(),
-                bytes
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-    // A kind never changes for a record made by Gridwork, but a hostile document could try.
-    if old_kind != record.kind.as_str() {
-        if let Some(k) = crate::model::Kind::parse(&old_kind) {
-            conn.execute(&format!("DELETE FROM {} WHERE rid = ?1", k.table()), [rid])?;
-        }
-    }
+    // A record seen for the first time has no rows to clear (the common case of a bulk apply).
+    let fresh = existing.is_none();
     let fields = record.kind.fields();
     let sql = format!(
         "INSERT OR REPLACE INTO {} (rid, {}) VALUES (?1, {})",
@@ -96,26 +112,49 @@ pub(crate) fn project(
     }
     stmt.execute(bind.as_slice())?;
 
-    conn.prepare_cached("DELETE FROM links WHERE src = ?1")?
-        .execute([rid])?;
-    for link in &record.links {
-        conn.prepare_cached("INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)")?
-            .execute(params![rid, link.link_type.as_str(), link.target])?;
-    }
-    conn.prepare_cached("DELETE FROM tags WHERE rid = ?1")?
-        .execute([rid])?;
-    for tag in &record.tags {
-        conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
-            .execute(params![rid, tag])?;
-    }
-    conn.prepare_cached("DELETE FROM conflicts WHERE rid = ?1")?
-        .execute([rid])?;
-    for field in &record.conflicted_fields {
-        conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
-            .execute(params![rid, field])?;
-    }
-    let body = search_body(&record);
-    let key = stable_hash(&body);
+    // Rows are rewritten only when they differ: an unchanged page is not written (nor encrypted).
+    sync_rows(
+        conn,
+        fresh,
+        rid,
+        "SELECT type || ':' || dst FROM links WHERE src = ?1",
+        "DELETE FROM links WHERE src = ?1",
+        record
+            .links
+            .iter()
+            .map(|l| format!("{}:{}", l.link_type.as_str(), l.target))
+            .collect(),
+        |key| {
+            let (t, dst) = key.split_once(':').expect("type:dst");
+            conn.prepare_cached("INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)")?
+                .execute(params![rid, t, dst])
+        },
+    )?;
+    sync_rows(
+        conn,
+        fresh,
+        rid,
+        "SELECT tag FROM tags WHERE rid = ?1",
+        "DELETE FROM tags WHERE rid = ?1",
+        record.tags.iter().cloned().collect(),
+        |tag| {
+            conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
+                .execute(params![rid, tag])
+        },
+    )?;
+    sync_rows(
+        conn,
+        fresh,
+        rid,
+        "SELECT field FROM conflicts WHERE rid = ?1",
+        "DELETE FROM conflicts WHERE rid = ?1",
+        record.conflicted_fields.iter().cloned().collect(),
+        |field| {
+            conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
+                .execute(params![rid, field])
+        },
+    )?;
+    let old_search = existing.and_then(|(_, _, k)| k);
     if old_search != Some(key) {
         if old_search.is_some() {
             conn.prepare_cached("DELETE FROM search WHERE rowid = ?1")?
@@ -123,8 +162,32 @@ pub(crate) fn project(
         }
         conn.prepare_cached("INSERT INTO search (rowid, body) VALUES (?1, ?2)")?
             .execute(params![rid, body])?;
-        conn.prepare_cached("UPDATE records SET search_key = ?2 WHERE rid = ?1")?
-            .execute(params![rid, key])?;
     }
     Ok(rid)
+}
+
+/// Makes the rows of one record in a side table equal `wanted`, touching nothing when they already are.
+fn sync_rows(
+    conn: &Connection,
+    fresh: bool,
+    rid: i64,
+    select: &str,
+    delete: &str,
+    wanted: BTreeSet<String>,
+    insert: impl Fn(&str) -> rusqlite::Result<usize>,
+) -> Result<()> {
+    if !fresh {
+        let current: BTreeSet<String> = conn
+            .prepare_cached(select)?
+            .query_map([rid], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if current == wanted {
+            return Ok(());
+        }
+        conn.prepare_cached(delete)?.execute([rid])?;
+    }
+    for key in &wanted {
+        insert(key)?;
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use crate::doc::{self, ATTRS, DELETED, FIELDS, LINKS, NOTES, TAGS, TIMELINE};
 use crate::error::{Error, Result};
 use crate::model::{time, EventStatus, Identity, Kind, LinkEdge, LinkType, Record, ReviewState};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
-use automerge::{ObjId, ObjType, ReadDoc, ROOT};
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 use rand::RngCore;
 use rusqlite::params_from_iter;
 use serde::{Deserialize, Serialize};
@@ -256,8 +256,25 @@ pub(crate) fn put_field(tx: &mut Transaction<'_>, name: &str, value: &str) -> Re
     if value.is_empty() {
         tx.delete(&fields, name)?;
     } else {
-        tx.put(&fields, name, value)?;
+        put_superseding(tx, &fields, name, value)?;
     }
+    Ok(())
+}
+
+/// Puts a value that supersedes every value the key holds. When the key holds concurrent values and
+/// the new one equals the value that currently wins, Automerge records only a deletion of the other
+/// values, and an edit made elsewhere at the same time would then replace it without a conflict.
+/// Deleting first makes the write a value of its own, which stays beside a concurrent edit as a conflict.
+pub(crate) fn put_superseding(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    key: &str,
+    value: impl Into<ScalarValue>,
+) -> Result<()> {
+    if tx.get_all(obj, key)?.len() > 1 {
+        tx.delete(obj, key)?;
+    }
+    tx.put(obj, key, value)?;
     Ok(())
 }
 
@@ -297,6 +314,36 @@ impl Inner {
         Ok(record)
     }
 
+    /// [`Inner::editable`] for callers that need only the kind: reads four root keys instead of the
+    /// whole record (the hot path of a field edit).
+    pub(crate) fn editable_kind(&mut self, identity: &Identity, id: &str) -> Result<Kind> {
+        let (kind, area, responsible, deleted) = {
+            let doc = self.doc(id)?;
+            let deleted =
+                matches!(doc.get(ROOT, DELETED), Ok(Some((v, _))) if v.as_bool() == Some(true));
+            (
+                doc::root_str(doc, doc::KIND).and_then(|k| Kind::parse(&k)),
+                doc::root_str(doc, doc::AREA),
+                doc::root_str(doc, doc::RESPONSIBLE),
+                deleted,
+            )
+        };
+        let (Some(kind), Some(area)) = (kind, area) else {
+            return Err(Error::Corrupt(format!("record {id} has no kind or area")));
+        };
+        let visible = self.in_scope(identity, &area)
+            || responsible
+                .as_deref()
+                .is_some_and(|r| self.in_scope(identity, r));
+        if !visible {
+            return Err(Error::OutOfScope(area));
+        }
+        if deleted {
+            return Err(Error::Deleted(id.into()));
+        }
+        Ok(kind)
+    }
+
     fn check_area(&self, identity: &Identity, area: &str) -> Result<()> {
         if !doc::is_valid_area_id(area) {
             return Err(Error::InvalidId(area.to_owned()));
@@ -315,6 +362,46 @@ impl Store {
     /// Creates a record and returns its id. Events start `reported` with this user as reporter and their
     /// home area responsible; visits start now, by this user, pending review.
     pub fn create(&self, new: NewRecord) -> Result<String> {
+        let mut inner = self.lock();
+        let (id, doc) = self.new_document(&inner, new)?;
+        inner.cache_doc(&id, doc);
+        if let Err(e) = inner.persist_local_change(&id) {
+            inner.forget_doc(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Creates many records in one SQLite transaction: all of them or, on the first invalid one, none.
+    /// Each record is made exactly as [`Store::create`] makes it (its own document, first change and
+    /// outbox entry); only the commit is shared, which is what makes bulk registration fast.
+    pub fn create_many(&self, news: Vec<NewRecord>) -> Result<Vec<String>> {
+        let mut inner = self.lock();
+        let mut made = Vec::with_capacity(news.len());
+        for new in news {
+            made.push(self.new_document(&inner, new)?);
+        }
+        let inner = &mut *inner;
+        let tx = inner.conn.transaction()?;
+        for (id, doc) in &made {
+            super::queue_local_change(&tx, id, doc)?;
+        }
+        tx.commit()?;
+        Ok(made
+            .into_iter()
+            .map(|(id, doc)| {
+                inner.cache_doc(&id, doc);
+                id
+            })
+            .collect())
+    }
+
+    /// Validates a new record and makes its document with its first change; stores nothing.
+    fn new_document(
+        &self,
+        inner: &Inner,
+        new: NewRecord,
+    ) -> Result<(String, automerge::Automerge)> {
         let kind = new
             .kind
             .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
@@ -337,9 +424,8 @@ impl Store {
         if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
             return Err(Error::field(title, "required"));
         }
-        let me = self.identity.clone();
-        let mut inner = self.lock();
-        inner.check_area(&me, &new.area)?;
+        let me = &self.identity;
+        inner.check_area(me, &new.area)?;
         let id = new_record_id();
         let now = time::now_iso();
         let mut doc = inner.new_doc();
@@ -348,10 +434,24 @@ impl Store {
             action: "create".into(),
             fields: new.fields.keys().cloned().collect(),
         };
+        // The first change names the record: without it, two records created alike in the same second on
+        // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
+        // and the relay's dedup take for one change.
+        #[derive(Serialize)]
+        struct CreateNote<'a> {
+            #[serde(flatten)]
+            note: &'a ChangeNote,
+            record: &'a str,
+        }
+        let message = serde_json::to_string(&CreateNote {
+            note: &note,
+            record: &id,
+        })
+        .expect("serialises");
         let result = doc.transact_with(
             |_| {
                 CommitOptions::default()
-                    .with_message(serde_json::to_string(&note).expect("serialises"))
+                    .with_message(message)
                     .with_time(time::now_secs())
             },
             |tx| -> Result<()> {
@@ -404,12 +504,7 @@ impl Store {
         if let Err(failure) = result {
             return Err(failure.error);
         }
-        inner.cache_doc(&id, doc);
-        if let Err(e) = inner.persist_local_change(&id) {
-            inner.forget_doc(&id);
-            return Err(e);
-        }
-        Ok(id)
+        Ok((id, doc))
     }
 
     /// Edits fields, attributes, tags and notes of a record, as one change.
@@ -418,9 +513,9 @@ impl Store {
             return Ok(());
         }
         let mut inner = self.lock();
-        let record = inner.editable(&self.identity, id, None)?;
+        let kind = inner.editable_kind(&self.identity, id)?;
         for (name, value) in &update.fields {
-            let spec = record.kind.spec(name)?;
+            let spec = kind.spec(name)?;
             if spec.managed {
                 return Err(Error::ReadOnlyField(name.clone()));
             }
@@ -428,11 +523,11 @@ impl Store {
         }
         if update
             .fields
-            .get(record.kind.title_field())
+            .get(kind.title_field())
             .is_some_and(|v| v.trim().is_empty())
-            && record.kind != Kind::Visit
+            && kind != Kind::Visit
         {
-            return Err(Error::field(record.kind.title_field(), "required"));
+            return Err(Error::field(kind.title_field(), "required"));
         }
         for (name, value) in &update.attrs {
             check_text("attribute name", name, 128)?;
@@ -463,7 +558,7 @@ impl Store {
             }
             let attrs = obj(tx, ATTRS)?;
             for (name, value) in &update.attrs {
-                tx.put(&attrs, name.as_str(), value.as_str())?;
+                put_superseding(tx, &attrs, name, value.as_str())?;
             }
             for name in &update.remove_attrs {
                 tx.delete(&attrs, name.as_str())?;

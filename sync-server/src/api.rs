@@ -1,0 +1,590 @@
+//! HTTP handlers of protocol version 1 (docs/protocol.md, sync-server/openapi.yaml).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Limits;
+use crate::engine::{Incoming, PushJob, PushResult};
+use crate::error::ApiError;
+use crate::ratelimit::RateLimiter;
+use crate::storage::{now_secs, AttachmentState, DeviceAuth, PutChunk, PutOutcome, Store};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+/// Largest attachment accepted (uploaded in chunks of at most the body limit).
+const MAX_ATTACHMENT_BYTES: u64 = 1 << 30;
+/// `last_sync_at` is refreshed by reads at most this often (seconds).
+const TOUCH_EVERY: i64 = 60;
+
+pub struct AppState {
+    pub store: Store,
+    pub limits: Limits,
+    pub limiter: RateLimiter,
+}
+
+type St = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.yaml", get(openapi))
+        .route("/v1/me", get(me))
+        .route("/v1/areas", get(areas))
+        .route("/v1/changes", get(pull).post(push))
+        .route("/v1/snapshot", get(snapshot))
+        .route(
+            "/v1/attachments/{sha}",
+            put(att_put).head(att_head).get(att_get),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_request",
+                "method not allowed",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_timeout))
+        .layer(middleware::from_fn(log_requests))
+        .with_state(state)
+}
+
+/// Per-request time limit (reading the body included): a stuck client or database cannot hold a
+/// request forever. Attachment chunks (up to the body limit on slow links) get much longer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const ATTACHMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+async fn request_timeout(req: Request, next: Next) -> Response {
+    let limit = if req.uri().path().starts_with("/v1/attachments/") {
+        ATTACHMENT_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        // A push whose batch was already queued still commits: pushing it again is idempotent.
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; retry",
+        )
+        .into_response(),
+    }
+}
+
+/// One log line per request: method, route path, status, duration. Never bodies, queries or headers
+/// (they carry tokens and record contents).
+async fn log_requests(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, path, status, ms, "request failed");
+    } else {
+        tracing::debug!(%method, path, status, ms, "request");
+    }
+    resp
+}
+
+// ---- extractors ----
+
+/// The authenticated, non-revoked, rate-limited caller.
+pub struct Caller(pub DeviceAuth);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Limit before touching the database, keyed by the token hash, so floods stay cheap.
+        if let Err(wait) = state.limiter.check(&hash) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests",
+            )
+            .with_header(header::RETRY_AFTER, wait));
+        }
+        let auth = state
+            .store
+            .auth(hash)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        if auth.revoked {
+            return Err(ApiError::revoked());
+        }
+        Ok(Caller(auth))
+    }
+}
+
+/// The request body; a rejection (too large, broken stream) becomes a JSON error.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::too_large("request body exceeds the limit"))
+            }
+            Err(rej) => Err(ApiError::bad_request(format!(
+                "unreadable body: {}",
+                rej.body_text()
+            ))),
+        }
+    }
+}
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
+}
+
+fn int_param(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    p.get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be an integer")))
+        })
+        .transpose()
+}
+
+fn page_limit(p: &HashMap<String, String>, limits: &Limits) -> Result<usize, ApiError> {
+    match int_param(p, "limit")? {
+        None => Ok(limits.default_page.min(limits.max_page)),
+        Some(n) if n < 1 => Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => Ok((n as u64).min(limits.max_page as u64) as usize),
+    }
+}
+
+fn touch(state: &Arc<AppState>, caller: &DeviceAuth) {
+    let now = now_secs();
+    if caller.last_sync_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
+        let store = state.store.clone();
+        let id = caller.device_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_device(&id, now).await {
+                tracing::warn!(error = %e, "could not record last sync time");
+            }
+        });
+    }
+}
+
+// ---- handlers ----
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": PROTOCOL_VERSION,
+    }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+}
+
+async fn me(Caller(c): Caller) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "device_id": c.device_id,
+        "user_id": c.user_id,
+        "role": c.role.as_str(),
+        "area": c.area,
+        "area_path": c.area_path,
+    }))
+}
+
+#[derive(Serialize)]
+struct AreaOut {
+    id: String,
+    parent: Option<String>,
+    level: &'static str,
+    name: String,
+}
+
+async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = st.store.areas_for(&c.scope()).await?;
+    let out: Vec<AreaOut> = rows
+        .into_iter()
+        .map(|a| AreaOut {
+            id: a.id,
+            parent: a.parent,
+            level: a.level.as_str(),
+            name: a.name,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "areas": out })))
+}
+
+#[derive(Deserialize)]
+struct PushRequest {
+    changes: Vec<WireChange>,
+}
+
+#[derive(Deserialize)]
+struct WireChange {
+    record: String,
+    bytes: String,
+}
+
+#[derive(Serialize)]
+struct PushResultOut {
+    hash: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Response, ApiError> {
+    let req: PushRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid push body: {e}")))?;
+    if req.changes.len() > st.limits.max_changes_per_push {
+        return Err(ApiError::too_large(format!(
+            "at most {} changes per push",
+            st.limits.max_changes_per_push
+        )));
+    }
+    let n = req.changes.len();
+    let decode = move || -> Vec<Incoming> {
+        let t = crate::prof::start();
+        let out = req
+            .changes
+            .iter()
+            .map(|w| match B64.decode(w.bytes.as_bytes()) {
+                Ok(bytes) => Incoming::decode(&w.record, &bytes),
+                Err(_) => Incoming::Rejected {
+                    hash: String::new(),
+                    reason: crate::engine::Reject::Malformed,
+                },
+            })
+            .collect();
+        t.stop(crate::prof::Span::HttpDecode);
+        out
+    };
+    // Decoding verifies hashes: CPU work, kept off the async workers for big pushes.
+    let changes = if n > 64 {
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|_| ApiError::internal())?
+    } else {
+        decode()
+    };
+    let results = if n == 0 {
+        Vec::new()
+    } else {
+        let job = PushJob {
+            device_id: c.device_id.clone(),
+            scope: c.scope(),
+            changes,
+        };
+        st.store.push(job).await?
+    };
+    let accepted = results
+        .iter()
+        .filter(|r| matches!(r, PushResult::Accepted { .. }))
+        .count();
+    tracing::info!(device = %c.device_id, changes = n, accepted, rejected = n - accepted, "push");
+    let out: Vec<PushResultOut> = results
+        .into_iter()
+        .map(|r| match r {
+            PushResult::Accepted { hash, seq } => PushResultOut {
+                hash,
+                status: "accepted",
+                seq: Some(seq),
+                reason: None,
+            },
+            PushResult::Rejected { hash, reason } => PushResultOut {
+                hash,
+                status: "rejected",
+                seq: None,
+                reason: Some(reason.as_str()),
+            },
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "results": out })).into_response())
+}
+
+#[derive(Serialize)]
+struct PullItemOut {
+    seq: i64,
+    record: String,
+    bytes: String,
+}
+
+#[derive(Serialize)]
+struct PullOut {
+    items: Vec<PullItemOut>,
+    cursor: i64,
+    more: bool,
+}
+
+async fn pull(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
+    let p = params(q)?;
+    let after = int_param(&p, "after")?.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("after must not be negative"));
+    }
+    let limit = page_limit(&p, &st.limits)?;
+    let page = st
+        .store
+        .pull(&c.scope(), &c.device_id, after, limit)
+        .await?;
+    touch(&st, &c);
+    tracing::debug!(device = %c.device_id, after, items = page.items.len(), cursor = page.cursor, "pull");
+    let out = PullOut {
+        items: page
+            .items
+            .into_iter()
+            .map(|i| PullItemOut {
+                seq: i.seq,
+                record: i.record,
+                bytes: B64.encode(&i.bytes),
+            })
+            .collect(),
+        cursor: page.cursor,
+        more: page.more,
+    };
+    Ok(Json(out).into_response())
+}
+
+#[derive(Serialize)]
+struct SnapRecordOut {
+    record: String,
+    bytes: String,
+}
+
+#[derive(Serialize)]
+struct SnapshotOut {
+    cursor: i64,
+    records: Vec<SnapRecordOut>,
+    next: Option<String>,
+}
+
+async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
+    let p = params(q)?;
+    let after = p.get("after_record").filter(|s| !s.is_empty()).cloned();
+    if let Some(a) = &after {
+        if !gridwork_core::doc::is_valid_record_id(a) {
+            return Err(ApiError::bad_request("after_record must be a record id"));
+        }
+    }
+    let limit = page_limit(&p, &st.limits)?;
+    let page = st.store.snapshot(&c.scope(), after, limit).await?;
+    touch(&st, &c);
+    tracing::debug!(device = %c.device_id, records = page.records.len(), "snapshot page");
+    // Base64 of thousands of documents: CPU work, off the async workers.
+    let out = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&SnapshotOut {
+            cursor: page.cursor,
+            records: page
+                .records
+                .into_iter()
+                .map(|(record, bytes)| SnapRecordOut {
+                    record,
+                    bytes: B64.encode(&bytes),
+                })
+                .collect(),
+            next: page.next,
+        })
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(|_| ApiError::internal())?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+// ---- attachments ----
+
+fn parse_sha(s: &str) -> Result<[u8; 32], ApiError> {
+    let bad =
+        || ApiError::bad_request("attachment name must be 64 lowercase hex characters (SHA-256)");
+    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(bad());
+    }
+    let v = hex::decode(s).map_err(|_| bad())?;
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| bad())
+}
+
+/// `bytes <start>-<end>/<total>` -> (start, total); checks the range against the body length.
+fn parse_range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
+    let Some(v) = h.get(header::CONTENT_RANGE) else {
+        return Ok((0, len));
+    };
+    let bad = || ApiError::bad_request("Content-Range must be `bytes <start>-<end>/<total>`");
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").ok_or_else(bad)?;
+    let (range, total) = s.split_once('/').ok_or_else(bad)?;
+    let total: u64 = total.trim().parse().map_err(|_| bad())?;
+    let (a, b) = range.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b.trim().parse().map_err(|_| bad())?;
+    if end < start || end - start + 1 != len || end >= total {
+        return Err(ApiError::bad_request(
+            "Content-Range does not match the body",
+        ));
+    }
+    Ok((start, total))
+}
+
+async fn att_put(
+    State(st): St,
+    Caller(c): Caller,
+    Path(sha): Path<String>,
+    q: Params,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let sha_b = parse_sha(&sha)?;
+    let p = params(q)?;
+    let record = p
+        .get("record")
+        .filter(|r| gridwork_core::doc::is_valid_record_id(r))
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
+    let (start, total) = parse_range(&headers, body.len() as u64)?;
+    if total > MAX_ATTACHMENT_BYTES {
+        return Err(ApiError::too_large("attachment too large"));
+    }
+    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
+    // download check applies once the record exists.
+    if let Some(paths) = st.store.record_paths(&record).await? {
+        if !c.scope().allows_any(&paths) {
+            return Err(ApiError::out_of_scope("record outside your areas"));
+        }
+    }
+    let out = st
+        .store
+        .attachment_put(PutChunk {
+            sha256: sha_b,
+            record,
+            start,
+            total,
+            data: body,
+        })
+        .await?;
+    match out {
+        PutOutcome::Stored {
+            received, complete, ..
+        } => {
+            if complete {
+                tracing::info!(device = %c.device_id, attachment = %sha, size = received, "attachment complete");
+            }
+            Ok(
+                Json(serde_json::json!({"sha256": sha, "size": received, "complete": complete}))
+                    .into_response(),
+            )
+        }
+        PutOutcome::WrongOffset { offset } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "bad_request",
+            format!("chunk must start at offset {offset}"),
+        )
+        .with_header(UPLOAD_OFFSET, offset)),
+        PutOutcome::WrongTotal { total } => Err(ApiError::bad_request(format!(
+            "upload in progress has total size {total}"
+        ))),
+        PutOutcome::HashMismatch => {
+            tracing::info!(device = %c.device_id, attachment = %sha, "attachment hash mismatch, discarded");
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                "content does not match its SHA-256; upload discarded",
+            ))
+        }
+    }
+}
+
+async fn att_head(
+    State(st): St,
+    Caller(_c): Caller,
+    Path(sha): Path<String>,
+) -> Result<Response, ApiError> {
+    let sha_b = parse_sha(&sha)?;
+    Ok(match st.store.attachment_state(sha_b).await? {
+        AttachmentState::Unknown => StatusCode::NOT_FOUND.into_response(),
+        AttachmentState::Partial { received, .. } => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(UPLOAD_OFFSET, received.to_string())],
+        )
+            .into_response(),
+        AttachmentState::Complete { size } => {
+            (StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response()
+        }
+    })
+}
+
+async fn att_get(
+    State(st): St,
+    Caller(c): Caller,
+    Path(sha): Path<String>,
+) -> Result<Response, ApiError> {
+    let sha_b = parse_sha(&sha)?;
+    if !matches!(
+        st.store.attachment_state(sha_b).await?,
+        AttachmentState::Complete { .. }
+    ) {
+        return Err(ApiError::not_found("no such attachment"));
+    }
+    let scope = c.scope();
+    let mut allowed = false;
+    for record in st.store.attachment_records(sha_b).await? {
+        if let Some(paths) = st.store.record_paths(&record).await? {
+            if scope.allows_any(&paths) {
+                allowed = true;
+                break;
+            }
+        }
+    }
+    if !allowed {
+        return Err(ApiError::out_of_scope(
+            "attachment not linked to a record in your areas",
+        ));
+    }
+    let data = st
+        .store
+        .attachment_read(sha_b)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such attachment"))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}

@@ -1,0 +1,439 @@
+//! Storage: one [`Store`] over two backends with the same behaviour, embedded SQLite and PostgreSQL.
+//!
+//! Pushes go through one writer per process that groups concurrent pushes into one transaction (group
+//! commit); all protocol decisions are made by [`crate::engine::Engine`]. Reads run concurrently.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Limits, StorageConfig};
+use crate::engine::{doc_at, PushJob, PushResult, KIND_MOVE, KIND_RELEASE};
+use crate::error::{Error, Result};
+use crate::scope::{split_paths, Level, Role, Scope};
+
+/// The device behind a bearer token.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    pub device_id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub area: String,
+    pub area_path: String,
+    pub revoked: bool,
+    pub last_sync_at: Option<i64>,
+}
+
+impl DeviceAuth {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            role: self.role,
+            prefix: self.area_path.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AreaRow {
+    pub id: String,
+    pub parent: Option<String>,
+    pub level: Level,
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub area: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub role: Role,
+    pub area: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_sync_at: Option<i64>,
+}
+
+/// A log entry as stored.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub seq: i64,
+    pub record: String,
+    pub bytes: Vec<u8>,
+    pub kind: i16,
+    pub before_paths: Option<String>,
+    pub heads: Option<Vec<u8>>,
+    /// Pushed by the calling device.
+    pub own: bool,
+}
+
+impl RawEntry {
+    /// Does this caller get the whole document instead of the change? (moved into its scope, or
+    /// released held changes in logs written by older relays).
+    pub fn needs_doc(&self, scope: &Scope) -> bool {
+        match self.kind {
+            KIND_RELEASE => true,
+            KIND_MOVE => {
+                let before = split_paths(self.before_paths.as_deref().unwrap_or(""));
+                !scope.allows_any(&before)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a backend returns for a pull: `limit + 1` entries at most, the log head when the read began,
+/// and the stored documents of the records whose entries need whole-document delivery.
+#[derive(Debug, Default)]
+pub struct RawPull {
+    pub head: i64,
+    pub entries: Vec<RawEntry>,
+    pub docs: HashMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullItem {
+    pub seq: i64,
+    pub record: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullPage {
+    pub items: Vec<PullItem>,
+    pub cursor: i64,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotPage {
+    pub cursor: i64,
+    pub records: Vec<(String, Vec<u8>)>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentState {
+    Unknown,
+    Partial { received: u64, total: u64 },
+    Complete { size: u64 },
+}
+
+/// Outcome of storing one attachment chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored {
+        received: u64,
+        total: u64,
+        complete: bool,
+    },
+    /// The chunk does not start at the current offset.
+    WrongOffset { offset: u64 },
+    /// The declared total differs from the upload in progress.
+    WrongTotal { total: u64 },
+    /// The last byte arrived and the content does not hash to the name: the upload was discarded.
+    HashMismatch,
+}
+
+/// One attachment chunk to store.
+#[derive(Debug, Clone)]
+pub struct PutChunk {
+    pub sha256: [u8; 32],
+    pub record: String,
+    pub start: u64,
+    pub total: u64,
+    pub data: axum::body::Bytes,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(Arc<sqlite::SqliteStore>),
+    Postgres(Arc<postgres::PgStore>),
+}
+
+/// Runs blocking SQLite work off the async runtime, at most one task per pooled connection.
+async fn blocking<T: Send + 'static>(
+    s: &Arc<sqlite::SqliteStore>,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let permit = s
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| Error::Unavailable(e.to_string()))?
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => sqlite $sq:expr, pg $pg:expr) => {
+        match $self {
+            Store::Sqlite(s) => {
+                let $s = s.clone();
+                blocking(s, move || $sq).await
+            }
+            Store::Postgres($s) => $pg.await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the configured storage.
+    pub async fn open(config: &StorageConfig, limits: &Limits) -> Result<Store> {
+        match config {
+            StorageConfig::Sqlite { data_dir } => {
+                let dir = data_dir.clone();
+                let limits = limits.clone();
+                let s =
+                    tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&dir, &limits))
+                        .await
+                        .map_err(|e| Error::Unavailable(e.to_string()))??;
+                Ok(Store::Sqlite(Arc::new(s)))
+            }
+            StorageConfig::Postgres { url } => Ok(Store::Postgres(Arc::new(
+                postgres::PgStore::open(url, limits).await?,
+            ))),
+        }
+    }
+
+    pub async fn auth(&self, token_hash: [u8; 32]) -> Result<Option<DeviceAuth>> {
+        dispatch!(self, s => sqlite s.auth(&token_hash), pg s.auth(&token_hash))
+    }
+
+    pub async fn touch_device(&self, device_id: &str, now: i64) -> Result<()> {
+        let id = device_id.to_owned();
+        dispatch!(self, s => sqlite s.touch_device(&id, now), pg s.touch_device(&id, now))
+    }
+
+    /// Areas the caller can see (its subtree) and their ancestors.
+    pub async fn areas_for(&self, scope: &Scope) -> Result<Vec<AreaRow>> {
+        let all = self.list_areas().await?;
+        if scope.is_operator() {
+            return Ok(all);
+        }
+        Ok(all
+            .into_iter()
+            .filter(|a| a.path.starts_with(&scope.prefix) || scope.prefix.starts_with(&a.path))
+            .collect())
+    }
+
+    pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
+        dispatch!(self, s => sqlite s.list_areas(), pg s.list_areas())
+    }
+
+    /// Push: the answer is sent only after the batch holding this push has committed.
+    pub async fn push(&self, job: PushJob) -> Result<Vec<PushResult>> {
+        match self {
+            Store::Sqlite(s) => s.push(job).await,
+            Store::Postgres(s) => s.push(job).await,
+        }
+    }
+
+    /// A page of the log for `device` (whose own plain changes are left out: it has them).
+    pub async fn pull(
+        &self,
+        scope: &Scope,
+        device: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<PullPage> {
+        let sc = scope.clone();
+        let dev = device.to_owned();
+        let raw = dispatch!(self, s => sqlite s.pull(&sc, &dev, after, limit),
+            pg s.pull(&sc, device, after, limit))?;
+        if raw.docs.is_empty() {
+            return Ok(finish_pull(raw, scope, after, limit));
+        }
+        let scope = scope.clone();
+        // Rebuilding documents is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || finish_pull(raw, &scope, after, limit))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    pub async fn snapshot(
+        &self,
+        scope: &Scope,
+        after_record: Option<String>,
+        limit: usize,
+    ) -> Result<SnapshotPage> {
+        let sc = scope.clone();
+        let ar = after_record.clone();
+        dispatch!(self, s => sqlite s.snapshot(&sc, ar.as_deref(), limit),
+            pg s.snapshot(&sc, after_record.as_deref(), limit))
+    }
+
+    /// Current area paths of a record, `None` when the relay has never seen it.
+    pub async fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {
+        let r = record.to_owned();
+        dispatch!(self, s => sqlite s.record_paths(&r), pg s.record_paths(&r))
+    }
+
+    pub async fn attachment_state(&self, sha: [u8; 32]) -> Result<AttachmentState> {
+        dispatch!(self, s => sqlite s.attachment_state(&sha), pg s.attachment_state(&sha))
+    }
+
+    pub async fn attachment_put(&self, chunk: PutChunk) -> Result<PutOutcome> {
+        dispatch!(self, s => sqlite s.attachment_put(&chunk), pg s.attachment_put(&chunk))
+    }
+
+    /// Records an attachment is linked to.
+    pub async fn attachment_records(&self, sha: [u8; 32]) -> Result<Vec<String>> {
+        dispatch!(self, s => sqlite s.attachment_records(&sha), pg s.attachment_records(&sha))
+    }
+
+    /// The bytes of a complete attachment.
+    pub async fn attachment_read(&self, sha: [u8; 32]) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, s => sqlite s.attachment_read(&sha), pg s.attachment_read(&sha))
+    }
+
+    pub async fn add_area(&self, area: AreaRowInput) -> Result<AreaRow> {
+        dispatch!(self, s => sqlite s.add_area(&area), pg s.add_area(&area))
+    }
+
+    pub async fn add_user(&self, user: UserRow) -> Result<()> {
+        dispatch!(self, s => sqlite s.add_user(&user), pg s.add_user(&user))
+    }
+
+    pub async fn add_device(
+        &self,
+        device_id: &str,
+        user_id: &str,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<()> {
+        let (d, u) = (device_id.to_owned(), user_id.to_owned());
+        dispatch!(self, s => sqlite s.add_device(&d, &u, &token_hash, now),
+            pg s.add_device(&d, &u, &token_hash, now))
+    }
+
+    /// Revokes a device; `false` when it does not exist.
+    pub async fn revoke_device(&self, device_id: &str, now: i64) -> Result<bool> {
+        let d = device_id.to_owned();
+        dispatch!(self, s => sqlite s.revoke_device(&d, now), pg s.revoke_device(&d, now))
+    }
+
+    pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
+        dispatch!(self, s => sqlite s.list_devices(), pg s.list_devices())
+    }
+
+    /// Stops the writer after the pushes already queued; further pushes fail with `Unavailable`.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                let _ = tokio::task::spawn_blocking(move || s.close()).await;
+            }
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Input of `add_area`: the path is derived from the parent.
+#[derive(Debug, Clone)]
+pub struct AreaRowInput {
+    pub id: String,
+    pub parent: Option<String>,
+    pub level: Level,
+    pub name: String,
+}
+
+/// Derives the path of a new area and checks the tree rules.
+pub fn child_path(input: &AreaRowInput, parent: Option<(Level, String)>) -> Result<String> {
+    if !gridwork_core::doc::is_valid_area_id(&input.id) {
+        return Err(Error::Invalid(
+            "area id must be 1-64 of [A-Za-z0-9_-]".into(),
+        ));
+    }
+    if input.name.trim().is_empty() {
+        return Err(Error::Invalid("area name must not be empty".into()));
+    }
+    match (&input.parent, parent) {
+        (None, _) => {
+            if input.level != Level::District {
+                return Err(Error::Invalid(
+                    "an area without parent must be a district".into(),
+                ));
+            }
+            Ok(format!("{}/", input.id))
+        }
+        (Some(p), None) => Err(Error::Invalid(format!("parent area {p} does not exist"))),
+        (Some(_), Some((plevel, ppath))) => {
+            if input.level <= plevel {
+                return Err(Error::Invalid(format!(
+                    "a {} cannot be placed under a {}",
+                    input.level, plevel
+                )));
+            }
+            Ok(format!("{ppath}{}/", input.id))
+        }
+    }
+}
+
+/// Turns a backend's raw page into the answer: `cursor` is the highest seq examined.
+fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: usize) -> PullPage {
+    let more = raw.entries.len() > limit;
+    let mut entries = raw.entries;
+    entries.truncate(limit);
+    let cursor = if more {
+        entries.last().map(|e| e.seq).unwrap_or(after)
+    } else {
+        raw.head.max(after)
+    };
+    let items = entries
+        .into_iter()
+        // The caller's own changes are already on the device, unless it needs the whole document.
+        .filter(|e| !e.own || e.needs_doc(scope))
+        .map(|e| {
+            let bytes = if e.needs_doc(scope) {
+                match raw.docs.get(&e.record) {
+                    Some(stored) => doc_at(stored, e.heads.as_deref()),
+                    None => e.bytes,
+                }
+            } else {
+                e.bytes
+            };
+            PullItem {
+                seq: e.seq,
+                record: e.record,
+                bytes,
+            }
+        })
+        .collect();
+    PullPage {
+        items,
+        cursor,
+        more,
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}

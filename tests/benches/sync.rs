@@ -85,9 +85,7 @@ fn main() {
                     )
             })
             .collect();
-        for r in batch {
-            a.store.create(r).unwrap();
-        }
+        a.store.create_many(batch).unwrap();
     }
     let mut push = a.config.clone();
     push.push_batch = 1000;

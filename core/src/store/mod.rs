@@ -147,6 +147,9 @@ pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> R
         },
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 16 MiB of page cache (SQLite's default is 2 MiB): under SQLCipher every page read from the file is
+    // decrypted and authenticated, so a store of 100k records pays for each cache miss twice.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     Ok(conn)
 }
 

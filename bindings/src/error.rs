@@ -97,9 +97,7 @@ impl From<SyncError> for GridworkError {
             SyncError::Unauthorized => GridworkError::Unauthorized { reason },
             SyncError::Revoked => GridworkError::Revoked { reason },
             SyncError::Cancelled => GridworkError::Cancelled { reason },
-            SyncError::Server { status: 403, .. } => {
-                GridworkError::Forbidden { reason }
-            }
+            SyncError::Server { status: 403, .. } => GridworkError::Forbidden { reason },
             // Other refusals (4xx, 5xx after retries) are the relay's side: retry later.
             SyncError::Server { .. } => GridworkError::Network { reason },
             SyncError::Protocol(_) => GridworkError::Internal { reason },

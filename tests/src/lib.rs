@@ -28,8 +28,7 @@ pub fn server_bin() -> PathBuf {
         if profile_dir.ends_with("release") {
             cargo.arg("--release");
         }
-        let status = cargo.status()
-            .expect("cargo build");
+        let status = cargo.status().expect("cargo build");
         assert!(status.success(), "building gridwork-server failed");
     }
     bin

@@ -707,8 +707,11 @@ impl Store {
     /// Lists records of one kind by the query's filters, ordered by title.
     pub fn list(&self, query: &ListQuery) -> Result<Page<RecordSummary>> {
         let kind = query.kind;
+        // One query yields whole summaries: the kind's projection columns come with the record row.
         let mut sql = format!(
-            "SELECT r.rid FROM records r JOIN {} p ON p.rid = r.rid WHERE r.kind = ?1",
+            "SELECT r.id, r.area, r.responsible, r.deleted, {} FROM records r JOIN {} p ON p.rid = r.rid
+             WHERE r.kind = ?1",
+            kind.fields().iter().map(|f| format!("p.{}", f.name)).collect::<Vec<_>>().join(", "),
             kind.table()
         );
         let mut args: Vec<String> = vec![kind.as_str().into()];
@@ -781,13 +784,30 @@ impl Store {
             limit + 1,
             query.offset
         ));
-        let rids: Vec<i64> = {
+        let specs = kind.fields();
+        let mut items: Vec<RecordSummary> = {
             let mut stmt = inner.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get(0))?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                let mut fields = BTreeMap::new();
+                for (i, spec) in specs.iter().enumerate() {
+                    if let Some(v) = r.get::<_, Option<String>>(4 + i)? {
+                        fields.insert(spec.name.to_owned(), v);
+                    }
+                }
+                Ok(RecordSummary {
+                    id: r.get(0)?,
+                    kind,
+                    area: r.get(1)?,
+                    responsible: r.get(2)?,
+                    deleted: r.get(3)?,
+                    title: fields.get(kind.title_field()).cloned().unwrap_or_default(),
+                    fields,
+                })
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        let more = rids.len() > limit as usize;
-        let items = summaries(&inner, &rids[..rids.len().min(limit as usize)])?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
         Ok(Page {
             items,
             next_offset: more.then_some(query.offset + limit),

@@ -46,6 +46,19 @@ fn killed_writers_lose_nothing_acknowledged() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.db");
+    // The store exists before the first writer starts, so a kill that lands before the writer has even
+    // opened it still leaves a store to check (the writer opens an existing store with the same identity).
+    drop(
+        Store::open(
+            StoreOptions::new(&path, StoreKey::Raw(common::KEY)).identity(Identity {
+                user_id: "crash".into(),
+                device_id: "crash-phone".into(),
+                role: Role::Worker,
+                area: "g1".into(),
+            }),
+        )
+        .unwrap(),
+    );
     // id -> (name, phone) of every write that is known durable.
     let mut expected: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut acks = 0usize;

@@ -12,6 +12,17 @@ fn world() -> (tempfile::TempDir, Relay) {
     (dir, relay)
 }
 
+/// A worker of g1, a worker of g2 and the supervisor of c1 (above both), each synced once.
+fn grid_workers_and_supervisor(relay: &Relay, dir: &std::path::Path) -> (Device, Device, Device) {
+    let g1 = Device::new(relay, dir, "wang", Role::Worker, "g1");
+    let g2 = Device::new(relay, dir, "chen", Role::Worker, "g2");
+    let sup = Device::new(relay, dir, "zhao", Role::Supervisor, "c1");
+    for d in [&g1, &g2, &sup] {
+        d.sync();
+    }
+    (g1, g2, sup)
+}
+
 #[test]
 fn offline_edits_converge_and_conflicts_resolve_on_every_device() {
     let (dir, relay) = world();
@@ -99,12 +110,7 @@ fn offline_edits_converge_and_conflicts_resolve_on_every_device() {
 #[test]
 fn scope_is_enforced_on_pull_and_push_and_supervisors_see_the_subtree() {
     let (dir, relay) = world();
-    let g1 = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
-    let g2 = Device::new(&relay, dir.path(), "chen", Role::Worker, "g2");
-    let sup = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
-    for d in [&g1, &g2, &sup] {
-        d.sync();
-    }
+    let (g1, g2, sup) = grid_workers_and_supervisor(&relay, dir.path());
     let p1 = g1
         .store
         .create(NewRecord::new(Kind::Person, "g1").field("name", "In grid one"))
@@ -172,12 +178,7 @@ fn scope_is_enforced_on_pull_and_push_and_supervisors_see_the_subtree() {
 #[test]
 fn a_record_moved_to_another_grid_arrives_whole() {
     let (dir, relay) = world();
-    let g1 = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
-    let g2 = Device::new(&relay, dir.path(), "chen", Role::Worker, "g2");
-    let sup = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
-    for d in [&g1, &g2, &sup] {
-        d.sync();
-    }
+    let (g1, g2, sup) = grid_workers_and_supervisor(&relay, dir.path());
     let p = g1
         .store
         .create(NewRecord::new(Kind::Person, "g1").field("name", "Moving Family"))

@@ -483,21 +483,12 @@ impl Inner {
 
     /// Stores the cached document of `id` and queues its last local change.
     pub(crate) fn persist_local_change(&mut self, id: &str) -> Result<()> {
-        let (bytes, hash, change_bytes) = {
-            let doc = self
-                .docs
-                .get(id)
-                .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
-            let change = doc
-                .get_last_local_change()
-                .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
-            (doc.save(), change.hash(), change.raw_bytes().to_vec())
-        };
+        let doc = self
+            .docs
+            .peek(id)
+            .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
         let tx = self.conn.transaction()?;
-        tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
-            .execute(params![id, &hash.0[..], change_bytes])?;
-        let doc = self.docs.peek(id).expect("present");
-        projection::project(&tx, id, doc, Some(&bytes))?;
+        queue_local_change(&tx, id, doc)?;
         tx.commit()?;
         Ok(())
     }

@@ -85,34 +85,17 @@ impl Env {
             ),
         };
         let admin = Admin::open(&storage).await.unwrap();
-        admin
-            .add_area("d1", None, Level::District, "District 1")
-            .await
-            .unwrap();
-        admin
-            .add_area("s1", Some("d1"), Level::Street, "Street 1")
-            .await
-            .unwrap();
-        admin
-            .add_area("c1", Some("s1"), Level::Community, "Community 1")
-            .await
-            .unwrap();
-        admin
-            .add_area("g1", Some("c1"), Level::Grid, "Grid 1")
-            .await
-            .unwrap();
-        admin
-            .add_area("g2", Some("c1"), Level::Grid, "Grid 2")
-            .await
-            .unwrap();
-        admin
-            .add_area("s2", Some("d1"), Level::Street, "Street 2")
-            .await
-            .unwrap();
-        admin
-            .add_area("g3", Some("s2"), Level::Grid, "Grid 3")
-            .await
-            .unwrap();
+        for (id, parent, level, name) in [
+            ("d1", None, Level::District, "District 1"),
+            ("s1", Some("d1"), Level::Street, "Street 1"),
+            ("c1", Some("s1"), Level::Community, "Community 1"),
+            ("g1", Some("c1"), Level::Grid, "Grid 1"),
+            ("g2", Some("c1"), Level::Grid, "Grid 2"),
+            ("s2", Some("d1"), Level::Street, "Street 2"),
+            ("g3", Some("s2"), Level::Grid, "Grid 3"),
+        ] {
+            admin.add_area(id, parent, level, name).await.unwrap();
+        }
         let mut tokens = HashMap::new();
         for (user, role, area) in [
             ("wa", Role::Worker, "g1"),
@@ -822,9 +805,13 @@ async fn error_codes(b: Backend) {
     // Oversized body. The relay answers 413 as soon as the limit is passed and closes the connection
     // without reading the rest, so a client still sending may see the connection reset instead of the
     // answer (a race of the transport, not of the relay); when an answer arrives it must be the 413.
+    // Its own client, so the connection the relay closes is never reused by the requests below.
     let big = vec![b'x'; 9 * 1024 * 1024];
-    match env
-        .http
+    let one_off = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    match one_off
         .post(env.url("/v1/changes"))
         .bearer_auth(&env.tokens["wa"])
         .body(big)

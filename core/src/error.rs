@@ -70,6 +70,19 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+impl From<gridwork_protocol::Invalid> for Error {
+    fn from(e: gridwork_protocol::Invalid) -> Self {
+        match e {
+            gridwork_protocol::Invalid::Field { field, reason } => {
+                Error::InvalidField { field, reason }
+            }
+            gridwork_protocol::Invalid::UnknownField { kind, field } => {
+                Error::UnknownField { kind, field }
+            }
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

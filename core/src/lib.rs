@@ -1,12 +1,11 @@
 //! gridwork-core: the offline store of grid-work records, merged with Automerge, and the sync client.
 //!
-//! - [`model`]: the domain (kinds and fields, areas, roles, event lifecycle, visits)
-//! - [`doc`]: the layout of a record's Automerge document, shared with the relay
+//! - [`model`], [`doc`], [`rules`]: the domain, the document layout and the rule book, from
+//!   `gridwork-protocol` (shared with the relay)
 //! - [`store`]: the SQLite store: documents, outbox, projection, search, merge primitives
 //! - [`sync`]: the client of the relay's HTTP API
-pub mod doc;
 pub mod error;
-pub mod model;
+pub use gridwork_protocol::{doc, limits, model, rules, scope};
 pub mod store;
 pub mod sync;
 

@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Limits, StorageConfig};
 use crate::error::{Error, Result};
-use crate::scope::{Level, Role};
 use crate::storage::{now_secs, AreaRow, AreaRowInput, DeviceInfo, Store, UserRow};
+use gridwork_protocol::{AreaLevel, Role};
 
 /// A device just created: the token is shown once and never stored (only its SHA-256).
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl Admin {
         &self,
         id: &str,
         parent: Option<&str>,
-        level: Level,
+        level: AreaLevel,
         name: &str,
     ) -> Result<AreaRow> {
         let area = self

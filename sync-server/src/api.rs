@@ -15,7 +15,6 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Limits;
@@ -24,7 +23,12 @@ use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
 use crate::storage::{now_secs, AttachmentState, DeviceAuth, PutChunk, PutOutcome, Store};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use gridwork_protocol::wire::PROTOCOL_VERSION;
+use gridwork_protocol::wire::{
+    AreasResponse, AttachmentPutResponse, HealthResponse, MeResponse, PullItem, PullResponse,
+    PushRequest, PushResponse, PushResult as WireResult, PushStatus, SnapshotRecord,
+    SnapshotResponse, WireArea,
+};
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 /// Largest attachment accepted (uploaded in chunks of at most the body limit).
@@ -211,69 +215,42 @@ fn touch(state: &Arc<AppState>, caller: &DeviceAuth) {
 
 // ---- handlers ----
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "protocol": PROTOCOL_VERSION,
-    }))
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+    })
 }
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
-async fn me(Caller(c): Caller) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "device_id": c.device_id,
-        "user_id": c.user_id,
-        "role": c.role.as_str(),
-        "area": c.area,
-        "area_path": c.area_path,
-    }))
+async fn me(Caller(c): Caller) -> Json<MeResponse> {
+    Json(MeResponse {
+        device_id: c.device_id,
+        user_id: c.user_id,
+        user_name: String::new(),
+        role: c.role.as_str().into(),
+        area: c.area,
+        area_path: c.area_path,
+        actor: None,
+    })
 }
 
-#[derive(Serialize)]
-struct AreaOut {
-    id: String,
-    parent: Option<String>,
-    level: &'static str,
-    name: String,
-}
-
-async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<serde_json::Value>, ApiError> {
+async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
     let rows = st.store.areas_for(&c.scope()).await?;
-    let out: Vec<AreaOut> = rows
+    let areas = rows
         .into_iter()
-        .map(|a| AreaOut {
+        .map(|a| WireArea {
             id: a.id,
             parent: a.parent,
-            level: a.level.as_str(),
+            level: a.level.as_str().into(),
             name: a.name,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "areas": out })))
-}
-
-#[derive(Deserialize)]
-struct PushRequest {
-    changes: Vec<WireChange>,
-}
-
-#[derive(Deserialize)]
-struct WireChange {
-    record: String,
-    bytes: String,
-}
-
-#[derive(Serialize)]
-struct PushResultOut {
-    hash: String,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
+    Ok(Json(AreasResponse { areas }))
 }
 
 async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Response, ApiError> {
@@ -325,38 +302,26 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
         .filter(|r| matches!(r, PushResult::Accepted { .. }))
         .count();
     tracing::info!(device = %c.device_id, changes = n, accepted, rejected = n - accepted, "push");
-    let out: Vec<PushResultOut> = results
+    let results = results
         .into_iter()
         .map(|r| match r {
-            PushResult::Accepted { hash, seq } => PushResultOut {
+            PushResult::Accepted { hash, seq } => WireResult {
                 hash,
-                status: "accepted",
-                seq: Some(seq),
+                status: PushStatus::Accepted,
+                seq: Some(seq as u64),
                 reason: None,
+                detail: None,
             },
-            PushResult::Rejected { hash, reason } => PushResultOut {
+            PushResult::Rejected { hash, reason } => WireResult {
                 hash,
-                status: "rejected",
+                status: PushStatus::Rejected,
                 seq: None,
-                reason: Some(reason.as_str()),
+                reason: Some(reason.as_str().into()),
+                detail: None,
             },
         })
         .collect();
-    Ok(Json(serde_json::json!({ "results": out })).into_response())
-}
-
-#[derive(Serialize)]
-struct PullItemOut {
-    seq: i64,
-    record: String,
-    bytes: String,
-}
-
-#[derive(Serialize)]
-struct PullOut {
-    items: Vec<PullItemOut>,
-    cursor: i64,
-    more: bool,
+    Ok(Json(PushResponse { results }).into_response())
 }
 
 async fn pull(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
@@ -372,40 +337,27 @@ async fn pull(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, A
         .await?;
     touch(&st, &c);
     tracing::debug!(device = %c.device_id, after, items = page.items.len(), cursor = page.cursor, "pull");
-    let out = PullOut {
+    let out = PullResponse {
         items: page
             .items
             .into_iter()
-            .map(|i| PullItemOut {
-                seq: i.seq,
+            .map(|i| PullItem {
+                seq: i.seq as u64,
                 record: i.record,
                 bytes: B64.encode(&i.bytes),
             })
             .collect(),
-        cursor: page.cursor,
+        cursor: page.cursor as u64,
         more: page.more,
     };
     Ok(Json(out).into_response())
-}
-
-#[derive(Serialize)]
-struct SnapRecordOut {
-    record: String,
-    bytes: String,
-}
-
-#[derive(Serialize)]
-struct SnapshotOut {
-    cursor: i64,
-    records: Vec<SnapRecordOut>,
-    next: Option<String>,
 }
 
 async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
     let p = params(q)?;
     let after = p.get("after_record").filter(|s| !s.is_empty()).cloned();
     if let Some(a) = &after {
-        if !gridwork_core::doc::is_valid_record_id(a) {
+        if !gridwork_protocol::doc::is_valid_record_id(a) {
             return Err(ApiError::bad_request("after_record must be a record id"));
         }
     }
@@ -415,12 +367,12 @@ async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Respons
     tracing::debug!(device = %c.device_id, records = page.records.len(), "snapshot page");
     // Base64 of thousands of documents: CPU work, off the async workers.
     let out = tokio::task::spawn_blocking(move || {
-        serde_json::to_vec(&SnapshotOut {
-            cursor: page.cursor,
+        serde_json::to_vec(&SnapshotResponse {
+            cursor: page.cursor as u64,
             records: page
                 .records
                 .into_iter()
-                .map(|(record, bytes)| SnapRecordOut {
+                .map(|(record, bytes)| SnapshotRecord {
                     record,
                     bytes: B64.encode(&bytes),
                 })
@@ -479,7 +431,7 @@ async fn att_put(
     let p = params(q)?;
     let record = p
         .get("record")
-        .filter(|r| gridwork_core::doc::is_valid_record_id(r))
+        .filter(|r| gridwork_protocol::doc::is_valid_record_id(r))
         .cloned()
         .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
     let (start, total) = parse_range(&headers, body.len() as u64)?;
@@ -510,10 +462,12 @@ async fn att_put(
             if complete {
                 tracing::info!(device = %c.device_id, attachment = %sha, size = received, "attachment complete");
             }
-            Ok(
-                Json(serde_json::json!({"sha256": sha, "size": received, "complete": complete}))
-                    .into_response(),
-            )
+            Ok(Json(AttachmentPutResponse {
+                sha256: sha,
+                size: received,
+                complete,
+            })
+            .into_response())
         }
         PutOutcome::WrongOffset { offset } => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -24,10 +24,10 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 
 use automerge::{Automerge, Change, ChangeHash};
-use gridwork_core::doc::record_areas;
+use gridwork_protocol::doc::record_areas;
 use lru::LruCache;
 
-use crate::scope::{join_paths, scope_keys, Scope};
+use gridwork_protocol::scope::{join_paths, scope_keys, Scope};
 
 /// Appended change chunks after which a record's stored bytes are re-saved (compacted).
 const COMPACT_EVERY: usize = 32;
@@ -78,7 +78,7 @@ impl Incoming {
                 reason: Reject::Malformed,
             },
             Ok(change) => {
-                if !gridwork_core::doc::is_valid_record_id(record) {
+                if !gridwork_protocol::doc::is_valid_record_id(record) {
                     Incoming::Rejected {
                         hash: change.hash().to_string(),
                         reason: Reject::BadRecord,

@@ -4,10 +4,10 @@
 //! In-process use (demo, tests):
 //! ```no_run
 //! # async fn demo() -> gridwork_server::Result<()> {
-//! use gridwork_server::{start, Admin, Level, Role, ServerConfig, StorageConfig};
+//! use gridwork_server::{start, Admin, AreaLevel, Role, ServerConfig, StorageConfig};
 //! let storage = StorageConfig::Sqlite { data_dir: "/tmp/relay".into() };
 //! let admin = Admin::open(&storage).await?;
-//! admin.add_area("d1", None, Level::District, "District 1").await?;
+//! admin.add_area("d1", None, AreaLevel::District, "District 1").await?;
 //! admin.add_user("u1", "Ann", Role::Operator, "d1").await?;
 //! let token = admin.add_device("u1", None).await?.token;
 //! let server = start(ServerConfig::new("127.0.0.1:0".parse().unwrap(), storage)).await?;
@@ -23,13 +23,12 @@ pub mod engine;
 pub mod error;
 pub mod prof;
 pub mod ratelimit;
-pub mod scope;
 pub mod server;
 pub mod storage;
 
 pub use admin::{Admin, NewDevice};
 pub use config::{Limits, ServerConfig, StorageConfig};
 pub use error::{ApiError, Error, Result};
-pub use scope::{Level, Role};
+pub use gridwork_protocol::{AreaLevel, Role};
 pub use server::{start, RunningServer};
 pub use storage::{AreaRow, DeviceInfo};

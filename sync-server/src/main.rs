@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use gridwork_server::{start, Admin, Level, Limits, Role, ServerConfig, StorageConfig};
+use gridwork_server::{start, Admin, AreaLevel, Limits, Role, ServerConfig, StorageConfig};
 
 #[derive(Parser)]
 #[command(
@@ -96,7 +96,7 @@ enum AreaCmd {
         parent: Option<String>,
         /// district | street | community | grid (must be below the parent's level).
         #[arg(long)]
-        level: Level,
+        level: AreaLevel,
         /// Display name.
         #[arg(long)]
         name: String,
@@ -160,34 +160,8 @@ fn init_logging(json: bool, default: &str) {
 }
 
 fn fmt_time(t: Option<i64>) -> String {
-    match t {
-        None => "-".into(),
-        Some(secs) => {
-            let days = secs.div_euclid(86_400);
-            let rem = secs.rem_euclid(86_400);
-            let (y, m, d) = civil_from_days(days);
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
-        }
-    }
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    t.map(gridwork_protocol::time::iso_from_secs)
+        .unwrap_or_else(|| "-".into())
 }
 
 async fn run(cli: Cli) -> gridwork_server::Result<()> {

@@ -8,7 +8,7 @@ use automerge::{Automerge, ReadDoc, ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use gridwork_server::{
-    start, Admin, Level, Limits, Role, RunningServer, ServerConfig, StorageConfig,
+    start, Admin, AreaLevel, Limits, Role, RunningServer, ServerConfig, StorageConfig,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -86,13 +86,14 @@ impl Env {
         };
         let admin = Admin::open(&storage).await.unwrap();
         for (id, parent, level, name) in [
-            ("d1", None, Level::District, "District 1"),
-            ("s1", Some("d1"), Level::Street, "Street 1"),
-            ("c1", Some("s1"), Level::Community, "Community 1"),
-            ("g1", Some("c1"), Level::Grid, "Grid 1"),
-            ("g2", Some("c1"), Level::Grid, "Grid 2"),
-            ("s2", Some("d1"), Level::Street, "Street 2"),
-            ("g3", Some("s2"), Level::Grid, "Grid 3"),
+            ("d1", None, AreaLevel::District, "District 1"),
+            ("s1", Some("d1"), AreaLevel::Street, "Street 1"),
+            ("c1", Some("s1"), AreaLevel::Community, "Community 1"),
+            ("g1", Some("c1"), AreaLevel::Grid, "Grid 1"),
+            ("g2", Some("c1"), AreaLevel::Grid, "Grid 2"),
+            ("s2", Some("d1"), AreaLevel::Street, "Street 2"),
+            ("c2", Some("s2"), AreaLevel::Community, "Community 2"),
+            ("g3", Some("c2"), AreaLevel::Grid, "Grid 3"),
         ] {
             admin.add_area(id, parent, level, name).await.unwrap();
         }
@@ -925,29 +926,29 @@ async fn admin_rules(b: Backend) {
     let env = Env::new(b).await;
     let admin = Admin::open(&env.storage).await.unwrap();
     assert!(admin
-        .add_area("x", Some("nope"), Level::Grid, "X")
+        .add_area("x", Some("nope"), AreaLevel::Grid, "X")
         .await
         .is_err());
     assert!(
         admin
-            .add_area("x", Some("g1"), Level::Grid, "X")
+            .add_area("x", Some("g1"), AreaLevel::Grid, "X")
             .await
             .is_err(),
         "grid under grid"
     );
     assert!(
         admin
-            .add_area("x", Some("c1"), Level::Street, "X")
+            .add_area("x", Some("c1"), AreaLevel::Street, "X")
             .await
             .is_err(),
         "street under community"
     );
     assert!(admin
-        .add_area("bad id!", Some("c1"), Level::Grid, "X")
+        .add_area("bad id!", Some("c1"), AreaLevel::Grid, "X")
         .await
         .is_err());
     assert!(admin
-        .add_area("g1", Some("c1"), Level::Grid, "dup")
+        .add_area("g1", Some("c1"), AreaLevel::Grid, "dup")
         .await
         .is_err());
     assert!(admin
@@ -957,7 +958,7 @@ async fn admin_rules(b: Backend) {
     assert!(admin.add_device("nobody", None).await.is_err());
     // A grid added while the relay runs is usable at once.
     admin
-        .add_area("g4", Some("c1"), Level::Grid, "Grid 4")
+        .add_area("g4", Some("c1"), AreaLevel::Grid, "Grid 4")
         .await
         .unwrap();
     let (_d, c) = create("g4", "Mo");

@@ -10,7 +10,7 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use gridwork_server::{start, Admin, Level, Limits, Role, ServerConfig, StorageConfig};
+use gridwork_server::{start, Admin, AreaLevel, Limits, Role, ServerConfig, StorageConfig};
 use serde_json::{json, Value};
 
 fn changes_for(record: &str, area: &str, n: usize) -> Vec<Value> {
@@ -33,22 +33,22 @@ fn changes_for(record: &str, area: &str, n: usize) -> Vec<Value> {
 async fn setup(storage: &StorageConfig, devices: usize) -> Vec<String> {
     let admin = Admin::open(storage).await.unwrap();
     admin
-        .add_area("d1", None, Level::District, "D")
+        .add_area("d1", None, AreaLevel::District, "D")
         .await
         .unwrap();
     admin
-        .add_area("s1", Some("d1"), Level::Street, "S")
+        .add_area("s1", Some("d1"), AreaLevel::Street, "S")
         .await
         .unwrap();
     admin
-        .add_area("c1", Some("s1"), Level::Community, "C")
+        .add_area("c1", Some("s1"), AreaLevel::Community, "C")
         .await
         .unwrap();
     let mut tokens = Vec::new();
     for i in 0..devices {
         let g = format!("g{i}");
         admin
-            .add_area(&g, Some("c1"), Level::Grid, "G")
+            .add_area(&g, Some("c1"), AreaLevel::Grid, "G")
             .await
             .unwrap();
         admin

@@ -10,7 +10,7 @@ use gridwork_core::{
     CancelToken, EventAction, GeoPoint, Identity, Kind, LinkType, ListQuery, NewRecord, NoProgress,
     ReviewState, Role, Store, StoreKey, StoreOptions, SyncConfig, Update,
 };
-use gridwork_server::{Admin, Level, ServerConfig, StorageConfig};
+use gridwork_server::{Admin, AreaLevel, ServerConfig, StorageConfig};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -75,19 +75,19 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
     let tokens = runtime.block_on(async {
         let admin = Admin::open(&storage).await?;
         admin
-            .add_area("d1", None, Level::District, "East District")
+            .add_area("d1", None, AreaLevel::District, "East District")
             .await?;
         admin
-            .add_area("s1", Some("d1"), Level::Street, "River Street")
+            .add_area("s1", Some("d1"), AreaLevel::Street, "River Street")
             .await?;
         admin
-            .add_area("c1", Some("s1"), Level::Community, "Willow Community")
+            .add_area("c1", Some("s1"), AreaLevel::Community, "Willow Community")
             .await?;
         admin
-            .add_area("g1", Some("c1"), Level::Grid, "Willow Grid 1")
+            .add_area("g1", Some("c1"), AreaLevel::Grid, "Willow Grid 1")
             .await?;
         admin
-            .add_area("g2", Some("c1"), Level::Grid, "Willow Grid 2")
+            .add_area("g2", Some("c1"), AreaLevel::Grid, "Willow Grid 2")
             .await?;
         admin
             .add_user("wang", "Wang Fang", gridwork_server::Role::Worker, "g1")

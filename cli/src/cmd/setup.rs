@@ -2,7 +2,7 @@
 use crate::ctx::{CliError, CliResult, Ctx, Globals};
 use crate::key;
 use crate::output::{self, Table};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use gridwork_core::{AreaLevel, Identity, Role, Store, StoreOptions};
 
 pub const INIT_EXAMPLES: &str = "\
@@ -22,52 +22,12 @@ pub struct InitArgs {
     /// This device's id (the Automerge actor of its changes); unique per device.
     #[arg(long, value_name = "DEVICE")]
     pub device: String,
-    /// What the user may do: a worker its own area, a supervisor the subtree under it, an operator all.
-    #[arg(long, value_enum)]
-    pub role: RoleArg,
+    /// What the user may do: worker (its own area), supervisor (the subtree under it) or operator (all).
+    #[arg(long, value_name = "worker|supervisor|operator")]
+    pub role: Role,
     /// The user's area id (a grid for a worker, e.g. `g1`).
     #[arg(long, value_name = "AREA")]
     pub area: String,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum RoleArg {
-    Worker,
-    Supervisor,
-    Operator,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::Worker => Role::Worker,
-            RoleArg::Supervisor => Role::Supervisor,
-            RoleArg::Operator => Role::Operator,
-        }
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum LevelArg {
-    District,
-    /// A street or a town.
-    #[value(alias = "town")]
-    Street,
-    /// A community or a village.
-    #[value(alias = "village")]
-    Community,
-    Grid,
-}
-
-impl From<LevelArg> for AreaLevel {
-    fn from(l: LevelArg) -> AreaLevel {
-        match l {
-            LevelArg::District => AreaLevel::District,
-            LevelArg::Street => AreaLevel::Street,
-            LevelArg::Community => AreaLevel::Community,
-            LevelArg::Grid => AreaLevel::Grid,
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,9 +42,10 @@ EXAMPLES:
     Add {
         /// Area id: 1-64 of A-Z, a-z, 0-9, `_` and `-`.
         id: String,
-        /// The level: a district holds streets, a street communities, a community grids.
-        #[arg(long, value_enum)]
-        level: LevelArg,
+        /// The level: a district holds streets (or towns), a street communities (or villages), a
+        /// community grids.
+        #[arg(long, value_name = "district|street|community|grid")]
+        level: AreaLevel,
         /// A display name.
         #[arg(long)]
         name: String,
@@ -121,7 +82,7 @@ pub fn init(globals: &Globals, args: &InitArgs) -> CliResult<()> {
     let identity = Identity {
         user_id: args.user.trim().to_owned(),
         device_id: args.device.trim().to_owned(),
-        role: args.role.into(),
+        role: args.role,
         area: args.area.clone(),
     };
     let store = match Store::open(StoreOptions::new(&db, key).identity(identity)) {
@@ -178,9 +139,7 @@ pub fn area(ctx: &Ctx, cmd: &AreaCommand) -> CliResult<()> {
             if name.trim().is_empty() {
                 return Err(CliError::user("an area needs a name"));
             }
-            let area = ctx
-                .store
-                .upsert_area(id, parent.as_deref(), (*level).into(), name)?;
+            let area = ctx.store.upsert_area(id, parent.as_deref(), *level, name)?;
             ctx.print(&area, || {
                 format!("area {} ({}, {})", area.id, area.level.as_str(), area.name)
             });

@@ -6,7 +6,7 @@
 //! assignee's (or a supervisor's). Two offline transitions that disagree both stay in the timeline, and
 //! the status field shows as a conflict until someone resolves it.
 use super::records::{append_timeline, put_field, summaries, RecordSummary};
-use super::{ChangeNote, Store};
+use super::Store;
 use crate::doc;
 use crate::error::{Error, Result};
 use crate::model::{time, EventAction, EventStatus, Kind, Role};
@@ -129,11 +129,7 @@ impl Store {
         if new_responsible.is_some() {
             touched.push(doc::RESPONSIBLE.into());
         }
-        let note = ChangeNote {
-            user: me.user_id.clone(),
-            action: action.name().into(),
-            fields: touched,
-        };
+        let note = self.note(action.name(), touched);
         inner.write(event_id, note, |tx| {
             if next != status {
                 put_field(tx, "status", next.as_str())?;

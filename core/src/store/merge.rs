@@ -54,13 +54,12 @@ fn hash_bytes(hash: &ChangeHash) -> &[u8] {
 }
 
 fn parse_note(message: Option<&str>) -> ChangeNote {
-    message
-        .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
-        .unwrap_or(ChangeNote {
-            user: String::new(),
-            action: "unknown".into(),
-            fields: Vec::new(),
-        })
+    ChangeNote::parse(message).unwrap_or(ChangeNote {
+        user: String::new(),
+        device: None,
+        action: "unknown".into(),
+        fields: Vec::new(),
+    })
 }
 
 fn device_name(actor: &automerge::ActorId) -> String {
@@ -435,11 +434,7 @@ impl Store {
                 "`{field}` can only be resolved to one of its values"
             )));
         }
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "resolve".into(),
-            fields: vec![field.into()],
-        };
+        let note = self.note("resolve", vec![field.into()]);
         inner.write(id, note, |tx| {
             if let Some(name) = field.strip_prefix("attrs.") {
                 let attrs = obj(tx, ATTRS)?;

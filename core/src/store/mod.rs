@@ -103,14 +103,7 @@ pub(crate) struct Inner {
     area_paths: HashMap<String, String>,
 }
 
-/// What a change says about itself in its Automerge message: who made it and what it touched.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct ChangeNote {
-    pub user: String,
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<String>,
-}
+pub(crate) use gridwork_protocol::doc::ChangeNote;
 
 /// Opens the SQLite connection of a store with its key and pragmas, without migrating or reading it.
 /// Public for tests and tools that build stores of older schema versions.
@@ -239,6 +232,16 @@ impl Store {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The note of a change made here: this user on this device, doing `action` to `fields`.
+    pub(crate) fn note(&self, action: &str, fields: Vec<String>) -> ChangeNote {
+        ChangeNote::new(
+            &self.identity.user_id,
+            &self.identity.device_id,
+            action,
+            fields,
+        )
     }
 
     pub fn path(&self) -> &Path {

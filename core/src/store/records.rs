@@ -429,11 +429,7 @@ impl Store {
         let id = new_record_id();
         let now = time::now_iso();
         let mut doc = inner.new_doc();
-        let note = ChangeNote {
-            user: me.user_id.clone(),
-            action: "create".into(),
-            fields: new.fields.keys().cloned().collect(),
-        };
+        let note = self.note("create", new.fields.keys().cloned().collect());
         // The first change names the record: without it, two records created alike in the same second on
         // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
         // and the relay's dedup take for one change.
@@ -539,11 +535,7 @@ impl Store {
         if let Some(notes) = &update.notes {
             check_notes(notes)?;
         }
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "edit".into(),
-            fields: update.touched(),
-        };
+        let note = self.note("edit", update.touched());
         inner.write(id, note, |tx| {
             let fields = obj(tx, FIELDS)?;
             for (name, value) in &update.fields {
@@ -583,11 +575,7 @@ impl Store {
         let mut inner = self.lock();
         inner.editable(&self.identity, id, None)?;
         let user = self.identity.user_id.clone();
-        let note = ChangeNote {
-            user: user.clone(),
-            action: "delete".into(),
-            fields: vec![DELETED.into()],
-        };
+        let note = self.note("delete", vec![DELETED.into()]);
         inner.write(id, note, |tx| {
             tx.put(ROOT, DELETED, true)?;
             append_timeline(tx, &user, "delete", None, None, reason)
@@ -602,11 +590,7 @@ impl Store {
             Err(e) => return Err(e),
         }
         let user = self.identity.user_id.clone();
-        let note = ChangeNote {
-            user: user.clone(),
-            action: "restore".into(),
-            fields: vec![DELETED.into()],
-        };
+        let note = self.note("restore", vec![DELETED.into()]);
         inner.write(id, note, |tx| {
             tx.put(ROOT, DELETED, false)?;
             append_timeline(tx, &user, "restore", None, None, None)
@@ -622,11 +606,7 @@ impl Store {
             return Ok(());
         }
         let user = self.identity.user_id.clone();
-        let note = ChangeNote {
-            user: user.clone(),
-            action: "move".into(),
-            fields: vec![doc::AREA.into()],
-        };
+        let note = self.note("move", vec![doc::AREA.into()]);
         inner.write(id, note, |tx| {
             tx.put(ROOT, doc::AREA, area)?;
             append_timeline(tx, &user, "move", Some(&record.area), Some(area), None)
@@ -653,11 +633,7 @@ impl Store {
                 )));
             }
         }
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "link".into(),
-            fields: vec![LINKS.into()],
-        };
+        let note = self.note("link", vec![LINKS.into()]);
         inner.write(source, note, |tx| {
             let links = obj(tx, LINKS)?;
             tx.put(&links, format!("{}:{target}", link_type.as_str()), target)?;
@@ -668,11 +644,7 @@ impl Store {
     pub fn unlink(&self, source: &str, link_type: LinkType, target: &str) -> Result<()> {
         let mut inner = self.lock();
         inner.editable(&self.identity, source, None)?;
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "unlink".into(),
-            fields: vec![LINKS.into()],
-        };
+        let note = self.note("unlink", vec![LINKS.into()]);
         inner.write(source, note, |tx| {
             let links = obj(tx, LINKS)?;
             tx.delete(&links, format!("{}:{target}", link_type.as_str()))?;

@@ -1,7 +1,7 @@
 //! Visits: started and finished by a worker, with where, what was visited, checklist answers and
 //! attachments; reviewed by a supervisor of the visit's area.
 use super::records::{append_timeline, obj, put_field, summaries, NewRecord, RecordSummary};
-use super::{ChangeNote, Store};
+use super::Store;
 use crate::doc::{self, ATTACHMENTS, CHECKLIST, VISITED};
 use crate::error::{Error, Result};
 use crate::model::{time, AttachmentRef, Kind, ReviewState, Role};
@@ -42,11 +42,7 @@ impl Store {
         }
         let mut inner = self.lock();
         inner.editable(&self.identity, visit, Some(Kind::Visit))?;
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "visit_record".into(),
-            fields: vec![VISITED.into()],
-        };
+        let note = self.note("visit_record", vec![VISITED.into()]);
         inner.write(visit, note, |tx| {
             let visited = obj(tx, VISITED)?;
             tx.put(&visited, record, true)?;
@@ -64,11 +60,7 @@ impl Store {
         }
         let mut inner = self.lock();
         inner.editable(&self.identity, visit, Some(Kind::Visit))?;
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "checklist".into(),
-            fields: vec![format!("checklist.{question}")],
-        };
+        let note = self.note("checklist", vec![format!("checklist.{question}")]);
         inner.write(visit, note, |tx| {
             let checklist = obj(tx, CHECKLIST)?;
             if answer.is_empty() {
@@ -97,11 +89,7 @@ impl Store {
         if notes.is_some_and(|n| n.len() > 64 * 1024) {
             return Err(Error::field("notes", "longer than 64 KiB"));
         }
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "finish".into(),
-            fields: vec!["ended_at".into()],
-        };
+        let note = self.note("finish", vec!["ended_at".into()]);
         inner.write(visit, note, |tx| {
             put_field(tx, "ended_at", &time::now_iso())?;
             if let Some(text) = notes {
@@ -140,11 +128,7 @@ impl Store {
         let mut inner = self.lock();
         let record = inner.editable(&self.identity, visit, Some(Kind::Visit))?;
         let from = record.field("review_state").unwrap_or("pending").to_owned();
-        let note = ChangeNote {
-            user: me.clone(),
-            action: "review".into(),
-            fields: vec!["review_state".into()],
-        };
+        let note = self.note("review", vec!["review_state".into()]);
         inner.write(visit, note, |tx| {
             put_field(tx, "review_state", state.as_str())?;
             put_field(tx, "review_comment", comment.unwrap_or(""))?;
@@ -171,11 +155,7 @@ impl Store {
         {
             return Ok(());
         }
-        let note = ChangeNote {
-            user: self.identity.user_id.clone(),
-            action: "attach".into(),
-            fields: vec![ATTACHMENTS.into()],
-        };
+        let note = self.note("attach", vec![ATTACHMENTS.into()]);
         inner.write(visit, note, |tx| {
             let list = obj(tx, ATTACHMENTS)?;
             let len = tx.length(&list);

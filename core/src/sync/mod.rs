@@ -5,17 +5,16 @@
 //! pull cursor (and the snapshot position) is saved after every page, and applying is idempotent, so an
 //! interrupted sync picks up where it stopped. Network errors are retried with backoff; a change the
 //! relay refuses is quarantined with its reason and never blocks the rest.
-mod wire;
 
 use crate::error::{Error, Result};
 use crate::model::AreaLevel;
 use crate::store::{RemoteChunk, Store};
 use base64::Engine;
+pub use gridwork_protocol::wire::*;
 use reqwest::StatusCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-pub use wire::*;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -459,21 +458,27 @@ impl Store {
                 .into());
             }
             let mut accepted = Vec::new();
+            let mut busy = false;
             for (change, result) in batch.iter().zip(&resp.results) {
-                if result.status == "accepted" {
+                if result.status == PushStatus::Accepted {
                     accepted.push(change.seq);
                     report.pushed += 1;
-                } else {
-                    let reason = result
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| result.status.clone());
-                    tracing::warn!(record = %change.record_id, reason = %reason, "change rejected by the relay");
-                    self.quarantine(change.seq, &reason)?;
-                    report.rejected += 1;
+                    continue;
                 }
+                let reason = result.reason.clone().unwrap_or_else(|| "rejected".into());
+                if crate::rules::Reason::parse(&reason).is_some_and(|r| r.is_transient()) {
+                    // The relay ran out of time for this push: the change stays queued for the next sync.
+                    busy = true;
+                    continue;
+                }
+                tracing::warn!(record = %change.record_id, reason = %reason, "change rejected by the relay");
+                self.quarantine(change.seq, &reason)?;
+                report.rejected += 1;
             }
             self.mark_pushed(&accepted)?;
+            if busy {
+                return Ok(());
+            }
             done += batch.len() as u64;
             progress.progress(SyncProgress {
                 phase: SyncPhase::Pushing,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use crate::config::{Limits, StorageConfig};
 use crate::engine::{doc_at, PushJob, PushResult, KIND_MOVE, KIND_RELEASE};
 use crate::error::{Error, Result};
-use crate::scope::{split_paths, Level, Role, Scope};
+use gridwork_protocol::scope::{split_paths, Scope};
+use gridwork_protocol::{AreaLevel, Role};
 
 /// The device behind a bearer token.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ impl DeviceAuth {
 pub struct AreaRow {
     pub id: String,
     pub parent: Option<String>,
-    pub level: Level,
+    pub level: AreaLevel,
     pub name: String,
     pub path: String,
 }
@@ -349,13 +350,14 @@ impl Store {
 pub struct AreaRowInput {
     pub id: String,
     pub parent: Option<String>,
-    pub level: Level,
+    pub level: AreaLevel,
     pub name: String,
 }
 
-/// Derives the path of a new area and checks the tree rules.
-pub fn child_path(input: &AreaRowInput, parent: Option<(Level, String)>) -> Result<String> {
-    if !gridwork_core::doc::is_valid_area_id(&input.id) {
+/// Derives the path of a new area and checks the tree rule (the same rule a device applies:
+/// `gridwork_protocol::check_placement`).
+pub fn child_path(input: &AreaRowInput, parent: Option<(AreaLevel, String)>) -> Result<String> {
+    if !gridwork_protocol::doc::is_valid_area_id(&input.id) {
         return Err(Error::Invalid(
             "area id must be 1-64 of [A-Za-z0-9_-]".into(),
         ));
@@ -365,21 +367,13 @@ pub fn child_path(input: &AreaRowInput, parent: Option<(Level, String)>) -> Resu
     }
     match (&input.parent, parent) {
         (None, _) => {
-            if input.level != Level::District {
-                return Err(Error::Invalid(
-                    "an area without parent must be a district".into(),
-                ));
-            }
+            gridwork_protocol::check_placement(input.level, None).map_err(Error::Invalid)?;
             Ok(format!("{}/", input.id))
         }
         (Some(p), None) => Err(Error::Invalid(format!("parent area {p} does not exist"))),
         (Some(_), Some((plevel, ppath))) => {
-            if input.level <= plevel {
-                return Err(Error::Invalid(format!(
-                    "a {} cannot be placed under a {}",
-                    input.level, plevel
-                )));
-            }
+            gridwork_protocol::check_placement(input.level, Some(plevel))
+                .map_err(Error::Invalid)?;
             Ok(format!("{ppath}{}/", input.id))
         }
     }

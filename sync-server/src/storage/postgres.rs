@@ -16,7 +16,7 @@ use tokio_postgres::NoTls;
 use super::*;
 use crate::engine::{AreaMap, Engine, Plan, RecordRow};
 use crate::prof::{self, Span};
-use crate::scope::join_paths;
+use gridwork_protocol::scope::join_paths;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -321,7 +321,7 @@ impl PgStore {
             Some(p) => tx
                 .query_opt("SELECT level, path FROM areas WHERE id = $1", &[p])
                 .await?
-                .and_then(|r| Some((Level::from_i64(r.get(0))?, r.get::<_, String>(1)))),
+                .and_then(|r| Some((AreaLevel::from_rank(r.get(0))?, r.get::<_, String>(1)))),
         };
         let path = child_path(input, parent)?;
         if tx
@@ -336,7 +336,7 @@ impl PgStore {
             &[
                 &input.id,
                 &input.parent,
-                &(input.level as i64),
+                &input.level.rank(),
                 &input.name,
                 &path,
             ],
@@ -500,7 +500,7 @@ async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
             Ok(AreaRow {
                 id: r.get(0),
                 parent: r.get(1),
-                level: Level::from_i64(r.get(2))
+                level: AreaLevel::from_rank(r.get(2))
                     .ok_or_else(|| Error::Invalid("bad area level".into()))?,
                 name: r.get(3),
                 path: r.get(4),

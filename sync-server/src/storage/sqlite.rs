@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::engine::{AreaMap, Engine, Plan, RecordRow};
 use crate::prof::{self, Span};
-use crate::scope::join_paths;
+use gridwork_protocol::scope::join_paths;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -356,7 +356,7 @@ impl SqliteStore {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                     })
                     .optional()?
-                    .and_then(|(l, path)| Some((Level::from_i64(l)?, path))),
+                    .and_then(|(l, path)| Some((AreaLevel::from_rank(l)?, path))),
             };
             let path = child_path(input, parent)?;
             let exists: bool = tx.query_row(
@@ -369,7 +369,7 @@ impl SqliteStore {
             }
             tx.execute(
                 "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![input.id, input.parent, input.level as i64, input.name, path],
+                params![input.id, input.parent, input.level.rank(), input.name, path],
             )?;
             tx.execute(
                 "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
@@ -511,7 +511,7 @@ fn load_areas(c: &Connection) -> Result<Vec<AreaRow>> {
     for row in rows {
         let (id, parent, level, name, path) = row?;
         let level =
-            Level::from_i64(level).ok_or_else(|| Error::Invalid("bad area level".into()))?;
+            AreaLevel::from_rank(level).ok_or_else(|| Error::Invalid("bad area level".into()))?;
         out.push(AreaRow {
             id,
             parent,

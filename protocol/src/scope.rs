@@ -1,99 +1,11 @@
-//! Roles, area paths and scope checks.
+//! Area paths and scope: who sees which records.
 //!
 //! An area's path is the ids from the root joined and terminated by `/` (`d1/s1/c1/g1/`), so
 //! "area X is inside area Y" is `path(X).starts_with(path(Y))`. Per log entry and per record the relay
 //! stores every *ancestor prefix* of the paths involved (`d1/`, `d1/s1/`, ...), so a caller's scope
 //! query is an exact index match on its own area path, whatever its level.
 
-use std::fmt;
-use std::str::FromStr;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Worker,
-    Supervisor,
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Supervisor => "supervisor",
-            Role::Operator => "operator",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "worker" => Ok(Role::Worker),
-            "supervisor" => Ok(Role::Supervisor),
-            "operator" => Ok(Role::Operator),
-            other => Err(format!(
-                "unknown role {other:?} (worker|supervisor|operator)"
-            )),
-        }
-    }
-}
-
-/// Area levels, root first. A child's level must be strictly below its parent's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    District = 1,
-    Street = 2,
-    Community = 3,
-    Grid = 4,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::District => "district",
-            Level::Street => "street",
-            Level::Community => "community",
-            Level::Grid => "grid",
-        }
-    }
-    pub fn from_i64(v: i64) -> Option<Level> {
-        match v {
-            1 => Some(Level::District),
-            2 => Some(Level::Street),
-            3 => Some(Level::Community),
-            4 => Some(Level::Grid),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "district" => Ok(Level::District),
-            "street" => Ok(Level::Street),
-            "community" => Ok(Level::Community),
-            "grid" => Ok(Level::Grid),
-            other => Err(format!(
-                "unknown level {other:?} (district|street|community|grid)"
-            )),
-        }
-    }
-}
+use crate::model::Role;
 
 /// What a caller may read and write. Workers and supervisors both see the subtree under their area
 /// (a worker's area is normally a grid, so its subtree is the grid itself).

@@ -1,6 +1,6 @@
 //! Record kinds and the fields each one carries. The projection tables and the field validation are
 //! both derived from these specs, so adding a field is one line here plus a migration.
-use crate::error::{Error, Result};
+use crate::error::{Invalid, Result};
 use crate::model::time;
 use serde::{Deserialize, Serialize};
 
@@ -220,7 +220,7 @@ impl Kind {
         self.fields()
             .iter()
             .find(|f| f.name == field)
-            .ok_or_else(|| Error::UnknownField {
+            .ok_or_else(|| Invalid::UnknownField {
                 kind: self.as_str().to_owned(),
                 field: field.to_owned(),
             })
@@ -250,16 +250,16 @@ impl FieldSpec {
             return Ok(());
         }
         if value.len() > 4096 {
-            return Err(Error::field(self.name, "longer than 4096 bytes"));
+            return Err(Invalid::field(self.name, "longer than 4096 bytes"));
         }
         if value.chars().any(|c| c.is_control()) {
-            return Err(Error::field(self.name, "contains control characters"));
+            return Err(Invalid::field(self.name, "contains control characters"));
         }
         let ok = match self.ty {
             FieldType::Text | FieldType::User => true,
             FieldType::Choice(options) => {
                 if !options.contains(&value) {
-                    return Err(Error::field(
+                    return Err(Invalid::field(
                         self.name,
                         format!("must be one of {}", options.join(", ")),
                     ));
@@ -284,7 +284,7 @@ impl FieldSpec {
         if ok {
             Ok(())
         } else {
-            Err(Error::field(self.name, self.rule()))
+            Err(Invalid::field(self.name, self.rule()))
         }
     }
 
@@ -418,7 +418,7 @@ mod tests {
             .is_err());
         assert!(matches!(
             Kind::Person.spec("colour"),
-            Err(Error::UnknownField { .. })
+            Err(Invalid::UnknownField { .. })
         ));
     }
 

@@ -4,7 +4,7 @@ mod event;
 mod kind;
 pub mod time;
 
-pub use area::{Area, AreaLevel};
+pub use area::{check_placement, Area, AreaLevel};
 pub use event::{EventAction, EventStatus};
 pub use kind::{FieldSpec, FieldType, Kind, LinkType, ReviewState};
 
@@ -36,6 +36,13 @@ impl Role {
             "operator" => Role::Operator,
             _ => return None,
         })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::parse(s).ok_or_else(|| format!("unknown role {s:?} (worker | supervisor | operator)"))
     }
 }
 

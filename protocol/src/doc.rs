@@ -12,6 +12,9 @@
 //! - `notes`: Automerge Text, long free text that two people may edit at once
 //! - `timeline`: list of maps, append-only (event actions, visit reviews, deletes and restores)
 //! - `visited`, `checklist`, `attachments`: visits only (set map, answer map, append-only list)
+//!
+//! Every change carries a JSON [`ChangeNote`] as its Automerge message: who made it, on which device,
+//! and what it touched. The relay checks the note's author against the pushing token.
 
 use automerge::{ReadDoc, ROOT};
 
@@ -214,4 +217,200 @@ pub fn read_record<D: ReadDoc>(id: &str, doc: &D) -> Option<Record> {
         attachments,
         conflicted_fields,
     })
+}
+
+/// What a change says about itself in its Automerge message: who made it, on which device, what it did
+/// and which fields it touched. Devices write it; history shows it; the relay checks `user` and
+/// `device` against the token that pushed the change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeNote {
+    pub user: String,
+    /// The device id (absent in changes made before protocol version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl ChangeNote {
+    pub fn new(user: &str, device: &str, action: &str, fields: Vec<String>) -> Self {
+        ChangeNote {
+            user: user.to_owned(),
+            device: Some(device.to_owned()),
+            action: action.to_owned(),
+            fields,
+        }
+    }
+
+    /// Reads a change message; `None` when it is absent or not a note.
+    pub fn parse(message: Option<&str>) -> Option<ChangeNote> {
+        message.and_then(|m| serde_json::from_str(m).ok())
+    }
+}
+
+/// What the rule book sees of a record: its view, plus every value of each conflicted field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordState {
+    pub record: Record,
+    /// Field (as in `Record::conflicted_fields`: `name`, `attrs.<key>`, `area`, ...) -> its concurrent
+    /// values, the winning one last.
+    pub conflicts: BTreeMap<String, Vec<String>>,
+}
+
+impl RecordState {
+    /// A state without conflicts (tests and freshly made records).
+    pub fn of(record: Record) -> Self {
+        RecordState {
+            record,
+            conflicts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a document is not a well-formed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeError(pub String);
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn shape(msg: impl Into<String>) -> ShapeError {
+    ShapeError(msg.into())
+}
+
+/// Which Automerge type each root key must hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Slot {
+    Str,
+    Bool,
+    /// A map of strings.
+    StrMap,
+    /// A map used as a set: key -> true.
+    SetMap,
+    Text,
+    /// A list of maps of strings.
+    ListOfMaps,
+}
+
+fn slot(key: &str) -> Option<Slot> {
+    Some(match key {
+        KIND | AREA | RESPONSIBLE => Slot::Str,
+        DELETED => Slot::Bool,
+        FIELDS | ATTRS | LINKS | CHECKLIST => Slot::StrMap,
+        TAGS | VISITED => Slot::SetMap,
+        NOTES => Slot::Text,
+        TIMELINE | ATTACHMENTS => Slot::ListOfMaps,
+        _ => return None,
+    })
+}
+
+fn is_str(v: &Value<'_>) -> bool {
+    matches!(v, Value::Scalar(s) if matches!(s.as_ref(), automerge::ScalarValue::Str(_)))
+}
+
+fn check_str_map<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str, set: bool) -> Result<(), ShapeError> {
+    for item in doc.map_range(obj, ..) {
+        let values = doc
+            .get_all(obj, item.key.as_ref())
+            .map_err(|_| shape(format!("`{key}` is unreadable")))?;
+        for (v, _) in values {
+            let ok = if set {
+                matches!(&v, Value::Scalar(s) if matches!(s.as_ref(), automerge::ScalarValue::Boolean(true)))
+            } else {
+                is_str(&v)
+            };
+            if !ok {
+                return Err(shape(format!("`{key}` holds a value of the wrong type")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a document has exactly the layout above: known root keys, each of its type, nothing
+/// nested deeper than the layout allows. Concurrent values are checked too.
+pub fn check_shape<D: ReadDoc>(doc: &D) -> Result<(), ShapeError> {
+    for key in doc.keys(ROOT) {
+        let Some(slot) = slot(&key) else {
+            return Err(shape(format!(
+                "unknown root key `{}`",
+                key.chars().take(32).collect::<String>()
+            )));
+        };
+        let values = doc
+            .get_all(ROOT, key.as_str())
+            .map_err(|_| shape(format!("`{key}` is unreadable")))?;
+        for (value, id) in values {
+            let ok = match (slot, &value) {
+                (Slot::Str, v) => is_str(v),
+                (Slot::Bool, Value::Scalar(s)) => {
+                    matches!(s.as_ref(), automerge::ScalarValue::Boolean(_))
+                }
+                (Slot::StrMap, Value::Object(ObjType::Map)) => {
+                    check_str_map(doc, &id, &key, false)?;
+                    true
+                }
+                (Slot::SetMap, Value::Object(ObjType::Map)) => {
+                    check_str_map(doc, &id, &key, true)?;
+                    true
+                }
+                (Slot::Text, Value::Object(ObjType::Text)) => true,
+                (Slot::ListOfMaps, Value::Object(ObjType::List)) => {
+                    for i in 0..doc.length(&id) {
+                        let entries = doc
+                            .get_all(&id, i)
+                            .map_err(|_| shape(format!("`{key}` is unreadable")))?;
+                        for (entry, entry_id) in entries {
+                            if !matches!(entry, Value::Object(ObjType::Map)) {
+                                return Err(shape(format!(
+                                    "`{key}` holds something other than entries"
+                                )));
+                            }
+                            check_str_map(doc, &entry_id, &key, false)?;
+                        }
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(shape(format!("`{key}` holds a value of the wrong type")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn value_text(value: &Value<'_>) -> String {
+    scalar_string(value).unwrap_or_else(|| "(object)".into())
+}
+
+/// Reads a record's state for the rule book: its shape checked, its view, and every value of each
+/// conflicted field.
+pub fn read_state<D: ReadDoc>(id: &str, doc: &D) -> Result<RecordState, ShapeError> {
+    check_shape(doc)?;
+    let record = read_record(id, doc).ok_or_else(|| shape("the record has no kind or area"))?;
+    let mut conflicts = BTreeMap::new();
+    for field in &record.conflicted_fields {
+        let (obj, key) = if let Some(name) = field.strip_prefix("attrs.") {
+            (root_obj(doc, ATTRS), name)
+        } else if matches!(field.as_str(), AREA | RESPONSIBLE | DELETED) {
+            (Some(ROOT), field.as_str())
+        } else {
+            (root_obj(doc, FIELDS), field.as_str())
+        };
+        let Some(obj) = obj else { continue };
+        let values = doc
+            .get_all(&obj, key)
+            .map_err(|_| shape(format!("`{field}` is unreadable")))?;
+        conflicts.insert(
+            field.clone(),
+            values.iter().map(|(v, _)| value_text(v)).collect(),
+        );
+    }
+    Ok(RecordState { record, conflicts })
 }

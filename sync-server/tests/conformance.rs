@@ -880,7 +880,7 @@ async fn error_codes(b: Backend) {
         .await
         .unwrap();
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["protocol"], 1);
+    assert_eq!(h["protocol"], gridwork_protocol::wire::PROTOCOL_VERSION);
     let y = env
         .http
         .get(env.url("/v1/openapi.yaml"))

@@ -234,6 +234,11 @@ impl Store {
         &self.identity
     }
 
+    /// This store's Automerge actor, as hex: the relay binds the device token to it.
+    pub fn actor_hex(&self) -> String {
+        self.lock().actor.to_hex_string()
+    }
+
     /// The note of a change made here: this user on this device, doing `action` to `fields`.
     pub(crate) fn note(&self, action: &str, fields: Vec<String>) -> ChangeNote {
         ChangeNote::new(

@@ -350,8 +350,16 @@ impl Store {
             done: 0,
             total: None,
         });
+        // Register this store with the relay (its Automerge actor), which also says who we are.
+        let register = RegisterRequest {
+            actor: self.actor_hex(),
+        };
         let me: MeResponse = client
-            .json(client.send(|h| h.get(client.url("/me"))).await?)
+            .json(
+                client
+                    .send(|h| h.post(client.url("/me")).json(&register))
+                    .await?,
+            )
             .await?;
         tracing::info!(device = %me.device_id, role = %me.role, "sync started");
         let areas: AreasResponse = client

@@ -15,15 +15,20 @@ use crate::error::{Error, Result};
 use gridwork_protocol::scope::{split_paths, Scope};
 use gridwork_protocol::{AreaLevel, Role};
 
-/// The device behind a bearer token.
+/// The device behind a bearer token: everything the relay knows about the caller comes from here.
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {
     pub device_id: String,
     pub user_id: String,
+    pub user_name: String,
     pub role: Role,
     pub area: String,
     pub area_path: String,
     pub revoked: bool,
+    /// The user is disabled by an operator.
+    pub disabled: bool,
+    /// The Automerge actor (hex) of the store the token is bound to.
+    pub actor: Option<String>,
     pub last_sync_at: Option<i64>,
 }
 
@@ -34,6 +39,25 @@ impl DeviceAuth {
             prefix: self.area_path.clone(),
         }
     }
+
+    /// The caller as the rule book sees it.
+    pub fn actor(&self) -> gridwork_protocol::rules::Actor {
+        gridwork_protocol::rules::Actor {
+            user: self.user_id.clone(),
+            device: self.device_id.clone(),
+            role: self.role,
+            area_path: self.area_path.clone(),
+        }
+    }
+}
+
+/// What binding a store's actor to a device token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// The token was unbound and is now bound to this actor, or was bound to it already.
+    Bound,
+    /// The token is bound to another store.
+    Taken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +238,12 @@ impl Store {
 
     pub async fn auth(&self, token_hash: [u8; 32]) -> Result<Option<DeviceAuth>> {
         dispatch!(self, s => sqlite s.auth(&token_hash), pg s.auth(&token_hash))
+    }
+
+    /// Binds a device token to the store presenting `actor` (hex), unless another store has it.
+    pub async fn bind_actor(&self, device_id: &str, actor: &str) -> Result<Bind> {
+        let (d, a) = (device_id.to_owned(), actor.to_owned());
+        dispatch!(self, s => sqlite s.bind_actor(&d, &a), pg s.bind_actor(device_id, actor))
     }
 
     pub async fn touch_device(&self, device_id: &str, now: i64) -> Result<()> {

@@ -21,6 +21,7 @@ use gridwork_protocol::scope::join_paths;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_device_no_held.sql"),
+    include_str!("../../migrations/postgres/0003_authority.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -99,23 +100,41 @@ impl PgStore {
         let c = self.pool.get().await?;
         let st = c
             .prepare_cached(
-                "SELECT d.id, u.id, u.role, u.area, a.path, d.revoked_at, d.last_sync_at
+                "SELECT d.id, u.id, u.name, u.role, u.area, a.path, d.revoked_at, u.disabled_at,
+                        d.actor, d.last_sync_at
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN areas a ON a.id = u.area
                  WHERE d.token_hash = $1",
             )
             .await?;
         let row = c.query_opt(&st, &[&&token_hash[..]]).await?;
-        Ok(row.and_then(|r| {
-            Some(DeviceAuth {
-                device_id: r.get(0),
-                user_id: r.get(1),
-                role: r.get::<_, String>(2).parse().ok()?,
-                area: r.get(3),
-                area_path: r.get(4),
-                revoked: r.get::<_, Option<i64>>(5).is_some(),
-                last_sync_at: r.get(6),
-            })
+        Ok(row.map(|r| DeviceAuth {
+            device_id: r.get(0),
+            user_id: r.get(1),
+            user_name: r.get(2),
+            role: r.get::<_, String>(3).parse().unwrap_or(Role::Worker),
+            area: r.get(4),
+            area_path: r.get(5),
+            revoked: r.get::<_, Option<i64>>(6).is_some(),
+            disabled: r.get::<_, Option<i64>>(7).is_some(),
+            actor: r.get(8),
+            last_sync_at: r.get(9),
         }))
+    }
+
+    pub async fn bind_actor(&self, device_id: &str, actor: &str) -> Result<Bind> {
+        let c = self.pool.get().await?;
+        // One statement: binds when unbound, and reports what the row holds afterwards.
+        let row = c
+            .query_opt(
+                "UPDATE devices SET actor = COALESCE(actor, $2) WHERE id = $1 RETURNING actor",
+                &[&device_id, &actor],
+            )
+            .await?;
+        match row {
+            None => Err(Error::NotFound(format!("device {device_id}"))),
+            Some(r) if r.get::<_, Option<String>>(0).as_deref() == Some(actor) => Ok(Bind::Bound),
+            Some(_) => Ok(Bind::Taken),
+        }
     }
 
     /// Queues a last-sync-time update for the writer (batched with its next transaction).

@@ -24,6 +24,7 @@ use gridwork_protocol::scope::join_paths;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_device_no_held.sql"),
+    include_str!("../../migrations/sqlite/0003_authority.sql"),
 ];
 
 /// Most changes grouped into one write transaction.
@@ -159,36 +160,55 @@ impl SqliteStore {
     pub fn auth(&self, token_hash: &[u8; 32]) -> Result<Option<DeviceAuth>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT d.id, u.id, u.role, u.area, a.path, d.revoked_at, d.last_sync_at
+                "SELECT d.id, u.id, u.name, u.role, u.area, a.path, d.revoked_at, u.disabled_at,
+                        d.actor, d.last_sync_at
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN areas a ON a.id = u.area
                  WHERE d.token_hash = ?1",
             )?;
             let row = st
                 .query_row(params![&token_hash[..]], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                    ))
+                    Ok(DeviceAuth {
+                        device_id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        user_name: r.get(2)?,
+                        role: r.get::<_, String>(3)?.parse().unwrap_or(Role::Worker),
+                        area: r.get(4)?,
+                        area_path: r.get(5)?,
+                        revoked: r.get::<_, Option<i64>>(6)?.is_some(),
+                        disabled: r.get::<_, Option<i64>>(7)?.is_some(),
+                        actor: r.get(8)?,
+                        last_sync_at: r.get(9)?,
+                    })
                 })
                 .optional()?;
-            Ok(row.and_then(
-                |(device_id, user_id, role, area, area_path, revoked, last)| {
-                    Some(DeviceAuth {
-                        device_id,
-                        user_id,
-                        role: role.parse().ok()?,
-                        area,
-                        area_path,
-                        revoked: revoked.is_some(),
-                        last_sync_at: last,
-                    })
-                },
-            ))
+            Ok(row)
+        })
+    }
+
+    pub fn bind_actor(&self, device_id: &str, actor: &str) -> Result<Bind> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT actor FROM devices WHERE id = ?1",
+                    [device_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let out = match current {
+                None => return Err(Error::NotFound(format!("device {device_id}"))),
+                Some(Some(a)) if a == actor => Bind::Bound,
+                Some(Some(_)) => Bind::Taken,
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE devices SET actor = ?2 WHERE id = ?1 AND actor IS NULL",
+                        params![device_id, actor],
+                    )?;
+                    Bind::Bound
+                }
+            };
+            tx.commit()?;
+            Ok(out)
         })
     }
 

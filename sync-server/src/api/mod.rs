@@ -1,4 +1,6 @@
-//! HTTP handlers of protocol version 1 (docs/protocol.md, sync-server/openapi.yaml).
+//! HTTP handlers of the sync protocol (docs/protocol.md, sync-server/openapi.yaml).
+
+mod attachments;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -21,18 +23,15 @@ use crate::config::Limits;
 use crate::engine::{Incoming, PushJob, PushResult};
 use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
-use crate::storage::{now_secs, AttachmentState, DeviceAuth, PutChunk, PutOutcome, Store};
+use crate::storage::{now_secs, Bind, DeviceAuth, Store};
 
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
-    AreasResponse, AttachmentPutResponse, HealthResponse, MeResponse, PullItem, PullResponse,
-    PushRequest, PushResponse, PushResult as WireResult, PushStatus, SnapshotRecord,
-    SnapshotResponse, WireArea,
+    AreasResponse, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest, PushResponse,
+    PushResult as WireResult, PushStatus, RegisterRequest, SnapshotRecord, SnapshotResponse,
+    WireArea,
 };
-pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
-const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
-/// Largest attachment accepted (uploaded in chunks of at most the body limit).
-const MAX_ATTACHMENT_BYTES: u64 = 1 << 30;
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 /// `last_sync_at` is refreshed by reads at most this often (seconds).
 const TOUCH_EVERY: i64 = 60;
 
@@ -49,13 +48,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.yaml", get(openapi))
-        .route("/v1/me", get(me))
+        .route("/v1/me", get(me).post(register))
         .route("/v1/areas", get(areas))
         .route("/v1/changes", get(pull).post(push))
         .route("/v1/snapshot", get(snapshot))
         .route(
             "/v1/attachments/{sha}",
-            put(att_put).head(att_head).get(att_get),
+            put(attachments::att_put)
+                .head(attachments::att_head)
+                .get(attachments::att_get),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -152,6 +153,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if auth.revoked {
             return Err(ApiError::revoked());
         }
+        if auth.disabled {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "disabled",
+                "this user has been disabled by an operator",
+            ));
+        }
         Ok(Caller(auth))
     }
 }
@@ -227,16 +235,61 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
-async fn me(Caller(c): Caller) -> Json<MeResponse> {
-    Json(MeResponse {
+fn me_response(c: DeviceAuth) -> MeResponse {
+    MeResponse {
         device_id: c.device_id,
         user_id: c.user_id,
-        user_name: String::new(),
+        user_name: c.user_name,
         role: c.role.as_str().into(),
         area: c.area,
         area_path: c.area_path,
-        actor: None,
-    })
+        actor: c.actor,
+    }
+}
+
+async fn me(Caller(c): Caller) -> Json<MeResponse> {
+    Json(me_response(c))
+}
+
+/// `POST /v1/me {"actor": "<hex>"}`: binds the device token to the store with that Automerge actor on
+/// its first call; later calls check that the same store is calling. A second store presenting the
+/// token (a copied store, a reinstalled app) is refused with `409 device_in_use` until an operator
+/// resets the device, so two stores never write as one device.
+async fn register(
+    State(st): St,
+    Caller(mut c): Caller,
+    Body(body): Body,
+) -> Result<Json<MeResponse>, ApiError> {
+    let req: RegisterRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let actor = req.actor.to_ascii_lowercase();
+    if actor.is_empty()
+        || actor.len() > 64
+        || actor.len() % 2 != 0
+        || !actor.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(ApiError::bad_request(
+            "actor must be 1 to 32 bytes as lowercase hex",
+        ));
+    }
+    match st.store.bind_actor(&c.device_id, &actor).await? {
+        Bind::Bound => {
+            if c.actor.is_none() {
+                tracing::info!(device = %c.device_id, "device bound to its store");
+            }
+            c.actor = Some(actor);
+            Ok(Json(me_response(c)))
+        }
+        Bind::Taken => {
+            tracing::warn!(device = %c.device_id, "a second store presented a bound device token");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "device_in_use",
+                "this device token belongs to another store (a copied store or a reinstalled app); \
+                 ask an operator to reset the device or to issue a new token",
+            ))
+        }
+    }
 }
 
 async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
@@ -384,161 +437,4 @@ async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Respons
     .map_err(|_| ApiError::internal())?
     .map_err(|_| ApiError::internal())?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
-}
-
-// ---- attachments ----
-
-fn parse_sha(s: &str) -> Result<[u8; 32], ApiError> {
-    let bad =
-        || ApiError::bad_request("attachment name must be 64 lowercase hex characters (SHA-256)");
-    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(bad());
-    }
-    let v = hex::decode(s).map_err(|_| bad())?;
-    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| bad())
-}
-
-/// `bytes <start>-<end>/<total>` -> (start, total); checks the range against the body length.
-fn parse_range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
-    let Some(v) = h.get(header::CONTENT_RANGE) else {
-        return Ok((0, len));
-    };
-    let bad = || ApiError::bad_request("Content-Range must be `bytes <start>-<end>/<total>`");
-    let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("bytes ").ok_or_else(bad)?;
-    let (range, total) = s.split_once('/').ok_or_else(bad)?;
-    let total: u64 = total.trim().parse().map_err(|_| bad())?;
-    let (a, b) = range.split_once('-').ok_or_else(bad)?;
-    let start: u64 = a.trim().parse().map_err(|_| bad())?;
-    let end: u64 = b.trim().parse().map_err(|_| bad())?;
-    if end < start || end - start + 1 != len || end >= total {
-        return Err(ApiError::bad_request(
-            "Content-Range does not match the body",
-        ));
-    }
-    Ok((start, total))
-}
-
-async fn att_put(
-    State(st): St,
-    Caller(c): Caller,
-    Path(sha): Path<String>,
-    q: Params,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let sha_b = parse_sha(&sha)?;
-    let p = params(q)?;
-    let record = p
-        .get("record")
-        .filter(|r| gridwork_protocol::doc::is_valid_record_id(r))
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
-    let (start, total) = parse_range(&headers, body.len() as u64)?;
-    if total > MAX_ATTACHMENT_BYTES {
-        return Err(ApiError::too_large("attachment too large"));
-    }
-    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
-    // download check applies once the record exists.
-    if let Some(paths) = st.store.record_paths(&record).await? {
-        if !c.scope().allows_any(&paths) {
-            return Err(ApiError::out_of_scope("record outside your areas"));
-        }
-    }
-    let out = st
-        .store
-        .attachment_put(PutChunk {
-            sha256: sha_b,
-            record,
-            start,
-            total,
-            data: body,
-        })
-        .await?;
-    match out {
-        PutOutcome::Stored {
-            received, complete, ..
-        } => {
-            if complete {
-                tracing::info!(device = %c.device_id, attachment = %sha, size = received, "attachment complete");
-            }
-            Ok(Json(AttachmentPutResponse {
-                sha256: sha,
-                size: received,
-                complete,
-            })
-            .into_response())
-        }
-        PutOutcome::WrongOffset { offset } => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "bad_request",
-            format!("chunk must start at offset {offset}"),
-        )
-        .with_header(UPLOAD_OFFSET, offset)),
-        PutOutcome::WrongTotal { total } => Err(ApiError::bad_request(format!(
-            "upload in progress has total size {total}"
-        ))),
-        PutOutcome::HashMismatch => {
-            tracing::info!(device = %c.device_id, attachment = %sha, "attachment hash mismatch, discarded");
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "hash_mismatch",
-                "content does not match its SHA-256; upload discarded",
-            ))
-        }
-    }
-}
-
-async fn att_head(
-    State(st): St,
-    Caller(_c): Caller,
-    Path(sha): Path<String>,
-) -> Result<Response, ApiError> {
-    let sha_b = parse_sha(&sha)?;
-    Ok(match st.store.attachment_state(sha_b).await? {
-        AttachmentState::Unknown => StatusCode::NOT_FOUND.into_response(),
-        AttachmentState::Partial { received, .. } => (
-            StatusCode::PERMANENT_REDIRECT,
-            [(UPLOAD_OFFSET, received.to_string())],
-        )
-            .into_response(),
-        AttachmentState::Complete { size } => {
-            (StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response()
-        }
-    })
-}
-
-async fn att_get(
-    State(st): St,
-    Caller(c): Caller,
-    Path(sha): Path<String>,
-) -> Result<Response, ApiError> {
-    let sha_b = parse_sha(&sha)?;
-    if !matches!(
-        st.store.attachment_state(sha_b).await?,
-        AttachmentState::Complete { .. }
-    ) {
-        return Err(ApiError::not_found("no such attachment"));
-    }
-    let scope = c.scope();
-    let mut allowed = false;
-    for record in st.store.attachment_records(sha_b).await? {
-        if let Some(paths) = st.store.record_paths(&record).await? {
-            if scope.allows_any(&paths) {
-                allowed = true;
-                break;
-            }
-        }
-    }
-    if !allowed {
-        return Err(ApiError::out_of_scope(
-            "attachment not linked to a record in your areas",
-        ));
-    }
-    let data = st
-        .store
-        .attachment_read(sha_b)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such attachment"))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }

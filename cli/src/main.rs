@@ -150,8 +150,10 @@ pub enum Command {
     Export(cmd::changes::ExportArgs),
     /// Local changes not yet pushed to the relay.
     Outbox(cmd::changes::OutboxArgs),
-    /// Local changes the relay refused, with its reasons.
-    Quarantine,
+    /// Local changes the relay refused, with its reasons; `discard HASH` returns the record to the
+    /// relay's version and re-applies the later edits that are still allowed.
+    #[command(after_long_help = cmd::changes::QUARANTINE_EXAMPLES)]
+    Quarantine(cmd::changes::QuarantineArgs),
 
     /// Push local changes to the relay and pull everyone else's, with a progress bar.
     #[command(after_long_help = cmd::sync::EXAMPLES)]
@@ -218,7 +220,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),
         Command::Export(a) => cmd::changes::export(&ctx, a),
         Command::Outbox(a) => cmd::changes::outbox(&ctx, a),
-        Command::Quarantine => cmd::changes::quarantine(&ctx),
+        Command::Quarantine(a) => cmd::changes::quarantine(&ctx, a),
         Command::Sync(a) => cmd::sync::sync(&ctx, &dir, a),
         Command::Fetch(a) => cmd::sync::fetch(&ctx, &dir, a),
         Command::Demo(_) => unreachable!("handled above"),

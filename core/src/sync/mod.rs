@@ -13,10 +13,12 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Identity, Role};
+use crate::rules::Reason;
 use crate::store::{RemoteChunk, Store, StoreOptions};
 use base64::Engine;
 pub use gridwork_protocol::wire::*;
 use reqwest::StatusCode;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -594,6 +596,8 @@ impl Store {
             }
             let mut accepted = Vec::new();
             let mut busy = 0u64;
+            // Records with a change refused in this batch: their later changes build on it.
+            let mut refused: HashSet<&str> = HashSet::new();
             for (change, result) in batch.iter().zip(&resp.results) {
                 if result.status == PushStatus::Accepted {
                     accepted.push(change.seq);
@@ -601,13 +605,22 @@ impl Store {
                     continue;
                 }
                 let reason = result.reason.clone().unwrap_or_else(|| "rejected".into());
-                if crate::rules::Reason::parse(&reason).is_some_and(|r| r.is_transient()) {
-                    // The relay had no time for this change: it stays queued and is sent again.
-                    busy += 1;
-                    continue;
+                match Reason::parse(&reason) {
+                    Some(r) if r.is_transient() => {
+                        // The relay had no time for this change: it stays queued and is sent again.
+                        busy += 1;
+                        continue;
+                    }
+                    Some(Reason::MissingDeps) if refused.contains(change.record_id.as_str()) => {
+                        // It builds on a change refused just now: it waits in the outbox until that
+                        // one is discarded (and is then re-applied if it is still allowed).
+                        continue;
+                    }
+                    _ => {}
                 }
                 tracing::warn!(record = %change.record_id, reason = %reason, "change rejected by the relay");
                 self.quarantine(change.seq, &reason, result.detail.as_deref())?;
+                refused.insert(change.record_id.as_str());
                 report.rejected += 1;
             }
             self.mark_pushed(&accepted)?;
@@ -675,6 +688,7 @@ impl Store {
             let applied = self.apply_remote(&chunks)?;
             report.bootstrapped += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
+            report.purged += applied.purged as u64;
             progress.progress(SyncProgress {
                 phase: SyncPhase::Bootstrapping,
                 done: report.bootstrapped,
@@ -724,6 +738,7 @@ impl Store {
             let applied = self.apply_remote(&chunks)?;
             report.pulled += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
+            report.purged += applied.purged as u64;
             if resp.cursor < cursor {
                 return Err(SyncError::Protocol("the relay's cursor went backwards".into()).into());
             }

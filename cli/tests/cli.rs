@@ -1112,14 +1112,17 @@ fn init_from_the_relay_takes_the_identity_of_the_token() {
         .contains("not confirmed by the relay"));
     // Believing it is the community's supervisor, it registers someone in the other grid.
     offline.add(&["person", "--area", "g2", "--set", "name=Wrong Grid"]);
-    let report = offline.json(&[
-        "sync",
-        "--quiet",
-        "--server",
-        url,
-        "--token",
-        relay.token("wang3"),
-    ]);
+    let sync = || {
+        offline.json(&[
+            "sync",
+            "--quiet",
+            "--server",
+            url,
+            "--token",
+            relay.token("wang3"),
+        ])
+    };
+    let report = sync();
     assert_eq!(report["rejected"], 1, "{report}");
     let me = offline.json(&["whoami"]);
     assert_eq!(me["identity"]["role"], "worker");
@@ -1153,14 +1156,7 @@ fn init_from_the_relay_takes_the_identity_of_the_token() {
             .collect()
     };
     assert_eq!(titles(&offline), ["Relay Made"]);
-    let again = offline.json(&[
-        "sync",
-        "--quiet",
-        "--server",
-        url,
-        "--token",
-        relay.token("wang3"),
-    ]);
+    let again = sync();
     assert_eq!(
         (again["pushed"].as_u64(), again["rejected"].as_u64()),
         (Some(0), Some(0))

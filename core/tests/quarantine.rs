@@ -92,19 +92,7 @@ fn discarding_a_refused_edit_keeps_the_later_edits() {
 fn later_edits_the_rules_no_longer_allow_are_dropped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
-    let ev = sup
-        .create(NewRecord::new(Kind::Event, "g1").field("title", "Blocked drain"))
-        .unwrap();
-    sup.transition(
-        &ev,
-        EventAction::Assign {
-            assignee: "wang".into(),
-        },
-        None,
-    )
-    .unwrap();
-    sup.transition(&ev, EventAction::Start, None).unwrap();
-    sup.transition(&ev, EventAction::Resolve, None).unwrap();
+    let ev = resolved_event(&sup, "Blocked drain");
     push_all(&sup);
     sup.transition(&ev, EventAction::Verify, None).unwrap();
     let refused = refuse_oldest(&sup, "forbidden_role", "verifying needs a supervisor");

@@ -5,6 +5,9 @@ use common::*;
 use gridwork_core::rules::Reason;
 use gridwork_core::*;
 
+/// A write's result and the check its error must pass.
+type Case = (Result<()>, fn(&Error) -> bool);
+
 /// What a refused write must leave untouched.
 fn snapshot(s: &Store, id: &str) -> (Vec<u8>, Vec<String>, u64, Record) {
     (
@@ -29,7 +32,7 @@ fn a_refused_write_stores_nothing_and_the_record_stays_editable() {
     let p_before = snapshot(&worker, &p);
     // Refused by the rule book: a worker closes, verifies, hands down; a tag and an attribute break
     // their value rules; a move out of scope.
-    let refusals: Vec<(Result<()>, fn(&Error) -> bool)> = vec![
+    let refusals: Vec<Case> = vec![
         (
             worker
                 .transition(&ev, EventAction::Verify, None)
@@ -142,6 +145,23 @@ fn stores_made_with_the_same_device_id_never_share_an_actor() {
         drop(a);
         make("a.db").actor_hex()
     });
+}
+
+#[test]
+fn an_attachment_over_the_relays_limit_is_refused_on_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let v = s.start_visit("g1", "photos", None).unwrap();
+    let limit = gridwork_core::limits::MAX_ATTACHMENT_BYTES as usize;
+    let too_big = vec![0u8; limit + 1];
+    assert!(matches!(
+        s.add_attachment(&v, "big.jpg", "image/jpeg", &too_big),
+        Err(Error::InvalidInput(_))
+    ));
+    let at_limit = s
+        .add_attachment(&v, "max.jpg", "image/jpeg", &too_big[..limit])
+        .unwrap();
+    assert_eq!(at_limit.size as usize, limit);
 }
 
 #[test]

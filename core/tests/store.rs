@@ -643,19 +643,7 @@ fn disagreeing_offline_transitions_both_stay_and_surface_as_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
     let sup2 = open(dir.path(), "qian", Role::Supervisor, "s1");
-    let ev = sup
-        .create(NewRecord::new(Kind::Event, "g1").field("title", "Noise complaint"))
-        .unwrap();
-    sup.transition(
-        &ev,
-        EventAction::Assign {
-            assignee: "wang".into(),
-        },
-        None,
-    )
-    .unwrap();
-    sup.transition(&ev, EventAction::Start, None).unwrap();
-    sup.transition(&ev, EventAction::Resolve, None).unwrap();
+    let ev = resolved_event(&sup, "Noise complaint");
     exchange(&sup, &sup2);
     // Offline: one verifies, the other returns it.
     sup.transition(&ev, EventAction::Verify, None).unwrap();

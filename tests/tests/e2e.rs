@@ -23,6 +23,24 @@ fn grid_workers_and_supervisor(relay: &Relay, dir: &std::path::Path) -> (Device,
     (g1, g2, sup)
 }
 
+/// A store of worker wang (device `wang-dev`, holding `token`) made offline believing it is the
+/// supervisor of community c1, with the area tree, not synced yet.
+fn believing_supervisor(relay: &Relay, dir: &std::path::Path, token: String) -> Device {
+    let device = Device::offline(
+        relay,
+        dir,
+        token,
+        Identity {
+            user_id: "wang".into(),
+            device_id: "wang-dev".into(),
+            role: Role::Supervisor,
+            area: "c1".into(),
+        },
+    );
+    add_local_areas(&device.store);
+    device
+}
+
 #[test]
 fn offline_edits_converge_and_conflicts_resolve_on_every_device() {
     let (dir, relay) = world();
@@ -509,18 +527,7 @@ fn an_offline_store_claiming_too_much_is_corrected_at_its_first_sync() {
     let (dir, relay) = world();
     let token = relay.add_device("wang", Role::Worker, "g1", "wang-dev");
     // Made offline, it believes it is the community's supervisor.
-    let believer = Device::offline(
-        &relay,
-        dir.path(),
-        token.clone(),
-        Identity {
-            user_id: "wang".into(),
-            device_id: "wang-dev".into(),
-            role: Role::Supervisor,
-            area: "c1".into(),
-        },
-    );
-    add_local_areas(&believer.store);
+    let believer = believing_supervisor(&relay, dir.path(), token.clone());
     assert!(!believer.store.identity_confirmed());
     let report = believer.sync();
     let me = believer.store.identity();
@@ -577,18 +584,7 @@ fn a_refused_change_is_discarded_and_the_later_edits_reach_the_relay() {
     let sup = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
     // Made offline believing it supervises the community, the store registers a family in its grid,
     // moves it to the other grid, and goes on editing it there.
-    let believer = Device::offline(
-        &relay,
-        dir.path(),
-        token,
-        Identity {
-            user_id: "wang".into(),
-            device_id: "wang-dev".into(),
-            role: Role::Supervisor,
-            area: "c1".into(),
-        },
-    );
-    add_local_areas(&believer.store);
+    let believer = believing_supervisor(&relay, dir.path(), token);
     let p = believer
         .store
         .create(NewRecord::new(Kind::Person, "g1").field("name", "Moved Too Far"))
@@ -659,18 +655,7 @@ fn a_review_by_a_store_that_believed_it_was_a_supervisor_is_refused_and_discarde
     // store that synced while it was one would: here the relay's pull answer, fetched with its token
     // without registering, is applied to it).
     let token = relay.add_device("wang", Role::Worker, "g1", "wang-dev");
-    let believer = Device::offline(
-        &relay,
-        dir.path(),
-        token.clone(),
-        Identity {
-            user_id: "wang".into(),
-            device_id: "wang-dev".into(),
-            role: Role::Supervisor,
-            area: "c1".into(),
-        },
-    );
-    add_local_areas(&believer.store);
+    let believer = believing_supervisor(&relay, dir.path(), token.clone());
     let page: serde_json::Value = reqwest::blocking::Client::new()
         .get(format!("{}/v1/changes?after=0", relay.url()))
         .bearer_auth(&token)

@@ -104,11 +104,11 @@ impl Store {
                     r.get::<_, Option<String>>(2)?,
                 ))
             })?;
+            let in_scope = inner.scope();
             let mut out = Vec::new();
             for row in rows {
                 let (rid, area, responsible) = row?;
-                let visible =
-                    inner.in_scope(&area) || responsible.is_some_and(|r| inner.in_scope(&r));
+                let visible = in_scope(&area) || responsible.is_some_and(|r| in_scope(&r));
                 if visible {
                     out.push(rid);
                 }

@@ -105,23 +105,6 @@ impl Inner {
             .cloned()
             .collect()
     }
-
-    /// The stored area tree, ordered by path.
-    fn stored_areas(&self) -> Result<Vec<Area>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Area {
-                id: r.get(0)?,
-                parent: r.get(1)?,
-                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
-                name: r.get(3)?,
-                path: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
 }
 
 /// The area tree the relay sent, with every area's path, ordered by path. Every parent must be in

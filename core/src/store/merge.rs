@@ -42,6 +42,22 @@ pub struct ApplyReport {
     pub purged: usize,
 }
 
+impl super::Inner {
+    /// Outbox rows selected by `sql` (columns seq, record_id, hash, bytes; `?1` is the limit).
+    pub(crate) fn outbox_rows(&self, sql: &str, limit: u32) -> Result<Vec<OutboxChange>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(OutboxChange {
+                seq: r.get(0)?,
+                record_id: r.get(1)?,
+                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
+                bytes: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 fn hash_bytes(hash: &ChangeHash) -> &[u8] {
     &hash.0[..]
 }
@@ -67,19 +83,10 @@ fn device_name(actor: &automerge::ActorId) -> String {
 impl Store {
     /// Local changes not yet accepted by the relay, oldest first.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxChange>> {
-        let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached(
+        self.lock().outbox_rows(
             "SELECT seq, record_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok(OutboxChange {
-                seq: r.get(0)?,
-                record_id: r.get(1)?,
-                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
-                bytes: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            limit,
+        )
     }
 
     pub fn outbox_len(&self) -> Result<u64> {

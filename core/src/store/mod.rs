@@ -343,21 +343,9 @@ impl Store {
         })
     }
 
+    /// The area tree, ordered by path.
     pub fn areas(&self) -> Result<Vec<Area>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Area {
-                id: r.get(0)?,
-                parent: r.get(1)?,
-                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
-                name: r.get(3)?,
-                path: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.lock().stored_areas()
     }
 
     pub fn area(&self, id: &str) -> Result<Area> {
@@ -427,7 +415,30 @@ impl Inner {
     ///
     /// [`Actor::covers`]: gridwork_protocol::rules::Actor::covers
     pub(crate) fn in_scope(&self, area: &str) -> bool {
-        self.rule_actor().covers(&self.area_paths, area)
+        self.scope()(area)
+    }
+
+    /// [`Inner::in_scope`] as a test to run on many areas (the actor is made once).
+    pub(crate) fn scope(&self) -> impl Fn(&str) -> bool + '_ {
+        let actor = self.rule_actor();
+        move |area| actor.covers(&self.area_paths, area)
+    }
+
+    /// The stored area tree, ordered by path.
+    pub(crate) fn stored_areas(&self) -> Result<Vec<Area>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Area {
+                id: r.get(0)?,
+                parent: r.get(1)?,
+                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
+                name: r.get(3)?,
+                path: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Refuses writes once the store has wiped itself.

@@ -8,12 +8,13 @@
 use super::purge::delete_record;
 use super::records::{insert_timeline_entry, obj, put_field, put_superseding};
 use super::rulebook::{judged_change, Judged};
+use super::visits::append_attachment;
 use super::{projection, ChangeNote, Inner, Store};
 use crate::doc::{self, ATTACHMENTS, ATTRS, CHECKLIST, LINKS, NOTES, TAGS, VISITED};
 use crate::error::{Error, Result};
 use crate::model::{time, Record};
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{Automerge, Change, ChangeHash, ObjType, ReadDoc, ROOT};
+use automerge::{Automerge, Change, ChangeHash, ObjType, ROOT};
 use gridwork_protocol::rules::Reason;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -239,21 +240,12 @@ impl Store {
     /// in the quarantine (the relay cannot take a change that builds on a refused one; they wait until
     /// the refused change is discarded).
     pub(crate) fn pushable(&self, limit: u32) -> Result<Vec<super::OutboxChange>> {
-        let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached(
+        self.lock().outbox_rows(
             "SELECT seq, record_id, hash, bytes FROM outbox
              WHERE record_id NOT IN (SELECT record_id FROM quarantine WHERE origin = 'refused')
              ORDER BY seq LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok(super::OutboxChange {
-                seq: r.get(0)?,
-                record_id: r.get(1)?,
-                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
-                bytes: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            limit,
+        )
     }
 }
 
@@ -439,12 +431,7 @@ fn apply_difference(
         if !new.is_empty() {
             let list = object(tx, ATTACHMENTS, ObjType::List)?;
             for a in new {
-                let len = tx.length(&list);
-                let entry = tx.insert_object(&list, len, ObjType::Map)?;
-                tx.put(&entry, "sha256", a.sha256.as_str())?;
-                tx.put(&entry, "name", a.name.as_str())?;
-                tx.put(&entry, "mime", a.mime.as_str())?;
-                tx.put(&entry, "size", a.size.to_string())?;
+                append_attachment(tx, &list, a)?;
             }
         }
     }

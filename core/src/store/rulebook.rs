@@ -17,7 +17,7 @@ pub(crate) enum Judged<T> {
     /// The edit changed nothing: no change was made.
     Unchanged(T),
     /// The change was allowed and committed to the document; the record's state after it.
-    Committed(T, RecordState),
+    Committed(T, Box<RecordState>),
     /// The rule book refused the change: it was rolled back.
     Refused(rules::Refusal),
 }
@@ -62,7 +62,7 @@ pub(crate) fn judged_change<T>(
             .with_message(message)
             .with_time(time::now_secs()),
     );
-    Ok(Judged::Committed(result, after))
+    Ok(Judged::Committed(result, Box::new(after)))
 }
 
 impl Inner {

@@ -5,10 +5,25 @@ use super::Store;
 use crate::doc::{self, ATTACHMENTS, CHECKLIST, VISITED};
 use crate::error::{Error, Result};
 use crate::model::{time, AttachmentRef, Kind, ReviewState};
-use automerge::transaction::Transactable;
+use automerge::transaction::{Transactable, Transaction};
 use automerge::{ObjType, ReadDoc};
 use gridwork_protocol::rules;
 use serde::{Deserialize, Serialize};
+
+/// Appends an attachment entry to a visit's `attachments` list (`list`).
+pub(crate) fn append_attachment(
+    tx: &mut Transaction<'_>,
+    list: &automerge::ObjId,
+    attachment: &AttachmentRef,
+) -> Result<()> {
+    let len = tx.length(list);
+    let entry = tx.insert_object(list, len, ObjType::Map)?;
+    tx.put(&entry, "sha256", attachment.sha256.as_str())?;
+    tx.put(&entry, "name", attachment.name.as_str())?;
+    tx.put(&entry, "mime", attachment.mime.as_str())?;
+    tx.put(&entry, "size", attachment.size.to_string())?;
+    Ok(())
+}
 
 /// Where the device was: WGS84 degrees and the accuracy radius in metres.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -137,13 +152,7 @@ impl Store {
         let note = inner.note("attach", vec![ATTACHMENTS.into()]);
         inner.write(visit, &before, note, |tx| {
             let list = obj(tx, ATTACHMENTS)?;
-            let len = tx.length(&list);
-            let entry = tx.insert_object(&list, len, ObjType::Map)?;
-            tx.put(&entry, "sha256", attachment.sha256.as_str())?;
-            tx.put(&entry, "name", attachment.name.as_str())?;
-            tx.put(&entry, "mime", attachment.mime.as_str())?;
-            tx.put(&entry, "size", attachment.size.to_string())?;
-            Ok(())
+            append_attachment(tx, &list, attachment)
         })
     }
 
@@ -157,10 +166,11 @@ impl Store {
                  ORDER BY p.ended_at, r.rid",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let in_scope = inner.scope();
             let mut out = Vec::new();
             for row in rows {
                 let (rid, area) = row?;
-                if inner.in_scope(&area) {
+                if in_scope(&area) {
                     out.push(rid);
                     if out.len() >= limit as usize {
                         break;

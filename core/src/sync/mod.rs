@@ -399,6 +399,16 @@ impl Store {
             let resp = client
                 .send(|h| h.get(client.url(&format!("/attachments/{sha256}"))))
                 .await?;
+            // Bounded before it is read: nothing larger than an attachment may be.
+            if resp
+                .content_length()
+                .is_some_and(|n| n > crate::limits::MAX_ATTACHMENT_BYTES)
+            {
+                return Err(SyncError::Protocol(format!(
+                    "attachment {sha256} is larger than the attachment limit"
+                ))
+                .into());
+            }
             let mime = resp
                 .headers()
                 .get("content-type")
@@ -761,7 +771,7 @@ impl Store {
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
-        const CHUNK: usize = 1024 * 1024;
+        const CHUNK: usize = crate::limits::ATTACHMENT_CHUNK_BYTES;
         let pending = self.pending_uploads()?;
         let total = pending.len() as u64;
         for (i, (sha, record, bytes)) in pending.into_iter().enumerate() {

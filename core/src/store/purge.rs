@@ -9,7 +9,7 @@ use super::{Inner, Store};
 use crate::error::Result;
 use crate::model::{Kind, Record};
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 impl Inner {
     /// Removes the records among `candidates` (every record when None) that this user does not see
@@ -20,12 +20,11 @@ impl Inner {
         if candidates.is_some_and(<[String]>::is_empty) {
             return Ok(0);
         }
+        // Who sees what is read from the record rows (no document is loaded); only for the records
+        // that left is the outbox looked at.
         let actor = self.rule_actor();
         let rows: Vec<(String, String, String, Option<String>)> = {
-            let sql = "SELECT id, kind, area, responsible FROM records r
-                 WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.record_id = r.id)
-                   AND NOT EXISTS (SELECT 1 FROM quarantine q
-                                   WHERE q.record_id = r.id AND q.origin = 'refused')";
+            let sql = "SELECT id, kind, area, responsible FROM records";
             let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
             match candidates {
                 None => {
@@ -34,7 +33,7 @@ impl Inner {
                     rows.collect::<rusqlite::Result<_>>()?
                 }
                 Some(ids) => {
-                    let mut stmt = self.conn.prepare_cached(&format!("{sql} AND r.id = ?1"))?;
+                    let mut stmt = self.conn.prepare_cached(&format!("{sql} WHERE id = ?1"))?;
                     let mut out = Vec::new();
                     for id in ids {
                         out.extend(stmt.query_row([id], read).optional()?);
@@ -43,7 +42,7 @@ impl Inner {
                 }
             }
         };
-        let gone: Vec<String> = rows
+        let mut gone: Vec<String> = rows
             .into_iter()
             .filter_map(|(id, kind, area, responsible)| {
                 let kind = Kind::parse(&kind)?;
@@ -51,6 +50,18 @@ impl Inner {
                 (!seen).then_some(id)
             })
             .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let waiting: HashSet<String> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT record_id FROM outbox
+                 UNION SELECT record_id FROM quarantine WHERE origin = 'refused'",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        gone.retain(|id| !waiting.contains(id));
         if gone.is_empty() {
             return Ok(0);
         }

@@ -187,7 +187,7 @@ impl Store {
         let mut queued: Vec<Change> = Vec::new();
         for change in removed.iter().skip(1) {
             match inner.reapply(&record_id, &doc, &mut base, change)? {
-                Ok(new) => queued.push(new),
+                Ok(new) => queued.extend(new),
                 Err(dropped) => report.dropped.push(dropped),
             }
         }
@@ -279,14 +279,14 @@ fn without_change(
 impl Inner {
     /// Makes the edit `change` made (the difference of the record view before and after it, in the
     /// original document `doc`) again on `base`, as a new change judged by the rule book. Returns the
-    /// new change, or why the edit was dropped.
+    /// new change (none when `base` has the edit already), or why the edit was dropped.
     fn reapply(
         &self,
         id: &str,
         doc: &Automerge,
         base: &mut Automerge,
         change: &Change,
-    ) -> Result<std::result::Result<Change, DroppedEdit>> {
+    ) -> Result<std::result::Result<Option<Change>, DroppedEdit>> {
         let old = ChangeNote::parse(change.message());
         let action = old
             .as_ref()
@@ -323,13 +323,12 @@ impl Inner {
             |tx| apply_difference(tx, &before, &after, &current.record),
         )?;
         Ok(match outcome {
-            Judged::Committed(..) => Ok(base
-                .get_last_local_change()
-                .expect("a change was just committed")),
-            Judged::Unchanged(()) => Err(dropped(
-                Reason::InvalidValue,
-                "the edit changes nothing in the relay's version",
+            Judged::Committed(..) => Ok(Some(
+                base.get_last_local_change()
+                    .expect("a change was just committed"),
             )),
+            // The relay's version has it already: nothing is lost.
+            Judged::Unchanged(()) => Ok(None),
             Judged::Refused(refusal) => Err(dropped(refusal.reason, &refusal.detail)),
         })
     }

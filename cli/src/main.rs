@@ -48,7 +48,8 @@ Times are shown in UTC. With --json, read commands print JSON for scripts; error
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-  gridwork --store ./wang init --user wang --device wang-phone --role worker --area g1
+  gridwork --store ./wang init --server https://relay.example.org --token gw_... --remember
+  gridwork --store ./wang init --user wang --device wang-phone --role worker --area g1   # offline
   gridwork --store ./wang area add d1 --level district --name 'East District'
   gridwork --store ./wang area add g1 --level grid --name 'Grid 1' --parent c1
   gridwork --store ./wang add person --area g1 --set name=王小明 --set sex=male --tag 'lives alone'
@@ -97,7 +98,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a new store for one user on one device.
+    /// Create a new store for one user on one device: from the relay's answer for a device token, or
+    /// offline (the relay's answer replaces role, area and device at the first sync).
     #[command(after_long_help = cmd::setup::INIT_EXAMPLES)]
     Init(cmd::setup::InitArgs),
     /// The area tree: district > street > community > grid.

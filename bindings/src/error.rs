@@ -2,6 +2,7 @@
 //!
 //! Reasons are the core's messages, which name ids, fields and rules but never personal values
 //! (see `gridwork_core::Error`); the full detail of internal failures is logged, not thrown.
+use gridwork_core::rules::Reason;
 use gridwork_core::sync::SyncError;
 
 /// What went wrong, in terms a mobile app can act on. Kotlin sees `GridworkException.NotFound` etc.,
@@ -44,9 +45,24 @@ pub enum GridworkError {
     /// The relay does not know this device's token.
     #[error("unauthorized: {reason}")]
     Unauthorized { reason: String },
-    /// An operator revoked this device: wipe the local store.
+    /// An operator revoked this device: the store has wiped itself (records, outbox, attachments).
+    /// Tell the user; setting the device up again needs a new token.
     #[error("revoked: {reason}")]
     Revoked { reason: String },
+    /// An operator disabled this user: the store has wiped itself, as for `Revoked`.
+    #[error("disabled: {reason}")]
+    Disabled { reason: String },
+    /// The store wiped itself earlier (revoked device, disabled user, or `wipe`): nothing of its
+    /// records is left. Delete the file and set the device up again with a new token.
+    #[error("wiped: {reason}")]
+    Wiped { reason: String },
+    /// The relay has this device token registered to another store (a copied store, a reinstalled
+    /// app): an operator must reset the device or issue a new token.
+    #[error("device in use: {reason}")]
+    DeviceInUse { reason: String },
+    /// The store belongs to another user than the token (or than the identity given to open it).
+    #[error("wrong user: {reason}")]
+    WrongUser { reason: String },
     /// The sync was cancelled; what was done so far stays done.
     #[error("cancelled: {reason}")]
     Cancelled { reason: String },
@@ -60,11 +76,19 @@ impl From<gridwork_core::Error> for GridworkError {
         use gridwork_core::Error as E;
         let reason = e.to_string();
         match e {
-            E::UnknownRecord(_) | E::UnknownArea(_) | E::AttachmentMissing(_) => {
-                GridworkError::NotFound { reason }
-            }
+            E::UnknownRecord(_)
+            | E::UnknownArea(_)
+            | E::AttachmentMissing(_)
+            | E::NotQuarantined(_)
+            | E::Refused {
+                reason: Reason::UnknownArea,
+                ..
+            } => GridworkError::NotFound { reason },
+            E::IdentityMismatch(_) => GridworkError::WrongUser { reason },
+            E::Wiped(_) => GridworkError::Wiped { reason },
             E::NotInitialized
-            | E::IdentityMismatch(_)
+            | E::TokenMismatch { .. }
+            | E::Refused { .. }
             | E::InvalidId(_)
             | E::InvalidField { .. }
             | E::UnknownField { .. }
@@ -75,7 +99,7 @@ impl From<gridwork_core::Error> for GridworkError {
             E::Deleted(_) => GridworkError::Deleted { reason },
             E::Forbidden(_) => GridworkError::Forbidden { reason },
             E::OutOfScope(_) => GridworkError::OutOfScope { reason },
-            E::InvalidTransition { .. } => GridworkError::InvalidTransition { reason },
+            E::InvalidTransition(_) => GridworkError::InvalidTransition { reason },
             E::NoConflict { .. } => GridworkError::Conflict { reason },
             E::WrongKeyOrNotAStore => GridworkError::WrongKey { reason },
             E::Corrupt(_) => GridworkError::Corrupt { reason },
@@ -96,6 +120,9 @@ impl From<SyncError> for GridworkError {
             SyncError::Network(_) => GridworkError::Network { reason },
             SyncError::Unauthorized => GridworkError::Unauthorized { reason },
             SyncError::Revoked => GridworkError::Revoked { reason },
+            SyncError::Disabled => GridworkError::Disabled { reason },
+            SyncError::DeviceInUse => GridworkError::DeviceInUse { reason },
+            SyncError::WrongUser { .. } => GridworkError::WrongUser { reason },
             SyncError::Cancelled => GridworkError::Cancelled { reason },
             SyncError::Server { status: 403, .. } => GridworkError::Forbidden { reason },
             // Other refusals (4xx, 5xx after retries) are the relay's side: retry later.

@@ -5,9 +5,9 @@ use crate::sync::{run_sync, SyncConfig, SyncHandle, SyncObserver};
 use crate::types::{summaries, ListQuery, NewRecord, Page, Record, RecordSummary, Update};
 use gridwork_core::sync::{CancelToken, SyncReport};
 use gridwork_core::{
-    Area, AreaLevel, AttachmentRef, Conflict, EventAction, EventStatus, GeoPoint, HistoryEntry,
-    Identity, Kind, LinkEdge, LinkType, QuarantinedChange, ReviewState, Role, Store, StoreKey,
-    StoreOptions,
+    Area, AreaLevel, AttachmentRef, Conflict, DiscardReport, EventAction, EventStatus, GeoPoint,
+    HistoryEntry, Identity, IdentityClaims, Kind, LinkEdge, LinkType, QuarantinedChange,
+    ReviewState, Role, Store, StoreKey, StoreOptions,
 };
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -29,11 +29,34 @@ pub struct SyncStatus {
     pub last_sync: Option<i64>,
 }
 
+/// The 32-byte key the platform keystore hands in.
+fn raw_key(key: Vec<u8>) -> Result<StoreKey> {
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|k: Vec<u8>| GridworkError::InvalidInput {
+            reason: format!("the store key must be 32 bytes, got {}", k.len()),
+        })?;
+    Ok(StoreKey::Raw(key))
+}
+
+impl GridworkStore {
+    fn wrap(store: Store) -> Arc<Self> {
+        Arc::new(GridworkStore {
+            store: Arc::new(store),
+            syncing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
 #[uniffi::export]
 impl GridworkStore {
     /// Opens (or creates) the store at `path`, encrypted with `key`: 32 random bytes kept by the
     /// platform keystore (Android Keystore, iOS Keychain). The identity is fixed when the store is
     /// created and must match when it is opened again.
+    ///
+    /// The identity given here is a starting point for working offline: at every sync the relay's
+    /// answer for the token replaces the device id, role and area (a token of another user is
+    /// refused). `create_from_relay` makes a store from the relay's answer instead.
     #[uniffi::constructor]
     pub fn open(
         path: String,
@@ -43,25 +66,67 @@ impl GridworkStore {
         role: Role,
         area: String,
     ) -> Result<Arc<Self>> {
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|k: Vec<u8>| GridworkError::InvalidInput {
-                reason: format!("the store key must be 32 bytes, got {}", k.len()),
-            })?;
-        let options = StoreOptions::new(path, StoreKey::Raw(key)).identity(Identity {
+        let options = StoreOptions::new(path, raw_key(key)?).identity(Identity {
             user_id,
             device_id,
             role,
             area,
         });
-        Ok(Arc::new(GridworkStore {
-            store: Arc::new(Store::open(options)?),
-            syncing: Arc::new(AtomicBool::new(false)),
-        }))
+        Ok(Self::wrap(Store::open(options)?))
+    }
+
+    /// Opens a store that exists (made by `open` or `create_from_relay`). A store that wiped itself
+    /// throws `Wiped`.
+    #[uniffi::constructor]
+    pub fn open_existing(path: String, key: Vec<u8>) -> Result<Arc<Self>> {
+        Ok(Self::wrap(Store::open(StoreOptions::new(
+            path,
+            raw_key(key)?,
+        ))?))
+    }
+
+    /// Creates a store whose user, device, role, area and area tree come from the relay's answer for
+    /// the token in `config`, and binds the token to it. Each claim given (user, role, area, device)
+    /// must agree with the relay (else `InvalidInput`); a token already bound to another store throws
+    /// `DeviceInUse`. Blocking: call it from a background thread.
+    #[uniffi::constructor(default(user_id = None, role = None, area = None, device_id = None))]
+    pub fn create_from_relay(
+        path: String,
+        key: Vec<u8>,
+        config: SyncConfig,
+        user_id: Option<String>,
+        role: Option<Role>,
+        area: Option<String>,
+        device_id: Option<String>,
+    ) -> Result<Arc<Self>> {
+        let claims = IdentityClaims {
+            user_id,
+            device_id,
+            role,
+            area,
+        };
+        let options = StoreOptions::new(path, raw_key(key)?);
+        Ok(Self::wrap(Store::create_from_relay(
+            options,
+            &(&config).into(),
+            &claims,
+        )?))
     }
 
     pub fn identity(&self) -> Identity {
-        self.store.identity().clone()
+        self.store.identity()
+    }
+
+    /// Whether the identity comes from the relay (a sync since the store was made offline, or
+    /// `create_from_relay`), rather than from what `open` was told.
+    pub fn identity_confirmed(&self) -> bool {
+        self.store.identity_confirmed()
+    }
+
+    /// Deletes every record, change, attachment and sync state of this store and leaves it `Wiped`
+    /// (e.g. on logout). The sync does it by itself when the relay says the device was revoked.
+    pub fn wipe(&self) -> Result<()> {
+        Ok(self.store.wipe("requested")?)
     }
 
     /// Runs SQLite's full integrity check; throws `Corrupt` when the file is damaged.
@@ -278,9 +343,17 @@ impl GridworkStore {
         Ok(self.store.outbox_len()?)
     }
 
-    /// Local changes the relay refused, with its reasons.
+    /// Local changes the relay refused (with its reason, detail and a message for the user), and
+    /// chunks from the relay that could not be applied.
     pub fn quarantined(&self) -> Result<Vec<QuarantinedChange>> {
         Ok(self.store.quarantined()?)
+    }
+
+    /// Discards a quarantined change: its record returns to the relay's version and the later edits
+    /// the rules still allow are made again (queued for the next sync); the report lists what was
+    /// dropped.
+    pub fn discard_quarantined(&self, hash: String) -> Result<DiscardReport> {
+        Ok(self.store.discard_quarantined(&hash)?)
     }
 
     // -------------------------------------------------------------------------------- sync

@@ -30,10 +30,12 @@ pub struct SyncProgress {
 pub struct SyncReport {
     pub pushed: u64,
     pub rejected: u64,
+    pub deferred: u64,
     pub pulled: u64,
     pub bootstrapped: u64,
     pub records_changed: u64,
     pub attachments_uploaded: u64,
+    pub purged: u64,
     pub cursor: u64,
 }
 

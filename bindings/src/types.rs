@@ -6,9 +6,9 @@
 //! builder-style options are mirrored as FFI records with `From` conversions.
 use gridwork_core as core;
 use gridwork_core::{
-    Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, EventAction, EventStatus, GeoPoint,
-    HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType, QuarantinedChange, ReviewState, Role,
-    TimelineEntry,
+    Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit,
+    EventAction, EventStatus, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType,
+    QuarantineOrigin, QuarantinedChange, ReviewState, Role, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -165,12 +165,38 @@ pub struct Conflict {
     pub values: Vec<ConflictValue>,
 }
 
+#[uniffi::remote(Enum)]
+pub enum QuarantineOrigin {
+    Refused,
+    Received,
+}
+
 #[uniffi::remote(Record)]
 pub struct QuarantinedChange {
     pub hash: String,
     pub record_id: String,
+    pub origin: QuarantineOrigin,
     pub reason: String,
+    pub detail: Option<String>,
+    pub message: String,
     pub at: i64,
+}
+
+#[uniffi::remote(Record)]
+pub struct DroppedEdit {
+    pub hash: String,
+    pub action: String,
+    pub reason: String,
+    pub detail: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct DiscardReport {
+    pub record_id: String,
+    pub removed: Vec<String>,
+    pub reapplied: Vec<String>,
+    pub dropped: Vec<DroppedEdit>,
+    pub record_removed: bool,
 }
 
 // ------------------------------------------------------------------------------ mirrored records

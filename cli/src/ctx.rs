@@ -52,6 +52,10 @@ impl From<Error> for CliError {
                 Some(" (check --key-file, GRIDWORK_KEY or GRIDWORK_PASSPHRASE)".to_owned())
             }
             Error::UnknownArea(_) => Some(" (see `gridwork area list`)".to_owned()),
+            Error::Wiped(_) => Some(
+                " (remove the store directory, then `gridwork init --server URL --token TOKEN`)"
+                    .to_owned(),
+            ),
             _ => None,
         };
         CliError::user(format!("{e}{}", hint.unwrap_or_default()))

@@ -48,7 +48,8 @@ Times are shown in UTC. With --json, read commands print JSON for scripts; error
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-  gridwork --store ./wang init --user wang --device wang-phone --role worker --area g1
+  gridwork --store ./wang init --server https://relay.example.org --token gw_... --remember
+  gridwork --store ./wang init --user wang --device wang-phone --role worker --area g1   # offline
   gridwork --store ./wang area add d1 --level district --name 'East District'
   gridwork --store ./wang area add g1 --level grid --name 'Grid 1' --parent c1
   gridwork --store ./wang add person --area g1 --set name=王小明 --set sex=male --tag 'lives alone'
@@ -97,7 +98,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a new store for one user on one device.
+    /// Create a new store for one user on one device: from the relay's answer for a device token, or
+    /// offline (the relay's answer replaces role, area and device at the first sync).
     #[command(after_long_help = cmd::setup::INIT_EXAMPLES)]
     Init(cmd::setup::InitArgs),
     /// The area tree: district > street > community > grid.
@@ -150,8 +152,10 @@ pub enum Command {
     Export(cmd::changes::ExportArgs),
     /// Local changes not yet pushed to the relay.
     Outbox(cmd::changes::OutboxArgs),
-    /// Local changes the relay refused, with its reasons.
-    Quarantine,
+    /// Local changes the relay refused, with its reasons; `discard HASH` returns the record to the
+    /// relay's version and re-applies the later edits that are still allowed.
+    #[command(after_long_help = cmd::changes::QUARANTINE_EXAMPLES)]
+    Quarantine(cmd::changes::QuarantineArgs),
 
     /// Push local changes to the relay and pull everyone else's, with a progress bar.
     #[command(after_long_help = cmd::sync::EXAMPLES)]
@@ -218,7 +222,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),
         Command::Export(a) => cmd::changes::export(&ctx, a),
         Command::Outbox(a) => cmd::changes::outbox(&ctx, a),
-        Command::Quarantine => cmd::changes::quarantine(&ctx),
+        Command::Quarantine(a) => cmd::changes::quarantine(&ctx, a),
         Command::Sync(a) => cmd::sync::sync(&ctx, &dir, a),
         Command::Fetch(a) => cmd::sync::fetch(&ctx, &dir, a),
         Command::Demo(_) => unreachable!("handled above"),

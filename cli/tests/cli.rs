@@ -733,18 +733,22 @@ fn visits_start_record_attach_finish_and_review() {
         ],
     );
 
-    // A supervisor reviews visits of its subtree (its own, here: no sync yet).
+    // A supervisor reviews the visits of its subtree, but never its own (reviews of other workers'
+    // visits, which need a sync, are in the relay tests below and in tests/tests/e2e.rs).
     let zhao = Dev::new(root.path(), "zhao");
     zhao.init("zhao", "supervisor", "c1");
     let zv = zhao.ok(&["visit", "start", "--area", "g2", "--purpose", "Spot check"]);
     let zv = zv.trim();
+    let err = zhao.fails(1, &["visit", "review", zv, "approve"]);
+    assert!(err.contains("nobody reviews their own visit"), "{err}");
     zhao.ok(&["visit", "finish", zv]);
-    let err = zhao.fails(1, &["visit", "review", zv, "return"]);
-    assert!(err.contains("review_comment"), "{err}");
-    zhao.ok(&["visit", "review", zv, "return", "--comment", "Add a photo"]);
+    let err = zhao.fails(
+        1,
+        &["visit", "review", zv, "return", "--comment", "Add a photo"],
+    );
+    assert!(err.contains("nobody reviews their own visit"), "{err}");
     let r = zhao.json(&["show", zv]);
-    assert_eq!(r["fields"]["review_state"], "returned");
-    assert_eq!(r["fields"]["reviewer"], "zhao");
+    assert_eq!(r["fields"]["review_state"], "pending");
 }
 
 #[test]
@@ -848,6 +852,26 @@ fn keys_from_files_env_and_passphrases_and_wrong_keys_fail_clearly() {
         "g2",
     ]);
     assert!(!li.store.join("store.key").exists());
+    for (id, level, parent) in [
+        ("d1", "district", None),
+        ("s1", "street", Some("d1")),
+        ("c1", "community", Some("s1")),
+        ("g2", "grid", Some("c1")),
+    ] {
+        let mut args = vec![
+            "--key-file",
+            kf,
+            "area",
+            "add",
+            id,
+            "--level",
+            level,
+            "--name",
+            id,
+        ];
+        args.extend(parent.iter().flat_map(|p| ["--parent", *p]));
+        li.ok(&args);
+    }
     li.ok(&[
         "--key-file",
         kf,
@@ -908,4 +932,234 @@ fn two_stores_exchanging_nothing_stay_apart() {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An embedded relay (SQLite, loopback, as `gridwork demo` runs it) with the area tree
+/// d1 > s1 > c1 > {g1, g2}, users wang (worker of g1) and zhao (supervisor of c1), and device tokens.
+struct TestRelay {
+    url: String,
+    runtime: tokio::runtime::Runtime,
+    server: Option<gridwork_server::RunningServer>,
+    tokens: std::collections::HashMap<&'static str, String>,
+}
+
+impl TestRelay {
+    fn start(dir: &Path) -> TestRelay {
+        use gridwork_server::{Admin, AreaLevel, Role, ServerConfig, StorageConfig};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let storage = StorageConfig::Sqlite {
+            data_dir: dir.join("relay"),
+        };
+        let tokens = runtime.block_on(async {
+            let admin = Admin::open(&storage).await.unwrap();
+            for (id, parent, level) in [
+                ("d1", None, AreaLevel::District),
+                ("s1", Some("d1"), AreaLevel::Street),
+                ("c1", Some("s1"), AreaLevel::Community),
+                ("g1", Some("c1"), AreaLevel::Grid),
+                ("g2", Some("c1"), AreaLevel::Grid),
+            ] {
+                admin.add_area(id, parent, level, id).await.unwrap();
+            }
+            admin
+                .add_user("wang", "Wang", Role::Worker, "g1")
+                .await
+                .unwrap();
+            admin
+                .add_user("zhao", "Zhao", Role::Supervisor, "c1")
+                .await
+                .unwrap();
+            let mut tokens = std::collections::HashMap::new();
+            for (name, user, device) in [
+                ("wang", "wang", "wang-phone"),
+                ("wang2", "wang", "wang-tablet"),
+                ("wang3", "wang", "wang-old"),
+                ("zhao", "zhao", "zhao-ipad"),
+            ] {
+                let d = admin.add_device(user, Some(device)).await.unwrap();
+                tokens.insert(name, d.token);
+            }
+            admin.close().await;
+            tokens
+        });
+        let server = runtime
+            .block_on(gridwork_server::start(ServerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                storage,
+            )))
+            .unwrap();
+        TestRelay {
+            url: format!("http://{}", server.local_addr()),
+            runtime,
+            server: Some(server),
+            tokens,
+        }
+    }
+
+    fn token(&self, name: &str) -> &str {
+        &self.tokens[name]
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+#[test]
+fn init_from_the_relay_takes_the_identity_of_the_token() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(root.path());
+    let url = relay.url.as_str();
+
+    // The identity and the area tree come from the token.
+    let wang = Dev::new(root.path(), "wang");
+    let out = wang.ok(&[
+        "init",
+        "--server",
+        url,
+        "--token",
+        relay.token("wang"),
+        "--remember",
+    ]);
+    assert!(out.contains("from the relay"), "{out}");
+    let me = wang.json(&["whoami"]);
+    assert_eq!(me["identity"]["user_id"], "wang");
+    assert_eq!(me["identity"]["device_id"], "wang-phone");
+    assert_eq!(me["identity"]["role"], "worker");
+    assert_eq!(me["identity"]["area"], "g1");
+    assert_eq!(me["identity_confirmed"], true);
+    let areas: Vec<String> = wang
+        .json(&["area", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        areas,
+        ["d1", "s1", "c1", "g1"],
+        "the worker's grid and its ancestors"
+    );
+    assert!(wang.ok(&["whoami"]).contains("confirmed by the relay"));
+    // The remembered relay: `sync` needs no flags.
+    wang.add(&["person", "--area", "g1", "--set", "name=Relay Made"]);
+    let synced = wang.json(&["sync", "--quiet"]);
+    assert_eq!(synced["pushed"], 1);
+
+    // Flags that disagree with the token are an error, and nothing is left behind.
+    let claims = Dev::new(root.path(), "claims");
+    for (flag, value, says) in [
+        ("--role", "supervisor", "role `worker`, not `supervisor`"),
+        ("--area", "g2", "area `g1`, not `g2`"),
+        ("--user", "zhao", "user `wang`, not `zhao`"),
+        (
+            "--device",
+            "zhao-ipad",
+            "device `wang-tablet`, not `zhao-ipad`",
+        ),
+    ] {
+        let err = claims.fails(
+            1,
+            &[
+                "init",
+                "--server",
+                url,
+                "--token",
+                relay.token("wang2"),
+                flag,
+                value,
+            ],
+        );
+        assert!(err.contains(says), "{err}");
+        assert!(!claims.store.join("gridwork.db").exists());
+        assert!(!claims.store.join("store.key").exists());
+    }
+    // Flags that agree are fine.
+    claims.ok(&[
+        "init",
+        "--server",
+        url,
+        "--token",
+        relay.token("wang2"),
+        "--user",
+        "wang",
+        "--area",
+        "g1",
+    ]);
+
+    // A token already bound to a store is refused for a second one.
+    let copy = Dev::new(root.path(), "copy");
+    let err = copy.fails(
+        1,
+        &["init", "--server", url, "--token", relay.token("wang")],
+    );
+    assert!(err.contains("registered to another store"), "{err}");
+    assert!(!copy.store.join("gridwork.db").exists());
+
+    // Offline, the store believes what it was told until its first sync; then the relay corrects it.
+    let offline = Dev::new(root.path(), "offline");
+    offline.init("wang", "supervisor", "c1");
+    assert!(offline
+        .ok(&["whoami"])
+        .contains("not confirmed by the relay"));
+    // Believing it is the community's supervisor, it registers someone in the other grid.
+    offline.add(&["person", "--area", "g2", "--set", "name=Wrong Grid"]);
+    let sync = || {
+        offline.json(&[
+            "sync",
+            "--quiet",
+            "--server",
+            url,
+            "--token",
+            relay.token("wang3"),
+        ])
+    };
+    let report = sync();
+    assert_eq!(report["rejected"], 1, "{report}");
+    let me = offline.json(&["whoami"]);
+    assert_eq!(me["identity"]["role"], "worker");
+    assert_eq!(me["identity"]["area"], "g1");
+    assert_eq!(me["identity"]["device_id"], "wang-old");
+    assert_eq!(me["identity_confirmed"], true);
+
+    // The refused record waits in the quarantine with the relay's reason; discarding it removes it.
+    let q = offline.json(&["quarantine"]);
+    let q = q.as_array().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["reason"], "out_of_scope");
+    assert_eq!(q[0]["origin"], "refused");
+    let message = q[0]["message"].as_str().unwrap();
+    assert!(message.contains("kept only on this device"), "{message}");
+    let text = offline.ok(&["quarantine", "list"]);
+    assert!(text.contains("out_of_scope"), "{text}");
+    let hash = q[0]["hash"].as_str().unwrap();
+    let err = offline.fails(1, &["quarantine", "discard", "ffffffff"]);
+    assert!(err.contains("no quarantined change"), "{err}");
+    let done = offline.json(&["quarantine", "discard", &hash[..12]]);
+    assert_eq!(done["record_removed"], true);
+    assert!(offline.json(&["quarantine"]).as_array().unwrap().is_empty());
+    // What is left is what the relay gave this worker of g1: the record the first store pushed.
+    let titles = |d: &Dev| -> Vec<String> {
+        d.json(&["list", "person"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(titles(&offline), ["Relay Made"]);
+    let again = sync();
+    assert_eq!(
+        (again["pushed"].as_u64(), again["rejected"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(titles(&offline), ["Relay Made"]);
 }

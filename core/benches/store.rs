@@ -4,6 +4,8 @@
 //! Run: `cargo bench -p gridwork-core --bench store`
 //! Sizes: `GRIDWORK_BENCH_N` (people, default 100000); `GRIDWORK_BENCH_QUICK=1` for a small smoke run.
 //! `GRIDWORK_BENCH_ONLY=enc|plain` runs one of the two store kinds.
+//! `cargo bench -p gridwork-core --bench store -- edit` stops after the edit measures (a) and (a'),
+//! which need only the bulk create (b) before them: a quick before/after check of the write path.
 use gridwork_core::store::open_connection;
 use gridwork_core::*;
 use rand::rngs::StdRng;
@@ -25,6 +27,8 @@ struct Config {
     searches: usize,
     size_records: usize,
     quick: bool,
+    /// Stop after the edit measures (`-- edit`).
+    edits_only: bool,
 }
 
 impl Config {
@@ -41,6 +45,7 @@ impl Config {
             searches: if quick { 50 } else { 400 },
             size_records: if quick { 500 } else { n.min(5_000) },
             quick,
+            edits_only: std::env::args().skip(1).any(|a| a == "edit"),
         }
     }
     fn grids(&self) -> usize {
@@ -450,6 +455,9 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
         "(info)",
         None,
     );
+    if cfg.edits_only {
+        return res;
+    }
 
     // (d) search ------------------------------------------------------------------------------
     let fragments: Vec<String> = (0..cfg.searches).map(|_| fragment(&mut rng)).collect();

@@ -1,4 +1,5 @@
 //! The one error type of gridwork-core. Messages name ids, fields and reasons, never personal values.
+use gridwork_protocol::rules::{Reason, Refusal};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -11,6 +12,17 @@ pub enum Error {
     Corrupt(String),
     #[error("the store was created for another user or device ({0})")]
     IdentityMismatch(String),
+    /// `init` was told something about the user that the relay's answer for the token contradicts.
+    #[error("the token is {field} `{token}`, not `{claimed}`: leave --{field} out or use the token issued for it")]
+    TokenMismatch {
+        field: String,
+        claimed: String,
+        token: String,
+    },
+    /// The store wiped itself (the relay said its device was revoked or its user disabled, or the app
+    /// asked): nothing of its records is left. Set the device up again with a new token.
+    #[error("this store was wiped ({0}): nothing of its records is left; set the device up again with a new token from an operator")]
+    Wiped(String),
     #[error("the store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("no record with id {0}")]
@@ -35,10 +47,16 @@ pub enum Error {
     },
     #[error("not allowed: {0}")]
     Forbidden(String),
-    #[error("area {0} is outside your scope")]
+    #[error("out of scope: {0}")]
     OutOfScope(String),
-    #[error("event transition `{action}` is not allowed from status `{from}`")]
-    InvalidTransition { action: String, from: String },
+    #[error("invalid transition: {0}")]
+    InvalidTransition(String),
+    /// The rule book refused a write for a reason without a variant of its own (a value, an
+    /// append-only list, an immutable field, an unknown area, ...). Nothing was stored.
+    #[error("refused: {detail} ({reason})")]
+    Refused { reason: Reason, detail: String },
+    #[error("no quarantined change {0}")]
+    NotQuarantined(String),
     #[error("no conflict on field `{field}` of record {id}")]
     NoConflict { id: String, field: String },
     #[error("malformed change: {0}")]
@@ -86,6 +104,18 @@ impl From<gridwork_protocol::Invalid> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The typed error of a rule-book refusal of a write to record `id`.
+    pub fn refused(id: &str, refusal: Refusal) -> Self {
+        let Refusal { reason, detail } = refusal;
+        match reason {
+            Reason::OutOfScope => Error::OutOfScope(detail),
+            Reason::ForbiddenRole | Reason::WrongAuthor => Error::Forbidden(detail),
+            Reason::InvalidTransition => Error::InvalidTransition(detail),
+            Reason::Deleted => Error::Deleted(id.to_owned()),
+            reason => Error::Refused { reason, detail },
+        }
+    }
+
     pub(crate) fn field(field: &str, reason: impl Into<String>) -> Self {
         Error::InvalidField {
             field: field.to_owned(),

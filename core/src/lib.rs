@@ -13,10 +13,11 @@ pub use error::{Error, Result};
 pub use model::*;
 pub use store::GeoPoint;
 pub use store::{
-    ApplyReport, Durability, ListQuery, NewRecord, OutboxChange, Page, QuarantinedChange,
-    RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions, Update,
+    ApplyReport, DiscardReport, DroppedEdit, Durability, ListQuery, NewRecord, OutboxChange, Page,
+    QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions,
+    Update,
 };
 pub use sync::{
-    CancelToken, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase, SyncProgress,
-    SyncReport,
+    CancelToken, IdentityClaims, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase,
+    SyncProgress, SyncReport,
 };

@@ -230,9 +230,25 @@ fn v1_copy_of(source: &Path, store: &Store, v1: &Path) {
         )
         .unwrap();
     }
-    // v1 had neither held changes nor a conflict index, and never a reproject flag.
-    tx.execute("DELETE FROM main.meta WHERE key = 'reproject'", [])
+    // v1 had neither held changes nor a conflict index, and never a reproject flag; its store's
+    // actor was the device id's bytes, not a key of `meta`.
+    tx.execute(
+        "DELETE FROM main.meta WHERE key IN ('reproject', 'actor')",
+        [],
+    )
+    .unwrap();
+    // Two quarantined changes as v1 kept them (reason only): one the relay refused, one chunk from the
+    // relay that could not be read.
+    for (hash, reason) in [
+        ([1u8; 32], "out_of_scope"),
+        ([2u8; 32], "malformed remote chunk"),
+    ] {
+        tx.execute(
+            "INSERT INTO main.quarantine (hash, record_id, bytes, reason, at) VALUES (?1, ?2, x'00', ?3, 1)",
+            rusqlite::params![&hash[..], "0".repeat(32), reason],
+        )
         .unwrap();
+    }
     tx.commit().unwrap();
     conn.execute("DETACH DATABASE src", []).unwrap();
     let records: i64 = conn
@@ -266,6 +282,26 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
 
     let migrated = Store::open(StoreOptions::new(&v1, key())).unwrap();
     assert_eq!(migrated.identity(), original.identity());
+    // A store made before stores had their own actor keeps the one it had: its device id's bytes.
+    assert_eq!(migrated.actor_hex(), hex::encode("wang-phone"));
+    assert_ne!(original.actor_hex(), hex::encode("wang-phone"));
+    let quarantined: Vec<(QuarantineOrigin, String, Option<String>)> = migrated
+        .quarantined()
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.origin, q.reason, q.detail))
+        .collect();
+    assert_eq!(
+        quarantined,
+        [
+            (QuarantineOrigin::Refused, "out_of_scope".to_owned(), None),
+            (
+                QuarantineOrigin::Received,
+                "malformed remote chunk".to_owned(),
+                None
+            )
+        ]
+    );
 
     // Schema: the same as a store created by this build.
     let fresh_path = dir.path().join("fresh.db");
@@ -293,8 +329,15 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
     // Rows: every projection table equals the original's (rids were kept), the documents have the
     // same heads. `updated_at` is when the row was written, `doc` the re-saved bytes: both may differ.
     let oconn = raw(&source);
+    // `meta` is the original's but for the actor (see above).
+    let without_actor = |conn: &Connection| -> Vec<Vec<String>> {
+        table_rows(conn, "meta", &[])
+            .into_iter()
+            .filter(|row| row[0] != "'actor'")
+            .collect()
+    };
+    assert_eq!(without_actor(&mconn), without_actor(&oconn));
     let mut tables = vec![
-        "meta",
         "areas",
         "outbox",
         "links",
@@ -404,9 +447,21 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
         .resolve_conflict(&ids[1], "phone", "13800000001")
         .unwrap();
     assert_eq!(migrated.conflicts().unwrap().len(), 1);
-    migrated
+    let after = migrated
         .create(NewRecord::new(Kind::Person, "g1").field("name", "After Upgrade"))
         .unwrap();
+    let made = migrated.export_document(&after).unwrap();
+    let actors: Vec<String> = automerge::Automerge::load(&made)
+        .unwrap()
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.actor_id().to_hex_string())
+        .collect();
+    assert_eq!(
+        actors,
+        [hex::encode("wang-phone")],
+        "new changes by the store's actor"
+    );
     assert_eq!(migrated.search("Upgrade", None, 10).unwrap().len(), 1);
     migrated.check_integrity().unwrap();
     drop(migrated);

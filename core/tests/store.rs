@@ -1,6 +1,7 @@
 //! The store end to end on real encrypted SQLite files.
 mod common;
 use common::*;
+use gridwork_core::rules::Reason;
 use gridwork_core::*;
 
 #[test]
@@ -332,7 +333,10 @@ fn event_lifecycle_roles_escalation_and_lists() {
     exchange(&worker, &sup);
     assert!(matches!(
         sup.transition(&ev, EventAction::Return, None),
-        Err(Error::InvalidField { .. })
+        Err(Error::Refused {
+            reason: Reason::InvalidValue,
+            ..
+        })
     ));
     sup.transition(&ev, EventAction::Verify, None).unwrap();
     sup.transition(&ev, EventAction::Close, Some("done"))
@@ -383,7 +387,7 @@ fn event_lifecycle_roles_escalation_and_lists() {
     assert!(
         matches!(
             sup.transition(&ev2, EventAction::HandDown { area: "g2".into() }, None),
-            Err(Error::InvalidInput(_))
+            Err(Error::InvalidTransition(_))
         ),
         "g2 does not contain the event's home"
     );
@@ -443,19 +447,34 @@ fn visits_are_reviewed_only_by_a_supervisor_of_the_area() {
         b"\xff\xd8 not really a jpeg"
     );
 
+    // Another grid's supervisor does not even keep the visit: it is outside its scope.
     let other = open(dir.path(), "chen", Role::Supervisor, "g2");
     exchange(&w, &other);
     assert!(matches!(
         other.review_visit(&v, ReviewState::Approved, None),
-        Err(Error::OutOfScope(_))
+        Err(Error::UnknownRecord(_))
     ));
     let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
     exchange(&w, &sup);
     assert_eq!(sup.review_queue(10).unwrap().len(), 1);
     assert!(matches!(
         sup.review_visit(&v, ReviewState::Returned, None),
-        Err(Error::InvalidField { .. })
+        Err(Error::Refused {
+            reason: Reason::InvalidValue,
+            ..
+        })
     ));
+    // A visit log is its worker's account: the supervisor reviews it but does not edit it.
+    let before = sup.export_document(&v).unwrap();
+    assert!(matches!(
+        sup.answer_checklist(&v, "smoke alarm works", "no"),
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        sup.update(&v, Update::new().notes("rewritten")),
+        Err(Error::Forbidden(_))
+    ));
+    assert_eq!(sup.export_document(&v).unwrap(), before, "nothing written");
     sup.review_visit(&v, ReviewState::Returned, Some("Add a photo of the alarm"))
         .unwrap();
     assert!(sup.review_queue(10).unwrap().is_empty());
@@ -465,6 +484,28 @@ fn visits_are_reviewed_only_by_a_supervisor_of_the_area() {
     assert_eq!(
         rec.field("review_comment"),
         Some("Add a photo of the alarm")
+    );
+
+    // Nobody reviews their own visit, and only a finished visit is reviewed.
+    let own = sup.start_visit("g1", "handover walk", None).unwrap();
+    assert!(matches!(
+        sup.review_visit(&own, ReviewState::Approved, None),
+        Err(Error::Forbidden(_))
+    ));
+    let unfinished = w.start_visit("g1", "still walking", None).unwrap();
+    exchange(&w, &sup);
+    assert!(matches!(
+        sup.review_visit(&unfinished, ReviewState::Approved, None),
+        Err(Error::InvalidTransition(_))
+    ));
+    sup.finish_visit(&own, None).unwrap();
+    assert!(matches!(
+        sup.review_visit(&own, ReviewState::Approved, None),
+        Err(Error::Forbidden(_))
+    ));
+    assert_eq!(
+        sup.get(&own).unwrap().field("review_state"),
+        Some("pending")
     );
 }
 
@@ -602,19 +643,7 @@ fn disagreeing_offline_transitions_both_stay_and_surface_as_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let sup = open(dir.path(), "zhao", Role::Supervisor, "c1");
     let sup2 = open(dir.path(), "qian", Role::Supervisor, "s1");
-    let ev = sup
-        .create(NewRecord::new(Kind::Event, "g1").field("title", "Noise complaint"))
-        .unwrap();
-    sup.transition(
-        &ev,
-        EventAction::Assign {
-            assignee: "wang".into(),
-        },
-        None,
-    )
-    .unwrap();
-    sup.transition(&ev, EventAction::Start, None).unwrap();
-    sup.transition(&ev, EventAction::Resolve, None).unwrap();
+    let ev = resolved_event(&sup, "Noise complaint");
     exchange(&sup, &sup2);
     // Offline: one verifies, the other returns it.
     sup.transition(&ev, EventAction::Verify, None).unwrap();

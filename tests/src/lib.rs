@@ -1,8 +1,8 @@
 //! Harness for end-to-end tests: a real `gridwork-server` process on 127.0.0.1 and devices that are real
 //! encrypted stores syncing over real HTTP.
 use gridwork_core::{
-    AreaLevel, CancelToken, Identity, NoProgress, Role, Store, StoreKey, StoreOptions, SyncConfig,
-    SyncReport,
+    AreaLevel, CancelToken, Identity, IdentityClaims, NoProgress, Role, Store, StoreKey,
+    StoreOptions, SyncConfig, SyncReport,
 };
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -198,31 +198,67 @@ pub struct Device {
     pub dir: PathBuf,
 }
 
+/// The store key of every test device.
+pub const KEY: [u8; 32] = [9u8; 32];
+
+fn test_config(relay: &Relay, token: String) -> SyncConfig {
+    let mut config = SyncConfig::new(relay.url(), token);
+    config.max_retries = 2;
+    config.backoff = Duration::from_millis(50);
+    config
+}
+
 impl Device {
+    /// A device of `user` (created on the relay with `role` and `area` unless it exists), whose store
+    /// was made offline with that same identity and device id `<user>-dev`.
     pub fn new(relay: &Relay, dir: &Path, user: &str, role: Role, area: &str) -> Device {
         let device_id = format!("{user}-dev");
         let token = relay.add_device(user, role, area, &device_id);
-        let store = Store::open(
-            StoreOptions::new(
-                dir.join(format!("{device_id}.db")),
-                StoreKey::Raw([9u8; 32]),
-            )
-            .identity(Identity {
+        Device::offline(
+            relay,
+            dir,
+            token,
+            Identity {
                 user_id: user.into(),
                 device_id,
                 role,
                 area: area.into(),
-            }),
+            },
         )
-        .expect("open store");
-        let mut config = SyncConfig::new(relay.url(), token);
-        config.max_retries = 2;
-        config.backoff = Duration::from_millis(50);
+    }
+
+    /// A store made offline, believing `identity`, holding `token` for its first sync.
+    pub fn offline(relay: &Relay, dir: &Path, token: String, identity: Identity) -> Device {
+        let path = dir.join(format!(
+            "{}-{}.db",
+            identity.device_id,
+            rand::random::<u32>()
+        ));
+        let store = Store::open(StoreOptions::new(path, StoreKey::Raw(KEY)).identity(identity))
+            .expect("open store");
         Device {
+            store,
+            config: test_config(relay, token),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A store made from the relay's answer for `token` (`gridwork init --server --token`).
+    pub fn from_relay(
+        relay: &Relay,
+        dir: &Path,
+        token: String,
+        claims: &IdentityClaims,
+    ) -> gridwork_core::Result<Device> {
+        let config = test_config(relay, token);
+        let path = dir.join(format!("from-relay-{}.db", rand::random::<u32>()));
+        let store =
+            Store::create_from_relay(StoreOptions::new(path, StoreKey::Raw(KEY)), &config, claims)?;
+        Ok(Device {
             store,
             config,
             dir: dir.to_owned(),
-        }
+        })
     }
 
     pub fn sync(&self) -> SyncReport {

@@ -23,6 +23,24 @@ fn grid_workers_and_supervisor(relay: &Relay, dir: &std::path::Path) -> (Device,
     (g1, g2, sup)
 }
 
+/// A store of worker wang (device `wang-dev`, holding `token`) made offline believing it is the
+/// supervisor of community c1, with the area tree, not synced yet.
+fn believing_supervisor(relay: &Relay, dir: &std::path::Path, token: String) -> Device {
+    let device = Device::offline(
+        relay,
+        dir,
+        token,
+        Identity {
+            user_id: "wang".into(),
+            device_id: "wang-dev".into(),
+            role: Role::Supervisor,
+            area: "c1".into(),
+        },
+    );
+    add_local_areas(&device.store);
+    device
+}
+
 #[test]
 fn offline_edits_converge_and_conflicts_resolve_on_every_device() {
     let (dir, relay) = world();
@@ -176,7 +194,7 @@ fn scope_is_enforced_on_pull_and_push_and_supervisors_see_the_subtree() {
 }
 
 #[test]
-fn a_record_moved_to_another_grid_arrives_whole() {
+fn a_record_moved_to_another_grid_arrives_whole_and_leaves_the_old_grid() {
     let (dir, relay) = world();
     let (g1, g2, sup) = grid_workers_and_supervisor(&relay, dir.path());
     let p = g1
@@ -195,7 +213,7 @@ fn a_record_moved_to_another_grid_arrives_whole() {
     sup.store.move_record(&p, "g2").unwrap();
     sup.sync();
     g2.sync();
-    g1.sync();
+    let report = g1.sync();
     let on_g2 = g2.store.get(&p).unwrap();
     assert_eq!(on_g2.area, "g2");
     assert_eq!(on_g2.field("phone"), Some("13800000004"));
@@ -205,11 +223,16 @@ fn a_record_moved_to_another_grid_arrives_whole() {
         "the whole history arrives"
     );
     assert_eq!(g2.store.history(&p).unwrap().len(), 7);
-    assert_eq!(
-        g1.store.get(&p).unwrap().area,
-        "g2",
-        "the old grid learns that it moved"
-    );
+    // The old grid's worker does not keep it: the record left its scope.
+    assert_eq!(report.purged, 1);
+    assert!(matches!(g1.store.get(&p), Err(Error::UnknownRecord(_))));
+    assert!(g1.store.search("Moving", None, 10).unwrap().is_empty());
+    assert!(g1.store.outbox_len().unwrap() == 0 && g1.store.held_len().unwrap() == 0);
+    // It comes back whole when it moves back.
+    sup.store.move_record(&p, "g1").unwrap();
+    sup.sync();
+    g1.sync();
+    assert_eq!(g1.store.get(&p).unwrap(), sup.store.get(&p).unwrap());
 }
 
 #[test]
@@ -353,23 +376,351 @@ fn bad_requests_get_clear_errors_and_leave_stores_untouched() {
         assert_eq!(code(r), (413, "payload_too_large".into()));
     }
 
-    // A revoked device gets a clear error, and its unsent work stays on the device.
-    let before = a.store.get(&p).unwrap();
-    relay.admin(&["device", "revoke", "wang-dev"]);
-    match a.try_sync() {
-        Err(Error::Sync(SyncError::Revoked)) => {}
-        other => panic!("expected Revoked, got {other:?}"),
-    }
-    assert_eq!(a.store.get(&p).unwrap(), before);
-    assert_eq!(a.store.outbox_len().unwrap(), 1);
     // A wrong token: Unauthorized, store untouched.
+    let before = a.store.get(&p).unwrap();
     let mut wrong = a.config.clone();
     wrong.token = "gw_wrong".into();
     match a.store.sync(&wrong, &NoProgress, &CancelToken::new()) {
         Err(Error::Sync(SyncError::Unauthorized)) => {}
         other => panic!("expected Unauthorized, got {other:?}"),
     }
+    assert_eq!(a.store.get(&p).unwrap(), before);
     assert_eq!(a.store.outbox_len().unwrap(), 1);
+}
+
+#[test]
+fn a_revoked_device_wipes_its_store_on_that_contact() {
+    let (dir, relay) = world();
+    let a = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    a.sync();
+    let p = a
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Kept Until Revoked"))
+        .unwrap();
+    let v = a.store.start_visit("g1", "check", None).unwrap();
+    let photo = a
+        .store
+        .add_attachment(&v, "a.jpg", "image/jpeg", b"revoked photo")
+        .unwrap();
+    a.store.attach_to_visit(&v, &photo).unwrap();
+    a.sync();
+    a.store
+        .update(&p, Update::new().set("phone", "13800000000"))
+        .unwrap();
+    relay.admin(&["device", "revoke", "wang-dev"]);
+    match a.try_sync() {
+        Err(Error::Sync(SyncError::Revoked)) => {}
+        other => panic!("expected Revoked, got {other:?}"),
+    }
+    // Everything is gone: records, outbox, attachments; the open store refuses to work on.
+    assert!(matches!(a.store.get(&p), Err(Error::UnknownRecord(_))));
+    assert!(a.store.record_ids().unwrap().is_empty());
+    assert_eq!(a.store.outbox_len().unwrap(), 0);
+    assert!(a.store.attachment(&photo.sha256).unwrap().is_none());
+    assert!(a.store.areas().unwrap().is_empty());
+    assert!(matches!(
+        a.store
+            .create(NewRecord::new(Kind::Person, "g1").field("name", "After")),
+        Err(Error::Wiped(_))
+    ));
+    let path = a.store.path().to_owned();
+    drop(a);
+    match Store::open(StoreOptions::new(&path, StoreKey::Raw(KEY))) {
+        Err(Error::Wiped(reason)) => assert_eq!(reason, "revoked"),
+        Err(e) => panic!("expected Wiped, got {e:?}"),
+        Ok(_) => panic!("a wiped store opened"),
+    }
+}
+
+#[test]
+fn a_store_made_from_a_token_takes_its_identity_and_a_second_store_is_refused() {
+    let (dir, relay) = world();
+    let token = relay.add_device("wang", Role::Worker, "g1", "wang-phone");
+    let wang = Device::from_relay(
+        &relay,
+        dir.path(),
+        token.clone(),
+        &IdentityClaims::default(),
+    )
+    .unwrap();
+    let me = wang.store.identity();
+    assert_eq!(
+        (
+            me.user_id.as_str(),
+            me.device_id.as_str(),
+            me.role,
+            me.area.as_str()
+        ),
+        ("wang", "wang-phone", Role::Worker, "g1")
+    );
+    assert!(wang.store.identity_confirmed());
+    let areas: Vec<String> = wang
+        .store
+        .areas()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(areas, ["d1", "s1", "c1", "g1"]);
+    let p = wang
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "From The Token"))
+        .unwrap();
+    assert_eq!(wang.sync().pushed, 1);
+
+    // A second store presenting the same token: refused, whether made from the relay or offline.
+    match Device::from_relay(
+        &relay,
+        dir.path(),
+        token.clone(),
+        &IdentityClaims::default(),
+    ) {
+        Err(Error::Sync(SyncError::DeviceInUse)) => {}
+        other => panic!("expected DeviceInUse, got {:?}", other.map(|_| ())),
+    }
+    let copy = Device::offline(
+        &relay,
+        dir.path(),
+        token.clone(),
+        Identity {
+            user_id: "wang".into(),
+            device_id: "wang-phone".into(),
+            role: Role::Worker,
+            area: "g1".into(),
+        },
+    );
+    add_local_areas(&copy.store);
+    copy.store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Copied"))
+        .unwrap();
+    match copy.try_sync() {
+        Err(Error::Sync(e @ SyncError::DeviceInUse)) => {
+            assert!(
+                e.to_string().contains("operator must reset the device"),
+                "{e}"
+            )
+        }
+        other => panic!("expected DeviceInUse, got {other:?}"),
+    }
+    assert_eq!(copy.store.outbox_len().unwrap(), 1, "nothing was pushed");
+    assert!(!copy.store.identity_confirmed());
+    // The first store goes on syncing.
+    wang.store
+        .update(&p, Update::new().set("phone", "13000000000"))
+        .unwrap();
+    assert_eq!(wang.sync().pushed, 1);
+
+    // Claims that disagree with the token make no store.
+    let other = relay.add_device("wang", Role::Worker, "g1", "wang-tablet");
+    let claims = IdentityClaims {
+        role: Some(Role::Supervisor),
+        ..Default::default()
+    };
+    match Device::from_relay(&relay, dir.path(), other, &claims) {
+        Err(Error::TokenMismatch { field, .. }) => assert_eq!(field, "role"),
+        other => panic!("expected TokenMismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn an_offline_store_claiming_too_much_is_corrected_at_its_first_sync() {
+    let (dir, relay) = world();
+    let token = relay.add_device("wang", Role::Worker, "g1", "wang-dev");
+    // Made offline, it believes it is the community's supervisor.
+    let believer = believing_supervisor(&relay, dir.path(), token.clone());
+    assert!(!believer.store.identity_confirmed());
+    let report = believer.sync();
+    let me = believer.store.identity();
+    assert_eq!((me.role, me.area.as_str()), (Role::Worker, "g1"));
+    assert!(believer.store.identity_confirmed());
+    assert_eq!(report.pushed, 0);
+    // Now it is judged as what it is: the other grid is not its own.
+    assert!(matches!(
+        believer
+            .store
+            .create(NewRecord::new(Kind::Person, "g2").field("name", "Not Mine")),
+        Err(Error::UnknownArea(_) | Error::OutOfScope(_))
+    ));
+
+    // A store made for another user than the token's: refused before anything is pushed.
+    let zhao_token = relay.add_device("zhao", Role::Supervisor, "c1", "zhao-tablet");
+    let impostor = Device::offline(
+        &relay,
+        dir.path(),
+        zhao_token,
+        Identity {
+            user_id: "wang".into(),
+            device_id: "zhao-tablet".into(),
+            role: Role::Supervisor,
+            area: "c1".into(),
+        },
+    );
+    add_local_areas(&impostor.store);
+    impostor
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Forged Author"))
+        .unwrap();
+    match impostor.try_sync() {
+        Err(Error::Sync(SyncError::WrongUser { store, token })) => {
+            assert_eq!((store.as_str(), token.as_str()), ("wang", "zhao"))
+        }
+        other => panic!("expected WrongUser, got {other:?}"),
+    }
+    assert_eq!(
+        impostor.store.outbox_len().unwrap(),
+        1,
+        "nothing was pushed"
+    );
+    assert!(!impostor.store.identity_confirmed());
+    let sup = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
+    sup.sync();
+    assert!(sup.store.record_ids().unwrap().is_empty());
+}
+
+#[test]
+fn a_refused_change_is_discarded_and_the_later_edits_reach_the_relay() {
+    let (dir, relay) = world();
+    let token = relay.add_device("wang", Role::Worker, "g1", "wang-dev");
+    let sup = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
+    // Made offline believing it supervises the community, the store registers a family in its grid,
+    // moves it to the other grid, and goes on editing it there.
+    let believer = believing_supervisor(&relay, dir.path(), token);
+    let p = believer
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Moved Too Far"))
+        .unwrap();
+    believer.store.move_record(&p, "g2").unwrap();
+    believer
+        .store
+        .update(&p, Update::new().notes("Moved in with her son."))
+        .unwrap();
+    believer
+        .store
+        .update(&p, Update::new().set("phone", "13500000005"))
+        .unwrap();
+
+    // The relay takes the record but refuses the move: a worker of g1 cannot send it to g2. The later
+    // edits build on the move, so they wait on the device instead of being refused too.
+    let report = believer.sync();
+    assert_eq!((report.pushed, report.rejected), (1, 1));
+    let q = believer.store.quarantined().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].reason, "out_of_scope");
+    assert!(
+        q[0].message.contains("kept only on this device"),
+        "{}",
+        q[0].message
+    );
+    assert_eq!(believer.store.outbox_len().unwrap(), 2);
+    let again = believer.sync();
+    assert_eq!(
+        (again.pushed, again.rejected),
+        (0, 0),
+        "not sent again and again"
+    );
+
+    // Discarded: the record is back in g1 as the relay has it, the later edits made again.
+    let discard = believer.store.discard_quarantined(&q[0].hash).unwrap();
+    assert_eq!(discard.reapplied.len(), 2);
+    assert!(discard.dropped.is_empty(), "{:?}", discard.dropped);
+    let r = believer.store.get(&p).unwrap();
+    assert_eq!(r.area, "g1");
+    assert_eq!(r.notes, "Moved in with her son.");
+    assert_eq!(r.field("phone"), Some("13500000005"));
+    let report = believer.sync();
+    assert_eq!((report.pushed, report.rejected), (2, 0));
+    assert!(believer.store.quarantined().unwrap().is_empty());
+    assert_eq!(believer.store.outbox_len().unwrap(), 0);
+    sup.sync();
+    let on_relay = sup.store.get(&p).unwrap();
+    assert_eq!(on_relay, believer.store.get(&p).unwrap());
+    assert_eq!(
+        sup.store.history(&p).unwrap(),
+        believer.store.history(&p).unwrap(),
+        "the relay and the device agree on the record's history"
+    );
+}
+
+#[test]
+#[ignore = "needs the relay to judge pushes with the rule book (issue 7, relay side): un-ignore at merge"]
+fn a_review_by_a_store_that_believed_it_was_a_supervisor_is_refused_and_discarded() {
+    let (dir, relay) = world();
+    let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");
+    let zhao = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
+    li.sync();
+    let v = li.store.start_visit("g1", "weekly check", None).unwrap();
+    li.store.finish_visit(&v, Some("All well.")).unwrap();
+    li.sync();
+    // A store of worker wang that believes it is the community's supervisor holds li's visit (as a
+    // store that synced while it was one would: here the relay's pull answer, fetched with its token
+    // without registering, is applied to it).
+    let token = relay.add_device("wang", Role::Worker, "g1", "wang-dev");
+    let believer = believing_supervisor(&relay, dir.path(), token.clone());
+    let page: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/changes?after=0", relay.url()))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let chunks: Vec<RemoteChunk> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| RemoteChunk {
+            record_id: i["record"].as_str().unwrap().to_owned(),
+            bytes: base64::engine::general_purpose::STANDARD
+                .decode(i["bytes"].as_str().unwrap())
+                .unwrap(),
+        })
+        .collect();
+    believer.store.apply_remote(&chunks).unwrap();
+    // Offline it approves the visit: its own rule book, with the role it believes, allows it.
+    believer
+        .store
+        .review_visit(&v, ReviewState::Approved, Some("fine"))
+        .unwrap();
+
+    // The relay knows better.
+    let report = believer.sync();
+    assert_eq!(report.rejected, 1);
+    let q = believer.store.quarantined().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].reason, "forbidden_role");
+    assert!(q[0].detail.is_some());
+    assert!(q[0]
+        .message
+        .starts_with("the change was refused by the relay for"));
+    assert_eq!(believer.store.identity().role, Role::Worker);
+    // Discarded: back to the relay's version, pending review.
+    let discard = believer.store.discard_quarantined(&q[0].hash).unwrap();
+    assert!(discard.reapplied.is_empty() && discard.dropped.is_empty());
+    assert_eq!(
+        believer.store.get(&v).unwrap().field("review_state"),
+        Some("pending")
+    );
+    assert!(believer.store.quarantined().unwrap().is_empty());
+    // The visit is not blocked: its worker's later edit of its notes reaches the relay and the
+    // device, and the real supervisor reviews it.
+    li.store
+        .update(&v, Update::new().notes("All well. Boiler checked too."))
+        .unwrap();
+    li.sync();
+    believer.sync();
+    zhao.sync();
+    assert_eq!(
+        believer.store.get(&v).unwrap().notes,
+        "All well. Boiler checked too."
+    );
+    zhao.store
+        .review_visit(&v, ReviewState::Approved, None)
+        .unwrap();
+    zhao.sync();
+    believer.sync();
+    let seen = believer.store.get(&v).unwrap();
+    assert_eq!(seen.field("review_state"), Some("approved"));
+    assert_eq!(seen.field("reviewer"), Some("zhao"));
+    assert_eq!(seen, zhao.store.get(&v).unwrap());
 }
 
 #[test]

@@ -1,5 +1,8 @@
-// Two devices, one real relay on loopback: offline edits of the same person merge, the same field in
-// conflict is resolved once and the resolution syncs everywhere. Progress and cancellation too.
+// Devices and one real relay on loopback: offline edits of the same person merge, the same field in
+// conflict is resolved once and the resolution syncs everywhere; a supervisor reviews a worker's visit;
+// the identity comes from the relay (a store made from a token, an offline store corrected, a second
+// store refused), a refused change is discarded, a revoked device wipes its store. Progress and
+// cancellation too.
 //
 // Needs -Dgridwork.server=<path to the gridwork-server binary>.
 package org.gridwork.core.test
@@ -28,7 +31,7 @@ class SyncTest {
         private lateinit var server: Process
         private lateinit var data: File
         private lateinit var url: String
-        private val tokens = mutableMapOf<String, String>()
+        private var devices = 0
         private val binary: String by lazy {
             System.getProperty("gridwork.server") ?: error("set -Dgridwork.server=<path to gridwork-server>")
         }
@@ -52,10 +55,11 @@ class SyncTest {
             admin("area", "add", "s1", "--parent", "d1", "--level", "street", "--name", "River Street")
             admin("area", "add", "c1", "--parent", "s1", "--level", "community", "--name", "Willow Community")
             admin("area", "add", "g1", "--parent", "c1", "--level", "grid", "--name", "Grid 1")
+            admin("area", "add", "g2", "--parent", "c1", "--level", "grid", "--name", "Grid 2")
             for (user in listOf("wang", "li")) {
                 admin("user", "add", user, "--name", user.replaceFirstChar { it.uppercase() }, "--role", "worker", "--area", "g1")
-                tokens[user] = admin("device", "add", "--user", user, "--id", "$user-phone").lines().last().trim()
             }
+            admin("user", "add", "zhou", "--name", "Zhou", "--role", "supervisor", "--area", "c1")
             val port = freePort()
             url = "http://127.0.0.1:$port"
             server = ProcessBuilder(binary, "serve", "--data", data.path, "--listen", "127.0.0.1:$port")
@@ -87,10 +91,19 @@ class SyncTest {
         }
     }
 
-    private fun device(dir: File, user: String): GridworkStore =
-        GridworkStore.open(File(dir, "$user.db").path, newKey(), user, "$user-phone", Role.WORKER, "g1")
+    /** A new device of `user` on the relay: its id and token (a token binds to one store). */
+    @Synchronized
+    private fun newDevice(user: String): Pair<String, String> {
+        val id = "$user-${++devices}"
+        return id to admin("device", "add", "--user", user, "--id", id).lines().last().trim()
+    }
 
-    private fun config(user: String) = SyncConfig(serverUrl = url, token = tokens.getValue(user))
+    /** A worker's store made offline, with a device of its own on the relay and its sync config. */
+    private fun device(dir: File, user: String, role: Role = Role.WORKER, area: String = "g1"): Pair<GridworkStore, SyncConfig> {
+        val (id, token) = newDevice(user)
+        val store = GridworkStore.open(File(dir, "$id.db").path, newKey(), user, id, role, area)
+        return store to SyncConfig(serverUrl = url, token = token)
+    }
 
     /** Collects every progress report, as the app's progress bar would. */
     private class Recorder : SyncObserver {
@@ -103,8 +116,11 @@ class SyncTest {
     @Test
     fun twoDevicesEditTheSamePersonOffline_mergeAndResolveTheConflict() {
         val dir = tempDir("gw-sync")
-        device(dir, "wang").use { wang ->
-            device(dir, "li").use { li ->
+        val (wangStore, wangConfig) = device(dir, "wang")
+        val (liStore, liConfig) = device(dir, "li")
+        val config = { user: String -> if (user == "wang") wangConfig else liConfig }
+        wangStore.use { wang ->
+            liStore.use { li ->
                 // First sync: each device gets the area tree from the relay.
                 val progress = Recorder()
                 wang.sync(config("wang"), progress)
@@ -174,7 +190,9 @@ class SyncTest {
     @Test
     fun aBackgroundSyncReportsProgressAndCanBeCancelled() {
         val dir = tempDir("gw-cancel")
-        device(dir, "wang").use { wang ->
+        val (store, wangConfig) = device(dir, "wang")
+        val config = { _: String -> wangConfig }
+        store.use { wang ->
             // Completes: wait() returns the report, as often as asked.
             wang.startSync(config("wang"), Recorder()).use { handle ->
                 val report = handle.wait()
@@ -220,5 +238,119 @@ class SyncTest {
             val bad = SyncConfig(serverUrl = url, token = "not-a-token")
             assertFailsWith<GridworkException.Unauthorized> { wang.sync(bad, null) }
         }
+    }
+
+    @Test
+    fun aSupervisorReviewsAWorkersVisitThroughTheRelay() {
+        val dir = tempDir("gw-review")
+        val (wang, wangConfig) = device(dir, "wang")
+        val (zhou, zhouConfig) = device(dir, "zhou", Role.SUPERVISOR, "c1")
+        wang.use { w ->
+            zhou.use { z ->
+                w.sync(wangConfig, null)
+                val visit = w.startVisit("g1", "weekly check", null)
+                w.finishVisit(visit, "All well.")
+                w.sync(wangConfig, null)
+                z.sync(zhouConfig, null)
+                assertEquals(listOf(visit), z.reviewQueue(10u).map { it.id })
+                // A visit log is its worker's account: the supervisor reviews it, does not edit it.
+                assertFailsWith<GridworkException.Forbidden> { z.update(visit, Update(notes = "rewritten")) }
+                assertFailsWith<GridworkException.InvalidInput> { z.reviewVisit(visit, ReviewState.RETURNED, null) }
+                z.reviewVisit(visit, ReviewState.RETURNED, "add the photo of the meter")
+                z.sync(zhouConfig, null)
+                w.sync(wangConfig, null)
+                assertEquals("returned", w.get(visit).fields["review_state"])
+                assertEquals("zhou", w.get(visit).fields["reviewer"])
+            }
+        }
+    }
+
+    @Test
+    fun aStoreMadeFromATokenTakesItsIdentity_andASecondStoreIsRefused() {
+        val dir = tempDir("gw-relay-init")
+        val (id, token) = newDevice("wang")
+        val config = SyncConfig(serverUrl = url, token = token)
+        // Claims that disagree with the token make no store.
+        val wrongRole = assertFailsWith<GridworkException.InvalidInput> {
+            GridworkStore.createFromRelay(File(dir, "claims.db").path, newKey(), config, role = Role.SUPERVISOR)
+        }
+        assertTrue(wrongRole.reason.contains("role"), wrongRole.reason)
+        assertFalse(File(dir, "claims.db").exists())
+        GridworkStore.createFromRelay(File(dir, "wang.db").path, newKey(), config, userId = "wang", area = "g1").use { store ->
+            assertEquals(Identity("wang", id, Role.WORKER, "g1"), store.identity())
+            assertTrue(store.identityConfirmed())
+            assertEquals(listOf("d1", "s1", "c1", "g1"), store.areas().map { it.id })
+            store.create(person("g1", "韩梅"))
+            assertEquals(1uL, store.sync(config, null).pushed)
+        }
+        // The token is bound to that store now.
+        val inUse = assertFailsWith<GridworkException.DeviceInUse> {
+            GridworkStore.createFromRelay(File(dir, "copy.db").path, newKey(), config)
+        }
+        assertTrue(inUse.reason.contains("operator"), inUse.reason)
+        GridworkStore.open(File(dir, "offline-copy.db").path, newKey(), "wang", id, Role.WORKER, "g1").use { copy ->
+            assertFailsWith<GridworkException.DeviceInUse> { copy.sync(config, null) }
+            assertFalse(copy.identityConfirmed())
+        }
+        // A store of another user presenting this user's (new) token is refused before any push.
+        val (_, other) = newDevice("wang")
+        GridworkStore.open(File(dir, "li.db").path, newKey(), "li", "li-x", Role.WORKER, "g1").use { li ->
+            assertFailsWith<GridworkException.WrongUser> { li.sync(SyncConfig(serverUrl = url, token = other), null) }
+        }
+    }
+
+    @Test
+    fun anOfflineStoreIsCorrected_andItsRefusedChangeIsDiscarded() {
+        val dir = tempDir("gw-quarantine")
+        // Made offline believing it supervises the community.
+        val (store, config) = device(dir, "wang", Role.SUPERVISOR, "c1")
+        store.use { s ->
+            Fixtures.addAreaTree(s)
+            val id = s.create(person("g1", "Moved Too Far"))
+            s.moveRecord(id, "g2")
+            s.update(id, Update(notes = "Moved in with her son."))
+            val report = s.sync(config, null)
+            assertEquals(1uL, report.pushed)
+            assertEquals(1uL, report.rejected)
+            assertEquals(Role.WORKER, s.identity().role)
+            assertEquals("g1", s.identity().area)
+            assertTrue(s.identityConfirmed())
+            val q = s.quarantined().single()
+            assertEquals(QuarantineOrigin.REFUSED, q.origin)
+            assertEquals("out_of_scope", q.reason)
+            assertEquals(id, q.recordId)
+            assertTrue(q.message.contains("kept only on this device"), q.message)
+            assertEquals(1uL, s.outboxLen(), "the later edit waits")
+            val discarded = s.discardQuarantined(q.hash)
+            assertEquals(1, discarded.reapplied.size)
+            assertTrue(discarded.dropped.isEmpty())
+            assertFalse(discarded.recordRemoved)
+            assertEquals("g1", s.get(id).area)
+            assertEquals("Moved in with her son.", s.get(id).notes)
+            val again = s.sync(config, null)
+            assertEquals(1uL, again.pushed)
+            assertTrue(s.quarantined().isEmpty())
+            assertEquals(0uL, s.outboxLen())
+        }
+    }
+
+    @Test
+    fun aRevokedDeviceWipesItsStore() {
+        val dir = tempDir("gw-revoke")
+        val (deviceId, token) = newDevice("li")
+        val config = SyncConfig(serverUrl = url, token = token)
+        val key = newKey()
+        val path = File(dir, "li.db").path
+        GridworkStore.open(path, key, "li", deviceId, Role.WORKER, "g1").use { store ->
+            store.sync(config, null)
+            val id = store.create(person("g1", "Kept Until Revoked"))
+            admin("device", "revoke", deviceId)
+            assertFailsWith<GridworkException.Revoked> { store.sync(config, null) }
+            assertFailsWith<GridworkException.NotFound> { store.get(id) }
+            assertEquals(0uL, store.outboxLen())
+            assertFailsWith<GridworkException.Wiped> { store.create(person("g1", "After")) }
+        }
+        val wiped = assertFailsWith<GridworkException.Wiped> { GridworkStore.openExisting(path, key) }
+        assertTrue(wiped.reason.contains("revoked"), wiped.reason)
     }
 }

@@ -1,8 +1,8 @@
 //! History and merge state: `history`, `conflicts`, `resolve`, `export`, `outbox`, `quarantine`.
 use super::records::human_size;
-use crate::ctx::{CliResult, Ctx};
+use crate::ctx::{CliError, CliResult, Ctx};
 use crate::output::{self, count, Table};
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -37,6 +37,31 @@ pub struct ExportArgs {
     /// Where to write the document (created with mode 0600: it holds personal data).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+pub const QUARANTINE_EXAMPLES: &str = "\
+EXAMPLES:
+  gridwork --store ./wang quarantine                 # what the relay refused, and why
+  gridwork --store ./wang quarantine discard 3f9a... # back to the relay's version; later edits re-applied
+  gridwork --store ./wang sync                       # push the re-applied edits";
+
+#[derive(Args, Debug)]
+pub struct QuarantineArgs {
+    #[command(subcommand)]
+    pub command: Option<QuarantineCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    /// List the quarantined changes (the default).
+    List,
+    /// Discard a refused change (its full hash, or a unique prefix of it): the record returns to the
+    /// relay's version, and the later edits the rules still allow are made again and wait in the
+    /// outbox; those no longer allowed are listed as dropped.
+    Discard {
+        /// The change's hash, as `quarantine` lists it.
+        hash: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -177,26 +202,86 @@ pub fn outbox(ctx: &Ctx, args: &OutboxArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub fn quarantine(ctx: &Ctx) -> CliResult<()> {
+pub fn quarantine(ctx: &Ctx, args: &QuarantineArgs) -> CliResult<()> {
+    match &args.command {
+        None | Some(QuarantineCommand::List) => quarantine_list(ctx),
+        Some(QuarantineCommand::Discard { hash }) => quarantine_discard(ctx, hash),
+    }
+}
+
+fn quarantine_list(ctx: &Ctx) -> CliResult<()> {
     let items = ctx.store.quarantined()?;
     ctx.print(&items, || {
         if items.is_empty() {
             return "quarantine is empty: the relay refused nothing".into();
         }
-        let mut t = Table::new(["WHEN (UTC)", "ID", "CHANGE", "REASON"]);
+        let mut out = String::new();
         for q in &items {
-            t.row([
+            out.push_str(&format!(
+                "{}  {}  record {}  {}\n  {}\n\n",
                 output::short_time(&gridwork_core::time::iso_from_secs(q.at)),
-                q.record_id.clone(),
-                q.hash.chars().take(12).collect(),
-                q.reason.clone(),
-            ]);
+                q.hash,
+                q.record_id,
+                q.reason,
+                q.message
+            ));
         }
-        format!(
-            "{}\n{} refused by the relay (kept in the records: nothing is lost)\n",
-            t.render(),
+        out.push_str(&format!(
+            "{} in quarantine; `gridwork quarantine discard HASH` returns a record to the relay's version\n",
             count(items.len(), "change")
-        )
+        ));
+        out
+    });
+    Ok(())
+}
+
+fn quarantine_discard(ctx: &Ctx, hash: &str) -> CliResult<()> {
+    let wanted = hash.trim().to_ascii_lowercase();
+    let matching: Vec<String> = ctx
+        .store
+        .quarantined()?
+        .into_iter()
+        .map(|q| q.hash)
+        .filter(|h| !wanted.is_empty() && h.starts_with(&wanted))
+        .collect();
+    let full = match matching.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(CliError::user(format!("no quarantined change {wanted}"))),
+        _ => {
+            return Err(CliError::user(format!(
+                "{} quarantined changes start with {wanted}: give more of the hash",
+                matching.len()
+            )))
+        }
+    };
+    let report = ctx.store.discard_quarantined(&full)?;
+    ctx.print(&report, || {
+        let mut out = format!(
+            "discarded {} change(s) of record {}",
+            report.removed.len(),
+            report.record_id
+        );
+        if report.record_removed {
+            out.push_str("; the record is no longer on this device");
+        } else {
+            out.push_str(" (back to the relay's version)");
+        }
+        if !report.reapplied.is_empty() {
+            out.push_str(&format!(
+                "\nre-applied {} later edit(s): they wait in the outbox for the next sync",
+                report.reapplied.len()
+            ));
+        }
+        for d in &report.dropped {
+            out.push_str(&format!(
+                "\ndropped the later `{}` ({}): {} ({})",
+                d.action,
+                d.hash.chars().take(12).collect::<String>(),
+                d.detail,
+                d.reason
+            ));
+        }
+        out
     });
     Ok(())
 }

@@ -143,15 +143,20 @@ impl Bar {
     }
 }
 
+/// Keeps the relay and token in DIR/relay.json (readable by this user only).
+pub fn remember(dir: &Path, server: &str, token: &str) -> CliResult<()> {
+    let json = serde_json::to_vec_pretty(&Remembered {
+        server: server.trim_end_matches('/').to_owned(),
+        token: token.to_owned(),
+    })
+    .expect("serialises");
+    super::write_private(&relay_file(dir), &json)
+}
+
 pub fn sync(ctx: &Ctx, dir: &Path, args: &SyncArgs) -> CliResult<()> {
     let config = config(dir, args.server.as_deref(), args.token.as_deref())?;
     if args.remember {
-        let json = serde_json::to_vec_pretty(&Remembered {
-            server: config.server_url.clone(),
-            token: config.token.clone(),
-        })
-        .expect("serialises");
-        super::write_private(&relay_file(dir), &json)?;
+        remember(dir, &config.server_url, &config.token)?;
     }
     let bar = Bar::new(args.quiet || ctx.json);
     let cancel = CancelToken::new();
@@ -170,6 +175,18 @@ pub fn sync(ctx: &Ctx, dir: &Path, args: &SyncArgs) -> CliResult<()> {
         );
         if report.attachments_uploaded > 0 {
             text.push_str(&format!("\nuploaded {} attachment(s)", report.attachments_uploaded));
+        }
+        if report.purged > 0 {
+            text.push_str(&format!(
+                "\nremoved {} record(s) that left your scope from this device",
+                report.purged
+            ));
+        }
+        if report.deferred > 0 {
+            text.push_str(&format!(
+                "\nthe relay was busy: {} change(s) wait for the next sync",
+                report.deferred
+            ));
         }
         if report.rejected > 0 || quarantined > 0 {
             text.push_str(&format!(

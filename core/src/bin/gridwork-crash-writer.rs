@@ -31,9 +31,14 @@ fn main() {
     )
     .expect("open");
     if store.areas().expect("areas").is_empty() {
-        store
-            .upsert_area("g1", None, AreaLevel::Grid, "Grid 1")
-            .expect("area");
+        for (id, parent, level) in [
+            ("d1", None, AreaLevel::District),
+            ("s1", Some("d1"), AreaLevel::Street),
+            ("c1", Some("s1"), AreaLevel::Community),
+            ("g1", Some("c1"), AreaLevel::Grid),
+        ] {
+            store.upsert_area(id, parent, level, id).expect("area");
+        }
     }
     let mut ids: Vec<String> = store
         .list(&ListQuery::new(Kind::Person).limit(10_000))

@@ -2,12 +2,10 @@
 //! uploaded by the sync client and downloaded on demand.
 use super::Store;
 use crate::error::{Error, Result};
+use crate::limits::MAX_ATTACHMENT_BYTES;
 use crate::model::AttachmentRef;
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
-
-/// Largest attachment accepted: a phone photo with room to spare.
-pub const MAX_ATTACHMENT: usize = 32 * 1024 * 1024;
 
 impl Store {
     /// Stores bytes as an attachment of a record and returns its reference. The same bytes stored twice
@@ -19,9 +17,10 @@ impl Store {
         mime: &str,
         bytes: &[u8],
     ) -> Result<AttachmentRef> {
-        if bytes.len() > MAX_ATTACHMENT {
+        // The relay's limit, from the protocol crate: the device refuses what the relay would.
+        if bytes.len() as u64 > MAX_ATTACHMENT_BYTES {
             return Err(Error::InvalidInput(format!(
-                "attachment larger than {MAX_ATTACHMENT} bytes"
+                "attachment larger than {MAX_ATTACHMENT_BYTES} bytes"
             )));
         }
         if name.len() > 256 || mime.len() > 128 || name.chars().any(char::is_control) {

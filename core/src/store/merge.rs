@@ -9,6 +9,7 @@ use crate::doc::{self, ATTRS, FIELDS};
 use crate::error::{Error, Result};
 use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind, Record};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
+use gridwork_protocol::rules;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,16 +38,24 @@ pub struct ApplyReport {
     pub held: usize,
     /// Chunks that could not be read at all; they are quarantined and nothing else is affected.
     pub malformed: usize,
+    /// Records that left this user's scope with these changes and were removed from the device.
+    pub purged: usize,
 }
 
-/// A local change the relay refused, kept with its reason so the user can see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuarantinedChange {
-    pub hash: String,
-    pub record_id: String,
-    pub reason: String,
-    /// Seconds since the epoch.
-    pub at: i64,
+impl super::Inner {
+    /// Outbox rows selected by `sql` (columns seq, record_id, hash, bytes; `?1` is the limit).
+    pub(crate) fn outbox_rows(&self, sql: &str, limit: u32) -> Result<Vec<OutboxChange>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(OutboxChange {
+                seq: r.get(0)?,
+                record_id: r.get(1)?,
+                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
+                bytes: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }
 
 fn hash_bytes(hash: &ChangeHash) -> &[u8] {
@@ -62,8 +71,9 @@ fn parse_note(message: Option<&str>) -> ChangeNote {
     })
 }
 
+/// The device of a change whose note does not name it (changes made before protocol version 2): its
+/// actor, which stores made then took from the device id's bytes; shown as text when it is.
 fn device_name(actor: &automerge::ActorId) -> String {
-    // Actors are the device id's bytes; show them as text when they are.
     match std::str::from_utf8(actor.to_bytes()) {
         Ok(s) if !s.is_empty() && s.chars().all(|c| !c.is_control()) => s.to_owned(),
         _ => actor.to_hex_string(),
@@ -73,19 +83,10 @@ fn device_name(actor: &automerge::ActorId) -> String {
 impl Store {
     /// Local changes not yet accepted by the relay, oldest first.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxChange>> {
-        let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached(
+        self.lock().outbox_rows(
             "SELECT seq, record_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok(OutboxChange {
-                seq: r.get(0)?,
-                record_id: r.get(1)?,
-                hash: hex::encode(r.get::<_, Vec<u8>>(2)?),
-                bytes: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            limit,
+        )
     }
 
     pub fn outbox_len(&self) -> Result<u64> {
@@ -96,55 +97,24 @@ impl Store {
             as u64)
     }
 
-    /// Removes pushed changes from the outbox (accepted by the relay).
+    /// Removes pushed changes from the outbox (accepted by the relay). A record that left the user's
+    /// scope while these changes waited goes now (see `purge`).
     pub fn mark_pushed(&self, seqs: &[i64]) -> Result<()> {
         let mut inner = self.lock();
         let tx = inner.conn.transaction()?;
+        let mut records = Vec::new();
         for seq in seqs {
-            tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
-                .execute([seq])?;
+            let record: Option<String> = tx
+                .prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING record_id")?
+                .query_row([seq], |r| r.get(0))
+                .optional()?;
+            records.extend(record);
         }
         tx.commit()?;
+        records.sort();
+        records.dedup();
+        inner.purge_out_of_scope(Some(&records))?;
         Ok(())
-    }
-
-    /// Moves a refused change from the outbox to the quarantine, with the relay's reason.
-    /// The change stays in the document: nothing the user entered is lost.
-    pub fn quarantine(&self, seq: i64, reason: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let tx = inner.conn.transaction()?;
-        let row: Option<(String, Vec<u8>, Vec<u8>)> = tx
-            .query_row(
-                "SELECT record_id, hash, bytes FROM outbox WHERE seq = ?1",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        if let Some((record, hash, bytes)) = row {
-            tx.execute(
-                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, record, bytes, reason, crate::model::time::now_secs()],
-            )?;
-            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn quarantined(&self) -> Result<Vec<QuarantinedChange>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT hash, record_id, reason, at FROM quarantine ORDER BY at, record_id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(QuarantinedChange {
-                hash: hex::encode(r.get::<_, Vec<u8>>(0)?),
-                record_id: r.get(1)?,
-                reason: r.get(2)?,
-                at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every change of every record, for a peer that has nothing (tests, exports).
@@ -172,6 +142,7 @@ impl Store {
     pub fn apply_remote(&self, chunks: &[RemoteChunk]) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
         let mut inner = self.lock();
+        inner.check_writable()?;
         let mut by_record: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
         // (record id or "-", bytes, reason) of chunks that cannot be read.
         let mut bad: Vec<(String, Vec<u8>, String)> = Vec::new();
@@ -305,7 +276,8 @@ impl Store {
         for (id, bytes, reason) in &bad {
             tracing::warn!(record = %id, reason = %reason, "remote chunk quarantined");
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'received')",
             )?
             .execute(params![sha_of(bytes), id, bytes, reason, now])?;
         }
@@ -318,9 +290,12 @@ impl Store {
         tx.commit()?;
         report.malformed = bad.len();
         report.records_changed = updated.len();
+        let ids: Vec<String> = updated.iter().map(|(r, _, _)| r.id.clone()).collect();
         for (record, doc, _) in updated {
             inner.cache_doc(&record.id, doc);
         }
+        // A record that someone else moved out of this user's scope leaves the device.
+        report.purged = inner.purge_out_of_scope(Some(&ids))?;
         Ok(report)
     }
 
@@ -379,11 +354,11 @@ impl Store {
                 .hash_for_opid(&opid)
                 .and_then(|h| doc.get_change_meta_by_hash(&h));
             let (user, device, time) = match meta {
-                Some(m) => (
-                    parse_note(m.message.as_deref()).user,
-                    device_name(&m.actor),
-                    m.timestamp,
-                ),
+                Some(m) => {
+                    let note = parse_note(m.message.as_deref());
+                    let device = note.device.unwrap_or_else(|| device_name(&m.actor));
+                    (note.user, device, m.timestamp)
+                }
                 None => (String::new(), String::new(), 0),
             };
             out.push(ConflictValue {
@@ -407,41 +382,43 @@ impl Store {
     pub fn resolve_conflict(&self, id: &str, field: &str, value: &str) -> Result<()> {
         let current = self.conflict(id, field)?;
         let mut inner = self.lock();
-        let record = inner
-            .editable(&self.identity, id, None)
-            .or_else(|e| match e {
-                // A conflict on `deleted` is resolved on a record that may read as deleted.
-                Error::Deleted(_) if field == doc::DELETED => Ok(self_record(&mut inner, id)?),
-                e => Err(e),
-            })?;
-        if field.starts_with("attrs.") {
-            // Attribute values are free text.
-        } else if matches!(field, "area" | "responsible") {
-            if !inner.in_scope(&self.identity, value) {
-                return Err(Error::OutOfScope(value.to_owned()));
-            }
-        } else if field == doc::DELETED {
-            if value != "true" && value != "false" {
-                return Err(Error::field(field, "must be true or false"));
-            }
+        // A conflict on `deleted` is resolved on a record that may read as deleted.
+        let before = if field == doc::DELETED {
+            inner.visible(id, None)?
         } else {
+            inner.editable(id, None)?
+        };
+        let record = &before.record;
+        let root_key = matches!(field, "area" | "responsible" | "deleted");
+        if field == doc::DELETED && value != "true" && value != "false" {
+            return Err(Error::field(field, "must be true or false"));
+        }
+        if !root_key && !field.starts_with("attrs.") {
             record.kind.spec(field)?.validate(value)?;
         }
-        if !current.values.iter().any(|v| v.value == value)
-            && record.kind.spec(field).is_ok_and(|s| s.managed)
-        {
-            return Err(Error::InvalidInput(format!(
-                "`{field}` can only be resolved to one of its values"
-            )));
+        // The managed state (areas, tombstone, status, review, ...) changes only by actions; a conflict
+        // of it is settled on one of the values it has.
+        let managed = root_key || record.kind.spec(field).is_ok_and(|s| s.managed);
+        if managed {
+            if !current.values.iter().any(|v| v.value == value) {
+                return Err(Error::InvalidInput(format!(
+                    "`{field}` can only be resolved to one of its values"
+                )));
+            }
+            inner.check(id, |actor, areas| {
+                rules::may_resolve(actor, areas, record, field, value)
+            })?;
+        } else {
+            inner.check(id, |actor, areas| rules::may_edit(actor, areas, record))?;
         }
-        let note = self.note("resolve", vec![field.into()]);
-        inner.write(id, note, |tx| {
+        let note = inner.note("resolve", vec![field.into()]);
+        inner.write(id, &before, note, |tx| {
             if let Some(name) = field.strip_prefix("attrs.") {
                 let attrs = obj(tx, ATTRS)?;
                 put_superseding(tx, &attrs, name, value)?;
             } else if field == doc::DELETED {
                 put_superseding(tx, &ROOT, doc::DELETED, value == "true")?;
-            } else if matches!(field, "area" | "responsible") {
+            } else if root_key {
                 put_superseding(tx, &ROOT, field, value)?;
             } else {
                 put_field(tx, field, value)?;
@@ -461,7 +438,7 @@ impl Store {
                 let note = parse_note(m.message.as_deref());
                 HistoryEntry {
                     hash: m.hash.to_string(),
-                    device: device_name(&m.actor),
+                    device: note.device.clone().unwrap_or_else(|| device_name(&m.actor)),
                     user: note.user,
                     time: m.timestamp,
                     action: note.action,
@@ -503,12 +480,6 @@ impl Store {
                 r.get::<_, i64>(0)
             })? as u64)
     }
-}
-
-fn self_record(inner: &mut super::Inner, id: &str) -> Result<crate::model::Record> {
-    let doc = inner.doc(id)?;
-    doc::read_record(id, doc)
-        .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))
 }
 
 fn sha_of(bytes: &[u8]) -> Vec<u8> {

@@ -6,24 +6,32 @@
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
 mod events;
+mod identity;
 mod merge;
 mod projection;
+mod purge;
+mod quarantine;
 mod records;
+mod rulebook;
+
+use rulebook::Judged;
 pub mod schema;
 pub mod search;
 mod visits;
 
-pub use merge::{ApplyReport, OutboxChange, QuarantinedChange, RemoteChunk};
+pub use merge::{ApplyReport, OutboxChange, RemoteChunk};
+pub use quarantine::{DiscardReport, DroppedEdit, QuarantineOrigin, QuarantinedChange};
 pub use records::new_record_id;
 pub use records::{ListQuery, NewRecord, Page, RecordSummary, Update};
 pub use visits::GeoPoint;
 
-use crate::doc;
+use crate::doc::{self, RecordState};
 use crate::error::{Error, Result};
-use crate::model::{time, Area, AreaLevel, Identity, Kind, Record, Role};
-use automerge::transaction::{CommitOptions, Transaction};
+use crate::model::{Area, AreaLevel, Identity, Kind, Record};
+use automerge::transaction::Transaction;
 use automerge::{ActorId, Automerge};
 use lru::LruCache;
+use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -62,7 +70,8 @@ pub enum Durability {
 pub struct StoreOptions {
     pub path: PathBuf,
     pub key: StoreKey,
-    /// Required when the store is created; when given for an existing store it must match.
+    /// Required when the store is created; when given for an existing store its user must be the
+    /// store's (the device id, role and area of an existing store are the ones the relay confirmed).
     pub identity: Option<Identity>,
     pub durability: Durability,
     /// How many documents stay loaded in memory.
@@ -91,17 +100,29 @@ impl StoreOptions {
 
 pub struct Store {
     inner: Mutex<Inner>,
-    identity: Identity,
     path: PathBuf,
 }
 
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
     docs: LruCache<String, Automerge>,
+    /// This store's own Automerge actor (never shared with another store).
     actor: ActorId,
     /// Area id -> path, for scope checks without a query.
     area_paths: HashMap<String, String>,
+    /// Who works here: from `init`, then from the relay at every sync.
+    pub(crate) identity: Identity,
+    /// Whether the relay has confirmed the identity (at least one sync or an `init` from the relay).
+    pub(crate) confirmed: bool,
+    /// Why the store was wiped, once it was: every later write is refused.
+    pub(crate) wiped: Option<String>,
 }
+
+/// `meta` keys.
+const META_IDENTITY: &str = "identity";
+const META_ACTOR: &str = "actor";
+const META_CONFIRMED: &str = "identity_confirmed";
+const META_WIPED: &str = "wiped";
 
 pub(crate) use gridwork_protocol::doc::ChangeNote;
 
@@ -140,6 +161,10 @@ pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> R
         },
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Freed pages and cells are overwritten with zeros: a purged record or a wiped store leaves no
+    // readable remains in the file (SQLCipher encrypts pages, but a store may be unencrypted, and keys
+    // leak).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     // 16 MiB of page cache (SQLite's default is 2 MiB): under SQLCipher every page read from the file is
     // decrypted and authenticated, so a store of 100k records pays for each cache miss twice.
     conn.pragma_update(None, "cache_size", -16_384)?;
@@ -147,7 +172,8 @@ pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> R
 }
 
 impl Store {
-    /// Opens (or creates) a store. See [`StoreOptions`].
+    /// Opens (or creates) a store. See [`StoreOptions`]. A store that wiped itself is reported as
+    /// [`Error::Wiped`].
     pub fn open(options: StoreOptions) -> Result<Store> {
         // Without an identity only an existing store can be opened; do not leave an empty file behind.
         if options.identity.is_none() && !options.path.exists() {
@@ -155,20 +181,18 @@ impl Store {
         }
         let mut conn = open_connection(&options.path, &options.key, options.durability)?;
         schema::migrate(&mut conn)?;
-        let stored: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let identity = match (stored, options.identity) {
+        if let Some(reason) = meta(&conn, META_WIPED)? {
+            return Err(Error::Wiped(reason));
+        }
+        let identity = match (meta(&conn, META_IDENTITY)?, options.identity) {
             (Some(json), given) => {
                 let stored: Identity = serde_json::from_str(&json)
                     .map_err(|e| Error::Corrupt(format!("identity: {e}")))?;
                 if let Some(given) = given {
-                    if given.user_id != stored.user_id || given.device_id != stored.device_id {
+                    if given.user_id != stored.user_id {
                         return Err(Error::IdentityMismatch(format!(
-                            "store belongs to user {} on device {}",
-                            stored.user_id, stored.device_id
+                            "store belongs to user {}",
+                            stored.user_id
                         )));
                     }
                 }
@@ -183,43 +207,45 @@ impl Store {
                         "identity needs a user, a device and a valid area id".into(),
                     ));
                 }
-                let json = serde_json::to_string(&given).expect("identity serialises");
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('identity', ?1)",
-                    [json],
+                set_meta(
+                    &conn,
+                    META_IDENTITY,
+                    &serde_json::to_string(&given).expect("serialises"),
                 )?;
                 given
             }
             (None, None) => return Err(Error::NotInitialized),
         };
-        let mut area_paths = HashMap::new();
-        {
-            let mut stmt = conn.prepare("SELECT id, path FROM areas")?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            for row in rows {
-                let (id, path) = row?;
-                area_paths.insert(id, path);
+        let actor = match meta(&conn, META_ACTOR)? {
+            Some(hex) => ActorId::from(
+                hex::decode(&hex)
+                    .map_err(|_| Error::Corrupt("the store's actor is not hex".into()))?,
+            ),
+            None => {
+                // A new store: its own 16 random bytes, so two stores never share an actor even when
+                // they were made with the same device id.
+                let mut bytes = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                set_meta(&conn, META_ACTOR, &hex::encode(bytes))?;
+                ActorId::from(&bytes[..])
             }
-        }
+        };
+        let confirmed = meta(&conn, META_CONFIRMED)?.as_deref() == Some("1");
+        let area_paths = load_area_paths(&conn)?;
         let cache = NonZeroUsize::new(options.doc_cache.max(1)).expect("non-zero");
         let store = Store {
             inner: Mutex::new(Inner {
                 conn,
                 docs: LruCache::new(cache),
-                actor: ActorId::from(identity.device_id.as_bytes()),
+                actor,
                 area_paths,
+                identity,
+                confirmed,
+                wiped: None,
             }),
-            identity,
             path: options.path,
         };
-        let reproject: Option<String> = store
-            .lock()
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'reproject'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let reproject = meta(&store.lock().conn, "reproject")?;
         if reproject.as_deref() == Some("1") {
             store.rebuild_projection()?;
             store
@@ -230,23 +256,21 @@ impl Store {
         Ok(store)
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    /// Who works on this device: as given when the store was made, then as the relay says at every
+    /// sync (see [`Store::identity_confirmed`]).
+    pub fn identity(&self) -> Identity {
+        self.lock().identity.clone()
+    }
+
+    /// Whether the identity comes from the relay (an `init` from the relay, or a sync since), rather
+    /// than from what the store was told when it was made offline.
+    pub fn identity_confirmed(&self) -> bool {
+        self.lock().confirmed
     }
 
     /// This store's Automerge actor, as hex: the relay binds the device token to it.
     pub fn actor_hex(&self) -> String {
         self.lock().actor.to_hex_string()
-    }
-
-    /// The note of a change made here: this user on this device, doing `action` to `fields`.
-    pub(crate) fn note(&self, action: &str, fields: Vec<String>) -> ChangeNote {
-        ChangeNote::new(
-            &self.identity.user_id,
-            &self.identity.device_id,
-            action,
-            fields,
-        )
     }
 
     pub fn path(&self) -> &Path {
@@ -286,26 +310,24 @@ impl Store {
             return Err(Error::InvalidId(id.to_owned()));
         }
         let mut inner = self.lock();
-        let path = match parent {
-            None => format!("{id}/"),
+        inner.check_writable()?;
+        let (parent_path, parent_level) = match parent {
+            None => (String::new(), None),
             Some(p) => {
                 let parent_path = inner
                     .area_paths
                     .get(p)
+                    .cloned()
                     .ok_or_else(|| Error::UnknownArea(p.to_owned()))?;
                 let parent_level: String =
                     inner
                         .conn
                         .query_row("SELECT level FROM areas WHERE id = ?1", [p], |r| r.get(0))?;
-                if AreaLevel::parse(&parent_level).and_then(AreaLevel::child) != Some(level) {
-                    return Err(Error::InvalidInput(format!(
-                        "a {} cannot be placed under a {parent_level}",
-                        level.as_str()
-                    )));
-                }
-                format!("{parent_path}{id}/")
+                (parent_path, AreaLevel::parse(&parent_level))
             }
         };
+        gridwork_protocol::check_placement(level, parent_level).map_err(Error::InvalidInput)?;
+        let path = format!("{parent_path}{id}/");
         inner.conn.execute(
             "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET parent = ?2, level = ?3, name = ?4, path = ?5",
@@ -321,21 +343,9 @@ impl Store {
         })
     }
 
+    /// The area tree, ordered by path.
     pub fn areas(&self) -> Result<Vec<Area>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Area {
-                id: r.get(0)?,
-                parent: r.get(1)?,
-                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
-                name: r.get(3)?,
-                path: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.lock().stored_areas()
     }
 
     pub fn area(&self, id: &str) -> Result<Area> {
@@ -347,7 +357,7 @@ impl Store {
 
     /// Whether this device's user may see and edit records of `area`.
     pub fn in_scope(&self, area: &str) -> bool {
-        self.lock().in_scope(&self.identity, area)
+        self.lock().in_scope(area)
     }
 
     // ---------------------------------------------------------------- documents
@@ -401,17 +411,52 @@ impl Inner {
         self.area_paths.get(area).map(String::as_str)
     }
 
-    pub(crate) fn in_scope(&self, identity: &Identity, area: &str) -> bool {
-        if identity.role == Role::Operator || area == identity.area {
-            return true;
+    /// Whether the user's scope covers `area` (the rule book's [`Actor::covers`]).
+    ///
+    /// [`Actor::covers`]: gridwork_protocol::rules::Actor::covers
+    pub(crate) fn in_scope(&self, area: &str) -> bool {
+        self.scope()(area)
+    }
+
+    /// [`Inner::in_scope`] as a test to run on many areas (the actor is made once).
+    pub(crate) fn scope(&self) -> impl Fn(&str) -> bool + '_ {
+        let actor = self.rule_actor();
+        move |area| actor.covers(&self.area_paths, area)
+    }
+
+    /// The stored area tree, ordered by path.
+    pub(crate) fn stored_areas(&self) -> Result<Vec<Area>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Area {
+                id: r.get(0)?,
+                parent: r.get(1)?,
+                level: AreaLevel::parse(&r.get::<_, String>(2)?).unwrap_or(AreaLevel::Grid),
+                name: r.get(3)?,
+                path: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Refuses writes once the store has wiped itself.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.wiped {
+            Some(reason) => Err(Error::Wiped(reason.clone())),
+            None => Ok(()),
         }
-        match (
-            self.area_paths.get(&identity.area),
-            self.area_paths.get(area),
-        ) {
-            (Some(mine), Some(theirs)) => theirs.starts_with(mine.as_str()),
-            _ => false,
-        }
+    }
+
+    /// The note of a change made here: this user on this device, doing `action` to `fields`.
+    pub(crate) fn note(&self, action: &str, fields: Vec<String>) -> ChangeNote {
+        ChangeNote::new(
+            &self.identity.user_id,
+            &self.identity.device_id,
+            action,
+            fields,
+        )
     }
 
     /// The loaded document of a record, from the cache or the database.
@@ -452,36 +497,38 @@ impl Inner {
         self.docs.put(id.to_owned(), doc);
     }
 
-    /// Applies `edit` to a record's document as one Automerge change and persists it: the document, the
-    /// change in the outbox and the projection, in one SQLite transaction. On any failure the cached
-    /// document is dropped, so memory never holds an edit that the file does not.
+    /// Applies `edit` to a record's document as one Automerge change, has the rule book judge the
+    /// record before (`before`, read by the caller's checks) and after it, and persists it: the document,
+    /// the change in the outbox and the projection, in one SQLite transaction. A refused change is rolled
+    /// back before it is committed; on a failure to store, the cached document is dropped, so memory never
+    /// holds an edit that the file does not.
     pub(crate) fn write<T>(
         &mut self,
         id: &str,
+        before: &RecordState,
         note: ChangeNote,
         edit: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.check_writable()?;
         let message = serde_json::to_string(&note).expect("note serialises");
-        let outcome = {
-            let doc = self.doc(id)?;
-            doc.transact_with(
-                |_| {
-                    CommitOptions::default()
-                        .with_message(message)
-                        .with_time(time::now_secs())
-                },
-                edit,
-            )
+        let actor = self.rule_actor();
+        self.doc(id)?;
+        let doc = self.docs.get_mut(id).expect("loaded above");
+        let (result, after) = match rulebook::judged_change(
+            doc,
+            id,
+            &actor,
+            &self.area_paths,
+            before,
+            message,
+            edit,
+        )? {
+            Judged::Unchanged(result) => return Ok(result),
+            Judged::Committed(result, after) => (result, after),
+            Judged::Refused(refusal) => return Err(Error::refused(id, refusal)),
         };
-        let success = match outcome {
-            Ok(s) => s,
-            Err(failure) => return Err(failure.error),
-        };
-        if success.hash.is_none() {
-            return Ok(success.result);
-        }
-        match self.persist_local_change(id) {
-            Ok(()) => Ok(success.result),
+        match self.persist_local_change(id, &after.record) {
+            Ok(()) => Ok(result),
             Err(e) => {
                 self.forget_doc(id);
                 Err(e)
@@ -489,27 +536,56 @@ impl Inner {
         }
     }
 
-    /// Stores the cached document of `id` and queues its last local change.
-    pub(crate) fn persist_local_change(&mut self, id: &str) -> Result<()> {
+    /// Stores the cached document of `id` (whose view is `record`) and queues its last local change.
+    pub(crate) fn persist_local_change(&mut self, id: &str, record: &Record) -> Result<()> {
         let doc = self
             .docs
             .peek(id)
             .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
         let tx = self.conn.transaction()?;
-        queue_local_change(&tx, id, doc)?;
+        queue_local_change(&tx, id, doc, record)?;
         tx.commit()?;
         Ok(())
     }
 }
 
-/// Queues the last local change of `doc` and writes its record and projection rows, inside the caller's
-/// transaction (the one-transaction-per-write path is `Inner::persist_local_change`).
-pub(crate) fn queue_local_change(tx: &Connection, id: &str, doc: &Automerge) -> Result<()> {
+/// Queues the last local change of `doc` and writes its record and projection rows (from `record`, the
+/// document's view), inside the caller's transaction (the one-transaction-per-write path is
+/// `Inner::persist_local_change`).
+pub(crate) fn queue_local_change(
+    tx: &Connection,
+    id: &str,
+    doc: &Automerge,
+    record: &Record,
+) -> Result<()> {
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
     tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, &change.hash().0[..], change.raw_bytes()])?;
-    projection::project(tx, id, doc, None)?;
+    projection::project_record(tx, record, &doc.save())?;
     Ok(())
+}
+
+/// A `meta` value.
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}
+
+/// Area id -> path of every stored area.
+fn load_area_paths(conn: &Connection) -> Result<HashMap<String, String>> {
+    let mut stmt = conn.prepare("SELECT id, path FROM areas")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

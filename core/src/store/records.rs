@@ -2,9 +2,12 @@
 use super::{search, ChangeNote, Inner, Store};
 use crate::doc::{self, ATTRS, DELETED, FIELDS, LINKS, NOTES, TAGS, TIMELINE};
 use crate::error::{Error, Result};
-use crate::model::{time, EventStatus, Identity, Kind, LinkEdge, LinkType, Record, ReviewState};
+use crate::model::{
+    time, EventStatus, Kind, LinkEdge, LinkType, Record, ReviewState, TimelineEntry,
+};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
+use gridwork_protocol::rules;
 use rand::RngCore;
 use rusqlite::params_from_iter;
 use serde::{Deserialize, Serialize};
@@ -203,28 +206,11 @@ pub fn new_record_id() -> String {
     format!("{:012x}{}", millis & 0xffff_ffff_ffff, hex::encode(random))
 }
 
-fn check_text(name: &str, value: &str, max: usize) -> Result<()> {
-    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
-        return Err(Error::field(
-            name,
-            format!("must be 1 to {max} bytes of text without control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_notes(notes: &str) -> Result<()> {
-    if notes.len() > 64 * 1024 {
-        return Err(Error::field("notes", "longer than 64 KiB"));
-    }
-    Ok(())
-}
-
 pub(crate) fn obj(tx: &Transaction<'_>, key: &str) -> Result<ObjId> {
     doc::root_obj(tx, key).ok_or_else(|| Error::Corrupt(format!("document lacks `{key}`")))
 }
 
-/// Appends a timeline entry: the list only grows, so concurrent appends merge by union.
+/// Appends a timeline entry made now: the list only grows, so concurrent appends merge by union.
 pub(crate) fn append_timeline(
     tx: &mut Transaction<'_>,
     by: &str,
@@ -233,18 +219,37 @@ pub(crate) fn append_timeline(
     to: Option<&str>,
     comment: Option<&str>,
 ) -> Result<()> {
+    insert_timeline_entry(
+        tx,
+        &TimelineEntry {
+            at: time::now_iso(),
+            by: by.to_owned(),
+            action: action.to_owned(),
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            comment: comment.map(str::to_owned),
+        },
+    )
+}
+
+/// Appends `entry` to the timeline, creating the list if the record has none yet.
+pub(crate) fn insert_timeline_entry(tx: &mut Transaction<'_>, entry: &TimelineEntry) -> Result<()> {
     let list = match doc::root_obj(tx, TIMELINE) {
         Some(list) => list,
         None => tx.put_object(ROOT, TIMELINE, ObjType::List)?,
     };
     let len = tx.length(&list);
-    let entry = tx.insert_object(&list, len, ObjType::Map)?;
-    tx.put(&entry, "at", time::now_iso())?;
-    tx.put(&entry, "by", by)?;
-    tx.put(&entry, "action", action)?;
-    for (key, value) in [("from", from), ("to", to), ("comment", comment)] {
+    let map = tx.insert_object(&list, len, ObjType::Map)?;
+    tx.put(&map, "at", entry.at.as_str())?;
+    tx.put(&map, "by", entry.by.as_str())?;
+    tx.put(&map, "action", entry.action.as_str())?;
+    for (key, value) in [
+        ("from", &entry.from),
+        ("to", &entry.to),
+        ("comment", &entry.comment),
+    ] {
         if let Some(v) = value {
-            tx.put(&entry, key, v)?;
+            tx.put(&map, key, v.as_str())?;
         }
     }
     Ok(())
@@ -279,80 +284,14 @@ pub(crate) fn put_superseding(
 }
 
 impl Inner {
-    /// Checks that the record exists, is alive, is of `kind` (if given) and is in the user's scope.
-    pub(crate) fn editable(
-        &mut self,
-        identity: &Identity,
-        id: &str,
-        kind: Option<Kind>,
-    ) -> Result<Record> {
-        let record = {
-            let doc = self.doc(id)?;
-            doc::read_record(id, doc)
-                .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?
-        };
-        if let Some(kind) = kind {
-            if record.kind != kind {
-                return Err(Error::WrongKind {
-                    id: id.into(),
-                    expected: kind.as_str().into(),
-                    actual: record.kind.as_str().into(),
-                });
-            }
-        }
-        let visible = self.in_scope(identity, &record.area)
-            || record
-                .responsible
-                .as_deref()
-                .is_some_and(|r| self.in_scope(identity, r));
-        if !visible {
-            return Err(Error::OutOfScope(record.area));
-        }
-        if record.deleted {
-            return Err(Error::Deleted(id.into()));
-        }
-        Ok(record)
-    }
-
-    /// [`Inner::editable`] for callers that need only the kind: reads four root keys instead of the
-    /// whole record (the hot path of a field edit).
-    pub(crate) fn editable_kind(&mut self, identity: &Identity, id: &str) -> Result<Kind> {
-        let (kind, area, responsible, deleted) = {
-            let doc = self.doc(id)?;
-            let deleted =
-                matches!(doc.get(ROOT, DELETED), Ok(Some((v, _))) if v.as_bool() == Some(true));
-            (
-                doc::root_str(doc, doc::KIND).and_then(|k| Kind::parse(&k)),
-                doc::root_str(doc, doc::AREA),
-                doc::root_str(doc, doc::RESPONSIBLE),
-                deleted,
-            )
-        };
-        let (Some(kind), Some(area)) = (kind, area) else {
-            return Err(Error::Corrupt(format!("record {id} has no kind or area")));
-        };
-        let visible = self.in_scope(identity, &area)
-            || responsible
-                .as_deref()
-                .is_some_and(|r| self.in_scope(identity, r));
-        if !visible {
-            return Err(Error::OutOfScope(area));
-        }
-        if deleted {
-            return Err(Error::Deleted(id.into()));
-        }
-        Ok(kind)
-    }
-
-    fn check_area(&self, identity: &Identity, area: &str) -> Result<()> {
+    /// The friendly checks of an area a record is put in: a valid id of a known area. Whether it is in
+    /// the user's scope is the rule book's to say.
+    fn check_area(&self, area: &str) -> Result<()> {
         if !doc::is_valid_area_id(area) {
             return Err(Error::InvalidId(area.to_owned()));
         }
-        if self.area_path(area).is_none() && area != identity.area {
+        if self.area_path(area).is_none() {
             return Err(Error::UnknownArea(area.to_owned()));
-        }
-        if !self.in_scope(identity, area) {
-            return Err(Error::OutOfScope(area.to_owned()));
         }
         Ok(())
     }
@@ -363,9 +302,9 @@ impl Store {
     /// home area responsible; visits start now, by this user, pending review.
     pub fn create(&self, new: NewRecord) -> Result<String> {
         let mut inner = self.lock();
-        let (id, doc) = self.new_document(&inner, new)?;
+        let (id, doc, record) = new_document(&inner, new)?;
         inner.cache_doc(&id, doc);
-        if let Err(e) = inner.persist_local_change(&id) {
+        if let Err(e) = inner.persist_local_change(&id, &record) {
             inner.forget_doc(&id);
             return Err(e);
         }
@@ -379,128 +318,21 @@ impl Store {
         let mut inner = self.lock();
         let mut made = Vec::with_capacity(news.len());
         for new in news {
-            made.push(self.new_document(&inner, new)?);
+            made.push(new_document(&inner, new)?);
         }
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for (id, doc) in &made {
-            super::queue_local_change(&tx, id, doc)?;
+        for (id, doc, record) in &made {
+            super::queue_local_change(&tx, id, doc, record)?;
         }
         tx.commit()?;
         Ok(made
             .into_iter()
-            .map(|(id, doc)| {
+            .map(|(id, doc, _)| {
                 inner.cache_doc(&id, doc);
                 id
             })
             .collect())
-    }
-
-    /// Validates a new record and makes its document with its first change; stores nothing.
-    fn new_document(
-        &self,
-        inner: &Inner,
-        new: NewRecord,
-    ) -> Result<(String, automerge::Automerge)> {
-        let kind = new
-            .kind
-            .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
-        for (name, value) in &new.fields {
-            let spec = kind.spec(name)?;
-            if spec.managed {
-                return Err(Error::ReadOnlyField(name.clone()));
-            }
-            spec.validate(value)?;
-        }
-        for (name, value) in &new.attrs {
-            check_text("attribute name", name, 128)?;
-            check_attr_value(name, value)?;
-        }
-        for tag in &new.tags {
-            check_text("tag", tag, 128)?;
-        }
-        check_notes(&new.notes)?;
-        let title = kind.title_field();
-        if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
-            return Err(Error::field(title, "required"));
-        }
-        let me = &self.identity;
-        inner.check_area(me, &new.area)?;
-        let id = new_record_id();
-        let now = time::now_iso();
-        let mut doc = inner.new_doc();
-        let note = self.note("create", new.fields.keys().cloned().collect());
-        // The first change names the record: without it, two records created alike in the same second on
-        // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
-        // and the relay's dedup take for one change.
-        #[derive(Serialize)]
-        struct CreateNote<'a> {
-            #[serde(flatten)]
-            note: &'a ChangeNote,
-            record: &'a str,
-        }
-        let message = serde_json::to_string(&CreateNote {
-            note: &note,
-            record: &id,
-        })
-        .expect("serialises");
-        let result = doc.transact_with(
-            |_| {
-                CommitOptions::default()
-                    .with_message(message)
-                    .with_time(time::now_secs())
-            },
-            |tx| -> Result<()> {
-                tx.put(ROOT, doc::KIND, kind.as_str())?;
-                tx.put(ROOT, doc::AREA, new.area.as_str())?;
-                tx.put(ROOT, DELETED, false)?;
-                let fields = tx.put_object(ROOT, FIELDS, ObjType::Map)?;
-                for (name, value) in new.fields.iter().filter(|(_, v)| !v.is_empty()) {
-                    tx.put(&fields, name.as_str(), value.as_str())?;
-                }
-                let attrs = tx.put_object(ROOT, ATTRS, ObjType::Map)?;
-                for (name, value) in &new.attrs {
-                    tx.put(&attrs, name.as_str(), value.as_str())?;
-                }
-                let tags = tx.put_object(ROOT, TAGS, ObjType::Map)?;
-                for tag in &new.tags {
-                    tx.put(&tags, tag.trim(), true)?;
-                }
-                tx.put_object(ROOT, LINKS, ObjType::Map)?;
-                let notes = tx.put_object(ROOT, NOTES, ObjType::Text)?;
-                if !new.notes.is_empty() {
-                    tx.splice_text(&notes, 0, 0, &new.notes)?;
-                }
-                match kind {
-                    Kind::Event => {
-                        tx.put(ROOT, doc::RESPONSIBLE, new.area.as_str())?;
-                        tx.put(&fields, "status", EventStatus::Reported.as_str())?;
-                        tx.put(&fields, "reporter", me.user_id.as_str())?;
-                        tx.put(&fields, "reported_at", now.as_str())?;
-                        if !new.fields.contains_key("priority") {
-                            tx.put(&fields, "priority", "normal")?;
-                        }
-                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
-                        append_timeline(tx, &me.user_id, "report", None, Some("reported"), None)?;
-                    }
-                    Kind::Visit => {
-                        tx.put(&fields, "worker", me.user_id.as_str())?;
-                        tx.put(&fields, "started_at", now.as_str())?;
-                        tx.put(&fields, "review_state", ReviewState::Pending.as_str())?;
-                        tx.put_object(ROOT, doc::VISITED, ObjType::Map)?;
-                        tx.put_object(ROOT, doc::CHECKLIST, ObjType::Map)?;
-                        tx.put_object(ROOT, doc::ATTACHMENTS, ObjType::List)?;
-                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
-                    }
-                    _ => {}
-                }
-                Ok(())
-            },
-        );
-        if let Err(failure) = result {
-            return Err(failure.error);
-        }
-        Ok((id, doc))
     }
 
     /// Edits fields, attributes, tags and notes of a record, as one change.
@@ -509,7 +341,8 @@ impl Store {
             return Ok(());
         }
         let mut inner = self.lock();
-        let kind = inner.editable_kind(&self.identity, id)?;
+        let before = inner.content_editable(id, None)?;
+        let kind = before.record.kind;
         for (name, value) in &update.fields {
             let spec = kind.spec(name)?;
             if spec.managed {
@@ -525,18 +358,8 @@ impl Store {
         {
             return Err(Error::field(kind.title_field(), "required"));
         }
-        for (name, value) in &update.attrs {
-            check_text("attribute name", name, 128)?;
-            check_attr_value(name, value)?;
-        }
-        for tag in update.add_tags.iter().chain(&update.remove_tags) {
-            check_text("tag", tag, 128)?;
-        }
-        if let Some(notes) = &update.notes {
-            check_notes(notes)?;
-        }
-        let note = self.note("edit", update.touched());
-        inner.write(id, note, |tx| {
+        let note = inner.note("edit", update.touched());
+        inner.write(id, &before, note, |tx| {
             let fields = obj(tx, FIELDS)?;
             for (name, value) in &update.fields {
                 // Writing an unchanged value would still be an edit that can conflict; skip it unless
@@ -573,10 +396,13 @@ impl Store {
     /// Tombstones a record. It stays in history and syncs as deleted; `restore` brings it back.
     pub fn delete(&self, id: &str, reason: Option<&str>) -> Result<()> {
         let mut inner = self.lock();
-        inner.editable(&self.identity, id, None)?;
-        let user = self.identity.user_id.clone();
-        let note = self.note("delete", vec![DELETED.into()]);
-        inner.write(id, note, |tx| {
+        let before = inner.editable(id, None)?;
+        inner.check(id, |actor, areas| {
+            rules::may_delete(actor, areas, &before.record)
+        })?;
+        let user = inner.identity.user_id.clone();
+        let note = inner.note("delete", vec![DELETED.into()]);
+        inner.write(id, &before, note, |tx| {
             tx.put(ROOT, DELETED, true)?;
             append_timeline(tx, &user, "delete", None, None, reason)
         })
@@ -584,14 +410,16 @@ impl Store {
 
     pub fn restore(&self, id: &str) -> Result<()> {
         let mut inner = self.lock();
-        match inner.editable(&self.identity, id, None) {
-            Err(Error::Deleted(_)) => {}
-            Ok(_) => return Err(Error::InvalidInput(format!("record {id} is not deleted"))),
-            Err(e) => return Err(e),
+        let before = inner.visible(id, None)?;
+        if !before.record.deleted {
+            return Err(Error::InvalidInput(format!("record {id} is not deleted")));
         }
-        let user = self.identity.user_id.clone();
-        let note = self.note("restore", vec![DELETED.into()]);
-        inner.write(id, note, |tx| {
+        inner.check(id, |actor, areas| {
+            rules::may_delete(actor, areas, &before.record)
+        })?;
+        let user = inner.identity.user_id.clone();
+        let note = inner.note("restore", vec![DELETED.into()]);
+        inner.write(id, &before, note, |tx| {
             tx.put(ROOT, DELETED, false)?;
             append_timeline(tx, &user, "restore", None, None, None)
         })
@@ -600,16 +428,20 @@ impl Store {
     /// Moves a record to another home area; both areas must be in the user's scope.
     pub fn move_record(&self, id: &str, area: &str) -> Result<()> {
         let mut inner = self.lock();
-        let record = inner.editable(&self.identity, id, None)?;
-        inner.check_area(&self.identity, area)?;
-        if record.area == area {
+        let before = inner.editable(id, None)?;
+        inner.check_area(area)?;
+        if before.record.area == area {
             return Ok(());
         }
-        let user = self.identity.user_id.clone();
-        let note = self.note("move", vec![doc::AREA.into()]);
-        inner.write(id, note, |tx| {
+        inner.check(id, |actor, areas| {
+            rules::may_move(actor, areas, &before.record, area)
+        })?;
+        let user = inner.identity.user_id.clone();
+        let from = before.record.area.clone();
+        let note = inner.note("move", vec![doc::AREA.into()]);
+        inner.write(id, &before, note, |tx| {
             tx.put(ROOT, doc::AREA, area)?;
-            append_timeline(tx, &user, "move", Some(&record.area), Some(area), None)
+            append_timeline(tx, &user, "move", Some(&from), Some(area), None)
         })
     }
 
@@ -619,22 +451,22 @@ impl Store {
             return Err(Error::InvalidId(target.to_owned()));
         }
         let mut inner = self.lock();
-        let src = inner.editable(&self.identity, source, None)?;
+        let before = inner.content_editable(source, None)?;
         let target_kind = match inner.doc(target) {
-            Ok(doc) => doc::read_record(target, doc).map(|r| r.kind),
+            Ok(doc) => doc::root_str(doc, doc::KIND).and_then(|k| Kind::parse(&k)),
             Err(Error::UnknownRecord(_)) => None,
             Err(e) => return Err(e),
         };
+        let source_kind = before.record.kind;
         if let Some(tk) = target_kind {
-            if !link_type.allows(src.kind, tk) {
+            if !link_type.allows(source_kind, tk) {
                 return Err(Error::InvalidInput(format!(
-                    "a {} cannot be `{link_type}` a {tk}",
-                    src.kind
+                    "a {source_kind} cannot be `{link_type}` a {tk}"
                 )));
             }
         }
-        let note = self.note("link", vec![LINKS.into()]);
-        inner.write(source, note, |tx| {
+        let note = inner.note("link", vec![LINKS.into()]);
+        inner.write(source, &before, note, |tx| {
             let links = obj(tx, LINKS)?;
             tx.put(&links, format!("{}:{target}", link_type.as_str()), target)?;
             Ok(())
@@ -643,9 +475,9 @@ impl Store {
 
     pub fn unlink(&self, source: &str, link_type: LinkType, target: &str) -> Result<()> {
         let mut inner = self.lock();
-        inner.editable(&self.identity, source, None)?;
-        let note = self.note("unlink", vec![LINKS.into()]);
-        inner.write(source, note, |tx| {
+        let before = inner.content_editable(source, None)?;
+        let note = inner.note("unlink", vec![LINKS.into()]);
+        inner.write(source, &before, note, |tx| {
             let links = obj(tx, LINKS)?;
             tx.delete(&links, format!("{}:{target}", link_type.as_str()))?;
             Ok(())
@@ -807,14 +639,104 @@ impl Store {
     }
 }
 
-fn check_attr_value(name: &str, value: &str) -> Result<()> {
-    if value.len() > 4096 || value.chars().any(char::is_control) {
-        return Err(Error::field(
-            &format!("attrs.{name}"),
-            "must be at most 4096 bytes without control characters",
-        ));
+/// Validates a new record and makes its document with its first change, judged by the rule book;
+/// stores nothing. Returns the id, the document and its record view.
+fn new_document(inner: &Inner, new: NewRecord) -> Result<(String, automerge::Automerge, Record)> {
+    inner.check_writable()?;
+    let kind = new
+        .kind
+        .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
+    for (name, value) in &new.fields {
+        let spec = kind.spec(name)?;
+        if spec.managed {
+            return Err(Error::ReadOnlyField(name.clone()));
+        }
+        spec.validate(value)?;
     }
-    Ok(())
+    let title = kind.title_field();
+    if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
+        return Err(Error::field(title, "required"));
+    }
+    inner.check_area(&new.area)?;
+    let me = &inner.identity;
+    let id = new_record_id();
+    let now = time::now_iso();
+    let mut doc = inner.new_doc();
+    let note = inner.note("create", new.fields.keys().cloned().collect());
+    // The first change names the record: without it, two records created alike in the same second on
+    // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
+    // and the relay's dedup take for one change.
+    #[derive(Serialize)]
+    struct CreateNote<'a> {
+        #[serde(flatten)]
+        note: &'a ChangeNote,
+        record: &'a str,
+    }
+    let message = serde_json::to_string(&CreateNote {
+        note: &note,
+        record: &id,
+    })
+    .expect("serialises");
+    let result = doc.transact_with(
+        |_| {
+            CommitOptions::default()
+                .with_message(message)
+                .with_time(time::now_secs())
+        },
+        |tx| -> Result<()> {
+            tx.put(ROOT, doc::KIND, kind.as_str())?;
+            tx.put(ROOT, doc::AREA, new.area.as_str())?;
+            tx.put(ROOT, DELETED, false)?;
+            let fields = tx.put_object(ROOT, FIELDS, ObjType::Map)?;
+            for (name, value) in new.fields.iter().filter(|(_, v)| !v.is_empty()) {
+                tx.put(&fields, name.as_str(), value.as_str())?;
+            }
+            let attrs = tx.put_object(ROOT, ATTRS, ObjType::Map)?;
+            for (name, value) in &new.attrs {
+                tx.put(&attrs, name.as_str(), value.as_str())?;
+            }
+            let tags = tx.put_object(ROOT, TAGS, ObjType::Map)?;
+            for tag in &new.tags {
+                tx.put(&tags, tag.trim(), true)?;
+            }
+            tx.put_object(ROOT, LINKS, ObjType::Map)?;
+            let notes = tx.put_object(ROOT, NOTES, ObjType::Text)?;
+            if !new.notes.is_empty() {
+                tx.splice_text(&notes, 0, 0, &new.notes)?;
+            }
+            match kind {
+                Kind::Event => {
+                    tx.put(ROOT, doc::RESPONSIBLE, new.area.as_str())?;
+                    tx.put(&fields, "status", EventStatus::Reported.as_str())?;
+                    tx.put(&fields, "reporter", me.user_id.as_str())?;
+                    tx.put(&fields, "reported_at", now.as_str())?;
+                    if !new.fields.contains_key("priority") {
+                        tx.put(&fields, "priority", "normal")?;
+                    }
+                    tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                    append_timeline(tx, &me.user_id, "report", None, Some("reported"), None)?;
+                }
+                Kind::Visit => {
+                    tx.put(&fields, "worker", me.user_id.as_str())?;
+                    tx.put(&fields, "started_at", now.as_str())?;
+                    tx.put(&fields, "review_state", ReviewState::Pending.as_str())?;
+                    tx.put_object(ROOT, doc::VISITED, ObjType::Map)?;
+                    tx.put_object(ROOT, doc::CHECKLIST, ObjType::Map)?;
+                    tx.put_object(ROOT, doc::ATTACHMENTS, ObjType::List)?;
+                    tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    );
+    if let Err(failure) = result {
+        return Err(failure.error);
+    }
+    let state =
+        doc::read_state(&id, &doc).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?;
+    inner.authorize(&id, None, &state)?;
+    Ok((id, doc, state.record))
 }
 
 /// Summaries of records by rid, in the given order, read from the projection.

@@ -4,7 +4,7 @@
 use crate::model::Kind;
 use rusqlite::{Connection, Transaction};
 
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: records with their documents, the outbox, areas, sync state and the projection.
 fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -78,8 +78,26 @@ fn v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 3: a quarantined change keeps the relay's `detail` beside its reason code, and says where it
+/// came from (`refused`: a local change the relay refused; `received`: a chunk from the relay that could
+/// not be read), so the two are listed and discarded differently. The store's Automerge actor is kept in
+/// `meta` (new stores get 16 random bytes): a store made before keeps its actor, the bytes of its
+/// device id, pinned before the relay may give the store another device id.
+fn v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE quarantine ADD COLUMN detail TEXT;
+         ALTER TABLE quarantine ADD COLUMN origin TEXT NOT NULL DEFAULT 'refused';
+         UPDATE quarantine SET origin = 'received'
+             WHERE reason IN ('bad record id', 'change does not apply', 'document does not merge',
+                              'malformed remote chunk');
+         INSERT INTO meta (key, value)
+             SELECT 'actor', lower(hex(json_extract(value, '$.device_id'))) FROM meta WHERE key = 'identity'
+             ON CONFLICT (key) DO NOTHING;",
+    )
+}
+
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-const STEPS: [Step; VERSION as usize] = [v1, v2];
+const STEPS: [Step; VERSION as usize] = [v1, v2, v3];
 
 /// Brings the schema from its current version up to `target`. Returns the version found.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {

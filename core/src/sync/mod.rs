@@ -5,13 +5,20 @@
 //! pull cursor (and the snapshot position) is saved after every page, and applying is idempotent, so an
 //! interrupted sync picks up where it stopped. Network errors are retried with backoff; a change the
 //! relay refuses is quarantined with its reason and never blocks the rest.
+//!
+//! The relay is the authority on who the device is: every sync starts by registering the store
+//! (`POST /v1/me`) and taking the relay's answer (user, device, role, area and the area tree). A token of
+//! another user is refused before anything is pushed; a token bound to another store is
+//! [`SyncError::DeviceInUse`]; a revoked device or disabled user makes the store wipe itself.
 
 use crate::error::{Error, Result};
-use crate::model::AreaLevel;
-use crate::store::{RemoteChunk, Store};
+use crate::model::{Identity, Role};
+use crate::rules::Reason;
+use crate::store::{RemoteChunk, Store, StoreOptions};
 use base64::Engine;
 pub use gridwork_protocol::wire::*;
 use reqwest::StatusCode;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +31,17 @@ pub enum SyncError {
     Network(String),
     #[error("the relay does not know this device's token")]
     Unauthorized,
-    #[error("this device has been revoked by an operator")]
+    #[error("this device has been revoked by an operator; its store was wiped")]
     Revoked,
+    #[error("this user has been disabled by an operator; the store was wiped")]
+    Disabled,
+    #[error(
+        "the relay has this device token registered to another store (a copied store or a \
+         reinstalled app): an operator must reset the device or issue a new token"
+    )]
+    DeviceInUse,
+    #[error("this store belongs to user {store}, but the token is user {token}'s: use the token issued for this store's user")]
+    WrongUser { store: String, token: String },
     #[error("the relay refused the request ({status}, {code}): {message}")]
     Server {
         status: u16,
@@ -125,10 +141,14 @@ impl CancelToken {
 pub struct SyncReport {
     pub pushed: u64,
     pub rejected: u64,
+    /// Changes the relay was too busy to take; they wait in the outbox for the next sync.
+    pub deferred: u64,
     pub pulled: u64,
     pub bootstrapped: u64,
     pub records_changed: u64,
     pub attachments_uploaded: u64,
+    /// Records that left the user's scope and were removed from the device.
+    pub purged: u64,
     /// The relay's log position this device has caught up to.
     pub cursor: u64,
 }
@@ -202,16 +222,21 @@ impl Client<'_> {
                 wait_ms = wait.as_millis() as u64,
                 "retrying request"
             );
-            // Sleep in small steps so a cancel is noticed promptly.
-            let deadline = tokio::time::Instant::now() + wait;
-            while tokio::time::Instant::now() < deadline {
-                if self.cancel.is_cancelled() {
-                    return Err(SyncError::Cancelled);
-                }
-                tokio::time::sleep(Duration::from_millis(50).min(wait)).await;
-            }
+            self.pause(wait).await?;
             delay = delay.saturating_mul(2);
         }
+    }
+
+    /// Waits `wait`, in small steps so that a cancel is noticed promptly.
+    async fn pause(&self, wait: Duration) -> Result<(), SyncError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.cancel.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            tokio::time::sleep(Duration::from_millis(50).min(wait)).await;
+        }
+        Ok(())
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -223,6 +248,56 @@ impl Client<'_> {
             .await
             .map_err(|e| SyncError::Network(network_reason(&e)))?;
         serde_json::from_slice(&bytes).map_err(|e| SyncError::Protocol(e.to_string()))
+    }
+}
+
+impl Client<'_> {
+    /// `POST /v1/me`: binds the device token to the store with `actor` (or checks it is the bound
+    /// one), and says who the relay knows this device as.
+    async fn register(&self, actor: &str) -> Result<MeResponse, SyncError> {
+        let body = RegisterRequest {
+            actor: actor.to_owned(),
+        };
+        self.json(self.send(|h| h.post(self.url("/me")).json(&body)).await?)
+            .await
+    }
+
+    /// `GET /v1/areas`: the area tree of the user's scope, with its ancestors.
+    async fn areas(&self) -> Result<AreasResponse, SyncError> {
+        self.json(self.send(|h| h.get(self.url("/areas"))).await?)
+            .await
+    }
+}
+
+/// What `init` may say about the user of a store made from the relay: each claim given must agree
+/// with the relay's answer for the token, or the store is not made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityClaims {
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+    pub role: Option<Role>,
+    pub area: Option<String>,
+}
+
+impl IdentityClaims {
+    fn check(&self, relay: &Identity) -> Result<()> {
+        let role = self.role.map(|r| r.as_str().to_owned());
+        let relay_role = relay.role.as_str().to_owned();
+        for (field, claimed, token) in [
+            ("user", &self.user_id, &relay.user_id),
+            ("device", &self.device_id, &relay.device_id),
+            ("role", &role, &relay_role),
+            ("area", &self.area, &relay.area),
+        ] {
+            if let Some(claimed) = claimed.as_ref().filter(|c| *c != token) {
+                return Err(Error::TokenMismatch {
+                    field: field.to_owned(),
+                    claimed: claimed.clone(),
+                    token: token.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -243,7 +318,9 @@ async fn error_from(resp: reqwest::Response) -> SyncError {
         .unwrap_or_else(|| ("unknown".into(), String::new()));
     match (status, code.as_str()) {
         (401, "revoked") => SyncError::Revoked,
+        (401, "disabled") => SyncError::Disabled,
         (401, _) => SyncError::Unauthorized,
+        (409, "device_in_use") => SyncError::DeviceInUse,
         _ => SyncError::Server {
             status,
             code,
@@ -317,11 +394,21 @@ impl Store {
             .enable_all()
             .build()?;
         let cancel = CancelToken::new();
-        runtime.block_on(async {
+        let fetched = runtime.block_on(async {
             let client = make_client(config, &cancel)?;
             let resp = client
                 .send(|h| h.get(client.url(&format!("/attachments/{sha256}"))))
                 .await?;
+            // Bounded before it is read: nothing larger than an attachment may be.
+            if resp
+                .content_length()
+                .is_some_and(|n| n > crate::limits::MAX_ATTACHMENT_BYTES)
+            {
+                return Err(SyncError::Protocol(format!(
+                    "attachment {sha256} is larger than the attachment limit"
+                ))
+                .into());
+            }
             let mime = resp
                 .headers()
                 .get("content-type")
@@ -334,10 +421,33 @@ impl Store {
                 .map_err(|e| SyncError::Network(network_reason(&e)))?;
             self.store_downloaded(record_id, sha256, &mime, &bytes)?;
             Ok(bytes.to_vec())
-        })
+        });
+        self.wipe_if_refused(fetched)
+    }
+
+    /// Wipes the store when the relay answered that this device was revoked or its user disabled:
+    /// residents' data must not stay on a device that may no longer sync. Returns `result` as it was.
+    fn wipe_if_refused<T>(&self, result: Result<T>) -> Result<T> {
+        let reason = match &result {
+            Err(Error::Sync(SyncError::Revoked)) => "revoked",
+            Err(Error::Sync(SyncError::Disabled)) => "disabled",
+            _ => return result,
+        };
+        self.wipe(reason)?;
+        result
     }
 
     pub async fn sync_async(
+        &self,
+        config: &SyncConfig,
+        progress: &dyn ProgressSink,
+        cancel: &CancelToken,
+    ) -> Result<SyncReport> {
+        let result = self.sync_steps(config, progress, cancel).await;
+        self.wipe_if_refused(result)
+    }
+
+    async fn sync_steps(
         &self,
         config: &SyncConfig,
         progress: &dyn ProgressSink,
@@ -350,28 +460,27 @@ impl Store {
             done: 0,
             total: None,
         });
-        // Register this store with the relay (its Automerge actor), which also says who we are.
-        let register = RegisterRequest {
-            actor: self.actor_hex(),
-        };
-        let me: MeResponse = client
-            .json(
-                client
-                    .send(|h| h.post(client.url("/me")).json(&register))
-                    .await?,
-            )
-            .await?;
+        // Who this device is comes from the relay: register the store (its Automerge actor) and take
+        // the answer, before anything is pushed.
+        let me = client.register(&self.actor_hex()).await?;
+        let areas = client.areas().await?;
+        let scope = self.adopt_relay_identity(&me, &areas.areas)?;
         tracing::info!(device = %me.device_id, role = %me.role, "sync started");
-        let areas: AreasResponse = client
-            .json(client.send(|h| h.get(client.url("/areas"))).await?)
-            .await?;
-        self.store_areas(&areas.areas)?;
+        if scope.gained && self.sync_state(CURSOR)?.is_some() {
+            // Records of the areas now in scope are not in the log after our cursor: start again from
+            // a snapshot, keeping what the store has (applying is idempotent).
+            tracing::info!("the user's scope grew: bootstrapping again");
+            self.set_sync_state(CURSOR, None)?;
+        }
 
         self.push(&client, progress, &mut report).await?;
         if self.sync_state(CURSOR)?.is_none() {
             self.bootstrap(&client, progress, &mut report).await?;
         }
         self.pull(&client, progress, &mut report).await?;
+        if scope.lost || scope.gained {
+            report.purged += self.lock().purge_out_of_scope(None)? as u64;
+        }
         self.upload_attachments(&client, progress, &mut report)
             .await?;
         self.set_sync_state(LAST_SYNC, Some(&crate::model::time::now_secs().to_string()))?;
@@ -384,43 +493,71 @@ impl Store {
         tracing::info!(
             pushed = report.pushed,
             rejected = report.rejected,
+            deferred = report.deferred,
             pulled = report.pulled,
+            purged = report.purged,
             cursor = report.cursor,
             "sync finished"
         );
         Ok(report)
     }
 
-    /// Stores the area tree from the relay, parents before children.
-    fn store_areas(&self, areas: &[WireArea]) -> Result<()> {
-        let mut pending: Vec<&WireArea> = areas.iter().collect();
-        while !pending.is_empty() {
-            let before = pending.len();
-            let mut rest = Vec::new();
-            for area in pending {
-                let level = AreaLevel::parse(&area.level).ok_or_else(|| {
-                    SyncError::Protocol(format!("unknown area level `{}`", area.level))
-                })?;
-                let parent_known = area.parent.as_deref().is_none_or(|p| self.areas_known(p));
-                if parent_known {
-                    self.upsert_area(&area.id, area.parent.as_deref(), level, &area.name)?;
-                } else {
-                    rest.push(area);
-                }
-            }
-            if rest.len() == before {
-                return Err(SyncError::Protocol(
-                    "area tree has areas without known parents".into(),
-                )
-                .into());
-            }
-            pending = rest;
+    /// Creates a new store whose identity and area tree come from the relay's answer for `config`'s
+    /// token, and binds the token to it. Each claim given (`init --user/--role/--area/--device`) must
+    /// agree with the relay's answer; a token already bound to another store is
+    /// [`SyncError::DeviceInUse`]. `options` must not name an identity: the relay gives it. Nothing is
+    /// left on disk when it fails. Blocking, like [`Store::sync`].
+    pub fn create_from_relay(
+        options: StoreOptions,
+        config: &SyncConfig,
+        claims: &IdentityClaims,
+    ) -> Result<Store> {
+        if options.identity.is_some() {
+            return Err(Error::InvalidInput(
+                "a store made from the relay takes its identity from the relay".into(),
+            ));
         }
-        Ok(())
-    }
-
-    fn areas_known(&self, id: &str) -> bool {
-        self.lock().area_path(id).is_some()
+        if options.path.exists() {
+            return Err(Error::InvalidInput(format!(
+                "a store already exists at {}",
+                options.path.display()
+            )));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cancel = CancelToken::new();
+        let client = make_client(config, &cancel)?;
+        let (me, areas) = runtime.block_on(async {
+            let me: MeResponse = client
+                .json(client.send(|h| h.get(client.url("/me"))).await?)
+                .await?;
+            Ok::<_, SyncError>((me, client.areas().await?))
+        })?;
+        if me.actor.is_some() {
+            return Err(SyncError::DeviceInUse.into());
+        }
+        let role = Role::parse(&me.role)
+            .ok_or_else(|| SyncError::Protocol(format!("unknown role `{}`", me.role)))?;
+        let identity = Identity {
+            user_id: me.user_id.clone(),
+            device_id: me.device_id.clone(),
+            role,
+            area: me.area.clone(),
+        };
+        claims.check(&identity)?;
+        let path = options.path.clone();
+        let made = Store::open(options.identity(identity)).and_then(|store| {
+            store.adopt_relay_identity(&me, &areas.areas)?;
+            runtime.block_on(client.register(&store.actor_hex()))?;
+            Ok(store)
+        });
+        if made.is_err() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+        made
     }
 
     async fn push(
@@ -436,8 +573,10 @@ impl Store {
             done,
             total: Some(total),
         });
+        // Rounds in a row in which the relay was too busy to take anything.
+        let mut busy_streak = 0u32;
         loop {
-            let batch = self.outbox(client.config.push_batch.clamp(1, 1000) as u32)?;
+            let batch = self.pushable(client.config.push_batch.clamp(1, 1000) as u32)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -466,7 +605,9 @@ impl Store {
                 .into());
             }
             let mut accepted = Vec::new();
-            let mut busy = false;
+            let mut busy = 0u64;
+            // Records with a change refused in this batch: their later changes build on it.
+            let mut refused: HashSet<&str> = HashSet::new();
             for (change, result) in batch.iter().zip(&resp.results) {
                 if result.status == PushStatus::Accepted {
                     accepted.push(change.seq);
@@ -474,25 +615,53 @@ impl Store {
                     continue;
                 }
                 let reason = result.reason.clone().unwrap_or_else(|| "rejected".into());
-                if crate::rules::Reason::parse(&reason).is_some_and(|r| r.is_transient()) {
-                    // The relay ran out of time for this push: the change stays queued for the next sync.
-                    busy = true;
-                    continue;
+                match Reason::parse(&reason) {
+                    Some(r) if r.is_transient() => {
+                        // The relay had no time for this change: it stays queued and is sent again.
+                        busy += 1;
+                        continue;
+                    }
+                    Some(Reason::MissingDeps) if refused.contains(change.record_id.as_str()) => {
+                        // It builds on a change refused just now: it waits in the outbox until that
+                        // one is discarded (and is then re-applied if it is still allowed).
+                        continue;
+                    }
+                    _ => {}
                 }
                 tracing::warn!(record = %change.record_id, reason = %reason, "change rejected by the relay");
-                self.quarantine(change.seq, &reason)?;
+                self.quarantine(change.seq, &reason, result.detail.as_deref())?;
+                refused.insert(change.record_id.as_str());
                 report.rejected += 1;
             }
             self.mark_pushed(&accepted)?;
-            if busy {
-                return Ok(());
-            }
-            done += batch.len() as u64;
+            let settled = batch.len() as u64 - busy;
+            done += settled;
             progress.progress(SyncProgress {
                 phase: SyncPhase::Pushing,
                 done,
                 total: Some(total.max(done)),
             });
+            if busy == 0 {
+                busy_streak = 0;
+                continue;
+            }
+            busy_streak = if settled == 0 { busy_streak + 1 } else { 0 };
+            if busy_streak > client.config.max_retries {
+                // Bounded: what the relay could not take waits in the outbox for the next sync.
+                report.deferred = self.outbox_len()?;
+                tracing::info!(
+                    deferred = report.deferred,
+                    "the relay stayed busy; pushing the rest later"
+                );
+                return Ok(());
+            }
+            // A short pause before the next request, longer while the relay stays busy.
+            let wait = client
+                .config
+                .backoff
+                .saturating_mul(1 << busy_streak.min(6))
+                .min(Duration::from_secs(10));
+            client.pause(wait).await?;
         }
     }
 
@@ -529,6 +698,7 @@ impl Store {
             let applied = self.apply_remote(&chunks)?;
             report.bootstrapped += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
+            report.purged += applied.purged as u64;
             progress.progress(SyncProgress {
                 phase: SyncPhase::Bootstrapping,
                 done: report.bootstrapped,
@@ -578,6 +748,7 @@ impl Store {
             let applied = self.apply_remote(&chunks)?;
             report.pulled += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
+            report.purged += applied.purged as u64;
             if resp.cursor < cursor {
                 return Err(SyncError::Protocol("the relay's cursor went backwards".into()).into());
             }
@@ -600,7 +771,7 @@ impl Store {
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
-        const CHUNK: usize = 1024 * 1024;
+        const CHUNK: usize = crate::limits::ATTACHMENT_CHUNK_BYTES;
         let pending = self.pending_uploads()?;
         let total = pending.len() as u64;
         for (i, (sha, record, bytes)) in pending.into_iter().enumerate() {

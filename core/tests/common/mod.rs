@@ -43,6 +43,21 @@ pub fn open(dir: &Path, user: &str, role: Role, area: &str) -> Store {
     store
 }
 
+/// An event in g1 that `s` (a supervisor) reports, assigns to wang, starts and resolves.
+pub fn resolved_event(s: &Store, title: &str) -> String {
+    use gridwork_core::{EventAction, Kind, NewRecord};
+    let ev = s
+        .create(NewRecord::new(Kind::Event, "g1").field("title", title))
+        .unwrap();
+    let assign = EventAction::Assign {
+        assignee: "wang".into(),
+    };
+    for action in [assign, EventAction::Start, EventAction::Resolve] {
+        s.transition(&ev, action, None).unwrap();
+    }
+    ev
+}
+
 /// Sends every change of `from` to `to`.
 pub fn exchange(from: &Store, to: &Store) {
     let chunks = from.all_changes().unwrap();

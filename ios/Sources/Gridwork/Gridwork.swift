@@ -678,6 +678,13 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func delete(id: String, reason: String?) throws 
     
     /**
+     * Discards a quarantined change: its record returns to the relay's version and the later edits
+     * the rules still allow are made again (queued for the next sync); the report lists what was
+     * dropped.
+     */
+    func discardQuarantined(hash: String) throws  -> DiscardReport
+    
+    /**
      * The record's standard Automerge document bytes.
      */
     func exportDocument(id: String) throws  -> Data
@@ -703,6 +710,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func history(id: String) throws  -> [HistoryEntry]
     
     func identity()  -> Identity
+    
+    /**
+     * Whether the identity comes from the relay (a sync since the store was made offline, or
+     * `create_from_relay`), rather than from what `open` was told.
+     */
+    func identityConfirmed()  -> Bool
     
     /**
      * Whether this user may see and edit records of `area`.
@@ -737,7 +750,8 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func overdueEvents(limit: UInt32) throws  -> [RecordSummary]
     
     /**
-     * Local changes the relay refused, with its reasons.
+     * Local changes the relay refused (with its reason, detail and a message for the user), and
+     * chunks from the relay that could not be applied.
      */
     func quarantined() throws  -> [QuarantinedChange]
     
@@ -798,6 +812,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      */
     func upsertArea(id: String, parent: String?, level: AreaLevel, name: String) throws  -> Area
     
+    /**
+     * Deletes every record, change, attachment and sync state of this store and leaves it `Wiped`
+     * (e.g. on logout). The sync does it by itself when the relay says the device was revoked.
+     */
+    func wipe() throws 
+    
 }
 /**
  * The encrypted device store of one user on one device.
@@ -854,9 +874,34 @@ open class GridworkStore: GridworkStoreProtocol, @unchecked Sendable {
 
     
     /**
+     * Creates a store whose user, device, role, area and area tree come from the relay's answer for
+     * the token in `config`, and binds the token to it. Each claim given (user, role, area, device)
+     * must agree with the relay (else `InvalidInput`); a token already bound to another store throws
+     * `DeviceInUse`. Blocking: call it from a background thread.
+     */
+public static func createFromRelay(path: String, key: Data, config: SyncConfig, userId: String? = nil, role: Role? = nil, area: String? = nil, deviceId: String? = nil)throws  -> GridworkStore  {
+    return try  FfiConverterTypeGridworkStore_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_constructor_gridworkstore_create_from_relay(
+        FfiConverterString.lower(path),
+        FfiConverterData.lower(key),
+        FfiConverterTypeSyncConfig_lower(config),
+        FfiConverterOptionString.lower(userId),
+        FfiConverterOptionTypeRole.lower(role),
+        FfiConverterOptionString.lower(area),
+        FfiConverterOptionString.lower(deviceId),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Opens (or creates) the store at `path`, encrypted with `key`: 32 random bytes kept by the
      * platform keystore (Android Keystore, iOS Keychain). The identity is fixed when the store is
      * created and must match when it is opened again.
+     *
+     * The identity given here is a starting point for working offline: at every sync the relay's
+     * answer for the token replaces the device id, role and area (a token of another user is
+     * refused). `create_from_relay` makes a store from the relay's answer instead.
      */
 public static func `open`(path: String, key: Data, userId: String, deviceId: String, role: Role, area: String)throws  -> GridworkStore  {
     return try  FfiConverterTypeGridworkStore_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
@@ -868,6 +913,20 @@ public static func `open`(path: String, key: Data, userId: String, deviceId: Str
         FfiConverterString.lower(deviceId),
         FfiConverterTypeRole_lower(role),
         FfiConverterString.lower(area),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Opens a store that exists (made by `open` or `create_from_relay`). A store that wiped itself
+     * throws `Wiped`.
+     */
+public static func openExisting(path: String, key: Data)throws  -> GridworkStore  {
+    return try  FfiConverterTypeGridworkStore_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_constructor_gridworkstore_open_existing(
+        FfiConverterString.lower(path),
+        FfiConverterData.lower(key),uniffiCallStatus
     )
 })
 }
@@ -1021,6 +1080,21 @@ open func delete(id: String, reason: String?)throws   {try rustCallWithError(Ffi
 }
     
     /**
+     * Discards a quarantined change: its record returns to the relay's version and the later edits
+     * the rules still allow are made again (queued for the next sync); the report lists what was
+     * dropped.
+     */
+open func discardQuarantined(hash: String)throws  -> DiscardReport  {
+    return try  FfiConverterTypeDiscardReport_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_discard_quarantined(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(hash),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The record's standard Automerge document bytes.
      */
 open func exportDocument(id: String)throws  -> Data  {
@@ -1091,6 +1165,19 @@ open func identity() -> Identity  {
     return try!  FfiConverterTypeIdentity_lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_gridwork_ffi_fn_method_gridworkstore_identity(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Whether the identity comes from the relay (a sync since the store was made offline, or
+     * `create_from_relay`), rather than from what `open` was told.
+     */
+open func identityConfirmed() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_identity_confirmed(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -1185,7 +1272,8 @@ open func overdueEvents(limit: UInt32)throws  -> [RecordSummary]  {
 }
     
     /**
-     * Local changes the relay refused, with its reasons.
+     * Local changes the relay refused (with its reason, detail and a message for the user), and
+     * chunks from the relay that could not be applied.
      */
 open func quarantined()throws  -> [QuarantinedChange]  {
     return try  FfiConverterSequenceTypeQuarantinedChange.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
@@ -1367,6 +1455,18 @@ open func upsertArea(id: String, parent: String?, level: AreaLevel, name: String
         FfiConverterString.lower(name),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Deletes every record, change, attachment and sync state of this store and leaves it `Wiped`
+     * (e.g. on logout). The sync does it by itself when the relay says the device was revoked.
+     */
+open func wipe()throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_wipe(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
 }
     
 
@@ -2057,6 +2157,134 @@ public func FfiConverterTypeConflictValue_lower(_ value: ConflictValue) -> RustB
 }
 
 
+public struct DiscardReport: Equatable, Hashable {
+    public let recordId: String
+    public let removed: [String]
+    public let reapplied: [String]
+    public let dropped: [DroppedEdit]
+    public let recordRemoved: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(recordId: String, removed: [String], reapplied: [String], dropped: [DroppedEdit], recordRemoved: Bool) {
+        self.recordId = recordId
+        self.removed = removed
+        self.reapplied = reapplied
+        self.dropped = dropped
+        self.recordRemoved = recordRemoved
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DiscardReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDiscardReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DiscardReport {
+        return
+            try DiscardReport(
+                recordId: FfiConverterString.read(from: &buf), 
+                removed: FfiConverterSequenceString.read(from: &buf), 
+                reapplied: FfiConverterSequenceString.read(from: &buf), 
+                dropped: FfiConverterSequenceTypeDroppedEdit.read(from: &buf), 
+                recordRemoved: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DiscardReport, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterSequenceString.write(value.removed, into: &buf)
+        FfiConverterSequenceString.write(value.reapplied, into: &buf)
+        FfiConverterSequenceTypeDroppedEdit.write(value.dropped, into: &buf)
+        FfiConverterBool.write(value.recordRemoved, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDiscardReport_lift(_ buf: RustBuffer) throws -> DiscardReport {
+    return try FfiConverterTypeDiscardReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDiscardReport_lower(_ value: DiscardReport) -> RustBuffer {
+    return FfiConverterTypeDiscardReport.lower(value)
+}
+
+
+public struct DroppedEdit: Equatable, Hashable {
+    public let hash: String
+    public let action: String
+    public let reason: String
+    public let detail: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(hash: String, action: String, reason: String, detail: String) {
+        self.hash = hash
+        self.action = action
+        self.reason = reason
+        self.detail = detail
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DroppedEdit: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDroppedEdit: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DroppedEdit {
+        return
+            try DroppedEdit(
+                hash: FfiConverterString.read(from: &buf), 
+                action: FfiConverterString.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf), 
+                detail: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DroppedEdit, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.hash, into: &buf)
+        FfiConverterString.write(value.action, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterString.write(value.detail, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDroppedEdit_lift(_ buf: RustBuffer) throws -> DroppedEdit {
+    return try FfiConverterTypeDroppedEdit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffer {
+    return FfiConverterTypeDroppedEdit.lower(value)
+}
+
+
 public struct GeoPoint: Equatable, Hashable {
     public let lat: Double
     public let lon: Double
@@ -2578,15 +2806,21 @@ public func FfiConverterTypePage_lower(_ value: Page) -> RustBuffer {
 public struct QuarantinedChange: Equatable, Hashable {
     public let hash: String
     public let recordId: String
+    public let origin: QuarantineOrigin
     public let reason: String
+    public let detail: String?
+    public let message: String
     public let at: Int64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(hash: String, recordId: String, reason: String, at: Int64) {
+    public init(hash: String, recordId: String, origin: QuarantineOrigin, reason: String, detail: String?, message: String, at: Int64) {
         self.hash = hash
         self.recordId = recordId
+        self.origin = origin
         self.reason = reason
+        self.detail = detail
+        self.message = message
         self.at = at
     }
 
@@ -2608,7 +2842,10 @@ public struct FfiConverterTypeQuarantinedChange: FfiConverterRustBuffer {
             try QuarantinedChange(
                 hash: FfiConverterString.read(from: &buf), 
                 recordId: FfiConverterString.read(from: &buf), 
+                origin: FfiConverterTypeQuarantineOrigin.read(from: &buf), 
                 reason: FfiConverterString.read(from: &buf), 
+                detail: FfiConverterOptionString.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf), 
                 at: FfiConverterInt64.read(from: &buf)
         )
     }
@@ -2616,7 +2853,10 @@ public struct FfiConverterTypeQuarantinedChange: FfiConverterRustBuffer {
     public static func write(_ value: QuarantinedChange, into buf: inout [UInt8]) {
         FfiConverterString.write(value.hash, into: &buf)
         FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterTypeQuarantineOrigin.write(value.origin, into: &buf)
         FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterOptionString.write(value.detail, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
         FfiConverterInt64.write(value.at, into: &buf)
     }
 }
@@ -3047,21 +3287,25 @@ public func FfiConverterTypeSyncProgress_lower(_ value: SyncProgress) -> RustBuf
 public struct SyncReport: Equatable, Hashable {
     public let pushed: UInt64
     public let rejected: UInt64
+    public let deferred: UInt64
     public let pulled: UInt64
     public let bootstrapped: UInt64
     public let recordsChanged: UInt64
     public let attachmentsUploaded: UInt64
+    public let purged: UInt64
     public let cursor: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(pushed: UInt64, rejected: UInt64, pulled: UInt64, bootstrapped: UInt64, recordsChanged: UInt64, attachmentsUploaded: UInt64, cursor: UInt64) {
+    public init(pushed: UInt64, rejected: UInt64, deferred: UInt64, pulled: UInt64, bootstrapped: UInt64, recordsChanged: UInt64, attachmentsUploaded: UInt64, purged: UInt64, cursor: UInt64) {
         self.pushed = pushed
         self.rejected = rejected
+        self.deferred = deferred
         self.pulled = pulled
         self.bootstrapped = bootstrapped
         self.recordsChanged = recordsChanged
         self.attachmentsUploaded = attachmentsUploaded
+        self.purged = purged
         self.cursor = cursor
     }
 
@@ -3083,10 +3327,12 @@ public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
             try SyncReport(
                 pushed: FfiConverterUInt64.read(from: &buf), 
                 rejected: FfiConverterUInt64.read(from: &buf), 
+                deferred: FfiConverterUInt64.read(from: &buf), 
                 pulled: FfiConverterUInt64.read(from: &buf), 
                 bootstrapped: FfiConverterUInt64.read(from: &buf), 
                 recordsChanged: FfiConverterUInt64.read(from: &buf), 
                 attachmentsUploaded: FfiConverterUInt64.read(from: &buf), 
+                purged: FfiConverterUInt64.read(from: &buf), 
                 cursor: FfiConverterUInt64.read(from: &buf)
         )
     }
@@ -3094,10 +3340,12 @@ public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
     public static func write(_ value: SyncReport, into buf: inout [UInt8]) {
         FfiConverterUInt64.write(value.pushed, into: &buf)
         FfiConverterUInt64.write(value.rejected, into: &buf)
+        FfiConverterUInt64.write(value.deferred, into: &buf)
         FfiConverterUInt64.write(value.pulled, into: &buf)
         FfiConverterUInt64.write(value.bootstrapped, into: &buf)
         FfiConverterUInt64.write(value.recordsChanged, into: &buf)
         FfiConverterUInt64.write(value.attachmentsUploaded, into: &buf)
+        FfiConverterUInt64.write(value.purged, into: &buf)
         FfiConverterUInt64.write(value.cursor, into: &buf)
     }
 }
@@ -3717,9 +3965,32 @@ enum GridworkError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case Unauthorized(reason: String
     )
     /**
-     * An operator revoked this device: wipe the local store.
+     * An operator revoked this device: the store has wiped itself (records, outbox, attachments).
+     * Tell the user; setting the device up again needs a new token.
      */
     case Revoked(reason: String
+    )
+    /**
+     * An operator disabled this user: the store has wiped itself, as for `Revoked`.
+     */
+    case Disabled(reason: String
+    )
+    /**
+     * The store wiped itself earlier (revoked device, disabled user, or `wipe`): nothing of its
+     * records is left. Delete the file and set the device up again with a new token.
+     */
+    case Wiped(reason: String
+    )
+    /**
+     * The relay has this device token registered to another store (a copied store, a reinstalled
+     * app): an operator must reset the device or issue a new token.
+     */
+    case DeviceInUse(reason: String
+    )
+    /**
+     * The store belongs to another user than the token (or than the identity given to open it).
+     */
+    case WrongUser(reason: String
     )
     /**
      * The sync was cancelled; what was done so far stays done.
@@ -3799,10 +4070,22 @@ public struct FfiConverterTypeGridworkError: FfiConverterRustBuffer {
         case 13: return .Revoked(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 14: return .Cancelled(
+        case 14: return .Disabled(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 15: return .Internal(
+        case 15: return .Wiped(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 16: return .DeviceInUse(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 17: return .WrongUser(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 18: return .Cancelled(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 19: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -3882,13 +4165,33 @@ public struct FfiConverterTypeGridworkError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Cancelled(reason):
+        case let .Disabled(reason):
             writeInt(&buf, Int32(14))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .Wiped(reason):
             writeInt(&buf, Int32(15))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .DeviceInUse(reason):
+            writeInt(&buf, Int32(16))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .WrongUser(reason):
+            writeInt(&buf, Int32(17))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Cancelled(reason):
+            writeInt(&buf, Int32(18))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -4088,6 +4391,72 @@ public func FfiConverterTypeLinkType_lift(_ buf: RustBuffer) throws -> LinkType 
 #endif
 public func FfiConverterTypeLinkType_lower(_ value: LinkType) -> RustBuffer {
     return FfiConverterTypeLinkType.lower(value)
+}
+
+
+
+
+public enum QuarantineOrigin: Equatable, Hashable {
+    
+    case refused
+    case received
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension QuarantineOrigin: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuarantineOrigin: FfiConverterRustBuffer {
+    typealias SwiftType = QuarantineOrigin
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuarantineOrigin {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .refused
+        
+        case 2: return .received
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: QuarantineOrigin, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .refused:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .received:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantineOrigin_lift(_ buf: RustBuffer) throws -> QuarantineOrigin {
+    return try FfiConverterTypeQuarantineOrigin.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantineOrigin_lower(_ value: QuarantineOrigin) -> RustBuffer {
+    return FfiConverterTypeQuarantineOrigin.lower(value)
 }
 
 
@@ -4550,6 +4919,30 @@ fileprivate struct FfiConverterOptionTypeKind: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
+    typealias SwiftType = Role?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRole.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRole.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -4667,6 +5060,31 @@ fileprivate struct FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeConflictValue.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDroppedEdit: FfiConverterRustBuffer {
+    typealias SwiftType = [DroppedEdit]
+
+    public static func write(_ value: [DroppedEdit], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDroppedEdit.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DroppedEdit] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DroppedEdit]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDroppedEdit.read(from: &buf))
         }
         return seq
     }
@@ -4899,6 +5317,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_delete() != 33675) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_discard_quarantined() != 44086) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_document() != 53036) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4915,6 +5336,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_identity() != 13286) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_identity_confirmed() != 28003) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_in_scope() != 46362) {
@@ -4938,7 +5362,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_overdue_events() != 30370) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_quarantined() != 19347) {
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_quarantined() != 37179) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_resolve_conflict() != 33958) {
@@ -4980,6 +5404,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_upsert_area() != 18169) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_wipe() != 15571) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_synchandle_cancel() != 29953) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4995,7 +5422,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_syncobserver_on_progress() != 7483) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_gridwork_ffi_checksum_constructor_gridworkstore_open() != 61275) {
+    if (uniffi_gridwork_ffi_checksum_constructor_gridworkstore_create_from_relay() != 19548) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_constructor_gridworkstore_open() != 41991) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_constructor_gridworkstore_open_existing() != 14125) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -269,9 +269,19 @@ uint64_t uniffi_gridwork_ffi_fn_clone_gridworkstore(uint64_t handle, RustCallSta
 void uniffi_gridwork_ffi_fn_free_gridworkstore(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_CREATE_FROM_RELAY
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_CREATE_FROM_RELAY
+uint64_t uniffi_gridwork_ffi_fn_constructor_gridworkstore_create_from_relay(RustBuffer path, RustBuffer key, RustBuffer config, RustBuffer user_id, RustBuffer role, RustBuffer area, RustBuffer device_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_OPEN
 uint64_t uniffi_gridwork_ffi_fn_constructor_gridworkstore_open(RustBuffer path, RustBuffer key, RustBuffer user_id, RustBuffer device_id, RustBuffer role, RustBuffer area, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_OPEN_EXISTING
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CONSTRUCTOR_GRIDWORKSTORE_OPEN_EXISTING
+uint64_t uniffi_gridwork_ffi_fn_constructor_gridworkstore_open_existing(RustBuffer path, RustBuffer key, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_ADD_VISITED
@@ -334,6 +344,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_create(uint64_t ptr, Rust
 void uniffi_gridwork_ffi_fn_method_gridworkstore_delete(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_DISCARD_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_DISCARD_QUARANTINED
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_discard_quarantined(uint64_t ptr, RustBuffer hash, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_EXPORT_DOCUMENT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_EXPORT_DOCUMENT
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_export_document(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -362,6 +377,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_history(uint64_t ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_IDENTITY
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_identity(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_IDENTITY_CONFIRMED
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_IDENTITY_CONFIRMED
+int8_t uniffi_gridwork_ffi_fn_method_gridworkstore_identity_confirmed(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_IN_SCOPE
@@ -467,6 +487,11 @@ void uniffi_gridwork_ffi_fn_method_gridworkstore_update(uint64_t ptr, RustBuffer
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UPSERT_AREA
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UPSERT_AREA
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_upsert_area(uint64_t ptr, RustBuffer id, RustBuffer parent, RustBuffer level, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_WIPE
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_WIPE
+void uniffi_gridwork_ffi_fn_method_gridworkstore_wipe(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_CLONE_SYNCHANDLE
@@ -851,6 +876,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_delete(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_DISCARD_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_DISCARD_QUARANTINED
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_discard_quarantined(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_EXPORT_DOCUMENT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_EXPORT_DOCUMENT
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_export_document(void
@@ -884,6 +915,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_history(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_IDENTITY
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_identity(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_IDENTITY_CONFIRMED
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_IDENTITY_CONFIRMED
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_identity_confirmed(void
     
 );
 #endif
@@ -1013,6 +1050,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_upsert_area(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_WIPE
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_WIPE
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_wipe(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_SYNCHANDLE_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_SYNCHANDLE_CANCEL
 uint16_t uniffi_gridwork_ffi_checksum_method_synchandle_cancel(void
@@ -1043,9 +1086,21 @@ uint16_t uniffi_gridwork_ffi_checksum_method_syncobserver_on_progress(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_CREATE_FROM_RELAY
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_CREATE_FROM_RELAY
+uint16_t uniffi_gridwork_ffi_checksum_constructor_gridworkstore_create_from_relay(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_OPEN
 uint16_t uniffi_gridwork_ffi_checksum_constructor_gridworkstore_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_OPEN_EXISTING
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_CONSTRUCTOR_GRIDWORKSTORE_OPEN_EXISTING
+uint16_t uniffi_gridwork_ffi_checksum_constructor_gridworkstore_open_existing(void
     
 );
 #endif

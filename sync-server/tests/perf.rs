@@ -426,9 +426,7 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
 async fn perf_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     probe(
-        StorageConfig::Sqlite {
-            data_dir: dir.path().to_path_buf(),
-        },
+        StorageConfig::sqlite(dir.path(), gridwork_server::RelayKey::generate()),
         None,
     )
     .await;

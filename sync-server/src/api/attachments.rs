@@ -49,9 +49,10 @@ struct ChunkRange {
     total: u64,
 }
 
-/// `Content-Range: bytes <start>-<end>/<total>`, or a one-shot upload of `Content-Length` bytes. The
-/// declared length is checked against the body as it streams in.
-fn parse_range(h: &HeaderMap) -> Result<ChunkRange, ApiError> {
+/// `Content-Range: bytes <start>-<end>/<total>`, or a one-shot upload of `Content-Length` bytes;
+/// `None` for a one-shot upload of unknown length (a chunked body, or an empty one sent without a
+/// length). The declared length is checked against the body as it streams in.
+fn parse_range(h: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
     let length = match h.get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -62,18 +63,11 @@ fn parse_range(h: &HeaderMap) -> Result<ChunkRange, ApiError> {
         ),
     };
     let Some(v) = h.get(header::CONTENT_RANGE) else {
-        let len = length.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::LENGTH_REQUIRED,
-                "bad_request",
-                "a one-shot upload needs Content-Length (or send Content-Range)",
-            )
-        })?;
-        return Ok(ChunkRange {
+        return Ok(length.map(|len| ChunkRange {
             start: 0,
             len,
             total: len,
-        });
+        }));
     };
     let bad = || ApiError::bad_request("Content-Range must be `bytes <start>-<end>/<total>`");
     let s = v.to_str().map_err(|_| bad())?.trim();
@@ -88,11 +82,40 @@ fn parse_range(h: &HeaderMap) -> Result<ChunkRange, ApiError> {
             "Content-Range does not match the body",
         ));
     }
-    Ok(ChunkRange {
+    Ok(Some(ChunkRange {
         start,
         len: end - start + 1,
         total,
-    })
+    }))
+}
+
+/// A one-shot upload of unknown length: read whole, which the body limit bounds (it is one chunk).
+async fn read_unsized(body: Body, limit: usize) -> Result<(ChunkRange, Body), ApiError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("a chunk holds at most {limit} bytes")))?;
+    let len = bytes.len() as u64;
+    Ok((
+        ChunkRange {
+            start: 0,
+            len,
+            total: len,
+        },
+        Body::from(bytes),
+    ))
+}
+
+/// Reads and drops the rest of a refused chunk (at most its declared length, within the body
+/// limit), so the answer reaches a client that is still sending instead of a reset connection.
+async fn drain(body: Body, len: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(d)) = stream.next().await {
+        seen += d.len() as u64;
+        if seen > len {
+            break;
+        }
+    }
 }
 
 fn wrong_offset(offset: u64) -> ApiError {
@@ -134,7 +157,11 @@ pub(super) async fn att_put(
         .filter(|r| gridwork_protocol::doc::is_valid_record_id(r))
         .cloned()
         .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
-    let range = parse_range(&headers)?;
+    let (range, body) = match parse_range(&headers)? {
+        Some(r) => (r, body),
+        None => read_unsized(body, st.limits.max_body_bytes).await?,
+    };
+    // Too large: answered at once, without reading what may be a very long body.
     if range.total > MAX_ATTACHMENT_BYTES {
         return Err(ApiError::too_large(format!(
             "an attachment holds at most {MAX_ATTACHMENT_BYTES} bytes"
@@ -146,32 +173,22 @@ pub(super) async fn att_put(
             st.limits.max_body_bytes
         )));
     }
-    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
-    // download check applies once the record exists.
-    if let Some(paths) = st.store.record_paths(&record).await? {
-        if !c.scope().allows_any(&paths) {
-            return Err(ApiError::out_of_scope("record outside your areas"));
+    let body = match begin(&st, &c, sha_b, &record, range).await {
+        Ok(None) => body,
+        Ok(Some(done)) => {
+            drain(body, range.len).await;
+            return Ok(put_answer(sha, done, true));
         }
-    }
-    let store = &st.store;
-    match store
-        .upload_begin(&c.device_id, sha_b, &record, range.start, range.total)
-        .await?
-    {
-        Begin::Ready => {}
-        Begin::AlreadyLinked { size } => return Ok(put_answer(sha, size, true)),
-        Begin::WrongOffset { offset } => return Err(wrong_offset(offset)),
-        Begin::WrongTotal { total } => {
-            return Err(ApiError::bad_request(format!(
-                "upload in progress has total size {total}"
-            )))
+        Err(e) => {
+            drain(body, range.len).await;
+            return Err(e);
         }
-    }
+    };
     let received = receive(&st, &c.device_id, sha_b, range, body).await?;
     if received < range.total {
         return Ok(put_answer(sha, received, false));
     }
-    match store.upload_finish(&c.device_id, sha_b, &record).await? {
+    match st.store.upload_finish(&c.device_id, sha_b, &record).await? {
         Finish::Complete { size } => {
             tracing::info!(device = %c.device_id, attachment = %sha, size, "attachment complete");
             Ok(put_answer(sha, size, true))
@@ -185,6 +202,36 @@ pub(super) async fn att_put(
             ))
         }
         Finish::Incomplete { received } => Err(wrong_offset(received)),
+    }
+}
+
+/// Checks the caller's scope over `record` and opens or checks its upload session for `range`;
+/// `Some(size)` when the record already has the complete attachment (nothing to store).
+async fn begin(
+    st: &AppState,
+    c: &DeviceAuth,
+    sha: [u8; 32],
+    record: &str,
+    range: ChunkRange,
+) -> Result<Option<u64>, ApiError> {
+    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
+    // download check applies once the record exists.
+    if let Some(paths) = st.store.record_paths(record).await? {
+        if !c.scope().allows_any(&paths) {
+            return Err(ApiError::out_of_scope("record outside your areas"));
+        }
+    }
+    match st
+        .store
+        .upload_begin(&c.device_id, sha, record, range.start, range.total)
+        .await?
+    {
+        Begin::Ready => Ok(None),
+        Begin::AlreadyLinked { size } => Ok(Some(size)),
+        Begin::WrongOffset { offset } => Err(wrong_offset(offset)),
+        Begin::WrongTotal { total } => Err(ApiError::bad_request(format!(
+            "upload in progress has total size {total}"
+        ))),
     }
 }
 
@@ -375,24 +422,21 @@ mod tests {
         };
         assert_eq!(
             parse_range(&h(&[("content-range", "bytes 10-19/100")])).unwrap(),
-            ChunkRange {
+            Some(ChunkRange {
                 start: 10,
                 len: 10,
                 total: 100
-            }
+            })
         );
         assert_eq!(
             parse_range(&h(&[("content-length", "7")])).unwrap(),
-            ChunkRange {
+            Some(ChunkRange {
                 start: 0,
                 len: 7,
                 total: 7
-            }
+            })
         );
-        assert_eq!(
-            parse_range(&h(&[])).unwrap_err().status,
-            StatusCode::LENGTH_REQUIRED
-        );
+        assert_eq!(parse_range(&h(&[])).unwrap(), None);
         for bad in ["bytes 5-4/10", "bytes 0-10/10", "items 0-1/2", "bytes 0-1"] {
             assert_eq!(
                 parse_range(&h(&[("content-range", bad)]))

@@ -19,7 +19,27 @@ pub fn pg_url() -> Option<String> {
     url
 }
 
-/// A fresh schema in the test database, selected through the connection's search_path.
+/// The CA of the test server's TLS certificate (`GRIDWORK_TEST_POSTGRES_CA`, written by
+/// `sync-server/scripts/start-postgres.sh` into its state file). Missing in CI is a failure, like the
+/// URL.
+pub fn pg_ca() -> Option<String> {
+    let ca = std::env::var("GRIDWORK_TEST_POSTGRES_CA")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if ca.is_none() && std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("CI is set but GRIDWORK_TEST_POSTGRES_CA is not: the PostgreSQL TLS tests must run in CI");
+    }
+    ca
+}
+
+/// `url` with more query parameters.
+pub fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// A fresh schema in the test database, selected through the connection's search_path. TLS
+/// parameters of `url` are kept for the relay and left out of the test's own connection.
 pub async fn fresh_pg(url: &str) -> String {
     let schema = fresh_schema(url).await;
     with_schema(url, &schema)
@@ -38,13 +58,23 @@ pub async fn fresh_schema(url: &str) -> String {
 
 /// `url` with connections defaulting to `schema`.
 pub fn with_schema(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    with_params(url, &format!("options=-c%20search_path%3D{schema}"))
 }
 
-/// A plain connection for the test's own queries.
+/// A plain connection for the test's own queries (TLS parameters, which the plain driver does not
+/// know, are left out).
 pub async fn pg_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("sslmode=") && !p.starts_with("sslrootcert="))
+        .collect();
+    let plain = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let (client, conn) = tokio_postgres::connect(&plain, tokio_postgres::NoTls)
         .await
         .expect("connect to postgres");
     tokio::spawn(conn);

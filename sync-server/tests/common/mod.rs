@@ -67,7 +67,12 @@ pub async fn pg_client(url: &str) -> tokio_postgres::Client {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("sslmode=") && !p.starts_with("sslrootcert="))
+        .filter(|p| {
+            !p.is_empty()
+                && !["sslmode=", "sslrootcert=", "channel_binding="]
+                    .iter()
+                    .any(|k| p.starts_with(k))
+        })
         .collect();
     let plain = if kept.is_empty() {
         base.to_owned()

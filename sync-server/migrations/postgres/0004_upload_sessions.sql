@@ -19,7 +19,7 @@ CREATE TABLE upload_sessions (
     record     TEXT NOT NULL,
     total      BIGINT NOT NULL,
     received   BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
+    used_ms     BIGINT NOT NULL,
     PRIMARY KEY (device, sha256)
 );
 -- Pieces of at most 1 MiB, in order: hashing and moving them never needs a whole attachment in memory.

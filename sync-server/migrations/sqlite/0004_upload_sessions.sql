@@ -19,7 +19,7 @@ CREATE TABLE upload_sessions (
     record     TEXT NOT NULL,
     total      INTEGER NOT NULL,
     received   INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
+    used_ms     INTEGER NOT NULL,
     PRIMARY KEY (device, sha256)
 );
 -- Pieces of at most 1 MiB, in order: hashing and moving them never needs a whole attachment in memory.

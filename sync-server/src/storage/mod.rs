@@ -395,7 +395,7 @@ impl Store {
         total: u64,
     ) -> Result<Begin> {
         let (d, r) = (device.to_owned(), record.to_owned());
-        let now = now_secs();
+        let now = now_millis();
         dispatch!(self, s => sqlite s.upload_begin(&d, &sha, &r, start, total, now),
             pg s.upload_begin(device, &sha, record, start, total, now))
     }
@@ -409,7 +409,7 @@ impl Store {
         data: axum::body::Bytes,
     ) -> Result<Append> {
         let d = device.to_owned();
-        let now = now_secs();
+        let now = now_millis();
         dispatch!(self, s => sqlite s.upload_append(&d, &sha, offset, &data, now),
             pg s.upload_append(device, &sha, offset, &data, now))
     }
@@ -434,11 +434,14 @@ impl Store {
         let (d, r) = (device.to_owned(), record.to_owned());
         let done = dispatch!(self, s => sqlite s.upload_commit(&d, &sha, received, &r),
             pg s.upload_commit(device, &sha, received, record))?;
-        Ok(match done {
-            true => Finish::Complete { size: received },
-            // The session changed between hashing and committing (a concurrent request of the same
-            // device): nothing was stored; the device asks where it stands.
-            false => Finish::Incomplete { received: 0 },
+        if done {
+            return Ok(Finish::Complete { size: received });
+        }
+        // The session changed between hashing and committing (a concurrent request of the same
+        // device): nothing was stored; say where the session stands now.
+        let now = self.upload_state(device, sha).await?;
+        Ok(Finish::Incomplete {
+            received: now.map_or(0, |u| u.received),
         })
     }
 
@@ -735,6 +738,14 @@ pub fn set_private(path: &std::path::Path, mode: u32) -> Result<()> {
     #[cfg(not(unix))]
     let _ = (path, mode);
     Ok(())
+}
+
+/// Milliseconds since the epoch: orders a device's upload sessions by last use.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn now_secs() -> i64 {

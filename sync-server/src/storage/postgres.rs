@@ -314,7 +314,7 @@ impl PgStore {
                 // A concurrent first chunk of the same device may have created it: either way the
                 // appends decide, by offset.
                 tx.execute(
-                    "INSERT INTO upload_sessions (device, sha256, record, total, received, updated_at)
+                    "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
                      VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
                     &[&device, &&sha[..], &record, &(total as i64), &now],
                 )
@@ -338,7 +338,7 @@ impl PgStore {
         let tx = c.transaction().await?;
         let moved = tx
             .execute(
-                "UPDATE upload_sessions SET received = received + $4, updated_at = $5
+                "UPDATE upload_sessions SET received = received + $4, used_ms = $5
                  WHERE device = $1 AND sha256 = $2 AND received = $3 AND received + $4 <= total",
                 &[
                     &device,
@@ -972,7 +972,7 @@ async fn evict_uploads<C: GenericClient>(c: &C, device: &str, keep: usize) -> Re
     let stale = c
         .query(
             "SELECT sha256 FROM upload_sessions WHERE device = $1
-             ORDER BY updated_at DESC, sha256 OFFSET $2",
+             ORDER BY used_ms DESC, sha256 OFFSET $2",
             &[&device, &(keep as i64)],
         )
         .await?;

@@ -576,7 +576,7 @@ impl SqliteStore {
                     }
                     evict_uploads(&tx, device, MAX_UPLOADS_PER_DEVICE - 1)?;
                     tx.execute(
-                        "INSERT INTO upload_sessions (device, sha256, record, total, received, updated_at)
+                        "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
                          VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                         params![device, &sha[..], record, total as i64, now],
                     )?;
@@ -599,7 +599,7 @@ impl SqliteStore {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let moved = tx.execute(
-                "UPDATE upload_sessions SET received = received + ?4, updated_at = ?5
+                "UPDATE upload_sessions SET received = received + ?4, used_ms = ?5
                  WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND received + ?4 <= total",
                 params![device, &sha[..], offset as i64, data.len() as i64, now],
             )?;
@@ -1143,7 +1143,7 @@ fn evict_uploads(c: &Connection, device: &str, keep: usize) -> Result<()> {
     let stale: Vec<Vec<u8>> = {
         let mut st = c.prepare_cached(
             "SELECT sha256 FROM upload_sessions WHERE device = ?1
-             ORDER BY updated_at DESC, sha256 LIMIT -1 OFFSET ?2",
+             ORDER BY used_ms DESC, sha256 LIMIT -1 OFFSET ?2",
         )?;
         let rows = st.query_map(params![device, keep as i64], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?

@@ -74,15 +74,22 @@ fn admin(dir: &Path, key: &Key, args: &[&str]) -> Output {
     command(&all, dir, key, None).output().expect("run admin")
 }
 
-/// Runs an admin command that must succeed; returns its stdout.
-fn admin_ok(dir: &Path, key: &Key, args: &[&str]) -> String {
-    let out = admin(dir, key, args);
+/// Runs a command that must succeed; returns its stdout.
+fn succeed(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run gridwork-server");
     assert!(
         out.status.success(),
-        "admin {args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs an admin command that must succeed; returns its stdout.
+fn admin_ok(dir: &Path, key: &Key, args: &[&str]) -> String {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    succeed(command(&all, dir, key, None))
 }
 
 /// Runs an admin command that must fail; returns its stderr.
@@ -107,21 +114,24 @@ impl Relay {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = command(&["serve", "--listen", &listen], dir, key, umask)
+        let child = command(&["serve", "--listen", &listen], dir, key, umask)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start relay");
-        let url = format!("http://{listen}");
+        // Owned by the Relay from here on: a failed start is killed and reaped by its Drop.
+        let mut relay = Relay {
+            child,
+            url: format!("http://{listen}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = relay.child.try_wait() {
                 panic!("relay exited: {status}");
             }
-            if reqwest::blocking::get(format!("{url}/v1/health"))
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Relay { child, url };
+            let health = reqwest::blocking::get(format!("{}/v1/health", relay.url));
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return relay;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -274,37 +284,20 @@ fn relay_files_are_private_whatever_the_umask() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let key_file = tmp.path().join("relay.key");
-    let out = command(
+    let mut keygen = command(
         &["admin", "keygen", "--out"],
         &dir,
         &Key::Missing,
         Some("000"),
-    )
-    .arg(&key_file)
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    keygen.arg(&key_file);
+    succeed(keygen);
     assert_eq!(mode(&key_file), 0o600);
     let key = Key::File(key_file);
-    let out = command(
-        &[
-            "admin", "area", "add", "d1", "--level", "district", "--name", "D",
-        ],
-        &dir,
-        &key,
-        Some("000"),
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let area = [
+        "admin", "area", "add", "d1", "--level", "district", "--name", "D",
+    ];
+    succeed(command(&area, &dir, &key, Some("000")));
     let relay = Relay::start(&dir, &key, Some("000"));
     let health = reqwest::blocking::get(format!("{}/v1/health", relay.url)).unwrap();
     assert!(health.status().is_success());

@@ -1303,7 +1303,7 @@ async fn admin_area_tree(b: Backend) {
     let r = rid(70);
     let (mut doc, c) = create("g1", "Kim");
     assert_eq!(env.push("wa", &[(&r, c)]).await[0]["status"], "accepted");
-    assert_eq!(snapshot_ids(&env, "sup").await, [r.clone()]);
+    assert_eq!(snapshot_ids(&env, "sup").await, std::slice::from_ref(&r));
     assert!(snapshot_ids(&env, "sup2").await.is_empty());
     // Rename.
     admin.rename_area("g1", "Grid One").await.unwrap();
@@ -1337,9 +1337,9 @@ async fn admin_area_tree(b: Backend) {
         .unwrap()
         .iter()
         .any(|a| a.id == "g1" && a.parent.as_deref() == Some("c2") && a.path == "d1/s2/c2/g1/"));
-    assert_eq!(snapshot_ids(&env, "sup2").await, [r.clone()]);
+    assert_eq!(snapshot_ids(&env, "sup2").await, std::slice::from_ref(&r));
     assert!(snapshot_ids(&env, "sup").await.is_empty());
-    assert_eq!(snapshot_ids(&env, "wa").await, [r.clone()]);
+    assert_eq!(snapshot_ids(&env, "wa").await, std::slice::from_ref(&r));
     // The worker keeps editing it, and the new entries reach the new supervisor.
     let e = edit(&mut doc, "phone", "1");
     assert_eq!(env.push("wa", &[(&r, e)]).await[0]["status"], "accepted");

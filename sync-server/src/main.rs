@@ -29,7 +29,7 @@ struct Cli {
 #[group(skip)]
 struct StorageArgs {
     /// Data directory of the embedded SQLite store (created if missing, mode 0700; its files 0600).
-    #[arg(long, value_name = "DIR", conflicts_with = "database")]
+    #[arg(long, value_name = "DIR", conflicts_with = "database", global = true)]
     data: Option<PathBuf>,
     /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/db?sslmode=verify-full. Prefer the
     /// environment variable to keep the password out of the process list. TLS: sslmode=require
@@ -39,16 +39,17 @@ struct StorageArgs {
         long,
         value_name = "URL",
         env = "GRIDWORK_DATABASE_URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     database: Option<String>,
     /// Key of the embedded store (SQLCipher): a file holding 64 hex characters, made by
     /// `gridwork-server admin keygen --out FILE`. Without it the key is read from GRIDWORK_RELAY_KEY.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     key_file: Option<PathBuf>,
     /// DEVELOPMENT ONLY: keep the embedded store unencrypted, residents' data in plain text on disk.
     /// Never use it with real data.
-    #[arg(long, conflicts_with = "key_file")]
+    #[arg(long, conflicts_with = "key_file", global = true)]
     insecure_no_encryption: bool,
 }
 

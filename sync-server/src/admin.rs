@@ -1,12 +1,17 @@
 //! Operator actions over the same storage as the relay: areas, users, devices.
-//! Usable while a relay is running on the same data directory or database.
+//! Usable while a relay is running on the same data directory or database (except
+//! [`Admin::encrypt_sqlite`], which needs the relay stopped). Errors are typed ([`Error::NotFound`],
+//! [`Error::Invalid`], [`Error::Conflict`], [`Error::NotEmpty`], [`Error::Key`]) and name ids only.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Limits, StorageConfig};
+use crate::config::{Limits, RelayKey, StorageConfig};
 use crate::error::{Error, Result};
-use crate::storage::{now_secs, AreaRow, AreaRowInput, DeviceInfo, Store, UserRow};
+use crate::storage::{
+    check_display_name, now_secs, AreaMoved, AreaRow, AreaRowInput, DeviceInfo, Store, UserChanges,
+    UserInfo, UserRow,
+};
 use gridwork_protocol::{AreaLevel, Role};
 
 /// A device just created: the token is shown once and never stored (only its SHA-256).
@@ -67,9 +72,7 @@ impl Admin {
                 "user id must be 1-128 visible characters".into(),
             ));
         }
-        if name.trim().is_empty() {
-            return Err(Error::Invalid("display name must not be empty".into()));
-        }
+        check_display_name(name)?;
         self.store
             .add_user(UserRow {
                 id: id.to_owned(),
@@ -127,8 +130,114 @@ impl Admin {
         Ok(())
     }
 
+    /// Every device.
     pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
-        self.store.list_devices().await
+        self.store.list_devices(None).await
+    }
+
+    /// One user's devices (`NotFound` for an unknown user).
+    pub async fn list_user_devices(&self, user_id: &str) -> Result<Vec<DeviceInfo>> {
+        if !self.store.user_exists(user_id).await? {
+            return Err(Error::NotFound(format!("user {user_id}")));
+        }
+        self.store.list_devices(Some(user_id)).await
+    }
+
+    /// Unbinds a device token from the store that registered it, so a reinstalled app (a new store)
+    /// can register with the same token. The old store, if it still exists, is refused from then on
+    /// only if the new one registers first; revoke the device instead when the phone is lost.
+    pub async fn reset_device(&self, device_id: &str) -> Result<()> {
+        if !self.store.reset_device(device_id).await? {
+            return Err(Error::NotFound(format!("device {device_id}")));
+        }
+        tracing::info!(device = %device_id, "device reset: its token may register a new store");
+        Ok(())
+    }
+
+    /// Users with their role, area, status and number of active devices (the display name is the
+    /// only personal data shown).
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        self.store.list_users().await
+    }
+
+    /// Changes a user's display name, role or area. A new area or role reaches the user's devices at
+    /// their next sync (a device whose scope changes bootstraps again).
+    pub async fn set_user(&self, id: &str, changes: &UserChanges) -> Result<()> {
+        if let Some(name) = &changes.name {
+            check_display_name(name)?;
+        }
+        if changes == &UserChanges::default() {
+            return Err(Error::Invalid(
+                "nothing to change: give --name, --role or --area".into(),
+            ));
+        }
+        self.store.update_user(id, changes).await?;
+        tracing::info!(
+            user = %id,
+            role = ?changes.role,
+            area = ?changes.area,
+            renamed = changes.name.is_some(),
+            "user changed"
+        );
+        Ok(())
+    }
+
+    /// Disables a user: every device of theirs is refused (`401 disabled`) and wipes its store at its
+    /// next contact. Idempotent.
+    pub async fn disable_user(&self, id: &str) -> Result<()> {
+        if !self.store.set_user_disabled(id, Some(now_secs())).await? {
+            return Err(Error::NotFound(format!("user {id}")));
+        }
+        tracing::info!(user = %id, "user disabled");
+        Ok(())
+    }
+
+    /// Enables a disabled user again (their devices bootstrap afresh). Idempotent.
+    pub async fn enable_user(&self, id: &str) -> Result<()> {
+        if !self.store.set_user_disabled(id, None).await? {
+            return Err(Error::NotFound(format!("user {id}")));
+        }
+        tracing::info!(user = %id, "user enabled");
+        Ok(())
+    }
+
+    pub async fn rename_area(&self, id: &str, name: &str) -> Result<()> {
+        if name.trim().is_empty() {
+            return Err(Error::Invalid("area name must not be empty".into()));
+        }
+        if !self.store.rename_area(id, name).await? {
+            return Err(Error::NotFound(format!("area {id}")));
+        }
+        tracing::info!(area = %id, "area renamed");
+        Ok(())
+    }
+
+    /// Moves an area and its subtree under `parent` (the tree rule of
+    /// `gridwork_protocol::check_placement` applies). Records in the subtree move with it; users of
+    /// the subtree keep their areas, whose paths change, so their devices bootstrap again.
+    pub async fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
+        let moved = self.store.move_area(id, parent).await?;
+        tracing::info!(area = %id, parent, areas = moved.areas, records = moved.records, "area moved");
+        Ok(moved)
+    }
+
+    /// Removes an area that holds no child area, no user and no record (`NotEmpty` otherwise).
+    pub async fn remove_area(&self, id: &str) -> Result<()> {
+        self.store.remove_area(id).await?;
+        tracing::info!(area = %id, "area removed");
+        Ok(())
+    }
+
+    /// Whether the database connections are encrypted in transit (PostgreSQL, from the server's own
+    /// `pg_stat_ssl`); `None` for the embedded store.
+    pub async fn transport_encrypted(&self) -> Result<Option<bool>> {
+        self.store.transport_encrypted().await
+    }
+
+    /// Converts the plaintext SQLite store in `data_dir` into an encrypted one with `key`, in place
+    /// (see `storage::sqlite::encrypt_database`). The relay must be stopped. Returns the schema version.
+    pub fn encrypt_sqlite(data_dir: &std::path::Path, key: &RelayKey) -> Result<i64> {
+        crate::storage::sqlite::encrypt_database(data_dir, key)
     }
 
     /// Releases the storage (stops its writer).

@@ -1,15 +1,160 @@
-//! Server configuration: where to listen, where the data lives, and the protocol limits.
+//! Server configuration: where to listen, where the data lives (and how it is protected at rest), and
+//! the protocol limits.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
 
 /// Where the relay keeps its log.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
     /// Embedded SQLite in `data_dir/gridwork.db` (created if missing). One relay process per directory.
-    Sqlite { data_dir: PathBuf },
-    /// PostgreSQL; any number of relay processes may share one database.
+    /// The directory is kept at mode 0700 and its files at 0600.
+    Sqlite {
+        data_dir: PathBuf,
+        encryption: Encryption,
+    },
+    /// PostgreSQL; any number of relay processes may share one database. The data is encrypted at rest
+    /// by whatever the operator's PostgreSQL does (disk or tablespace encryption): the relay does not
+    /// encrypt it itself. The connection uses TLS when the URL asks for it (`sslmode=require`,
+    /// `verify-ca`, `verify-full`; `sslrootcert=FILE` for a private CA).
     Postgres { url: String },
+}
+
+impl StorageConfig {
+    /// The embedded SQLite store, encrypted with `key`.
+    pub fn sqlite(data_dir: impl Into<PathBuf>, key: RelayKey) -> StorageConfig {
+        StorageConfig::Sqlite {
+            data_dir: data_dir.into(),
+            encryption: Encryption::Key(key),
+        }
+    }
+}
+
+/// How the embedded SQLite store is protected at rest.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// SQLCipher (AES-256, every page authenticated) with this raw key. The database file and its WAL
+    /// hold no readable record, name or token hash.
+    Key(RelayKey),
+    /// No encryption: residents' data lies in plain text on the disk. Development only
+    /// (`--insecure-no-encryption`).
+    Insecure,
+}
+
+/// Environment variable holding the relay's key as 64 hex characters (alternative to a key file).
+pub const KEY_ENV: &str = "GRIDWORK_RELAY_KEY";
+
+/// The 256-bit SQLCipher key of the relay's SQLite store. Never printed (`Debug` hides it) and wiped from
+/// memory when dropped.
+#[derive(Clone)]
+pub struct RelayKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for RelayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayKey(..)")
+    }
+}
+
+impl RelayKey {
+    /// A fresh random key from the operating system's generator.
+    pub fn generate() -> RelayKey {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k[..]);
+        RelayKey(k)
+    }
+
+    /// Parses 64 hex characters (surrounding whitespace, such as a final newline, is ignored).
+    pub fn from_hex(text: &str) -> Result<RelayKey> {
+        let text = text.trim();
+        let bad = || Error::Key("a relay key must be 64 hex characters (32 bytes)".into());
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text, &mut k[..]).map_err(|_| bad())?;
+        Ok(RelayKey(k))
+    }
+
+    /// Reads a key file written by [`RelayKey::write_new_file`] (or by hand: 64 hex characters). A file
+    /// that others can read is accepted with a warning: the key protects every resident's data.
+    pub fn from_file(path: &Path) -> Result<RelayKey> {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            Error::Key(format!("cannot read the key file {}: {e}", path.display()))
+        })?);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the key file can be read by other users; chmod 600 it"
+                    );
+                }
+            }
+        }
+        Self::from_hex(&text).map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))
+    }
+
+    /// The key in `GRIDWORK_RELAY_KEY`, if set.
+    pub fn from_env() -> Result<Option<RelayKey>> {
+        match std::env::var(KEY_ENV) {
+            Ok(v) => Self::from_hex(&v)
+                .map(Some)
+                .map_err(|e| Error::Key(format!("{KEY_ENV}: {e}"))),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Key(format!("{KEY_ENV} is not valid text")))
+            }
+        }
+    }
+
+    /// Writes the key as hex to a new file, mode 0600 whatever the umask, flushed to disk. Never
+    /// overwrites: replacing a key file would lose the only way to read the data it protects.
+    pub fn write_new_file(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(path).map_err(|e| {
+            Error::Key(format!(
+                "cannot create the key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        crate::storage::set_private(path, 0o600)?;
+        let mut text = self.hex();
+        text.push('\n');
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// The key as SQLCipher takes a raw key: `x'<hex>'` (no key derivation: the key is random already).
+    pub(crate) fn sqlcipher_literal(&self) -> zeroize::Zeroizing<String> {
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(69));
+        s.push_str("\"x'");
+        s.push_str(&self.hex());
+        s.push_str("'\"");
+        s
+    }
+
+    /// Lowercase hex, in memory that is wiped when dropped.
+    fn hex(&self) -> zeroize::Zeroizing<String> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(65));
+        for b in self.0.iter() {
+            s.push(DIGITS[(b >> 4) as usize] as char);
+            s.push(DIGITS[(b & 15) as usize] as char);
+        }
+        s
+    }
 }
 
 /// Protocol limits (docs/protocol.md, "Limits"). Tests lower some of them.

@@ -26,6 +26,14 @@ pub enum Error {
     NotFound(String),
     #[error("already exists: {0}")]
     Conflict(String),
+    /// An admin operation that would orphan data: removing an area that still holds areas, users or
+    /// records.
+    #[error("not empty: {0}")]
+    NotEmpty(String),
+    /// The relay's key is missing or malformed, or does not open the database (wrong key, plaintext
+    /// database opened with a key, encrypted database opened without one).
+    #[error("{0}")]
+    Key(String),
     /// The storage worker is gone (shutdown in progress or a crashed thread).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -4,8 +4,9 @@
 //! In-process use (demo, tests):
 //! ```no_run
 //! # async fn demo() -> gridwork_server::Result<()> {
-//! use gridwork_server::{start, Admin, AreaLevel, Role, ServerConfig, StorageConfig};
-//! let storage = StorageConfig::Sqlite { data_dir: "/tmp/relay".into() };
+//! use gridwork_server::{start, Admin, AreaLevel, RelayKey, Role, ServerConfig, StorageConfig};
+//! // Keep the key: without it the data cannot be read (`RelayKey::write_new_file`).
+//! let storage = StorageConfig::sqlite("/tmp/relay", RelayKey::generate());
 //! let admin = Admin::open(&storage).await?;
 //! admin.add_area("d1", None, AreaLevel::District, "District 1").await?;
 //! admin.add_user("u1", "Ann", Role::Operator, "d1").await?;
@@ -27,8 +28,8 @@ pub mod server;
 pub mod storage;
 
 pub use admin::{Admin, NewDevice};
-pub use config::{Limits, ServerConfig, StorageConfig};
+pub use config::{Encryption, Limits, RelayKey, ServerConfig, StorageConfig};
 pub use error::{ApiError, Error, Result};
 pub use gridwork_protocol::{AreaLevel, Role};
 pub use server::{start, RunningServer};
-pub use storage::{AreaRow, DeviceInfo};
+pub use storage::{AreaMoved, AreaRow, DeviceInfo, UserChanges, UserInfo};

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use gridwork_server::{start, Admin, AreaLevel, Limits, Role, ServerConfig, StorageConfig};
+use gridwork_server::config::KEY_ENV;
+use gridwork_server::{
+    start, Admin, AreaLevel, Encryption, Error, Limits, RelayKey, Role, ServerConfig,
+    StorageConfig, UserChanges,
+};
 
 #[derive(Parser)]
 #[command(
@@ -22,33 +26,80 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
 struct StorageArgs {
-    /// Data directory of the embedded SQLite store (created if missing).
-    #[arg(long, value_name = "DIR")]
+    /// Data directory of the embedded SQLite store (created if missing, mode 0700; its files 0600).
+    #[arg(long, value_name = "DIR", conflicts_with = "database", global = true)]
     data: Option<PathBuf>,
-    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/db. Prefer the environment variable to
-    /// keep the password out of the process list.
+    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/db?sslmode=verify-full. Prefer the
+    /// environment variable to keep the password out of the process list. TLS: sslmode=require
+    /// (encrypted, not verified), verify-ca or verify-full (verified against sslrootcert=FILE, or the
+    /// Mozilla roots). At-rest encryption of PostgreSQL is the database's own.
     #[arg(
         long,
         value_name = "URL",
         env = "GRIDWORK_DATABASE_URL",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     database: Option<String>,
+    /// Key of the embedded store (SQLCipher): a file holding 64 hex characters, made by
+    /// `gridwork-server admin keygen --out FILE`. Without it the key is read from GRIDWORK_RELAY_KEY.
+    #[arg(long, value_name = "PATH", global = true)]
+    key_file: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: keep the embedded store unencrypted, residents' data in plain text on disk.
+    /// Never use it with real data.
+    #[arg(long, conflicts_with = "key_file", global = true)]
+    insecure_no_encryption: bool,
 }
 
 impl StorageArgs {
-    fn config(&self) -> StorageConfig {
+    fn config(&self) -> gridwork_server::Result<StorageConfig> {
         match (&self.data, &self.database) {
-            (Some(d), _) => StorageConfig::Sqlite {
+            (Some(d), _) => Ok(StorageConfig::Sqlite {
                 data_dir: d.clone(),
-            },
-            (None, Some(u)) => StorageConfig::Postgres { url: u.clone() },
-            // clap's group makes one of them required.
-            (None, None) => StorageConfig::Sqlite {
-                data_dir: PathBuf::from("gridwork-data"),
-            },
+                encryption: self.encryption()?,
+            }),
+            (None, Some(u)) => {
+                if self.key_file.is_some() || self.insecure_no_encryption {
+                    return Err(Error::Invalid(
+                        "--key-file and --insecure-no-encryption apply to the embedded store \
+                         (--data) only"
+                            .into(),
+                    ));
+                }
+                Ok(StorageConfig::Postgres { url: u.clone() })
+            }
+            (None, None) => Err(Error::Invalid(
+                "give --data DIR (embedded SQLite) or --database URL (PostgreSQL)".into(),
+            )),
+        }
+    }
+
+    /// The key of the embedded store: `--key-file`, else GRIDWORK_RELAY_KEY; no key is an error
+    /// unless `--insecure-no-encryption` says so.
+    fn encryption(&self) -> gridwork_server::Result<Encryption> {
+        if self.insecure_no_encryption {
+            if RelayKey::from_env()?.is_some() {
+                return Err(Error::Key(format!(
+                    "--insecure-no-encryption and {KEY_ENV} are both given: choose one"
+                )));
+            }
+            tracing::warn!(
+                "the relay database is NOT encrypted (--insecure-no-encryption): development only"
+            );
+            return Ok(Encryption::Insecure);
+        }
+        if let Some(f) = &self.key_file {
+            return Ok(Encryption::Key(RelayKey::from_file(f)?));
+        }
+        match RelayKey::from_env()? {
+            Some(k) => Ok(Encryption::Key(k)),
+            None => Err(Error::Key(format!(
+                "the embedded store is encrypted: give its key with --key-file FILE or {KEY_ENV} \
+                 (make one with `gridwork-server admin keygen --out FILE`); \
+                 --insecure-no-encryption is for development only"
+            ))),
         }
     }
 }
@@ -63,7 +114,8 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
     },
-    /// Manage areas, users and devices (works while a relay is running).
+    /// Manage areas, users and devices (works while a relay is running), convert a plaintext store
+    /// (`encrypt`), make a key (`keygen`).
     Admin {
         #[command(flatten)]
         storage: StorageArgs,
@@ -83,6 +135,15 @@ enum AdminCmd {
     /// Devices: a phone or tablet of a user, holding one bearer token.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Encrypt an existing plaintext SQLite store in place with the key (--data and --key-file or
+    /// GRIDWORK_RELAY_KEY). Stop the relay first. The plaintext file and its WAL are removed.
+    Encrypt,
+    /// Write a new random key for the embedded store to FILE (mode 0600; never overwrites). Keep a
+    /// copy somewhere safe: without the key the relay's data cannot be read.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +164,23 @@ enum AreaCmd {
     },
     /// List all areas with their paths.
     List,
+    /// Rename an area.
+    Rename {
+        id: String,
+        /// New display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Move an area and everything in it under another parent (district > street > community >
+    /// grid). Devices of users in the moved subtree bootstrap again at their next sync.
+    Move {
+        id: String,
+        /// The new parent area id.
+        #[arg(long)]
+        parent: String,
+    },
+    /// Remove an area that holds no child area, no user and no record.
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +199,23 @@ enum UserCmd {
         #[arg(long)]
         area: String,
     },
+    /// List users: id, display name, role, area, status, active devices.
+    List,
+    /// Change a user's display name, role or area (at least one). Their devices learn it at their
+    /// next sync.
+    Set {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        area: Option<String>,
+    },
+    /// Disable a user: their devices are refused (401 disabled) and wipe their stores.
+    Disable { id: String },
+    /// Enable a disabled user again.
+    Enable { id: String },
 }
 
 #[derive(Subcommand)]
@@ -140,8 +235,14 @@ enum DeviceCmd {
         /// Device id.
         id: String,
     },
-    /// List devices with their user, role, area and last sync time.
-    List,
+    /// List devices with their user, role, area, last sync time, status and store binding.
+    List {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Unbind a device token from its store, so a reinstalled app can register with it.
+    Reset { id: String },
 }
 
 fn init_logging(json: bool, default: &str) {
@@ -169,14 +270,47 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
         Cmd::Serve { storage, listen } => {
             let config = ServerConfig {
                 listen,
-                storage: storage.config(),
+                storage: storage.config()?,
                 limits: Limits::default(),
             };
             let server = start(config).await?;
             server.run_until_signal().await;
         }
+        Cmd::Admin {
+            what: AdminCmd::Keygen { out },
+            ..
+        } => {
+            RelayKey::generate().write_new_file(&out)?;
+            println!(
+                "new relay key written to {} (mode 0600); keep a copy somewhere safe: without it \
+                 the relay's data cannot be read",
+                out.display()
+            );
+        }
+        Cmd::Admin {
+            storage,
+            what: AdminCmd::Encrypt,
+        } => {
+            let StorageConfig::Sqlite {
+                data_dir,
+                encryption: Encryption::Key(key),
+            } = storage.config()?
+            else {
+                return Err(Error::Invalid(
+                    "encrypt converts the embedded store: give --data DIR and its new key \
+                     (--key-file or GRIDWORK_RELAY_KEY)"
+                        .into(),
+                ));
+            };
+            let version = Admin::encrypt_sqlite(&data_dir, &key)?;
+            println!(
+                "relay database in {} encrypted (schema version {version}); start the relay with \
+                 the same key",
+                data_dir.display()
+            );
+        }
         Cmd::Admin { storage, what } => {
-            let admin = Admin::open(&storage.config()).await?;
+            let admin = Admin::open(&storage.config()?).await?;
             let res = admin_cmd(&admin, what).await;
             admin.close().await;
             res?;
@@ -187,30 +321,96 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
 
 async fn admin_cmd(admin: &Admin, what: AdminCmd) -> gridwork_server::Result<()> {
     match what {
-        AdminCmd::Area(AreaCmd::Add {
+        AdminCmd::Area(cmd) => area_cmd(admin, cmd).await,
+        AdminCmd::User(cmd) => user_cmd(admin, cmd).await,
+        AdminCmd::Device(cmd) => device_cmd(admin, cmd).await,
+        // Handled before the store is opened.
+        AdminCmd::Encrypt | AdminCmd::Keygen { .. } => Ok(()),
+    }
+}
+
+async fn area_cmd(admin: &Admin, cmd: AreaCmd) -> gridwork_server::Result<()> {
+    match cmd {
+        AreaCmd::Add {
             id,
             parent,
             level,
             name,
-        }) => {
+        } => {
             let a = admin.add_area(&id, parent.as_deref(), level, &name).await?;
             println!("area {} created ({} {})", a.id, a.level, a.path);
         }
-        AdminCmd::Area(AreaCmd::List) => {
+        AreaCmd::List => {
             for a in admin.list_areas().await? {
                 println!("{}\t{}\t{}\t{}", a.id, a.level, a.path, a.name);
             }
         }
-        AdminCmd::User(UserCmd::Add {
+        AreaCmd::Rename { id, name } => {
+            admin.rename_area(&id, &name).await?;
+            println!("area {id} renamed");
+        }
+        AreaCmd::Move { id, parent } => {
+            let m = admin.move_area(&id, &parent).await?;
+            println!(
+                "area {id} moved under {parent}: {} area(s) and {} record(s) re-placed",
+                m.areas, m.records
+            );
+        }
+        AreaCmd::Remove { id } => {
+            admin.remove_area(&id).await?;
+            println!("area {id} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn user_cmd(admin: &Admin, cmd: UserCmd) -> gridwork_server::Result<()> {
+    match cmd {
+        UserCmd::Add {
             id,
             name,
             role,
             area,
-        }) => {
+        } => {
             admin.add_user(&id, &name, role, &area).await?;
             println!("user {id} created ({role} of {area})");
         }
-        AdminCmd::Device(DeviceCmd::Add { user, id }) => {
+        UserCmd::List => {
+            println!("USER\tNAME\tROLE\tAREA\tSTATUS\tDEVICES");
+            for u in admin.list_users().await? {
+                let status = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    u.id, u.name, u.role, u.area, status, u.devices
+                );
+            }
+        }
+        UserCmd::Set {
+            id,
+            name,
+            role,
+            area,
+        } => {
+            admin
+                .set_user(&id, &UserChanges { name, role, area })
+                .await?;
+            println!("user {id} changed");
+        }
+        UserCmd::Disable { id } => {
+            admin.disable_user(&id).await?;
+            println!("user {id} disabled");
+        }
+        UserCmd::Enable { id } => {
+            admin.enable_user(&id).await?;
+            println!("user {id} enabled");
+        }
+    }
+    Ok(())
+}
+
+async fn device_cmd(admin: &Admin, cmd: DeviceCmd) -> gridwork_server::Result<()> {
+    match cmd {
+        DeviceCmd::Add { user, id } => {
             let d = admin.add_device(&user, id.as_deref()).await?;
             eprintln!(
                 "device {} added for user {}; the token is shown only now:",
@@ -218,29 +418,39 @@ async fn admin_cmd(admin: &Admin, what: AdminCmd) -> gridwork_server::Result<()>
             );
             println!("{}", d.token);
         }
-        AdminCmd::Device(DeviceCmd::Revoke { id }) => {
+        DeviceCmd::Revoke { id } => {
             admin.revoke_device(&id).await?;
             println!("device {id} revoked");
         }
-        AdminCmd::Device(DeviceCmd::List) => {
-            println!("DEVICE\tUSER\tNAME\tROLE\tAREA\tLAST SYNC\tSTATUS");
-            for d in admin.list_devices().await? {
+        DeviceCmd::List { user } => {
+            let devices = match &user {
+                Some(u) => admin.list_user_devices(u).await?,
+                None => admin.list_devices().await?,
+            };
+            println!("DEVICE\tUSER\tNAME\tROLE\tAREA\tLAST SYNC\tSTATUS\tSTORE");
+            for d in devices {
                 let status = if d.revoked_at.is_some() {
                     "revoked"
                 } else {
                     "active"
                 };
+                let store = if d.bound { "bound" } else { "unbound" };
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     d.id,
                     d.user_id,
                     d.user_name,
                     d.role,
                     d.area,
                     fmt_time(d.last_sync_at),
-                    status
+                    status,
+                    store
                 );
             }
+        }
+        DeviceCmd::Reset { id } => {
+            admin.reset_device(&id).await?;
+            println!("device {id} reset: its token may register a new store");
         }
     }
     Ok(())

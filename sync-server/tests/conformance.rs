@@ -8,10 +8,13 @@ use automerge::{Automerge, ReadDoc, ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use gridwork_server::{
-    start, Admin, AreaLevel, Limits, Role, RunningServer, ServerConfig, StorageConfig,
+    start, Admin, AreaLevel, Limits, RelayKey, Role, RunningServer, ServerConfig, StorageConfig,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+mod common;
+use common::{fresh_pg, pg_url};
 
 #[derive(Clone)]
 enum Backend {
@@ -29,38 +32,6 @@ struct Env {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn pg_url() -> Option<String> {
-    std::env::var("GRIDWORK_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-/// A fresh schema in the test database, selected through the connection's search_path.
-async fn fresh_pg(url: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to postgres");
-    tokio::spawn(conn);
-    let schema = format!("gw_{}", hex::encode(rand_bytes()));
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
-}
-
-fn rand_bytes() -> [u8; 6] {
-    let mut b = [0u8; 6];
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let h = Sha256::digest(format!("{t}-{:?}", std::thread::current().id()));
-    b.copy_from_slice(&h[..6]);
-    b
-}
-
 impl Env {
     async fn new(backend: Backend) -> Env {
         Self::with_limits(backend, Limits::default()).await
@@ -71,9 +42,7 @@ impl Env {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 (
-                    StorageConfig::Sqlite {
-                        data_dir: dir.path().to_path_buf(),
-                    },
+                    StorageConfig::sqlite(dir.path(), RelayKey::generate()),
                     Some(dir),
                 )
             }
@@ -709,7 +678,8 @@ async fn attachments(b: Backend) {
         g.json::<Value>().await.unwrap()["error"]["code"],
         "out_of_scope"
     );
-    // Knowing the hash is not enough to link it to one's own record.
+    // Knowing the hash is not enough to link it to one's own record: the chunk only opens wb's own
+    // upload session, which must be completed with the real content.
     let (_d, cb) = create("g2", "Lu");
     env.push("wb", &[(&rid(41), cb)]).await;
     let steal = env
@@ -721,7 +691,8 @@ async fn attachments(b: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(steal.status().as_u16(), 409);
+    assert_eq!(steal.status().as_u16(), 200);
+    assert_eq!(steal.json::<Value>().await.unwrap()["complete"], false);
     let g = env
         .http
         .get(&plain)
@@ -985,6 +956,491 @@ async fn admin_rules(b: Backend) {
     env.stop().await;
 }
 
+// ---- attachments: per-device sessions, limits ----
+
+/// A `PUT` of `data[from..to]` of an attachment of `data.len()` bytes.
+async fn put_chunk(
+    env: &Env,
+    who: &str,
+    sha: &str,
+    record: &str,
+    data: &[u8],
+    from: usize,
+    to: usize,
+) -> reqwest::Response {
+    env.http
+        .put(env.url(&format!("/v1/attachments/{sha}?record={record}")))
+        .bearer_auth(&env.tokens[who])
+        .header(
+            "Content-Range",
+            format!("bytes {from}-{}/{}", to - 1, data.len()),
+        )
+        .body(data[from..to].to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// HEAD status and `Upload-Offset` as `who` sees them.
+async fn head_as(env: &Env, who: &str, sha: &str) -> (u16, Option<String>) {
+    let h = env
+        .http
+        .head(env.url(&format!("/v1/attachments/{sha}")))
+        .bearer_auth(&env.tokens[who])
+        .send()
+        .await
+        .unwrap();
+    let offset = h
+        .headers()
+        .get("upload-offset")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (h.status().as_u16(), offset)
+}
+
+async fn get_as(env: &Env, who: &str, sha: &str) -> (u16, Vec<u8>) {
+    let g = env
+        .http
+        .get(env.url(&format!("/v1/attachments/{sha}")))
+        .bearer_auth(&env.tokens[who])
+        .send()
+        .await
+        .unwrap();
+    (g.status().as_u16(), g.bytes().await.unwrap().to_vec())
+}
+
+async fn attachment_sessions(b: Backend) {
+    let env = Env::new(b).await;
+    let (r, r2) = (rid(60), rid(61));
+    env.push("wa", &[(&r, create("g1", "Kim").1)]).await;
+    env.push("wb", &[(&r2, create("g2", "Lu").1)]).await;
+    // Spans three pieces of the relay's storage, in chunks that cross piece boundaries.
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sha = hex::encode(Sha256::digest(&data));
+    let first = put_chunk(&env, "wa", &sha, &r, &data, 0, 1_200_000).await;
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(first.json::<Value>().await.unwrap()["size"], 1_200_000);
+    // Another device of the same scope sending the same content gets its own session.
+    let other = put_chunk(&env, "sup", &sha, &r, &data, 0, 50_000).await;
+    assert_eq!(other.status().as_u16(), 200);
+    assert_eq!(other.json::<Value>().await.unwrap()["size"], 50_000);
+    assert_eq!(
+        head_as(&env, "wa", &sha).await,
+        (308, Some("1200000".into()))
+    );
+    assert_eq!(
+        head_as(&env, "sup", &sha).await,
+        (308, Some("50000".into()))
+    );
+    // The second device finishing its session with garbage discards its session only.
+    let mut garbage = data.clone();
+    garbage[2_000_000] ^= 0xff;
+    let spoil = put_chunk(&env, "sup", &sha, &r, &garbage, 50_000, garbage.len()).await;
+    assert_eq!(spoil.status().as_u16(), 422);
+    assert_eq!(
+        spoil.json::<Value>().await.unwrap()["error"]["code"],
+        "hash_mismatch"
+    );
+    assert_eq!(
+        head_as(&env, "wa", &sha).await,
+        (308, Some("1200000".into()))
+    );
+    assert_eq!(head_as(&env, "sup", &sha).await, (404, None));
+    // Another grid's device: the partial upload is invisible, its record refused, and the first
+    // device's session cannot be continued from elsewhere.
+    assert_eq!(head_as(&env, "wb", &sha).await, (404, None));
+    let foreign = put_chunk(&env, "wb", &sha, &r, &data, 0, 10).await;
+    assert_eq!(foreign.status().as_u16(), 403);
+    assert_eq!(
+        foreign.json::<Value>().await.unwrap()["error"]["code"],
+        "out_of_scope"
+    );
+    let hijack = put_chunk(&env, "wb", &sha, &r2, &garbage, 1_200_000, garbage.len()).await;
+    assert_eq!(hijack.status().as_u16(), 409);
+    assert_eq!(hijack.headers()["upload-offset"], "0");
+    assert_eq!(
+        head_as(&env, "wa", &sha).await,
+        (308, Some("1200000".into()))
+    );
+    // Resume where the relay says, and finish.
+    let rest = put_chunk(&env, "wa", &sha, &r, &data, 1_200_000, data.len()).await;
+    assert_eq!(rest.status().as_u16(), 200);
+    let v: Value = rest.json().await.unwrap();
+    assert_eq!(
+        (v["complete"].as_bool(), v["size"].as_u64()),
+        (Some(true), Some(2_500_000))
+    );
+    // Visible where its record is: HEAD and GET alike.
+    for who in ["wa", "sup", "op"] {
+        assert_eq!(
+            head_as(&env, who, &sha).await,
+            (200, Some("2500000".into())),
+            "{who}"
+        );
+        let (status, body) = get_as(&env, who, &sha).await;
+        assert_eq!(status, 200, "{who}");
+        assert!(body == data, "{who} got other bytes");
+    }
+    assert_eq!(head_as(&env, "wb", &sha).await, (404, None));
+    let (status, _) = get_as(&env, "wb", &sha).await;
+    assert_eq!(status, 403);
+    // The same content uploaded in full by another device for its own record is stored once and
+    // linked: wb proves it holds the bytes, and may then read them.
+    let own = put_chunk(&env, "wb", &sha, &r2, &data, 0, data.len()).await;
+    assert_eq!(own.status().as_u16(), 200);
+    assert_eq!(own.json::<Value>().await.unwrap()["complete"], true);
+    assert_eq!(get_as(&env, "wb", &sha).await, (200, data.clone()));
+    // Repeating a finished upload is harmless.
+    let again = put_chunk(&env, "wa", &sha, &r, &data, 0, 1_200_000).await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["complete"], true);
+    env.stop().await;
+}
+
+async fn attachment_limits(b: Backend) {
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let env = Env::with_limits(b, limits).await;
+    let r = rid(62);
+    env.push("wa", &[(&r, create("g1", "Kim").1)]).await;
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
+    // Above the attachment limit shared with the device: refused before any byte is stored.
+    let max = gridwork_protocol::limits::MAX_ATTACHMENT_BYTES;
+    let sha = hex::encode(Sha256::digest(b"big"));
+    let big = env
+        .http
+        .put(env.url(&format!("/v1/attachments/{sha}?record={r}")))
+        .bearer_auth(&env.tokens["wa"])
+        .header("Content-Range", format!("bytes 0-9/{}", max + 1))
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
+    assert_eq!(code(&big.json().await.unwrap()), "payload_too_large");
+    assert_eq!(head_as(&env, "wa", &sha).await, (404, None));
+    // A chunk above the body limit.
+    let data = vec![7u8; 100_000];
+    let sha = hex::encode(Sha256::digest(&data));
+    let r1 = put_chunk(&env, "wa", &sha, &r, &data, 0, data.len()).await;
+    assert_eq!(r1.status().as_u16(), 413);
+    // In chunks within the limit it goes through.
+    for (from, to) in [(0, 60_000), (60_000, 100_000)] {
+        let c = put_chunk(&env, "wa", &sha, &r, &data, from, to).await;
+        assert_eq!(c.status().as_u16(), 200);
+    }
+    assert_eq!(get_as(&env, "wa", &sha).await, (200, data));
+    // An empty attachment is a one-shot upload of zero bytes (sent without a length).
+    let empty = hex::encode(Sha256::digest(b""));
+    let e = env
+        .http
+        .put(env.url(&format!("/v1/attachments/{empty}?record={r}")))
+        .bearer_auth(&env.tokens["wa"])
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(e.status().as_u16(), 200);
+    assert_eq!(e.json::<Value>().await.unwrap()["complete"], true);
+    assert_eq!(get_as(&env, "wa", &empty).await, (200, Vec::new()));
+    // A device holds a bounded number of partial uploads: starting one more drops its oldest.
+    let n = gridwork_server::storage::MAX_UPLOADS_PER_DEVICE + 1;
+    let contents: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 10]).collect();
+    let shas: Vec<String> = contents
+        .iter()
+        .map(|c| hex::encode(Sha256::digest(c)))
+        .collect();
+    for (c, sha) in contents.iter().zip(&shas) {
+        assert_eq!(
+            put_chunk(&env, "wa", sha, &r, c, 0, 5)
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+        // Distinct last-use times (milliseconds).
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(head_as(&env, "wa", &shas[0]).await, (404, None));
+    for sha in &shas[1..] {
+        assert_eq!(head_as(&env, "wa", sha).await, (308, Some("5".into())));
+    }
+    env.stop().await;
+}
+
+// ---- operators ----
+
+fn is_not_found<T: std::fmt::Debug>(r: gridwork_server::Result<T>) -> bool {
+    matches!(r, Err(gridwork_server::Error::NotFound(_)))
+}
+
+fn is_invalid<T: std::fmt::Debug>(r: gridwork_server::Result<T>) -> bool {
+    matches!(r, Err(gridwork_server::Error::Invalid(_)))
+}
+
+async fn admin_users_and_devices(b: Backend) {
+    let env = Env::new(b).await;
+    let admin = Admin::open(&env.storage).await.unwrap();
+    let users = admin.list_users().await.unwrap();
+    let wa = users.iter().find(|u| u.id == "wa").unwrap();
+    assert_eq!(
+        (
+            wa.name.as_str(),
+            wa.role,
+            wa.area.as_str(),
+            wa.disabled,
+            wa.devices
+        ),
+        ("User wa", Role::Worker, "g1", false, 1)
+    );
+    assert_eq!(users.iter().find(|u| u.id == "rv").unwrap().devices, 0);
+    // Area and role changes apply from the next request on.
+    admin
+        .set_user(
+            "wb",
+            &gridwork_server::UserChanges {
+                area: Some("c2".into()),
+                role: Some(Role::Supervisor),
+                name: Some("Wen B".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let (s, me) = env.get("wb", "/v1/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (&me["area"], &me["area_path"], &me["role"], &me["user_name"]),
+        (
+            &json!("c2"),
+            &json!("d1/s2/c2/"),
+            &json!("supervisor"),
+            &json!("Wen B")
+        )
+    );
+    assert!(is_not_found(
+        admin
+            .set_user(
+                "nobody",
+                &gridwork_server::UserChanges {
+                    role: Some(Role::Worker),
+                    ..Default::default()
+                }
+            )
+            .await
+    ));
+    let bad_area = gridwork_server::UserChanges {
+        area: Some("nowhere".into()),
+        ..Default::default()
+    };
+    assert!(is_invalid(admin.set_user("wb", &bad_area).await));
+    assert!(is_invalid(
+        admin
+            .set_user("wb", &gridwork_server::UserChanges::default())
+            .await
+    ));
+    let blank = gridwork_server::UserChanges {
+        name: Some("  ".into()),
+        ..Default::default()
+    };
+    assert!(is_invalid(admin.set_user("wb", &blank).await));
+    // Disable and enable.
+    admin.disable_user("wa").await.unwrap();
+    let (s, v) = env.get("wa", "/v1/me").await;
+    assert_eq!((s, &v["error"]["code"]), (401, &json!("disabled")));
+    assert!(admin
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .any(|u| u.id == "wa" && u.disabled));
+    admin.enable_user("wa").await.unwrap();
+    assert_eq!(env.get("wa", "/v1/me").await.0, 200);
+    assert!(is_not_found(admin.disable_user("nobody").await));
+    assert!(is_not_found(admin.enable_user("nobody").await));
+    // Devices of one user.
+    let mine = admin.list_user_devices("wa").await.unwrap();
+    assert_eq!(
+        mine.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["dev-wa"]
+    );
+    assert!(is_not_found(admin.list_user_devices("nobody").await));
+    // Reset: a token bound to one store can register another after the operator says so.
+    let register = |actor: &'static str| {
+        env.http
+            .post(env.url("/v1/me"))
+            .bearer_auth(&env.tokens["wa"])
+            .json(&json!({ "actor": actor }))
+            .send()
+    };
+    assert_eq!(register("aa01").await.unwrap().status().as_u16(), 200);
+    assert!(admin.list_user_devices("wa").await.unwrap()[0].bound);
+    assert_eq!(register("bb02").await.unwrap().status().as_u16(), 409);
+    admin.reset_device("dev-wa").await.unwrap();
+    assert!(!admin.list_user_devices("wa").await.unwrap()[0].bound);
+    assert_eq!(register("bb02").await.unwrap().status().as_u16(), 200);
+    assert_eq!(register("aa01").await.unwrap().status().as_u16(), 409);
+    assert!(is_not_found(admin.reset_device("dev-none").await));
+    admin.close().await;
+    env.stop().await;
+}
+
+/// The records in `who`'s snapshot.
+async fn snapshot_ids(env: &Env, who: &str) -> Vec<String> {
+    let (s, v) = env.get(who, "/v1/snapshot?limit=100").await;
+    assert_eq!(s, 200);
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn admin_area_tree(b: Backend) {
+    let env = Env::new(b).await;
+    let admin = Admin::open(&env.storage).await.unwrap();
+    let r = rid(70);
+    let (mut doc, c) = create("g1", "Kim");
+    assert_eq!(env.push("wa", &[(&r, c)]).await[0]["status"], "accepted");
+    assert_eq!(snapshot_ids(&env, "sup").await, std::slice::from_ref(&r));
+    assert!(snapshot_ids(&env, "sup2").await.is_empty());
+    // Rename.
+    admin.rename_area("g1", "Grid One").await.unwrap();
+    let (_, areas) = env.get("wa", "/v1/areas").await;
+    assert!(areas["areas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == "g1" && a["name"] == "Grid One"));
+    assert!(is_not_found(admin.rename_area("nope", "X").await));
+    assert!(is_invalid(admin.rename_area("g1", " ").await));
+    // Moves the tree rule forbids, or that would put an area inside itself.
+    for (id, parent, why) in [
+        ("g1", "g3", "grid under grid"),
+        ("s2", "c1", "street under community"),
+        ("c1", "g1", "inside itself"),
+        ("c1", "d1", "community under district"),
+        ("g1", "nowhere", "unknown parent"),
+    ] {
+        assert!(is_invalid(admin.move_area(id, parent).await), "{why}");
+    }
+    assert!(is_not_found(admin.move_area("nope", "c2").await));
+    // Move g1 (with its record) from c1 to c2: the record follows, and so do its readers.
+    let moved = admin.move_area("g1", "c2").await.unwrap();
+    assert_eq!((moved.areas, moved.records), (1, 1));
+    let (_, me) = env.get("wa", "/v1/me").await;
+    assert_eq!(me["area_path"], "d1/s2/c2/g1/");
+    assert!(admin
+        .list_areas()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.id == "g1" && a.parent.as_deref() == Some("c2") && a.path == "d1/s2/c2/g1/"));
+    assert_eq!(snapshot_ids(&env, "sup2").await, std::slice::from_ref(&r));
+    assert!(snapshot_ids(&env, "sup").await.is_empty());
+    assert_eq!(snapshot_ids(&env, "wa").await, std::slice::from_ref(&r));
+    // The worker keeps editing it, and the new entries reach the new supervisor.
+    let e = edit(&mut doc, "phone", "1");
+    assert_eq!(env.push("wa", &[(&r, e)]).await[0]["status"], "accepted");
+    let (items, _) = env.pull_all("sup2", 0, 100).await;
+    assert!(items.iter().any(|i| i["record"] == r.as_str()));
+    // Remove only what is empty.
+    for (id, why) in [
+        ("g1", "users and a record"),
+        ("c1", "child areas"),
+        ("g2", "a user"),
+    ] {
+        assert!(
+            matches!(
+                admin.remove_area(id).await,
+                Err(gridwork_server::Error::NotEmpty(_))
+            ),
+            "{why}"
+        );
+    }
+    admin
+        .add_area("g9", Some("c1"), AreaLevel::Grid, "Grid 9")
+        .await
+        .unwrap();
+    admin.remove_area("g9").await.unwrap();
+    assert!(!admin
+        .list_areas()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.id == "g9"));
+    assert!(is_not_found(admin.remove_area("g9").await));
+    admin.close().await;
+    env.stop().await;
+}
+
+// ---- PostgreSQL over TLS ----
+
+/// A conformance scenario over `sslmode=require` and `sslmode=verify-full` (with the test CA), each
+/// checked from the server's side (`pg_stat_ssl`); the check itself fails on a plain connection, and
+/// verification refuses a certificate it cannot trust or a name the certificate does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    let (Some(url), Some(ca)) = (pg_url(), common::pg_ca()) else {
+        eprintln!("skipped: set GRIDWORK_TEST_POSTGRES_URL and GRIDWORK_TEST_POSTGRES_CA (start-postgres.sh)");
+        return;
+    };
+    let encrypted = |url: String| async move {
+        let admin = Admin::open(&StorageConfig::Postgres { url }).await.unwrap();
+        let tls = admin.transport_encrypted().await.unwrap();
+        admin.close().await;
+        tls
+    };
+    let ca_param = format!("sslrootcert={}", ca.replace('/', "%2F"));
+    // channel_binding=require: the SCRAM exchange is bound to the TLS session (tls-server-end-point).
+    for params in [
+        "sslmode=require&channel_binding=require".to_owned(),
+        format!("sslmode=verify-full&{ca_param}&channel_binding=require"),
+    ] {
+        let tls_url = common::with_params(&url, &params);
+        push_pull_round_trip(Backend::Postgres(tls_url.clone())).await;
+        attachments(Backend::Postgres(tls_url.clone())).await;
+        assert_eq!(encrypted(tls_url).await, Some(true), "{params}");
+    }
+    assert_eq!(
+        encrypted(common::with_params(&url, "sslmode=disable")).await,
+        Some(false)
+    );
+    let refused = |url: String| async move {
+        match Admin::open(&StorageConfig::Postgres { url }).await {
+            Ok(a) => {
+                a.close().await;
+                false
+            }
+            Err(_) => true,
+        }
+    };
+    // The Mozilla roots do not vouch for the test CA.
+    assert!(refused(common::with_params(&url, "sslmode=verify-full")).await);
+    // The right CA, but a host name the certificate does not hold: verify-full refuses, verify-ca
+    // (chain only) accepts.
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let port_db = rest.split_once(':').unwrap().1;
+    let misnamed = format!("{scheme_user}@wrong.invalid:{port_db}");
+    let misnamed = common::with_params(&misnamed, "hostaddr=127.0.0.1");
+    assert!(
+        refused(common::with_params(
+            &misnamed,
+            &format!("sslmode=verify-full&{ca_param}")
+        ))
+        .await
+    );
+    assert_eq!(
+        encrypted(common::with_params(
+            &misnamed,
+            &format!("sslmode=verify-ca&{ca_param}")
+        ))
+        .await,
+        Some(true)
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1023,4 +1479,8 @@ conformance!(
     error_codes,
     rate_limit,
     admin_rules,
+    attachment_sessions,
+    attachment_limits,
+    admin_users_and_devices,
+    admin_area_tree,
 );

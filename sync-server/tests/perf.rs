@@ -428,6 +428,11 @@ async fn perf_sqlite() {
     probe(
         StorageConfig::Sqlite {
             data_dir: dir.path().to_path_buf(),
+            // GRIDWORK_PERF_INSECURE=1 measures the same run without SQLCipher (its cost).
+            encryption: match std::env::var_os("GRIDWORK_PERF_INSECURE") {
+                Some(_) => gridwork_server::Encryption::Insecure,
+                None => gridwork_server::Encryption::Key(gridwork_server::RelayKey::generate()),
+            },
         },
         None,
     )

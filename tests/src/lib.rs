@@ -42,6 +42,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The key of the test relays' encrypted stores ("gridwork" four times: a test key, never a real one).
+pub const RELAY_KEY: &str = "67726964776f726b67726964776f726b67726964776f726b67726964776f726b";
+const RELAY_KEY_ENV: &str = "GRIDWORK_RELAY_KEY";
+
 /// A relay process with its own data directory. Killed when dropped.
 pub struct Relay {
     child: Option<Child>,
@@ -65,6 +69,7 @@ impl Relay {
             .args(["serve", "--data"])
             .arg(&self.data)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env(RELAY_KEY_ENV, RELAY_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -107,6 +112,7 @@ impl Relay {
             .args(["admin", "--data"])
             .arg(&self.data)
             .args(args)
+            .env(RELAY_KEY_ENV, RELAY_KEY)
             .env("RUST_LOG", "warn")
             .output()
             .expect("run admin");
@@ -166,6 +172,7 @@ impl Relay {
         let _ = Command::new(server_bin())
             .args(["admin", "--data"])
             .arg(&self.data)
+            .env(RELAY_KEY_ENV, RELAY_KEY)
             .args([
                 "user",
                 "add",

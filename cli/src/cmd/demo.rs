@@ -67,9 +67,8 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
         .enable_all()
         .build()
         .map_err(err)?;
-    let storage = StorageConfig::Sqlite {
-        data_dir: dir.join("relay"),
-    };
+    // A fresh key per run: the demo's relay is encrypted like any other.
+    let storage = StorageConfig::sqlite(dir.join("relay"), gridwork_server::RelayKey::generate());
 
     section("An embedded relay and an area tree");
     let tokens = runtime.block_on(async {

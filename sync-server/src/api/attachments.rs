@@ -1,22 +1,35 @@
-//! Attachment routes: content-addressed, resumable uploads and scope-checked downloads.
+//! Attachment routes: content-addressed, resumable uploads in per-device sessions, and downloads; every
+//! route checked against the caller's scope, and the bytes streamed both ways.
+//!
+//! - An upload belongs to the device that started it (a session keyed by device and hash): another
+//!   device sending the same content gets its own session, so nobody can finish, spoil or probe
+//!   someone else's partial upload. Only a full session whose content hashes to its name becomes the
+//!   attachment, stored once whoever finished first, and only that session links it to a record:
+//!   knowing a hash never opens its bytes.
+//! - A request body is stored in pieces of at most [`PIECE_BYTES`] as it arrives; the completion check
+//!   hashes piece by piece; a download is sent piece by piece from the database. No request holds a
+//!   whole attachment in memory.
+//! - One size limit, shared with the device: [`MAX_ATTACHMENT_BYTES`] (413 above it); a chunk is at
+//!   most the request body limit (413 above it).
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
+use gridwork_protocol::limits::MAX_ATTACHMENT_BYTES;
 use gridwork_protocol::wire::AttachmentPutResponse;
 
-use super::{params, AppState, Body, Caller, Params};
+use super::{params, AppState, Caller, Params};
 use crate::error::ApiError;
-use crate::storage::{AttachmentState, PutChunk, PutOutcome};
+use crate::storage::{Append, Begin, DeviceAuth, Finish, Piece, PIECE_BYTES};
 
 type St = State<Arc<AppState>>;
 
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
-/// Largest attachment accepted (uploaded in chunks of at most the body limit).
-const MAX_ATTACHMENT_BYTES: u64 = 1 << 30;
 
 fn parse_sha(s: &str) -> Result<[u8; 32], ApiError> {
     let bad =
@@ -28,10 +41,33 @@ fn parse_sha(s: &str) -> Result<[u8; 32], ApiError> {
     <[u8; 32]>::try_from(v.as_slice()).map_err(|_| bad())
 }
 
-/// `bytes <start>-<end>/<total>` -> (start, total); checks the range against the body length.
-fn parse_range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
+/// The bytes a `PUT` carries: `len` bytes from `start` of an attachment of `total` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkRange {
+    start: u64,
+    len: u64,
+    total: u64,
+}
+
+/// `Content-Range: bytes <start>-<end>/<total>`, or a one-shot upload of `Content-Length` bytes;
+/// `None` for a one-shot upload of unknown length (a chunked body, or an empty one sent without a
+/// length). The declared length is checked against the body as it streams in.
+fn parse_range(h: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
+    let length = match h.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length must be a number"))?,
+        ),
+    };
     let Some(v) = h.get(header::CONTENT_RANGE) else {
-        return Ok((0, len));
+        return Ok(length.map(|len| ChunkRange {
+            start: 0,
+            len,
+            total: len,
+        }));
     };
     let bad = || ApiError::bad_request("Content-Range must be `bytes <start>-<end>/<total>`");
     let s = v.to_str().map_err(|_| bad())?.trim();
@@ -41,12 +77,69 @@ fn parse_range(h: &HeaderMap, len: u64) -> Result<(u64, u64), ApiError> {
     let (a, b) = range.split_once('-').ok_or_else(bad)?;
     let start: u64 = a.trim().parse().map_err(|_| bad())?;
     let end: u64 = b.trim().parse().map_err(|_| bad())?;
-    if end < start || end - start + 1 != len || end >= total {
+    if end < start || end >= total || length.is_some_and(|l| l != end - start + 1) {
         return Err(ApiError::bad_request(
             "Content-Range does not match the body",
         ));
     }
-    Ok((start, total))
+    Ok(Some(ChunkRange {
+        start,
+        len: end - start + 1,
+        total,
+    }))
+}
+
+/// A one-shot upload of unknown length: read whole, which the body limit bounds (it is one chunk).
+async fn read_unsized(body: Body, limit: usize) -> Result<(ChunkRange, Body), ApiError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("a chunk holds at most {limit} bytes")))?;
+    let len = bytes.len() as u64;
+    Ok((
+        ChunkRange {
+            start: 0,
+            len,
+            total: len,
+        },
+        Body::from(bytes),
+    ))
+}
+
+/// Reads and drops the rest of a refused chunk (at most its declared length, within the body
+/// limit), so the answer reaches a client that is still sending instead of a reset connection.
+async fn drain(body: Body, len: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(d)) = stream.next().await {
+        seen += d.len() as u64;
+        if seen > len {
+            break;
+        }
+    }
+}
+
+fn wrong_offset(offset: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "bad_request",
+        format!("chunk must start at offset {offset}"),
+    )
+    .with_header(UPLOAD_OFFSET, offset)
+}
+
+fn put_answer(sha: String, size: u64, complete: bool) -> Response {
+    Json(AttachmentPutResponse {
+        sha256: sha,
+        size,
+        complete,
+    })
+    .into_response()
+}
+
+/// Is the attachment linked to a record in the caller's scope?
+async fn visible(st: &AppState, c: &DeviceAuth, sha: [u8; 32]) -> Result<bool, ApiError> {
+    let paths = st.store.attachment_paths(sha).await?;
+    Ok(c.scope().allows_any(&paths))
 }
 
 pub(super) async fn att_put(
@@ -55,7 +148,7 @@ pub(super) async fn att_put(
     Path(sha): Path<String>,
     q: Params,
     headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let sha_b = parse_sha(&sha)?;
     let p = params(q)?;
@@ -64,51 +157,43 @@ pub(super) async fn att_put(
         .filter(|r| gridwork_protocol::doc::is_valid_record_id(r))
         .cloned()
         .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
-    let (start, total) = parse_range(&headers, body.len() as u64)?;
-    if total > MAX_ATTACHMENT_BYTES {
-        return Err(ApiError::too_large("attachment too large"));
+    let (range, body) = match parse_range(&headers)? {
+        Some(r) => (r, body),
+        None => read_unsized(body, st.limits.max_body_bytes).await?,
+    };
+    // Too large: answered at once, without reading what may be a very long body.
+    if range.total > MAX_ATTACHMENT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "an attachment holds at most {MAX_ATTACHMENT_BYTES} bytes"
+        )));
     }
-    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
-    // download check applies once the record exists.
-    if let Some(paths) = st.store.record_paths(&record).await? {
-        if !c.scope().allows_any(&paths) {
-            return Err(ApiError::out_of_scope("record outside your areas"));
-        }
+    if range.len > st.limits.max_body_bytes as u64 {
+        return Err(ApiError::too_large(format!(
+            "a chunk holds at most {} bytes",
+            st.limits.max_body_bytes
+        )));
     }
-    let out = st
-        .store
-        .attachment_put(PutChunk {
-            sha256: sha_b,
-            record,
-            start,
-            total,
-            data: body,
-        })
-        .await?;
-    match out {
-        PutOutcome::Stored {
-            received, complete, ..
-        } => {
-            if complete {
-                tracing::info!(device = %c.device_id, attachment = %sha, size = received, "attachment complete");
-            }
-            Ok(Json(AttachmentPutResponse {
-                sha256: sha,
-                size: received,
-                complete,
-            })
-            .into_response())
+    let body = match begin(&st, &c, sha_b, &record, range).await {
+        Ok(None) => body,
+        Ok(Some(done)) => {
+            drain(body, range.len).await;
+            return Ok(put_answer(sha, done, true));
         }
-        PutOutcome::WrongOffset { offset } => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "bad_request",
-            format!("chunk must start at offset {offset}"),
-        )
-        .with_header(UPLOAD_OFFSET, offset)),
-        PutOutcome::WrongTotal { total } => Err(ApiError::bad_request(format!(
-            "upload in progress has total size {total}"
-        ))),
-        PutOutcome::HashMismatch => {
+        Err(e) => {
+            drain(body, range.len).await;
+            return Err(e);
+        }
+    };
+    let received = receive(&st, &c.device_id, sha_b, range, body).await?;
+    if received < range.total {
+        return Ok(put_answer(sha, received, false));
+    }
+    match st.store.upload_finish(&c.device_id, sha_b, &record).await? {
+        Finish::Complete { size } => {
+            tracing::info!(device = %c.device_id, attachment = %sha, size, "attachment complete");
+            Ok(put_answer(sha, size, true))
+        }
+        Finish::HashMismatch => {
             tracing::info!(device = %c.device_id, attachment = %sha, "attachment hash mismatch, discarded");
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -116,26 +201,137 @@ pub(super) async fn att_put(
                 "content does not match its SHA-256; upload discarded",
             ))
         }
+        Finish::Incomplete { received } => Err(wrong_offset(received)),
     }
 }
 
+/// Checks the caller's scope over `record` and opens or checks its upload session for `range`;
+/// `Some(size)` when the record already has the complete attachment (nothing to store).
+async fn begin(
+    st: &AppState,
+    c: &DeviceAuth,
+    sha: [u8; 32],
+    record: &str,
+    range: ChunkRange,
+) -> Result<Option<u64>, ApiError> {
+    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
+    // download check applies once the record exists.
+    if let Some(paths) = st.store.record_paths(record).await? {
+        if !c.scope().allows_any(&paths) {
+            return Err(ApiError::out_of_scope("record outside your areas"));
+        }
+    }
+    match st
+        .store
+        .upload_begin(&c.device_id, sha, record, range.start, range.total)
+        .await?
+    {
+        Begin::Ready => Ok(None),
+        Begin::AlreadyLinked { size } => Ok(Some(size)),
+        Begin::WrongOffset { offset } => Err(wrong_offset(offset)),
+        Begin::WrongTotal { total } => Err(ApiError::bad_request(format!(
+            "upload in progress has total size {total}"
+        ))),
+    }
+}
+
+/// Streams the body into the device's session in pieces of at most [`PIECE_BYTES`]; returns the
+/// session's offset after the last piece. Pieces stored before the body broke off stay: the device
+/// resumes after them.
+async fn receive(
+    st: &AppState,
+    device: &str,
+    sha: [u8; 32],
+    range: ChunkRange,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut offset = range.start;
+    let mut seen = 0u64;
+    let mut piece: Vec<u8> = Vec::with_capacity(PIECE_BYTES.min(range.len as usize));
+    let failure = loop {
+        let mut data = match stream.next().await {
+            None => break None,
+            Some(Err(_)) => break Some(ApiError::bad_request("the body broke off")),
+            Some(Ok(d)) => d,
+        };
+        seen += data.len() as u64;
+        if seen > range.len {
+            break Some(ApiError::bad_request(
+                "the body is longer than Content-Range says",
+            ));
+        }
+        while !data.is_empty() {
+            let take = (PIECE_BYTES - piece.len()).min(data.len());
+            piece.extend_from_slice(&data.split_to(take));
+            if piece.len() == PIECE_BYTES {
+                offset = store_piece(st, device, sha, offset, &mut piece).await?;
+            }
+        }
+    };
+    if !piece.is_empty() {
+        offset = store_piece(st, device, sha, offset, &mut piece).await?;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None if seen < range.len => Err(ApiError::bad_request(
+            "the body is shorter than Content-Range says",
+        )),
+        None => Ok(offset),
+    }
+}
+
+async fn store_piece(
+    st: &AppState,
+    device: &str,
+    sha: [u8; 32],
+    offset: u64,
+    piece: &mut Vec<u8>,
+) -> Result<u64, ApiError> {
+    let data = Bytes::from(std::mem::replace(piece, Vec::with_capacity(PIECE_BYTES)));
+    match st.store.upload_append(device, sha, offset, data).await? {
+        Append::Stored { received } => Ok(received),
+        Append::WrongOffset { offset } => Err(wrong_offset(offset)),
+    }
+}
+
+/// `308` with the offset of the caller's own upload; `200` with the size when the attachment is
+/// complete and linked to a record in the caller's scope; otherwise `404`, which says nothing about
+/// other devices' uploads or other areas' attachments.
 pub(super) async fn att_head(
     State(st): St,
-    Caller(_c): Caller,
+    Caller(c): Caller,
     Path(sha): Path<String>,
 ) -> Result<Response, ApiError> {
     let sha_b = parse_sha(&sha)?;
-    Ok(match st.store.attachment_state(sha_b).await? {
-        AttachmentState::Unknown => StatusCode::NOT_FOUND.into_response(),
-        AttachmentState::Partial { received, .. } => (
+    if let Some(u) = st.store.upload_state(&c.device_id, sha_b).await? {
+        return Ok((
             StatusCode::PERMANENT_REDIRECT,
-            [(UPLOAD_OFFSET, received.to_string())],
+            [(UPLOAD_OFFSET, u.received.to_string())],
         )
-            .into_response(),
-        AttachmentState::Complete { size } => {
-            (StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response()
+            .into_response());
+    }
+    if let Some(size) = st.store.attachment_size(sha_b).await? {
+        if visible(&st, &c, sha_b).await? {
+            return Ok((StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response());
         }
-    })
+    }
+    Ok(StatusCode::NOT_FOUND.into_response())
+}
+
+/// The reads that send a complete attachment: every stored piece, in ranges of at most
+/// [`PIECE_BYTES`] (rows of older relays hold a whole attachment).
+fn read_plan(pieces: &[Piece]) -> Vec<(Piece, u64, usize)> {
+    let step = PIECE_BYTES as u64;
+    pieces
+        .iter()
+        .flat_map(|p| {
+            (0..p.len.div_ceil(step)).map(move |i| {
+                let from = i * step;
+                (*p, from, (p.len - from).min(step) as usize)
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn att_get(
@@ -144,31 +340,116 @@ pub(super) async fn att_get(
     Path(sha): Path<String>,
 ) -> Result<Response, ApiError> {
     let sha_b = parse_sha(&sha)?;
-    if !matches!(
-        st.store.attachment_state(sha_b).await?,
-        AttachmentState::Complete { .. }
-    ) {
-        return Err(ApiError::not_found("no such attachment"));
-    }
-    let scope = c.scope();
-    let mut allowed = false;
-    for record in st.store.attachment_records(sha_b).await? {
-        if let Some(paths) = st.store.record_paths(&record).await? {
-            if scope.allows_any(&paths) {
-                allowed = true;
-                break;
-            }
-        }
-    }
-    if !allowed {
+    let size = st
+        .store
+        .attachment_size(sha_b)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such attachment"))?;
+    if !visible(&st, &c, sha_b).await? {
         return Err(ApiError::out_of_scope(
             "attachment not linked to a record in your areas",
         ));
     }
-    let data = st
-        .store
-        .attachment_read(sha_b)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such attachment"))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    let pieces = st.store.attachment_pieces(sha_b).await?;
+    if pieces.iter().map(|p| p.len).sum::<u64>() != size {
+        tracing::error!(attachment = %sha, "stored pieces do not add up to the attachment size");
+        return Err(ApiError::internal());
+    }
+    let store = st.store.clone();
+    let body = futures_util::stream::iter(read_plan(&pieces)).then(move |(piece, from, len)| {
+        let store = store.clone();
+        async move {
+            store
+                .attachment_read(sha_b, piece, from, len)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "attachment download failed midway");
+                    std::io::Error::other("attachment read failed")
+                })
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cover_every_piece_in_bounded_ranges() {
+        let step = PIECE_BYTES as u64;
+        let pieces = [
+            Piece { offset: 0, len: 3 },
+            Piece {
+                offset: 3,
+                len: 2 * step + 1,
+            },
+            Piece {
+                offset: 2 * step as i64 + 4,
+                len: 0,
+            },
+        ];
+        let plan = read_plan(&pieces);
+        assert_eq!(
+            plan.iter()
+                .map(|(p, f, l)| (p.offset, *f, *l))
+                .collect::<Vec<_>>(),
+            [
+                (0, 0, 3),
+                (3, 0, PIECE_BYTES),
+                (3, step, PIECE_BYTES),
+                (3, 2 * step, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        assert_eq!(
+            parse_range(&h(&[("content-range", "bytes 10-19/100")])).unwrap(),
+            Some(ChunkRange {
+                start: 10,
+                len: 10,
+                total: 100
+            })
+        );
+        assert_eq!(
+            parse_range(&h(&[("content-length", "7")])).unwrap(),
+            Some(ChunkRange {
+                start: 0,
+                len: 7,
+                total: 7
+            })
+        );
+        assert_eq!(parse_range(&h(&[])).unwrap(), None);
+        for bad in ["bytes 5-4/10", "bytes 0-10/10", "items 0-1/2", "bytes 0-1"] {
+            assert_eq!(
+                parse_range(&h(&[("content-range", bad)]))
+                    .unwrap_err()
+                    .status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+        assert!(parse_range(&h(&[
+            ("content-range", "bytes 0-9/20"),
+            ("content-length", "9")
+        ]))
+        .is_err());
+    }
 }

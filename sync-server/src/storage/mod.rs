@@ -3,6 +3,7 @@
 //! Pushes go through one writer per process that groups concurrent pushes into one transaction (group
 //! commit); all protocol decisions are made by [`crate::engine::Engine`]. Reads run concurrently.
 
+mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -87,6 +88,8 @@ pub struct DeviceInfo {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub last_sync_at: Option<i64>,
+    /// The token is bound to a store (its actor is known); `device reset` unbinds it.
+    pub bound: bool,
 }
 
 /// A log entry as stored.
@@ -147,37 +150,91 @@ pub struct SnapshotPage {
     pub next: Option<String>,
 }
 
+/// Most open upload sessions per device. Starting another drops the device's least recently used one
+/// (an honest device uploads one attachment at a time; older sessions are abandoned uploads), so a
+/// device can never hold more than this many partial attachments on the relay.
+pub const MAX_UPLOADS_PER_DEVICE: usize = 4;
+/// Uploads are stored, hashed and downloaded in pieces of at most this many bytes.
+pub const PIECE_BYTES: usize = gridwork_protocol::limits::ATTACHMENT_CHUNK_BYTES;
+
+/// A device's upload in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachmentState {
-    Unknown,
-    Partial { received: u64, total: u64 },
-    Complete { size: u64 },
+pub struct Upload {
+    pub received: u64,
+    pub total: u64,
 }
 
-/// Outcome of storing one attachment chunk.
+/// Where a chunk of `total` bytes starting at `start` lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
+pub enum Begin {
+    /// The device's session expects exactly this chunk: send its bytes.
+    Ready,
+    /// The record already has this attachment, complete: nothing to store (a repeated upload).
+    AlreadyLinked { size: u64 },
+    /// The chunk does not start where the device's session is.
+    WrongOffset { offset: u64 },
+    /// The device's session was started with another total size.
+    WrongTotal { total: u64 },
+}
+
+/// Outcome of appending one piece to a device's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
     Stored {
         received: u64,
-        total: u64,
-        complete: bool,
     },
-    /// The chunk does not start at the current offset.
-    WrongOffset { offset: u64 },
-    /// The declared total differs from the upload in progress.
-    WrongTotal { total: u64 },
-    /// The last byte arrived and the content does not hash to the name: the upload was discarded.
-    HashMismatch,
+    /// The session moved on, or was dropped, meanwhile (a concurrent request of the same device).
+    WrongOffset {
+        offset: u64,
+    },
 }
 
-/// One attachment chunk to store.
-#[derive(Debug, Clone)]
-pub struct PutChunk {
-    pub sha256: [u8; 32],
-    pub record: String,
-    pub start: u64,
-    pub total: u64,
-    pub data: axum::body::Bytes,
+/// Outcome of finishing a device's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Verified, stored (or found stored already) and linked.
+    Complete { size: u64 },
+    /// The content does not hash to its name: the session was discarded.
+    HashMismatch,
+    /// The session is not full (or no longer exists): bytes from `received` on are missing.
+    Incomplete { received: u64 },
+}
+
+/// A stored piece of a complete attachment: its row key and length. Rows written by this relay are at
+/// most [`PIECE_BYTES`]; older relays stored one row per attachment, read in ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub offset: i64,
+    pub len: u64,
+}
+
+/// A user as operators see it: no personal data beyond the display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub area: String,
+    pub disabled: bool,
+    /// Devices not revoked.
+    pub devices: u64,
+}
+
+/// Changes to a user; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub area: Option<String>,
+}
+
+/// What moving an area changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AreaMoved {
+    /// The area and its descendants.
+    pub areas: u64,
+    /// Records whose area paths were rewritten.
+    pub records: u64,
 }
 
 #[derive(Clone)]
@@ -221,13 +278,18 @@ impl Store {
     /// Opens (creating and migrating as needed) the configured storage.
     pub async fn open(config: &StorageConfig, limits: &Limits) -> Result<Store> {
         match config {
-            StorageConfig::Sqlite { data_dir } => {
+            StorageConfig::Sqlite {
+                data_dir,
+                encryption,
+            } => {
                 let dir = data_dir.clone();
                 let limits = limits.clone();
-                let s =
-                    tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&dir, &limits))
-                        .await
-                        .map_err(|e| Error::Unavailable(e.to_string()))??;
+                let enc = encryption.clone();
+                let s = tokio::task::spawn_blocking(move || {
+                    sqlite::SqliteStore::open(&dir, &enc, &limits)
+                })
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))??;
                 Ok(Store::Sqlite(Arc::new(s)))
             }
             StorageConfig::Postgres { url } => Ok(Store::Postgres(Arc::new(
@@ -315,22 +377,99 @@ impl Store {
         dispatch!(self, s => sqlite s.record_paths(&r), pg s.record_paths(&r))
     }
 
-    pub async fn attachment_state(&self, sha: [u8; 32]) -> Result<AttachmentState> {
-        dispatch!(self, s => sqlite s.attachment_state(&sha), pg s.attachment_state(&sha))
+    /// The calling device's upload of `sha`, if it has one.
+    pub async fn upload_state(&self, device: &str, sha: [u8; 32]) -> Result<Option<Upload>> {
+        let d = device.to_owned();
+        dispatch!(self, s => sqlite s.upload_state(&d, &sha), pg s.upload_state(device, &sha))
     }
 
-    pub async fn attachment_put(&self, chunk: PutChunk) -> Result<PutOutcome> {
-        dispatch!(self, s => sqlite s.attachment_put(&chunk), pg s.attachment_put(&chunk))
+    /// Opens or checks the device's session for a chunk `start..` of an attachment of `total` bytes
+    /// for `record`. A new session must start at 0; it may drop the device's oldest session (see
+    /// [`MAX_UPLOADS_PER_DEVICE`]).
+    pub async fn upload_begin(
+        &self,
+        device: &str,
+        sha: [u8; 32],
+        record: &str,
+        start: u64,
+        total: u64,
+    ) -> Result<Begin> {
+        let (d, r) = (device.to_owned(), record.to_owned());
+        let now = now_millis();
+        dispatch!(self, s => sqlite s.upload_begin(&d, &sha, &r, start, total, now),
+            pg s.upload_begin(device, &sha, record, start, total, now))
     }
 
-    /// Records an attachment is linked to.
-    pub async fn attachment_records(&self, sha: [u8; 32]) -> Result<Vec<String>> {
-        dispatch!(self, s => sqlite s.attachment_records(&sha), pg s.attachment_records(&sha))
+    /// Appends one piece (at most [`PIECE_BYTES`]) at `offset` of the device's session.
+    pub async fn upload_append(
+        &self,
+        device: &str,
+        sha: [u8; 32],
+        offset: u64,
+        data: axum::body::Bytes,
+    ) -> Result<Append> {
+        let d = device.to_owned();
+        let now = now_millis();
+        dispatch!(self, s => sqlite s.upload_append(&d, &sha, offset, &data, now),
+            pg s.upload_append(device, &sha, offset, &data, now))
     }
 
-    /// The bytes of a complete attachment.
-    pub async fn attachment_read(&self, sha: [u8; 32]) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, s => sqlite s.attachment_read(&sha), pg s.attachment_read(&sha))
+    /// Finishes a full session: hashes it piece by piece; on a match stores the content (unless some
+    /// device stored it already) and links it to the session's record and to `record`; on a mismatch
+    /// discards the session.
+    pub async fn upload_finish(&self, device: &str, sha: [u8; 32], record: &str) -> Result<Finish> {
+        let d = device.to_owned();
+        let digest = dispatch!(self, s => sqlite s.upload_digest(&d, &sha),
+            pg s.upload_digest(device, &sha))?;
+        let received = match digest {
+            Digested::Full { digest, .. } if digest != sha => {
+                let d = device.to_owned();
+                dispatch!(self, s => sqlite s.upload_discard(&d, &sha),
+                    pg s.upload_discard(device, &sha))?;
+                return Ok(Finish::HashMismatch);
+            }
+            Digested::Full { total, .. } => total,
+            Digested::Partial { received } => return Ok(Finish::Incomplete { received }),
+        };
+        let (d, r) = (device.to_owned(), record.to_owned());
+        let done = dispatch!(self, s => sqlite s.upload_commit(&d, &sha, received, &r),
+            pg s.upload_commit(device, &sha, received, record))?;
+        if done {
+            return Ok(Finish::Complete { size: received });
+        }
+        // The session changed between hashing and committing (a concurrent request of the same
+        // device): nothing was stored; say where the session stands now.
+        let now = self.upload_state(device, sha).await?;
+        Ok(Finish::Incomplete {
+            received: now.map_or(0, |u| u.received),
+        })
+    }
+
+    /// Size of a complete attachment.
+    pub async fn attachment_size(&self, sha: [u8; 32]) -> Result<Option<u64>> {
+        dispatch!(self, s => sqlite s.attachment_size(&sha), pg s.attachment_size(&sha))
+    }
+
+    /// Area paths of the records an attachment is linked to (empty when none is known to the relay).
+    pub async fn attachment_paths(&self, sha: [u8; 32]) -> Result<Vec<String>> {
+        dispatch!(self, s => sqlite s.attachment_paths(&sha), pg s.attachment_paths(&sha))
+    }
+
+    /// The stored pieces of a complete attachment, in order.
+    pub async fn attachment_pieces(&self, sha: [u8; 32]) -> Result<Vec<Piece>> {
+        dispatch!(self, s => sqlite s.attachment_pieces(&sha), pg s.attachment_pieces(&sha))
+    }
+
+    /// `len` bytes from `from` within one stored piece.
+    pub async fn attachment_read(
+        &self,
+        sha: [u8; 32],
+        piece: Piece,
+        from: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        dispatch!(self, s => sqlite s.attachment_read(&sha, piece, from, len),
+            pg s.attachment_read(&sha, piece, from, len))
     }
 
     pub async fn add_area(&self, area: AreaRowInput) -> Result<AreaRow> {
@@ -359,8 +498,65 @@ impl Store {
         dispatch!(self, s => sqlite s.revoke_device(&d, now), pg s.revoke_device(&d, now))
     }
 
-    pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
-        dispatch!(self, s => sqlite s.list_devices(), pg s.list_devices())
+    /// Devices, all or one user's.
+    pub async fn list_devices(&self, user: Option<&str>) -> Result<Vec<DeviceInfo>> {
+        let u = user.map(str::to_owned);
+        dispatch!(self, s => sqlite s.list_devices(u.as_deref()), pg s.list_devices(user))
+    }
+
+    /// Unbinds a device token from its store (`false` when the device does not exist).
+    pub async fn reset_device(&self, device_id: &str) -> Result<bool> {
+        let d = device_id.to_owned();
+        dispatch!(self, s => sqlite s.reset_device(&d), pg s.reset_device(device_id))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        dispatch!(self, s => sqlite s.list_users(), pg s.list_users())
+    }
+
+    /// Does the user exist?
+    pub async fn user_exists(&self, id: &str) -> Result<bool> {
+        let u = id.to_owned();
+        dispatch!(self, s => sqlite s.user_exists(&u), pg s.user_exists(id))
+    }
+
+    /// Applies `changes` to a user (`NotFound` for an unknown user, `Invalid` for an unknown area).
+    pub async fn update_user(&self, id: &str, changes: &UserChanges) -> Result<()> {
+        let (u, c) = (id.to_owned(), changes.clone());
+        dispatch!(self, s => sqlite s.update_user(&u, &c), pg s.update_user(id, changes))
+    }
+
+    /// Disables (`Some(time)`) or re-enables (`None`) a user; `false` when the user does not exist.
+    pub async fn set_user_disabled(&self, id: &str, at: Option<i64>) -> Result<bool> {
+        let u = id.to_owned();
+        dispatch!(self, s => sqlite s.set_user_disabled(&u, at), pg s.set_user_disabled(id, at))
+    }
+
+    /// Renames an area; `false` when it does not exist.
+    pub async fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
+        let (a, n) = (id.to_owned(), name.to_owned());
+        dispatch!(self, s => sqlite s.rename_area(&a, &n), pg s.rename_area(id, name))
+    }
+
+    /// Moves an area (and its subtree) under another parent. See [`plan_area_move`].
+    pub async fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
+        let (a, p) = (id.to_owned(), parent.to_owned());
+        dispatch!(self, s => sqlite s.move_area(&a, &p), pg s.move_area(id, parent))
+    }
+
+    /// Removes an area that has no child areas, no users and no records.
+    pub async fn remove_area(&self, id: &str) -> Result<()> {
+        let a = id.to_owned();
+        dispatch!(self, s => sqlite s.remove_area(&a), pg s.remove_area(id))
+    }
+
+    /// Whether the database connections are encrypted in transit: `Some` for PostgreSQL (from the
+    /// server's `pg_stat_ssl`), `None` for the embedded store (no connection to protect).
+    pub async fn transport_encrypted(&self) -> Result<Option<bool>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.transport_encrypted().await.map(Some),
+        }
     }
 
     /// Stops the writer after the pushes already queued; further pushes fail with `Unavailable`.
@@ -409,6 +605,92 @@ pub fn child_path(input: &AreaRowInput, parent: Option<(AreaLevel, String)>) -> 
     }
 }
 
+/// What hashing a device's session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digested {
+    /// Every byte is there; the SHA-256 of the content.
+    Full { total: u64, digest: [u8; 32] },
+    /// Not full (or no session: `received` 0).
+    Partial { received: u64 },
+}
+
+/// Checks an area move against the tree rule and returns the area's old and new paths.
+///
+/// The rule is the device's (`gridwork_protocol::check_placement`): a street goes under a district, a
+/// community under a street, a grid under a community; an area never goes under itself or its own
+/// subtree.
+pub fn plan_area_move(areas: &[AreaRow], id: &str, parent: &str) -> Result<(String, String)> {
+    let find = |x: &str| areas.iter().find(|a| a.id == x);
+    let area = find(id).ok_or_else(|| Error::NotFound(format!("area {id}")))?;
+    let new_parent = find(parent)
+        .ok_or_else(|| Error::Invalid(format!("parent area {parent} does not exist")))?;
+    if new_parent.path.starts_with(&area.path) {
+        return Err(Error::Invalid(format!(
+            "area {id} cannot move under {parent}: that is inside {id} itself"
+        )));
+    }
+    gridwork_protocol::check_placement(area.level, Some(new_parent.level))
+        .map_err(Error::Invalid)?;
+    Ok((
+        area.path.clone(),
+        format!("{}{}/", new_parent.path, area.id),
+    ))
+}
+
+/// A record's area paths after its areas under `old` moved to `new` (sorted, like the engine keeps them).
+pub fn moved_paths(paths: &[String], old: &str, new: &str) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .iter()
+        .map(|p| match p.strip_prefix(old) {
+            Some(rest) => format!("{new}{rest}"),
+            None => p.clone(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The smallest string above every string that starts with `prefix` (which ends with `/`): keys under
+/// a path are the index range `[prefix, prefix_end(prefix))`.
+pub fn prefix_end(prefix: &str) -> String {
+    // '/' + 1 == '0'.
+    match prefix.strip_suffix('/') {
+        Some(p) => format!("{p}0"),
+        None => format!("{prefix}\u{10FFFF}"),
+    }
+}
+
+/// What an area still holds; it can be removed only when all are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AreaContents {
+    pub children: i64,
+    pub users: i64,
+    pub records: i64,
+}
+
+impl AreaContents {
+    pub fn check_empty(&self, id: &str) -> Result<()> {
+        if self.children == 0 && self.users == 0 && self.records == 0 {
+            return Ok(());
+        }
+        Err(Error::NotEmpty(format!(
+            "area {id} holds {} child area(s), {} user(s) and {} record(s); move or remove them first",
+            self.children, self.users, self.records
+        )))
+    }
+}
+
+/// A user's display name must say something; ids follow the device-id rule.
+pub fn check_display_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "display name must be 1-200 characters without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Turns a backend's raw page into the answer: `cursor` is the highest seq examined.
 fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: usize) -> PullPage {
     let more = raw.entries.len() > limit;
@@ -444,6 +726,26 @@ fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: usize) -> PullPag
         cursor,
         more,
     }
+}
+
+/// Sets a file's or directory's mode (0600 / 0700: the relay's data is its user's alone). A no-op off Unix.
+pub fn set_private(path: &std::path::Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// Milliseconds since the epoch: orders a device's upload sessions by last use.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn now_secs() -> i64 {

@@ -11,17 +11,17 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use super::*;
 use crate::engine::{AreaMap, Engine, Plan, RecordRow};
 use crate::prof::{self, Span};
-use gridwork_protocol::scope::join_paths;
+use gridwork_protocol::scope::{join_paths, scope_keys};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_device_no_held.sql"),
     include_str!("../../migrations/postgres/0003_authority.sql"),
+    include_str!("../../migrations/postgres/0004_upload_sessions.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -43,12 +43,10 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str, limits: &Limits) -> Result<PgStore> {
-        let cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::Invalid(format!("database url: {e}")))?;
+        let target = super::pg_tls::target(url)?;
         let mgr = Manager::from_config(
-            cfg,
-            NoTls,
+            target.config,
+            target.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -60,6 +58,8 @@ impl PgStore {
         {
             let mut client = pool.get().await?;
             migrate(&mut client).await?;
+            let tls = connection_encrypted(&client).await?;
+            tracing::info!(tls, sslmode = ?target.mode, "postgres connected");
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(writer_loop(
@@ -94,6 +94,12 @@ impl PgStore {
             let _ = h.await;
         }
         self.pool.close();
+    }
+
+    /// Whether the relay's database connections run over TLS (checked on a pooled connection).
+    pub async fn transport_encrypted(&self) -> Result<bool> {
+        let c = self.pool.get().await?;
+        connection_encrypted(&c).await
     }
 
     pub async fn auth(&self, token_hash: &[u8; 32]) -> Result<Option<DeviceAuth>> {
@@ -277,53 +283,248 @@ impl PgStore {
         Ok(row.map(|r| split_paths(&r.get::<_, String>(0))))
     }
 
-    pub async fn attachment_state(&self, sha: &[u8; 32]) -> Result<AttachmentState> {
+    pub async fn upload_state(&self, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
         let c = self.pool.get().await?;
-        att_state(&c, sha, false).await
+        upload_row(&c, device, sha, false).await
     }
 
-    pub async fn attachment_put(&self, ch: &PutChunk) -> Result<PutOutcome> {
+    pub async fn upload_begin(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        record: &str,
+        start: u64,
+        total: u64,
+        now: i64,
+    ) -> Result<Begin> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        // Serialise uploads of the same attachment (across processes too).
-        tx.execute(
-            "INSERT INTO attachments (sha256, total, received, complete) VALUES ($1, $2, 0, false)
-             ON CONFLICT (sha256) DO NOTHING",
-            &[&&ch.sha256[..], &(ch.total as i64)],
-        )
-        .await?;
-        let out = att_put(&tx, ch).await?;
-        // A refused chunk changes nothing: roll back (also drops the row inserted above for an
-        // upload that never started).
-        if !matches!(
-            out,
-            PutOutcome::WrongOffset { .. } | PutOutcome::WrongTotal { .. }
-        ) {
-            tx.commit().await?;
-        }
+        let out = match upload_row(&tx, device, sha, true).await? {
+            Some(u) if u.total != total => Begin::WrongTotal { total: u.total },
+            Some(u) if u.received != start => Begin::WrongOffset { offset: u.received },
+            Some(_) => Begin::Ready,
+            None => {
+                if let Some(size) = linked_size(&tx, sha, record).await? {
+                    return Ok(Begin::AlreadyLinked { size });
+                }
+                if start != 0 {
+                    return Ok(Begin::WrongOffset { offset: 0 });
+                }
+                evict_uploads(&tx, device, MAX_UPLOADS_PER_DEVICE - 1).await?;
+                // A concurrent first chunk of the same device may have created it: either way the
+                // appends decide, by offset.
+                tx.execute(
+                    "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
+                     VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
+                    &[&device, &&sha[..], &record, &(total as i64), &now],
+                )
+                .await?;
+                Begin::Ready
+            }
+        };
+        tx.commit().await?;
         Ok(out)
     }
 
-    pub async fn attachment_records(&self, sha: &[u8; 32]) -> Result<Vec<String>> {
+    pub async fn upload_append(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        data: &[u8],
+        now: i64,
+    ) -> Result<Append> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let moved = tx
+            .execute(
+                "UPDATE upload_sessions SET received = received + $4, used_ms = $5
+                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND received + $4 <= total",
+                &[
+                    &device,
+                    &&sha[..],
+                    &(offset as i64),
+                    &(data.len() as i64),
+                    &now,
+                ],
+            )
+            .await?;
+        if moved == 0 {
+            let offset = upload_row(&tx, device, sha, false)
+                .await?
+                .map_or(0, |u| u.received);
+            return Ok(Append::WrongOffset { offset });
+        }
+        tx.execute(
+            "INSERT INTO upload_chunks (device, sha256, \"offset\", data) VALUES ($1, $2, $3, $4)",
+            &[&device, &&sha[..], &(offset as i64), &data],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Append::Stored {
+            received: offset + data.len() as u64,
+        })
+    }
+
+    /// Hashes a device's session one piece per query (one piece in memory at a time).
+    pub async fn upload_digest(&self, device: &str, sha: &[u8; 32]) -> Result<Digested> {
         let c = self.pool.get().await?;
-        let rows = c
+        let Some(u) = upload_row(&c, device, sha, false).await? else {
+            return Ok(Digested::Partial { received: 0 });
+        };
+        if u.received < u.total {
+            return Ok(Digested::Partial {
+                received: u.received,
+            });
+        }
+        let offsets: Vec<i64> = c
             .query(
-                "SELECT record FROM attachment_records WHERE sha256 = $1",
+                "SELECT \"offset\" FROM upload_chunks WHERE device = $1 AND sha256 = $2
+                 ORDER BY \"offset\"",
+                &[&device, &&sha[..]],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let piece = c
+            .prepare_cached(
+                "SELECT data FROM upload_chunks WHERE device = $1 AND sha256 = $2 AND \"offset\" = $3",
+            )
+            .await?;
+        let mut hasher = Sha256::new();
+        for off in offsets {
+            let row = c.query_one(&piece, &[&device, &&sha[..], &off]).await?;
+            hasher.update(row.get::<_, &[u8]>(0));
+        }
+        Ok(Digested::Full {
+            total: u.total,
+            digest: hasher.finalize().into(),
+        })
+    }
+
+    pub async fn upload_discard(&self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        drop_upload(&tx, device, sha).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a verified session of `total` bytes into the attachment (unless it is stored already) and
+    /// links it; `false` when the session is no longer the one that was hashed.
+    pub async fn upload_commit(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        total: u64,
+        record: &str,
+    ) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT record FROM upload_sessions
+                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND total = $3 FOR UPDATE",
+                &[&device, &&sha[..], &(total as i64)],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let session_record: String = row.get(0);
+        // Waits for a concurrent commit of the same content by another device, then stores nothing.
+        let stored = tx
+            .execute(
+                "INSERT INTO attachments (sha256, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&&sha[..], &(total as i64)],
+            )
+            .await?;
+        if stored == 1 {
+            tx.execute(
+                "INSERT INTO attachment_chunks (sha256, \"offset\", data)
+                 SELECT sha256, \"offset\", data FROM upload_chunks WHERE device = $1 AND sha256 = $2",
+                &[&device, &&sha[..]],
+            )
+            .await?;
+        }
+        drop_upload(&tx, device, sha).await?;
+        for r in [session_record.as_str(), record] {
+            tx.execute(
+                "INSERT INTO attachment_records (sha256, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&&sha[..], &r],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn attachment_size(&self, sha: &[u8; 32]) -> Result<Option<u64>> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "SELECT size FROM attachments WHERE sha256 = $1",
                 &[&&sha[..]],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
     }
 
-    pub async fn attachment_read(&self, sha: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+    pub async fn attachment_paths(&self, sha: &[u8; 32]) -> Result<Vec<String>> {
         let c = self.pool.get().await?;
-        if !matches!(
-            att_state(&c, sha, false).await?,
-            AttachmentState::Complete { .. }
-        ) {
-            return Ok(None);
-        }
-        Ok(Some(read_chunks(&c, sha).await?))
+        let rows = c
+            .query(
+                "SELECT r.paths FROM attachment_records a JOIN records r ON r.id = a.record
+                 WHERE a.sha256 = $1",
+                &[&&sha[..]],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .flat_map(|r| split_paths(r.get::<_, &str>(0)))
+            .collect())
+    }
+
+    pub async fn attachment_pieces(&self, sha: &[u8; 32]) -> Result<Vec<Piece>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT \"offset\", length(data) FROM attachment_chunks WHERE sha256 = $1
+                 ORDER BY \"offset\"",
+                &[&&sha[..]],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Piece {
+                offset: r.get(0),
+                len: r.get::<_, i32>(1) as u64,
+            })
+            .collect())
+    }
+
+    /// A range of one piece: `substring` sends only that range, whatever the size of the row.
+    pub async fn attachment_read(
+        &self,
+        sha: &[u8; 32],
+        piece: Piece,
+        from: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        let too_big = || Error::Invalid("attachment range out of bounds".into());
+        let from = i32::try_from(from + 1).map_err(|_| too_big())?;
+        let len = i32::try_from(len).map_err(|_| too_big())?;
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "SELECT substring(data from $3 for $4) FROM attachment_chunks
+                 WHERE sha256 = $1 AND \"offset\" = $2",
+                &[&&sha[..], &piece.offset, &from, &len],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound("attachment piece".into()))?;
+        Ok(row.get(0))
     }
 
     pub async fn add_area(&self, input: &AreaRowInput) -> Result<AreaRow> {
@@ -440,13 +641,15 @@ impl PgStore {
         Ok(n > 0)
     }
 
-    pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
+    pub async fn list_devices(&self, user: Option<&str>) -> Result<Vec<DeviceInfo>> {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT d.id, u.id, u.name, u.role, u.area, d.created_at, d.revoked_at, d.last_sync_at
-                 FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.id",
-                &[],
+                "SELECT d.id, u.id, u.name, u.role, u.area, d.created_at, d.revoked_at, d.last_sync_at,
+                        d.actor IS NOT NULL
+                 FROM devices d JOIN users u ON u.id = d.user_id
+                 WHERE $1::text IS NULL OR u.id = $1 ORDER BY d.id",
+                &[&user],
             )
             .await?;
         rows.iter()
@@ -460,10 +663,216 @@ impl PgStore {
                     created_at: r.get(5),
                     revoked_at: r.get(6),
                     last_sync_at: r.get(7),
+                    bound: r.get(8),
                 })
             })
             .collect()
     }
+
+    pub async fn reset_device(&self, id: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(
+            c.execute("UPDATE devices SET actor = NULL WHERE id = $1", &[&id])
+                .await?
+                > 0,
+        )
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT u.id, u.name, u.role, u.area, u.disabled_at IS NOT NULL,
+                        (SELECT count(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at IS NULL)
+                 FROM users u ORDER BY u.id",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserInfo {
+                    id: r.get(0),
+                    name: r.get(1),
+                    role: r.get::<_, String>(2).parse().map_err(Error::Invalid)?,
+                    area: r.get(3),
+                    disabled: r.get(4),
+                    devices: r.get::<_, i64>(5) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn user_exists(&self, id: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.query_opt("SELECT 1 FROM users WHERE id = $1", &[&id])
+            .await?
+            .is_some())
+    }
+
+    pub async fn update_user(&self, id: &str, ch: &UserChanges) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        if let Some(area) = &ch.area {
+            if tx
+                .query_opt("SELECT 1 FROM areas WHERE id = $1", &[area])
+                .await?
+                .is_none()
+            {
+                return Err(Error::Invalid(format!("area {area} does not exist")));
+            }
+        }
+        let n = tx
+            .execute(
+                "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role),
+                                  area = COALESCE($4, area) WHERE id = $1",
+                &[&id, &ch.name, &ch.role.map(|r| r.as_str()), &ch.area],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("user {id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_user_disabled(&self, id: &str, at: Option<i64>) -> Result<bool> {
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "UPDATE users SET disabled_at = $2 WHERE id = $1",
+            &[&id, &at],
+        )
+        .await?
+            > 0)
+    }
+
+    pub async fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        bump_areas_version(&tx).await?;
+        let n = tx
+            .execute("UPDATE areas SET name = $2 WHERE id = $1", &[&id, &name])
+            .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Moves an area: the paths of its subtree, the paths and scope keys of the records in it, and the
+    /// area version change in one transaction, which holds the log head like a push does, so no push of
+    /// any relay process computes paths with the old tree meanwhile. Past log entries keep their keys.
+    pub async fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])
+            .await?;
+        bump_areas_version(&tx).await?;
+        let (old, new) = plan_area_move(&load_areas(&tx).await?, id, parent)?;
+        if old == new {
+            return Ok(AreaMoved {
+                areas: 0,
+                records: 0,
+            });
+        }
+        tx.execute(
+            "UPDATE areas SET parent = $2 WHERE id = $1",
+            &[&id, &parent],
+        )
+        .await?;
+        let areas = tx
+            .execute(
+                "UPDATE areas SET path = $2 || substr(path, length($1) + 1)
+                 WHERE substr(path, 1, length($1)) = $1",
+                &[&old, &new],
+            )
+            .await?;
+        let rows = tx
+            .query(
+                "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
+                 WHERE s.key = $1",
+                &[&old],
+            )
+            .await?;
+        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+        let mut paths: Vec<String> = Vec::with_capacity(rows.len());
+        let (mut key_keys, mut key_records): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        for r in &rows {
+            let id: String = r.get(0);
+            let moved = moved_paths(&split_paths(r.get::<_, &str>(1)), &old, &new);
+            for k in scope_keys(&moved) {
+                key_keys.push(k);
+                key_records.push(id.clone());
+            }
+            paths.push(join_paths(&moved));
+            ids.push(id);
+        }
+        tx.execute(
+            "UPDATE records r SET paths = t.paths
+             FROM UNNEST($1::text[], $2::text[]) AS t(id, paths) WHERE r.id = t.id",
+            &[&ids, &paths],
+        )
+        .await?;
+        tx.execute("DELETE FROM record_scope WHERE record = ANY($1)", &[&ids])
+            .await?;
+        tx.execute(
+            "INSERT INTO record_scope (key, record) SELECT * FROM UNNEST($1::text[], $2::text[])",
+            &[&key_keys, &key_records],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AreaMoved {
+            areas,
+            records: ids.len() as u64,
+        })
+    }
+
+    pub async fn remove_area(&self, id: &str) -> Result<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        bump_areas_version(&tx).await?;
+        let path: String = tx
+            .query_opt("SELECT path FROM areas WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("area {id}")))?
+            .get(0);
+        let count = async |sql: &str, arg: &str| -> Result<i64> {
+            Ok(tx.query_one(sql, &[&arg]).await?.get(0))
+        };
+        let held = AreaContents {
+            children: count("SELECT count(*) FROM areas WHERE parent = $1", id).await?,
+            users: count("SELECT count(*) FROM users WHERE area = $1", id).await?,
+            records: count("SELECT count(*) FROM record_scope WHERE key = $1", &path).await?,
+        };
+        held.check_empty(id)?;
+        // The area's own scope keys on past entries go too: an area created later with the same id
+        // and place must not inherit this one's history.
+        tx.execute(
+            "DELETE FROM entry_areas WHERE key >= $1 AND key < $2",
+            &[&path, &prefix_end(&path)],
+        )
+        .await?;
+        tx.execute("DELETE FROM areas WHERE id = $1", &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn bump_areas_version<C: GenericClient>(c: &C) -> Result<()> {
+    c.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Is this connection encrypted? (PostgreSQL's own view: `pg_stat_ssl`.)
+async fn connection_encrypted<C: GenericClient>(c: &C) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+        &[],
+    )
+    .await?
+    .get(0))
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {
@@ -528,143 +937,62 @@ async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
         .collect()
 }
 
-async fn att_state<C: GenericClient>(c: &C, sha: &[u8; 32], lock: bool) -> Result<AttachmentState> {
+async fn upload_row<C: GenericClient>(
+    c: &C,
+    device: &str,
+    sha: &[u8; 32],
+    lock: bool,
+) -> Result<Option<Upload>> {
     let sql = if lock {
-        "SELECT total, received, complete FROM attachments WHERE sha256 = $1 FOR UPDATE"
+        "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2 FOR UPDATE"
     } else {
-        "SELECT total, received, complete FROM attachments WHERE sha256 = $1"
+        "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2"
     };
-    let row = c.query_opt(sql, &[&&sha[..]]).await?;
-    Ok(match row {
-        None => AttachmentState::Unknown,
-        Some(r) => {
-            let (total, received, complete): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
-            if complete {
-                AttachmentState::Complete { size: total as u64 }
-            } else {
-                AttachmentState::Partial {
-                    received: received as u64,
-                    total: total as u64,
-                }
-            }
-        }
-    })
+    let row = c.query_opt(sql, &[&device, &&sha[..]]).await?;
+    Ok(row.map(|r| Upload {
+        received: r.get::<_, i64>(0) as u64,
+        total: r.get::<_, i64>(1) as u64,
+    }))
 }
 
-async fn read_chunks<C: GenericClient>(c: &C, sha: &[u8; 32]) -> Result<Vec<u8>> {
-    let rows = c
-        .query(
-            "SELECT data FROM attachment_chunks WHERE sha256 = $1 ORDER BY \"offset\"",
-            &[&&sha[..]],
+/// Size of a complete attachment already linked to `record`.
+async fn linked_size<C: GenericClient>(c: &C, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
+    let row = c
+        .query_opt(
+            "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
+             WHERE a.sha256 = $1 AND l.record = $2",
+            &[&&sha[..], &record],
         )
         .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.extend_from_slice(r.get::<_, &[u8]>(0));
-    }
-    Ok(out)
+    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
 }
 
-async fn link<C: GenericClient>(c: &C, sha: &[u8; 32], record: &str) -> Result<()> {
-    c.execute(
-        "INSERT INTO attachment_records (sha256, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&&sha[..], &record],
-    )
-    .await?;
+/// Drops the device's least recently used sessions until at most `keep` remain.
+async fn evict_uploads<C: GenericClient>(c: &C, device: &str, keep: usize) -> Result<()> {
+    let stale = c
+        .query(
+            "SELECT sha256 FROM upload_sessions WHERE device = $1
+             ORDER BY used_ms DESC, sha256 OFFSET $2",
+            &[&device, &(keep as i64)],
+        )
+        .await?;
+    for r in stale {
+        if let Ok(sha) = <[u8; 32]>::try_from(r.get::<_, &[u8]>(0)) {
+            drop_upload(c, device, &sha).await?;
+        }
+    }
     Ok(())
 }
 
-async fn att_put<C: GenericClient>(c: &C, ch: &PutChunk) -> Result<PutOutcome> {
-    let sha = &ch.sha256;
-    let len = ch.data.len() as u64;
-    match att_state(c, sha, true).await? {
-        AttachmentState::Complete { size } => {
-            let linked = c
-                .query_opt(
-                    "SELECT 1 FROM attachment_records WHERE sha256 = $1 AND record = $2",
-                    &[&&sha[..], &ch.record],
-                )
-                .await?
-                .is_some();
-            if linked {
-                return Ok(PutOutcome::Stored {
-                    received: size,
-                    total: size,
-                    complete: true,
-                });
-            }
-            // Linking to another record needs the full content, not only the hash.
-            if ch.start == 0 && len == size && Sha256::digest(&ch.data).as_slice() == sha {
-                link(c, sha, &ch.record).await?;
-                return Ok(PutOutcome::Stored {
-                    received: size,
-                    total: size,
-                    complete: true,
-                });
-            }
-            Ok(PutOutcome::WrongOffset { offset: 0 })
-        }
-        AttachmentState::Partial { received, total } => {
-            if total != ch.total {
-                return Ok(PutOutcome::WrongTotal { total });
-            }
-            if ch.start != received {
-                return Ok(PutOutcome::WrongOffset { offset: received });
-            }
-            let received = received + len;
-            if !ch.data.is_empty() {
-                c.execute(
-                    "INSERT INTO attachment_chunks (sha256, \"offset\", data) VALUES ($1, $2, $3)",
-                    &[&&sha[..], &(ch.start as i64), &&ch.data[..]],
-                )
-                .await?;
-            }
-            link(c, sha, &ch.record).await?;
-            if received < ch.total {
-                c.execute(
-                    "UPDATE attachments SET received = $2 WHERE sha256 = $1",
-                    &[&&sha[..], &(received as i64)],
-                )
-                .await?;
-                return Ok(PutOutcome::Stored {
-                    received,
-                    total: ch.total,
-                    complete: false,
-                });
-            }
-            let data = read_chunks(c, sha).await?;
-            if Sha256::digest(&data).as_slice() != sha {
-                for t in ["attachment_chunks", "attachment_records", "attachments"] {
-                    c.execute(&format!("DELETE FROM {t} WHERE sha256 = $1"), &[&&sha[..]])
-                        .await?;
-                }
-                return Ok(PutOutcome::HashMismatch);
-            }
-            c.execute(
-                "DELETE FROM attachment_chunks WHERE sha256 = $1",
-                &[&&sha[..]],
-            )
-            .await?;
-            c.execute(
-                "INSERT INTO attachment_chunks (sha256, \"offset\", data) VALUES ($1, 0, $2)",
-                &[&&sha[..], &data],
-            )
-            .await?;
-            c.execute(
-                "UPDATE attachments SET received = total, complete = true WHERE sha256 = $1",
-                &[&&sha[..]],
-            )
-            .await?;
-            Ok(PutOutcome::Stored {
-                received,
-                total: ch.total,
-                complete: true,
-            })
-        }
-        // The caller inserted the row before locking it; absent means it vanished (a concurrent
-        // hash mismatch discarded it): ask the client to start again.
-        AttachmentState::Unknown => Ok(PutOutcome::WrongOffset { offset: 0 }),
+async fn drop_upload<C: GenericClient>(c: &C, device: &str, sha: &[u8; 32]) -> Result<()> {
+    for table in ["upload_chunks", "upload_sessions"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE device = $1 AND sha256 = $2"),
+            &[&device, &&sha[..]],
+        )
+        .await?;
     }
+    Ok(())
 }
 
 // ---- the writer ----

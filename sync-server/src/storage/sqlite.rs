@@ -17,14 +17,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::config::{Encryption, RelayKey};
 use crate::engine::{AreaMap, Engine, Plan, RecordRow};
 use crate::prof::{self, Span};
-use gridwork_protocol::scope::join_paths;
+use gridwork_protocol::scope::{join_paths, scope_keys};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_device_no_held.sql"),
     include_str!("../../migrations/sqlite/0003_authority.sql"),
+    include_str!("../../migrations/sqlite/0004_upload_sessions.sql"),
 ];
 
 /// Most changes grouped into one write transaction.
@@ -42,6 +44,7 @@ enum WriterMsg {
 
 pub struct SqliteStore {
     path: PathBuf,
+    encryption: Encryption,
     pool: Mutex<Vec<Connection>>,
     /// Bounds concurrent reads to the pool size: a burst of requests queues here (cheaply, on the
     /// async side) instead of opening a connection and a blocking thread per request.
@@ -50,8 +53,57 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn open_conn(path: &Path) -> Result<Connection> {
+/// The database file in a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("gridwork.db")
+}
+
+/// The files SQLite keeps next to the database: every one holds residents' data (the WAL holds whole
+/// pages; under SQLCipher those are encrypted too).
+fn side_files(db: &Path) -> [PathBuf; 2] {
+    let name = db.as_os_str().to_owned();
+    let with = |suffix: &str| {
+        let mut n = name.clone();
+        n.push(suffix);
+        PathBuf::from(n)
+    };
+    [with("-wal"), with("-shm")]
+}
+
+/// Does the file start with SQLite's plaintext header? (An SQLCipher file starts with random salt.)
+fn is_plaintext_sqlite(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let n = f.read(&mut head)?;
+    Ok(n == 16 && &head == b"SQLite format 3\0")
+}
+
+/// Opens one connection, keyed when the store is encrypted. A key that does not open the file is a
+/// typed [`Error::Key`] saying which of the three cases it is, never a panic or a bare "not a database".
+fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    // SQLCipher logs failed key checks to stderr by itself; the error reaches the caller typed instead.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    if let Encryption::Key(key) = encryption {
+        conn.execute_batch(&format!(
+            "PRAGMA key = {};",
+            key.sqlcipher_literal().as_str()
+        ))?;
+    }
+    // The first read decrypts page 1: a wrong key, or a file of the other kind, fails here.
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        return Err(match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => key_mismatch(path, encryption),
+            _ => e.into(),
+        });
+    }
     conn.busy_timeout(Duration::from_secs(10))?;
     // WAL: readers never block the writer. synchronous=FULL: fsync the WAL on every commit, so
     // whatever was acknowledged survives power loss.
@@ -60,6 +112,166 @@ fn open_conn(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     Ok(conn)
+}
+
+/// The error for a database the given key (or the absence of one) does not open.
+fn key_mismatch(path: &Path, encryption: &Encryption) -> Error {
+    let plaintext = is_plaintext_sqlite(path).unwrap_or(false);
+    let p = path.display();
+    Error::Key(match (encryption, plaintext) {
+        (Encryption::Key(_), true) => format!(
+            "the relay database {p} is not encrypted; stop the relay and convert it once with \
+             `gridwork-server admin --data <DIR> --key-file <FILE> encrypt` (the same key)"
+        ),
+        (Encryption::Key(_), false) => format!(
+            "cannot open the relay database {p}: wrong key (or the file is not a Gridwork database)"
+        ),
+        (Encryption::Insecure, _) => format!(
+            "the relay database {p} is encrypted (or is not a database): give its key with \
+             --key-file or GRIDWORK_RELAY_KEY"
+        ),
+    })
+}
+
+/// Creates the data directory and its database file private to the relay's user (0700 and 0600,
+/// whatever the umask), and tightens an existing directory and files made by older relays. SQLite
+/// creates the WAL and shared-memory files with the database file's mode.
+fn prepare_files(data_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(data_dir)?;
+    set_private(data_dir, 0o700)?;
+    let db = db_path(data_dir);
+    create_private_file(&db)?;
+    restrict_files(&db)?;
+    Ok(db)
+}
+
+/// Creates an empty file with mode 0600 unless it exists (SQLite takes an empty file as a new database).
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => set_private(path, 0o600),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Mode 0600 for the database and the side files that exist.
+fn restrict_files(db: &Path) -> Result<()> {
+    for p in std::iter::once(db.to_owned()).chain(side_files(db)) {
+        match std::fs::metadata(&p) {
+            Ok(_) => set_private(&p, 0o600)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Converts a plaintext relay database into an SQLCipher one with `key`, in place and safely: the
+/// encrypted copy is written next to it (`sqlcipher_export`), checked, flushed to disk, then renamed over
+/// the original in one atomic step; the plaintext file and its WAL are gone afterwards. Refuses while a
+/// relay has the database open. Returns the schema version of the converted database.
+///
+/// The plaintext bytes may survive in the file system's free blocks: on a disk that ever held them,
+/// treat the disk itself as sensitive (or wipe it).
+pub fn encrypt_database(data_dir: &Path, key: &RelayKey) -> Result<i64> {
+    let db = db_path(data_dir);
+    if !db.exists() {
+        return Err(Error::NotFound(format!(
+            "no relay database at {}",
+            db.display()
+        )));
+    }
+    if !is_plaintext_sqlite(&db)? {
+        return Err(Error::Key(format!(
+            "{} is not a plaintext SQLite database (already encrypted?)",
+            db.display()
+        )));
+    }
+    set_private(data_dir, 0o700)?;
+    let tmp = data_dir.join("gridwork.db.encrypting");
+    // A leftover of an interrupted run: the original is untouched until the final rename.
+    remove_if_exists(&tmp)?;
+    remove_if_exists(&data_dir.join("gridwork.db.encrypting-journal"))?;
+    create_private_file(&tmp)?;
+    let version = export_encrypted(&db, &tmp, key).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    // The copy must open with the key and be sound before it replaces anything.
+    {
+        let check = open_conn(&tmp, &Encryption::Key(key.clone()))?;
+        let ok: String = check.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let v: i64 = check.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // Back to a rollback journal, so no WAL under the temporary name outlives the rename.
+        check.pragma_update(None, "journal_mode", "DELETE")?;
+        if ok != "ok" || v != version {
+            drop(check);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Invalid(format!(
+                "the encrypted copy failed its check ({ok}); the original is unchanged"
+            )));
+        }
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    // The plaintext database is in rollback-journal mode now (see export_encrypted): it has no WAL.
+    // Side files left next to it would be taken as the new file's own, so they go before the rename.
+    for p in side_files(&db) {
+        remove_if_exists(&p)?;
+    }
+    std::fs::rename(&tmp, &db)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    tracing::info!(version, "relay database encrypted");
+    Ok(version)
+}
+
+/// `sqlcipher_export` of the plaintext `db` into the new, empty `tmp` keyed with `key`; returns the
+/// schema version (copied by hand: `sqlcipher_export` copies data, not `user_version`).
+fn export_encrypted(db: &Path, tmp: &Path, key: &RelayKey) -> Result<i64> {
+    let conn = Connection::open(db)?;
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    conn.busy_timeout(Duration::from_millis(500))?;
+    // Leaving WAL mode needs every other connection closed: a running relay makes this fail (or keep
+    // "wal"), and the conversion stops before touching anything. It also folds the WAL into the file.
+    let in_use = || Error::Invalid("the relay database is in use: stop the relay first".into());
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                in_use()
+            }
+            _ => e.into(),
+        })?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(in_use());
+    }
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tmp_str = tmp
+        .to_str()
+        .ok_or_else(|| Error::Invalid("the data directory path must be valid UTF-8".into()))?;
+    conn.execute(
+        &format!(
+            "ATTACH DATABASE ?1 AS encrypted KEY {}",
+            key.sqlcipher_literal().as_str()
+        ),
+        [tmp_str],
+    )?;
+    conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
+    conn.execute_batch(&format!("PRAGMA encrypted.user_version = {version};"))?;
+    conn.execute_batch("DETACH DATABASE encrypted;")?;
+    Ok(version)
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -81,12 +293,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 impl SqliteStore {
-    pub fn open(data_dir: &Path, limits: &Limits) -> Result<SqliteStore> {
-        std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("gridwork.db");
-        let mut conn = open_conn(&path)?;
+    pub fn open(data_dir: &Path, encryption: &Encryption, limits: &Limits) -> Result<SqliteStore> {
+        let path = prepare_files(data_dir)?;
+        let mut conn = open_conn(&path, encryption)?;
         migrate(&mut conn)?;
-        let writer_conn = open_conn(&path)?;
+        let writer_conn = open_conn(&path, encryption)?;
+        // The WAL and shared-memory files exist now: make sure they are private too.
+        restrict_files(&path)?;
         let (tx, rx) = mpsc::channel();
         let cache = limits.doc_cache_entries;
         let handle = std::thread::Builder::new()
@@ -95,10 +308,11 @@ impl SqliteStore {
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
-            pool.push(open_conn(&path)?);
+            pool.push(open_conn(&path, encryption)?);
         }
         Ok(SqliteStore {
             path,
+            encryption: encryption.clone(),
             pool: Mutex::new(pool),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers)),
             tx: Mutex::new(Some(tx)),
@@ -115,7 +329,7 @@ impl SqliteStore {
             .pop();
         let mut conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path)?,
+            None => open_conn(&self.path, &self.encryption)?,
         };
         let out = f(&mut conn);
         if let Ok(mut p) = self.pool.lock() {
@@ -334,35 +548,220 @@ impl SqliteStore {
         })
     }
 
-    pub fn attachment_state(&self, sha: &[u8; 32]) -> Result<AttachmentState> {
-        self.with(|c| att_state(c, sha))
+    pub fn upload_state(&self, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
+        self.with(|c| upload_row(c, device, sha))
     }
 
-    pub fn attachment_put(&self, chunk: &PutChunk) -> Result<PutOutcome> {
+    pub fn upload_begin(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        record: &str,
+        start: u64,
+        total: u64,
+        now: i64,
+    ) -> Result<Begin> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = att_put(&tx, chunk)?;
+            let out = match upload_row(&tx, device, sha)? {
+                Some(u) if u.total != total => Begin::WrongTotal { total: u.total },
+                Some(u) if u.received != start => Begin::WrongOffset { offset: u.received },
+                Some(_) => Begin::Ready,
+                None => {
+                    if let Some(size) = linked_size(&tx, sha, record)? {
+                        return Ok(Begin::AlreadyLinked { size });
+                    }
+                    if start != 0 {
+                        return Ok(Begin::WrongOffset { offset: 0 });
+                    }
+                    evict_uploads(&tx, device, MAX_UPLOADS_PER_DEVICE - 1)?;
+                    tx.execute(
+                        "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                        params![device, &sha[..], record, total as i64, now],
+                    )?;
+                    Begin::Ready
+                }
+            };
             tx.commit()?;
             Ok(out)
         })
     }
 
-    pub fn attachment_records(&self, sha: &[u8; 32]) -> Result<Vec<String>> {
+    pub fn upload_append(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        data: &[u8],
+        now: i64,
+    ) -> Result<Append> {
         self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT record FROM attachment_records WHERE sha256 = ?1")?;
-            let rows = st.query_map([&sha[..]], |r| r.get(0))?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let moved = tx.execute(
+                "UPDATE upload_sessions SET received = received + ?4, used_ms = ?5
+                 WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND received + ?4 <= total",
+                params![device, &sha[..], offset as i64, data.len() as i64, now],
+            )?;
+            if moved == 0 {
+                let offset = upload_row(&tx, device, sha)?.map_or(0, |u| u.received);
+                return Ok(Append::WrongOffset { offset });
+            }
+            tx.execute(
+                "INSERT INTO upload_chunks (device, sha256, offset, data) VALUES (?1, ?2, ?3, ?4)",
+                params![device, &sha[..], offset as i64, data],
+            )?;
+            tx.commit()?;
+            Ok(Append::Stored {
+                received: offset + data.len() as u64,
+            })
+        })
+    }
+
+    /// Hashes a device's session piece by piece (one piece in memory at a time).
+    pub fn upload_digest(&self, device: &str, sha: &[u8; 32]) -> Result<Digested> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let Some(u) = upload_row(&tx, device, sha)? else {
+                return Ok(Digested::Partial { received: 0 });
+            };
+            if u.received < u.total {
+                return Ok(Digested::Partial {
+                    received: u.received,
+                });
+            }
+            let mut hasher = Sha256::new();
+            let mut st = tx.prepare_cached(
+                "SELECT data FROM upload_chunks WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
+            )?;
+            let mut rows = st.query(params![device, &sha[..]])?;
+            while let Some(r) = rows.next()? {
+                hasher.update(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            }
+            Ok(Digested::Full {
+                total: u.total,
+                digest: hasher.finalize().into(),
+            })
+        })
+    }
+
+    pub fn upload_discard(&self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            drop_upload(&tx, device, sha)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Moves a verified session of `total` bytes into the attachment (unless it is stored already) and
+    /// links it; `false` when the session is no longer the one that was hashed.
+    pub fn upload_commit(
+        &self,
+        device: &str,
+        sha: &[u8; 32],
+        total: u64,
+        record: &str,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let session: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM upload_sessions
+                     WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND total = ?3",
+                    params![device, &sha[..], total as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(session_record) = session else {
+                return Ok(false);
+            };
+            let stored = tx.execute(
+                "INSERT OR IGNORE INTO attachments (sha256, size) VALUES (?1, ?2)",
+                params![&sha[..], total as i64],
+            )?;
+            if stored == 1 {
+                tx.execute(
+                    "INSERT INTO attachment_chunks (sha256, offset, data)
+                     SELECT sha256, offset, data FROM upload_chunks
+                     WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
+                    params![device, &sha[..]],
+                )?;
+            }
+            drop_upload(&tx, device, sha)?;
+            for r in [session_record.as_str(), record] {
+                tx.execute(
+                    "INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)",
+                    params![&sha[..], r],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    pub fn attachment_size(&self, sha: &[u8; 32]) -> Result<Option<u64>> {
+        self.with(|c| {
+            let size: Option<i64> = c
+                .prepare_cached("SELECT size FROM attachments WHERE sha256 = ?1")?
+                .query_row([&sha[..]], |r| r.get(0))
+                .optional()?;
+            Ok(size.map(|s| s as u64))
+        })
+    }
+
+    pub fn attachment_paths(&self, sha: &[u8; 32]) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT r.paths FROM attachment_records a JOIN records r ON r.id = a.record
+                 WHERE a.sha256 = ?1",
+            )?;
+            let rows = st.query_map([&sha[..]], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for p in rows {
+                out.extend(split_paths(&p?));
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn attachment_pieces(&self, sha: &[u8; 32]) -> Result<Vec<Piece>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT offset, length(data) FROM attachment_chunks WHERE sha256 = ?1 ORDER BY offset",
+            )?;
+            let rows = st.query_map([&sha[..]], |r| {
+                Ok(Piece {
+                    offset: r.get(0)?,
+                    len: r.get::<_, i64>(1)? as u64,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 
-    pub fn attachment_read(&self, sha: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+    /// Reads a range of one piece with incremental blob I/O: only that range is loaded, whatever
+    /// the size of the row (older relays stored a whole attachment in one row).
+    pub fn attachment_read(
+        &self,
+        sha: &[u8; 32],
+        piece: Piece,
+        from: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         self.with(|c| {
-            let tx = c.transaction()?;
-            if !matches!(att_state(&tx, sha)?, AttachmentState::Complete { .. }) {
-                return Ok(None);
-            }
-            Ok(Some(read_chunks(&tx, sha)?))
+            let rowid: i64 = c
+                .prepare_cached(
+                    "SELECT rowid FROM attachment_chunks WHERE sha256 = ?1 AND offset = ?2",
+                )?
+                .query_row(params![&sha[..], piece.offset], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Error::NotFound("attachment piece".into()))?;
+            let blob = c.blob_open(rusqlite::MAIN_DB, "attachment_chunks", "data", rowid, true)?;
+            let end = (from as usize).saturating_add(len).min(blob.len());
+            let mut buf = vec![0u8; end.saturating_sub(from as usize)];
+            blob.read_at_exact(&mut buf, from as usize)?;
+            Ok(buf)
         })
     }
 
@@ -472,41 +871,212 @@ impl SqliteStore {
         })
     }
 
-    pub fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
+    pub fn list_devices(&self, user: Option<&str>) -> Result<Vec<DeviceInfo>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT d.id, u.id, u.name, u.role, u.area, d.created_at, d.revoked_at, d.last_sync_at
-                 FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.id",
+            let mut st = c.prepare_cached(
+                "SELECT d.id, u.id, u.name, u.role, u.area, d.created_at, d.revoked_at, d.last_sync_at,
+                        d.actor IS NOT NULL
+                 FROM devices d JOIN users u ON u.id = d.user_id
+                 WHERE ?1 IS NULL OR u.id = ?1 ORDER BY d.id",
             )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
+            let rows = st.query_map([user], |r| {
+                Ok(DeviceInfo {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    user_name: r.get(2)?,
+                    role: parse_role(r.get(3)?)?,
+                    area: r.get(4)?,
+                    created_at: r.get(5)?,
+                    revoked_at: r.get(6)?,
+                    last_sync_at: r.get(7)?,
+                    bound: r.get(8)?,
+                })
             })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, user_id, user_name, role, area, created_at, revoked_at, last_sync_at) = row?;
-                out.push(DeviceInfo {
-                    id,
-                    user_id,
-                    user_name,
-                    role: role.parse().map_err(Error::Invalid)?,
-                    area,
-                    created_at,
-                    revoked_at,
-                    last_sync_at,
-                });
-            }
-            Ok(out)
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
+
+    pub fn reset_device(&self, id: &str) -> Result<bool> {
+        self.with(|c| Ok(c.execute("UPDATE devices SET actor = NULL WHERE id = ?1", [id])? > 0))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<UserInfo>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT u.id, u.name, u.role, u.area, u.disabled_at IS NOT NULL,
+                        (SELECT count(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at IS NULL)
+                 FROM users u ORDER BY u.id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(UserInfo {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    role: parse_role(r.get(2)?)?,
+                    area: r.get(3)?,
+                    disabled: r.get(4)?,
+                    devices: r.get::<_, i64>(5)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub fn user_exists(&self, id: &str) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    pub fn update_user(&self, id: &str, ch: &UserChanges) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(area) = &ch.area {
+                if !exists(
+                    &tx,
+                    "SELECT EXISTS(SELECT 1 FROM areas WHERE id = ?1)",
+                    area,
+                )? {
+                    return Err(Error::Invalid(format!("area {area} does not exist")));
+                }
+            }
+            let n = tx.execute(
+                "UPDATE users SET name = COALESCE(?2, name), role = COALESCE(?3, role),
+                                  area = COALESCE(?4, area) WHERE id = ?1",
+                params![id, ch.name, ch.role.map(|r| r.as_str()), ch.area],
+            )?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("user {id}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn set_user_disabled(&self, id: &str, at: Option<i64>) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE users SET disabled_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )? > 0)
+        })
+    }
+
+    pub fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE areas SET name = ?2 WHERE id = ?1",
+                params![id, name],
+            )?;
+            bump_areas_version(&tx)?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Moves an area: the paths of its subtree, the paths and scope keys of the records in it, and the
+    /// area version (so the push path reloads its area map) change in one transaction. Past log entries
+    /// keep their scope keys.
+    pub fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (old, new) = plan_area_move(&load_areas(&tx)?, id, parent)?;
+            if old == new {
+                return Ok(AreaMoved {
+                    areas: 0,
+                    records: 0,
+                });
+            }
+            tx.execute(
+                "UPDATE areas SET parent = ?2 WHERE id = ?1",
+                params![id, parent],
+            )?;
+            let areas = tx.execute(
+                "UPDATE areas SET path = ?2 || substr(path, length(?1) + 1)
+                 WHERE substr(path, 1, length(?1)) = ?1",
+                params![old, new],
+            )?;
+            let records: Vec<(String, String)> = {
+                let mut st = tx.prepare(
+                    "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
+                     WHERE s.key = ?1",
+                )?;
+                let rows = st.query_map([&old], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            {
+                let mut set_paths = tx.prepare("UPDATE records SET paths = ?2 WHERE id = ?1")?;
+                let mut del = tx.prepare("DELETE FROM record_scope WHERE record = ?1")?;
+                let mut ins =
+                    tx.prepare("INSERT INTO record_scope (key, record) VALUES (?1, ?2)")?;
+                for (rec, paths) in &records {
+                    let paths = moved_paths(&split_paths(paths), &old, &new);
+                    set_paths.execute(params![rec, join_paths(&paths)])?;
+                    del.execute([rec])?;
+                    for k in scope_keys(&paths) {
+                        ins.execute(params![k, rec])?;
+                    }
+                }
+            }
+            bump_areas_version(&tx)?;
+            tx.commit()?;
+            Ok(AreaMoved {
+                areas: areas as u64,
+                records: records.len() as u64,
+            })
+        })
+    }
+
+    pub fn remove_area(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let path: String = tx
+                .query_row("SELECT path FROM areas WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("area {id}")))?;
+            let count = |sql: &str, arg: &str| -> Result<i64> {
+                Ok(tx.query_row(sql, [arg], |r| r.get(0))?)
+            };
+            let held = AreaContents {
+                children: count("SELECT count(*) FROM areas WHERE parent = ?1", id)?,
+                users: count("SELECT count(*) FROM users WHERE area = ?1", id)?,
+                records: count("SELECT count(*) FROM record_scope WHERE key = ?1", &path)?,
+            };
+            held.check_empty(id)?;
+            // The area's own scope keys on past entries go too: an area created later with the same
+            // id and place must not inherit this one's history.
+            tx.execute(
+                "DELETE FROM entry_areas WHERE key >= ?1 AND key < ?2",
+                params![path, prefix_end(&path)],
+            )?;
+            tx.execute("DELETE FROM areas WHERE id = ?1", [id])?;
+            bump_areas_version(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+fn parse_role(s: String) -> rusqlite::Result<Role> {
+    s.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn exists(c: &Connection, sql: &str, arg: &str) -> Result<bool> {
+    Ok(c.query_row(sql, [arg], |r| r.get(0))?)
+}
+
+fn bump_areas_version(c: &Connection) -> Result<()> {
+    c.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
+        [],
+    )?;
+    Ok(())
 }
 
 impl Drop for SqliteStore {
@@ -543,141 +1113,59 @@ fn load_areas(c: &Connection) -> Result<Vec<AreaRow>> {
     Ok(out)
 }
 
-fn att_state(c: &Connection, sha: &[u8; 32]) -> Result<AttachmentState> {
-    let row: Option<(i64, i64, bool)> = c
-        .prepare_cached("SELECT total, received, complete FROM attachments WHERE sha256 = ?1")?
-        .query_row([&sha[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+fn upload_row(c: &Connection, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
+    let row: Option<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT received, total FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
+        )?
+        .query_row(params![device, &sha[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(match row {
-        None => AttachmentState::Unknown,
-        Some((total, _, true)) => AttachmentState::Complete { size: total as u64 },
-        Some((total, received, false)) => AttachmentState::Partial {
-            received: received as u64,
-            total: total as u64,
-        },
-    })
+    Ok(row.map(|(received, total)| Upload {
+        received: received as u64,
+        total: total as u64,
+    }))
 }
 
-fn read_chunks(c: &Connection, sha: &[u8; 32]) -> Result<Vec<u8>> {
-    let mut st =
-        c.prepare_cached("SELECT data FROM attachment_chunks WHERE sha256 = ?1 ORDER BY offset")?;
-    let mut rows = st.query([&sha[..]])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let d: Vec<u8> = r.get(0)?;
-        out.extend_from_slice(&d);
+/// Size of a complete attachment already linked to `record`.
+fn linked_size(c: &Connection, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
+    let size: Option<i64> = c
+        .prepare_cached(
+            "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
+             WHERE a.sha256 = ?1 AND l.record = ?2",
+        )?
+        .query_row(params![&sha[..], record], |r| r.get(0))
+        .optional()?;
+    Ok(size.map(|s| s as u64))
+}
+
+/// Drops the device's least recently used sessions until at most `keep` remain.
+fn evict_uploads(c: &Connection, device: &str, keep: usize) -> Result<()> {
+    let stale: Vec<Vec<u8>> = {
+        let mut st = c.prepare_cached(
+            "SELECT sha256 FROM upload_sessions WHERE device = ?1
+             ORDER BY used_ms DESC, sha256 LIMIT -1 OFFSET ?2",
+        )?;
+        let rows = st.query_map(params![device, keep as i64], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for sha in stale {
+        if let Ok(sha) = <[u8; 32]>::try_from(sha.as_slice()) {
+            drop_upload(c, device, &sha)?;
+        }
     }
-    Ok(out)
-}
-
-fn link(c: &Connection, sha: &[u8; 32], record: &str) -> Result<()> {
-    c.prepare_cached("INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)")?
-        .execute(params![&sha[..], record])?;
     Ok(())
 }
 
-fn att_put(c: &Connection, ch: &PutChunk) -> Result<PutOutcome> {
-    let sha = &ch.sha256;
-    let len = ch.data.len() as u64;
-    match att_state(c, sha)? {
-        AttachmentState::Complete { size } => {
-            let linked: bool = c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM attachment_records WHERE sha256 = ?1 AND record = ?2)",
-                params![&sha[..], ch.record],
-                |r| r.get(0),
-            )?;
-            if linked {
-                return Ok(PutOutcome::Stored {
-                    received: size,
-                    total: size,
-                    complete: true,
-                });
-            }
-            // Linking a known attachment to another record needs the full content: knowing the hash
-            // alone must not open the bytes to a new scope.
-            if ch.start == 0 && len == size && Sha256::digest(&ch.data).as_slice() == sha {
-                link(c, sha, &ch.record)?;
-                return Ok(PutOutcome::Stored {
-                    received: size,
-                    total: size,
-                    complete: true,
-                });
-            }
-            Ok(PutOutcome::WrongOffset { offset: 0 })
-        }
-        AttachmentState::Partial { received, total } => {
-            if total != ch.total {
-                return Ok(PutOutcome::WrongTotal { total });
-            }
-            if ch.start != received {
-                return Ok(PutOutcome::WrongOffset { offset: received });
-            }
-            store_chunk(c, ch, received + len)
-        }
-        AttachmentState::Unknown => {
-            if ch.start != 0 {
-                return Ok(PutOutcome::WrongOffset { offset: 0 });
-            }
-            c.execute(
-                "INSERT INTO attachments (sha256, total, received, complete) VALUES (?1, ?2, 0, 0)",
-                params![&sha[..], ch.total as i64],
-            )?;
-            store_chunk(c, ch, len)
-        }
-    }
-}
-
-fn store_chunk(c: &Connection, ch: &PutChunk, received: u64) -> Result<PutOutcome> {
-    let sha = &ch.sha256;
-    if !ch.data.is_empty() {
-        c.execute(
-            "INSERT INTO attachment_chunks (sha256, offset, data) VALUES (?1, ?2, ?3)",
-            params![&sha[..], ch.start as i64, &ch.data[..]],
-        )?;
-    }
-    link(c, sha, &ch.record)?;
-    if received < ch.total {
-        c.execute(
-            "UPDATE attachments SET received = ?2 WHERE sha256 = ?1",
-            params![&sha[..], received as i64],
-        )?;
-        return Ok(PutOutcome::Stored {
-            received,
-            total: ch.total,
-            complete: false,
-        });
-    }
-    let data = read_chunks(c, sha)?;
-    if Sha256::digest(&data).as_slice() != sha {
-        c.execute(
-            "DELETE FROM attachment_chunks WHERE sha256 = ?1",
-            [&sha[..]],
-        )?;
-        c.execute(
-            "DELETE FROM attachment_records WHERE sha256 = ?1",
-            [&sha[..]],
-        )?;
-        c.execute("DELETE FROM attachments WHERE sha256 = ?1", [&sha[..]])?;
-        return Ok(PutOutcome::HashMismatch);
-    }
-    // Merge the chunks into one row: downloads then read a single blob.
+fn drop_upload(c: &Connection, device: &str, sha: &[u8; 32]) -> Result<()> {
     c.execute(
-        "DELETE FROM attachment_chunks WHERE sha256 = ?1",
-        [&sha[..]],
+        "DELETE FROM upload_chunks WHERE device = ?1 AND sha256 = ?2",
+        params![device, &sha[..]],
     )?;
     c.execute(
-        "INSERT INTO attachment_chunks (sha256, offset, data) VALUES (?1, 0, ?2)",
-        params![&sha[..], data],
+        "DELETE FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
+        params![device, &sha[..]],
     )?;
-    c.execute(
-        "UPDATE attachments SET received = total, complete = 1 WHERE sha256 = ?1",
-        [&sha[..]],
-    )?;
-    Ok(PutOutcome::Stored {
-        received,
-        total: ch.total,
-        complete: true,
-    })
+    Ok(())
 }
 
 // ---- the writer ----

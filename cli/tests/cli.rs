@@ -945,15 +945,13 @@ struct TestRelay {
 
 impl TestRelay {
     fn start(dir: &Path) -> TestRelay {
-        use gridwork_server::{Admin, AreaLevel, Role, ServerConfig, StorageConfig};
+        use gridwork_server::{Admin, AreaLevel, RelayKey, Role, ServerConfig, StorageConfig};
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let storage = StorageConfig::Sqlite {
-            data_dir: dir.join("relay"),
-        };
+        let storage = StorageConfig::sqlite(dir.join("relay"), RelayKey::generate());
         let tokens = runtime.block_on(async {
             let admin = Admin::open(&storage).await.unwrap();
             for (id, parent, level) in [

@@ -758,13 +758,20 @@ fn judge_and_apply(
     }
     check_counter(&w.doc, change)?;
     let current = w.take_state(record)?;
+    let judge = Judge {
+        areas,
+        actor,
+        record,
+        change,
+        current: current.as_ref(),
+    };
     let mut deps = change.deps().to_vec();
     deps.sort_unstable();
     let verdict = if deps == heads {
         // The common case: the author saw the record as the relay has it now.
-        judge_at_heads(w, areas, actor, record, change, current.as_ref())
+        judge.at_heads(&mut w.doc)
     } else {
-        judge_on_fork(w, areas, actor, record, change, current.as_ref())
+        judge.on_fork(&mut w.doc)
     };
     match verdict {
         Ok(state) => {
@@ -786,74 +793,70 @@ fn judge_and_apply(
 /// A refusal, and whether the change was already applied to the working document.
 type Judged = Result<RecordState, (Refusal, bool)>;
 
-/// The change builds on the current document: `before` is its state, `after` the state once the
-/// change is applied, which is also what lands.
-fn judge_at_heads(
-    w: &mut CachedDoc,
-    areas: &AreaMap,
-    actor: &Actor,
-    record: &str,
-    change: &Change,
-    current: Option<&RecordState>,
-) -> Judged {
-    apply(&mut w.doc, change).map_err(|r| (r, true))?;
-    let after = state_of(record, &w.doc).map_err(|r| (r, true))?;
-    rules::authorize(actor, &areas.paths, current, &after).map_err(|r| (r, true))?;
-    check_landing(actor, areas, current, &after).map_err(|r| (r, true))?;
-    Ok(after)
+/// One change of `actor` to `record`, and the record's state as the relay has it (`None`: new).
+struct Judge<'a> {
+    areas: &'a AreaMap,
+    actor: &'a Actor,
+    record: &'a str,
+    change: &'a Change,
+    current: Option<&'a RecordState>,
 }
 
-/// The change builds on an earlier state (its author had not seen some changes the relay has): it is
-/// judged on the document at its dependencies, then merged into the current document, where the
-/// caller must still see the record.
-fn judge_on_fork(
-    w: &mut CachedDoc,
-    areas: &AreaMap,
-    actor: &Actor,
-    record: &str,
-    change: &Change,
-    current: Option<&RecordState>,
-) -> Judged {
-    let mut fork = w.doc.fork_at(change.deps()).map_err(|_| {
-        (
-            Refusal::new(Reason::MissingDeps, "the change's dependencies are unknown"),
-            false,
-        )
-    })?;
-    let before = state_of(record, &fork).map_err(|r| (r, false))?;
-    apply(&mut fork, change).map_err(|r| (r, false))?;
-    let after = state_of(record, &fork).map_err(|r| (r, false))?;
-    rules::authorize(actor, &areas.paths, Some(&before), &after).map_err(|r| (r, false))?;
-    drop(fork);
-    apply(&mut w.doc, change).map_err(|r| (r, true))?;
-    let merged = state_of(record, &w.doc).map_err(|r| (r, true))?;
-    check_landing(actor, areas, current, &merged).map_err(|r| (r, true))?;
-    Ok(merged)
-}
+impl Judge<'_> {
+    /// The change builds on the current document `doc`: `before` is its state, `after` the state once
+    /// the change is applied, which is also what lands.
+    fn at_heads(&self, doc: &mut Automerge) -> Judged {
+        let applied = |r| (r, true);
+        apply(doc, self.change).map_err(applied)?;
+        let after = state_of(self.record, doc).map_err(applied)?;
+        rules::authorize(self.actor, &self.areas.paths, self.current, &after).map_err(applied)?;
+        self.check_landing(&after).map_err(applied)?;
+        Ok(after)
+    }
 
-/// What actually lands: the caller must see the record as the relay has it before the change (for
-/// existing records) and after the merge.
-fn check_landing(
-    actor: &Actor,
-    areas: &AreaMap,
-    current: Option<&RecordState>,
-    merged: &RecordState,
-) -> Result<(), Refusal> {
-    if let Some(c) = current {
-        if !actor.sees(&areas.paths, &c.record) {
+    /// The change builds on an earlier state (its author had not seen some changes the relay has):
+    /// it is judged on the document at its dependencies, then merged into the current document `doc`,
+    /// where the caller must still see the record.
+    fn on_fork(&self, doc: &mut Automerge) -> Judged {
+        let (not_applied, applied) = (|r| (r, false), |r| (r, true));
+        let mut fork = doc.fork_at(self.change.deps()).map_err(|_| {
+            not_applied(Refusal::new(
+                Reason::MissingDeps,
+                "the change's dependencies are unknown",
+            ))
+        })?;
+        let before = state_of(self.record, &fork).map_err(not_applied)?;
+        apply(&mut fork, self.change).map_err(not_applied)?;
+        let after = state_of(self.record, &fork).map_err(not_applied)?;
+        rules::authorize(self.actor, &self.areas.paths, Some(&before), &after)
+            .map_err(not_applied)?;
+        drop(fork);
+        apply(doc, self.change).map_err(applied)?;
+        let merged = state_of(self.record, doc).map_err(applied)?;
+        self.check_landing(&merged).map_err(applied)?;
+        Ok(merged)
+    }
+
+    /// What actually lands: the caller must see the record as the relay has it before the change
+    /// (for existing records) and after the merge.
+    fn check_landing(&self, merged: &RecordState) -> Result<(), Refusal> {
+        let (actor, areas) = (self.actor, &self.areas.paths);
+        if let Some(c) = self.current {
+            if !actor.sees(areas, &c.record) {
+                return Err(Refusal::new(
+                    Reason::OutOfScope,
+                    format!("the record's area {} is outside your scope", c.record.area),
+                ));
+            }
+        }
+        if !actor.sees(areas, &merged.record) {
             return Err(Refusal::new(
                 Reason::OutOfScope,
-                format!("the record's area {} is outside your scope", c.record.area),
+                "the change takes the record out of your scope",
             ));
         }
+        Ok(())
     }
-    if !actor.sees(&areas.paths, &merged.record) {
-        return Err(Refusal::new(
-            Reason::OutOfScope,
-            "the change takes the record out of your scope",
-        ));
-    }
-    Ok(())
 }
 
 /// Automerge gives an honest change the first operation counter after the highest of its

@@ -196,14 +196,7 @@ impl Env {
 
     /// `POST /v1/me` with the device's store actor.
     async fn register(&self, who: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/me"))
-            .bearer_auth(&self.tokens[who])
-            .json(&json!({"actor": self.author(who).actor.to_hex_string()}))
-            .send()
-            .await
-            .unwrap();
+        let r = register(&self.http, &self.base, &self.tokens[who], self.author(who)).await;
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

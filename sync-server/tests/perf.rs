@@ -76,15 +76,9 @@ async fn setup(storage: &StorageConfig, devices: usize) -> Vec<Dev> {
 
 /// Registers each device's store with the relay (`POST /v1/me`). A relay that predates it answers
 /// 404 or 405, which is fine for a before/after comparison: it checks no author.
-async fn register(http: &reqwest::Client, base: &str, devices: &[Dev]) {
+async fn register_all(http: &reqwest::Client, base: &str, devices: &[Dev]) {
     for d in devices {
-        let r = http
-            .post(format!("{base}/v1/me"))
-            .bearer_auth(&d.token)
-            .json(&json!({"actor": d.author.actor.to_hex_string()}))
-            .send()
-            .await
-            .unwrap();
+        let r = common::register(http, base, &d.token, &d.author).await;
         assert!(
             matches!(r.status().as_u16(), 200 | 404 | 405),
             "{}",
@@ -348,7 +342,7 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
         .pool_max_idle_per_host(2000)
         .build()
         .unwrap();
-    register(&http, &base, &devs).await;
+    register_all(&http, &base, &devs).await;
     gridwork_server::prof::enable();
     gridwork_server::prof::reset();
 
@@ -696,7 +690,7 @@ async fn ingest_run(bin: &str) -> IngestFigures {
     let (relay, devs) = RelayProcess::start(bin, 21).await;
     let base = relay.base.clone();
     let http = reqwest::Client::new();
-    register(&http, &base, &devs).await;
+    register_all(&http, &base, &devs).await;
 
     // A. Bulk ingest.
     let bulk_bodies = bodies(&devs[0], "g0", 1, 40, 100, 10);

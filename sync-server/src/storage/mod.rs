@@ -137,34 +137,38 @@ pub struct PageLimit {
     pub bytes: usize,
 }
 
-/// Counts the rows a backend reads for a page: it stops reading after `items + 1` rows (the extra
-/// one says there is more) or once the rows read weigh more than `bytes`, so a page never holds much
-/// more than its limit in memory.
+/// The rows a backend reads for a page: it stops reading after `items + 1` rows (the extra one says
+/// there is more) or once the rows read weigh more than `bytes`, so a page never holds much more than
+/// its limit in memory.
 #[derive(Debug)]
-pub struct PageReader {
+pub struct PageRows<T> {
     limit: PageLimit,
-    rows: usize,
     bytes: usize,
+    pub rows: Vec<T>,
+    /// The backend read every row there was (it did not stop on the limit).
+    pub complete: bool,
 }
 
-impl PageReader {
+impl<T> PageRows<T> {
     pub fn new(limit: PageLimit) -> Self {
-        PageReader {
+        PageRows {
             limit,
-            rows: 0,
             bytes: 0,
+            rows: Vec::new(),
+            complete: true,
         }
     }
 
-    /// Counts one row of `size` bytes; `false` when reading should stop after it.
-    pub fn take(&mut self, size: usize) -> bool {
-        self.rows += 1;
+    /// Adds a row of `size` bytes; `false` when reading should stop after it.
+    pub fn push(&mut self, row: T, size: usize) -> bool {
+        self.rows.push(row);
         self.bytes = self.bytes.saturating_add(size);
-        self.rows <= self.limit.items && self.bytes <= self.limit.bytes
+        self.complete = self.rows.len() <= self.limit.items && self.bytes <= self.limit.bytes;
+        self.complete
     }
 }
 
-/// What a backend returns for a pull: the entries read (see [`PageReader`]), whether they are all
+/// What a backend returns for a pull: the entries read (see [`PageRows`]), whether they are all
 /// the visible entries up to `head`, the log head when the read began, and the stored documents of the
 /// records whose entries need whole-document delivery.
 #[derive(Debug, Default)]
@@ -507,18 +511,12 @@ fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: PageLimit) -> Pul
 }
 
 /// Turns the rows a backend read for a snapshot page into the page: records in order while the page
-/// has room (by count and by bytes, at least one record). `complete`: the backend read every record
-/// left in scope.
-fn finish_snapshot(
-    head: i64,
-    rows: Vec<(String, Vec<u8>)>,
-    complete: bool,
-    limit: PageLimit,
-) -> SnapshotPage {
+/// has room (by count and by bytes, at least one record).
+fn finish_snapshot(head: i64, read: PageRows<(String, Vec<u8>)>, limit: PageLimit) -> SnapshotPage {
     let mut records = Vec::new();
     let mut bytes = 0usize;
     let mut full = false;
-    for (i, (id, doc)) in rows.into_iter().enumerate() {
+    for (i, (id, doc)) in read.rows.into_iter().enumerate() {
         if i == limit.items
             || (!records.is_empty() && bytes.saturating_add(doc.len()) > limit.bytes)
         {
@@ -528,7 +526,7 @@ fn finish_snapshot(
         bytes += doc.len();
         records.push((id, doc));
     }
-    let next = if full || !complete {
+    let next = if full || !read.complete {
         records.last().map(|r| r.0.clone())
     } else {
         None

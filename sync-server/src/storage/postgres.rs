@@ -149,7 +149,7 @@ impl PgStore {
     }
 
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
-    /// page is full (see [`PageReader`]): rows are streamed, so a page never holds much more than its
+    /// page is full (see [`PageRows`]): rows are streamed, so a page never holds much more than its
     /// byte limit.
     pub async fn pull(
         &self,
@@ -197,9 +197,7 @@ impl PgStore {
             c.query_raw(&st, params).await?
         };
         let mut rows = std::pin::pin!(rows);
-        let mut reader = PageReader::new(limit);
-        let mut entries = Vec::new();
-        let mut complete = true;
+        let mut page = PageRows::new(limit);
         while let Some(r) = rows.try_next().await? {
             let e = RawEntry {
                 seq: r.get(0),
@@ -211,14 +209,13 @@ impl PgStore {
                 own: r.get(6),
                 doc_len: r.get(7),
             };
-            let more = reader.take(e.page_bytes(scope));
-            entries.push(e);
-            if !more {
-                complete = false;
+            let size = e.page_bytes(scope);
+            if !page.push(e, size) {
                 break;
             }
         }
-        let need: Vec<String> = entries
+        let need: Vec<String> = page
+            .rows
             .iter()
             .filter(|e| e.needs_doc(scope))
             .map(|e| e.record.clone())
@@ -236,13 +233,13 @@ impl PgStore {
         }
         Ok(RawPull {
             head,
-            entries,
-            complete,
+            entries: page.rows,
+            complete: page.complete,
             docs,
         })
     }
 
-    /// Records in scope after `after`, by id, streamed until the page is full (see [`PageReader`]).
+    /// Records in scope after `after`, by id, streamed until the page is full (see [`PageRows`]).
     pub async fn snapshot(
         &self,
         scope: &Scope,
@@ -274,19 +271,15 @@ impl PgStore {
             .await?
         };
         let mut rows = std::pin::pin!(rows);
-        let mut reader = PageReader::new(limit);
-        let mut records = Vec::new();
-        let mut complete = true;
+        let mut page = PageRows::new(limit);
         while let Some(r) = rows.try_next().await? {
-            let (id, doc): (String, Vec<u8>) = (r.get(0), r.get(1));
-            let more = reader.take(doc.len());
-            records.push((id, doc));
-            if !more {
-                complete = false;
+            let doc: Vec<u8> = r.get(1);
+            let size = doc.len();
+            if !page.push((r.get(0), doc), size) {
                 break;
             }
         }
-        Ok(finish_snapshot(head, records, complete, limit))
+        Ok(finish_snapshot(head, page, limit))
     }
 
     pub async fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {

@@ -229,7 +229,7 @@ impl SqliteStore {
     }
 
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
-    /// page is full (see [`PageReader`]).
+    /// page is full (see [`PageRows`]).
     pub fn pull(
         &self,
         scope: &Scope,
@@ -280,22 +280,18 @@ impl SqliteStore {
             } else {
                 st.query(params![after, head, n, device, scope.prefix])?
             };
-            let mut reader = PageReader::new(limit);
-            let mut entries = Vec::new();
-            let mut complete = true;
+            let mut page = PageRows::new(limit);
             while let Some(r) = rows.next()? {
                 let e = map(r)?;
-                let more = reader.take(e.page_bytes(scope));
-                entries.push(e);
-                if !more {
-                    complete = false;
+                let size = e.page_bytes(scope);
+                if !page.push(e, size) {
                     break;
                 }
             }
             drop(rows);
             drop(st);
             let mut docs = HashMap::new();
-            for e in entries.iter().filter(|e| e.needs_doc(scope)) {
+            for e in page.rows.iter().filter(|e| e.needs_doc(scope)) {
                 if !docs.contains_key(&e.record) {
                     let doc: Option<Vec<u8>> = tx
                         .prepare_cached("SELECT doc FROM records WHERE id = ?1")?
@@ -308,14 +304,14 @@ impl SqliteStore {
             }
             Ok(RawPull {
                 head,
-                entries,
-                complete,
+                entries: page.rows,
+                complete: page.complete,
                 docs,
             })
         })
     }
 
-    /// Records in scope after `after`, by id, read until the page is full (see [`PageReader`]).
+    /// Records in scope after `after`, by id, read until the page is full (see [`PageRows`]).
     pub fn snapshot(
         &self,
         scope: &Scope,
@@ -343,19 +339,15 @@ impl SqliteStore {
             } else {
                 st.query(params![after, n, scope.prefix])?
             };
-            let mut reader = PageReader::new(limit);
-            let mut records = Vec::new();
-            let mut complete = true;
+            let mut page = PageRows::new(limit);
             while let Some(r) = rows.next()? {
-                let (id, doc): (String, Vec<u8>) = (r.get(0)?, r.get(1)?);
-                let more = reader.take(doc.len());
-                records.push((id, doc));
-                if !more {
-                    complete = false;
+                let doc: Vec<u8> = r.get(1)?;
+                let size = doc.len();
+                if !page.push((r.get(0)?, doc), size) {
                     break;
                 }
             }
-            Ok(finish_snapshot(head, records, complete, limit))
+            Ok(finish_snapshot(head, page, limit))
         })
     }
 

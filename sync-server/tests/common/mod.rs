@@ -193,3 +193,18 @@ pub fn root_str(doc: &Automerge, key: &str) -> Option<String> {
 pub fn layout_obj(tx: &Transaction<'_>, key: &str) -> automerge::ObjId {
     layout::root_obj(tx, key).unwrap()
 }
+
+/// `POST /v1/me`: registers `author`'s store for the device holding `token`.
+pub async fn register(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    author: &Author,
+) -> reqwest::Response {
+    http.post(format!("{base}/v1/me"))
+        .bearer_auth(token)
+        .json(&json!({"actor": author.actor.to_hex_string()}))
+        .send()
+        .await
+        .unwrap()
+}

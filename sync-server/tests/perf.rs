@@ -648,7 +648,7 @@ fn bodies(
 
 /// Scenario C: a body that makes 100 records with notes and some history, and pushes of 10 edits
 /// to them (each record's edits in order across the pushes).
-fn heavy_bodies(dev: &Dev, area: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+fn heavy_bodies(dev: &Dev, area: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     use automerge::transaction::Transactable;
     let mut setup = Vec::new();
     let mut pushes: Vec<Vec<Value>> = vec![Vec::new(); 100];
@@ -678,7 +678,12 @@ fn heavy_bodies(dev: &Dev, area: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
             pushes[i * 10 + r / 10].push(json!({"record": id, "bytes": B64.encode(b)}));
         }
     }
-    let setup = serde_json::to_vec(&json!({ "changes": setup })).unwrap();
+    // 21 changes a record; pushes of 10 records stay under the limits of a push (1,000 changes,
+    // 250,000 operations: each record's notes are ~16,800 operations).
+    let setup = setup
+        .chunks(10 * 21)
+        .map(|c| serde_json::to_vec(&json!({ "changes": c })).unwrap())
+        .collect();
     let pushes = pushes
         .into_iter()
         .map(|c| serde_json::to_vec(&json!({ "changes": c })).unwrap())
@@ -737,7 +742,9 @@ async fn ingest_run(bin: &str) -> IngestFigures {
 
     // C. Edits of records with some history.
     let (setup, pushes) = heavy_bodies(&devs[0], "g0");
-    push_all(&http, &base, &devs[0].token, setup).await.unwrap();
+    for b in setup {
+        push_all(&http, &base, &devs[0].token, b).await.unwrap();
+    }
     let started = Instant::now();
     for b in pushes {
         push_all(&http, &base, &devs[0].token, b).await.unwrap();
@@ -811,5 +818,71 @@ async fn ingest_real_relay() {
             m(&|f| f.heavy),
             m(&|f| f.peak_mb)
         );
+    }
+}
+
+/// What the parts of the per-change checks cost, on one person record with ten changes (the unit of
+/// scenario A): reading the record state as the rule book sees it (`read_state` = the shape check +
+/// the record view), and applying changes one at a time (as the checks need) against in one batch.
+///   cargo test --release -p gridwork-server --test perf -- --ignored check_costs --nocapture
+#[test]
+#[ignore]
+fn check_costs() {
+    use gridwork_protocol::doc;
+    let author = Author::new("u0", "dev-u0");
+    let (mut d, _) = author.create(&format!("{:032x}", 1), |tx| new_person(tx, "g0", "Name"));
+    for i in 1..10 {
+        let phone = format!("138{i:08}");
+        author.write(&mut d, "update", |tx| set_field(tx, "phone", &phone));
+    }
+    let changes = d.get_changes(&[]);
+    let per = |n: u32, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    };
+    let n = 20_000;
+    println!("\n| part | us |\n|---|---|");
+    let rows: [(&str, f64); 6] = [
+        (
+            "read_state (shape check + record view + conflicts)",
+            per(n, &mut || {
+                doc::read_state("r", &d).unwrap();
+            }),
+        ),
+        ("check_shape", per(n, &mut || doc::check_shape(&d).unwrap())),
+        (
+            "read_record",
+            per(n, &mut || {
+                doc::read_record("r", &d).unwrap();
+            }),
+        ),
+        (
+            "record_areas (what the relay read before)",
+            per(n, &mut || {
+                doc::record_areas(&d);
+            }),
+        ),
+        (
+            "apply 10 changes one at a time, per change",
+            per(2_000, &mut || {
+                let mut fresh = automerge::Automerge::new();
+                for c in &changes {
+                    fresh.apply_changes([c.clone()]).unwrap();
+                }
+            }) / 10.0,
+        ),
+        (
+            "apply 10 changes in one batch, per change",
+            per(2_000, &mut || {
+                let mut fresh = automerge::Automerge::new();
+                fresh.apply_changes(changes.clone()).unwrap();
+            }) / 10.0,
+        ),
+    ];
+    for (name, us) in rows {
+        println!("| {name} | {us:.1} |");
     }
 }

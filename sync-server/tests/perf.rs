@@ -886,3 +886,107 @@ fn check_costs() {
         println!("| {name} | {us:.1} |");
     }
 }
+
+/// Hostile pushes against real relay processes, once per build (the builds of
+/// `GRIDWORK_SERVER_BINS`, as for `ingest_real_relay`): a deflate bomb (256 MiB of zeros in a ~250 KB
+/// compressed change chunk) and a change of a million list insertions (a few hundred bytes of
+/// run-length encoding), each while another device pushes an honest change. Prints the time to the
+/// answer, the honest push's latency and the relay's peak memory.
+///   GRIDWORK_SERVER_BINS="before=...,after=..." cargo test --release -p gridwork-server --test perf \
+///     -- --ignored hostile_real_relay --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn hostile_real_relay() {
+    use automerge::transaction::Transactable;
+    let bins: Vec<(String, String)> = match std::env::var("GRIDWORK_SERVER_BINS") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, p)| (k.to_owned(), p.to_owned()))
+            .collect(),
+        Err(_) => vec![(
+            "this build".into(),
+            env!("CARGO_BIN_EXE_gridwork-server").to_owned(),
+        )],
+    };
+    // The bomb: a compressed change chunk (type 2) whose data inflates to 256 MiB of zeros.
+    let zeros = vec![0u8; 256 << 20];
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    let deflated = enc.finish().unwrap();
+    drop(zeros);
+    let mut bomb = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut n = deflated.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            bomb.push(b);
+            break;
+        }
+        bomb.push(b | 0x80);
+    }
+    bomb.extend_from_slice(&deflated);
+    println!(
+        "\n| relay | hostile push | answer | time to answer (s) | honest push meanwhile (s) | relay VmHWM after (MB) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, bin) in &bins {
+        let (relay, devs) = RelayProcess::start(bin, 2).await;
+        let http = reqwest::Client::new();
+        register_all(&http, &relay.base, &devs).await;
+        // A million nulls inserted into a list, in one change of a new record in the device's grid.
+        let record = format!("{:032x}", 0xb0b);
+        let (_, million) = devs[0].author.create(&record, |tx| {
+            new_person(tx, "g0", "List");
+            let list = tx
+                .put_object(automerge::ROOT, "l", automerge::ObjType::List)
+                .unwrap();
+            for i in 0..1_000_000 {
+                tx.insert(&list, i, automerge::ScalarValue::Null).unwrap();
+            }
+        });
+        for (what, bytes) in [("deflate bomb", bomb.clone()), ("1M-op change", million)] {
+            let body = serde_json::to_vec(
+                &json!({"changes": [{"record": record, "bytes": B64.encode(&bytes)}]}),
+            )
+            .unwrap();
+            let honest = bodies(&devs[1], "g1", 0xface + bytes.len(), 1, 1, 5).remove(0);
+            let started = Instant::now();
+            let hostile = {
+                let (http, base, tok) = (http.clone(), relay.base.clone(), devs[0].token.clone());
+                tokio::spawn(async move {
+                    let r = http
+                        .post(format!("{base}/v1/changes"))
+                        .bearer_auth(&tok)
+                        .body(body)
+                        .timeout(Duration::from_secs(300))
+                        .send()
+                        .await;
+                    let answer = match r {
+                        Ok(r) if r.status() == 200 => {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            let x = &v["results"][0];
+                            format!("{} {}", x["status"], x["reason"])
+                        }
+                        Ok(r) => format!("HTTP {}", r.status()),
+                        Err(e) => format!("error {e}"),
+                    };
+                    (answer, started.elapsed())
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let t = Instant::now();
+            let honest_ok = push_all(&http, &relay.base, &devs[1].token, honest).await;
+            let honest_s = t.elapsed().as_secs_f64();
+            let (answer, took) = hostile.await.unwrap();
+            println!(
+                "| {label} | {what} ({} bytes) | {answer} | {:.2} | {honest_s:.2}{} | {:.0} |",
+                bytes.len(),
+                took.as_secs_f64(),
+                if honest_ok.is_ok() { "" } else { " (failed)" },
+                relay.peak_mb()
+            );
+        }
+    }
+}

@@ -39,14 +39,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Takes one token for `key`, making its bucket when it has none. `Err(seconds)` says when to retry.
     pub fn check(&self, key: &K) -> Result<(), u64> {
-        self.with_bucket(key, true, |b, rate| take(b, rate))
-            .unwrap_or(Ok(()))
+        self.with_bucket(key, true, take).unwrap_or(Ok(()))
     }
 
     /// Like [`check`](Self::check) for a key that has a bucket; `None` (nothing taken) for one that
     /// has none.
     pub fn check_known(&self, key: &K) -> Option<Result<(), u64>> {
-        self.with_bucket(key, false, |b, rate| take(b, rate))
+        self.with_bucket(key, false, take)
     }
 
     /// `Some(seconds)` when `key`'s bucket is empty now (nothing is taken).

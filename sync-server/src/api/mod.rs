@@ -332,7 +332,7 @@ async fn register(
     let actor = req.actor.to_ascii_lowercase();
     if actor.is_empty()
         || actor.len() > 64
-        || actor.len() % 2 != 0
+        || !actor.len().is_multiple_of(2)
         || !actor.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(ApiError::bad_request(

@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_ops_per_change: u64,
     /// Most operations in one push, all changes together: the changes beyond are answered `busy`.
     pub max_ops_per_push: u64,
+    /// Most bytes of changes in one push once inflated: the changes beyond are answered `busy`. (An
+    /// honest device sends changes uncompressed, so this is at most its request body.)
+    pub max_push_bytes: usize,
     /// Most operations one record's document may hold (its highest operation counter).
     pub max_doc_ops: u64,
     /// Writer time for one push: when planning a push takes longer, its remaining changes are answered
@@ -65,6 +68,7 @@ impl Default for Limits {
             max_change_bytes: shared::MAX_CHANGE_BYTES,
             max_ops_per_change: shared::MAX_OPS_PER_CHANGE,
             max_ops_per_push: shared::MAX_OPS_PER_PUSH,
+            max_push_bytes: shared::MAX_BODY_BYTES,
             max_doc_ops: shared::MAX_DOC_OPS,
             max_push_millis: 2_000,
             rate_per_sec: 100.0,

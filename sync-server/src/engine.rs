@@ -7,8 +7,8 @@
 //! device says about itself. A change passes, in order:
 //! 1. [`Decoder`] (on the request task, off the single writer): bounded inspection of the raw bytes
 //!    (checksum, inflated size, operation count: `gridwork_protocol::change::inspect`) before Automerge
-//!    sees them, the per-push operation budget, the record id, the operation counter limit, and the
-//!    author (the store bound to the token, and the user and device the change's note names);
+//!    sees them, the per-push budgets of operations and inflated bytes, the record id, the operation
+//!    counter limit, and the author (the store bound to the token, and the user and device the change's note names);
 //! 2. [`Engine::plan`] (the single writer): dependencies present, the change's first operation counter
 //!    following its dependencies, then the rule book on the record as the author saw it (`before` = the
 //!    document at the change's dependencies, `after` = that plus the change) and the caller's scope on
@@ -78,8 +78,13 @@ pub struct Decoder<'a> {
     limits: &'a Limits,
     /// Operations of the push's changes so far.
     ops: u64,
-    /// The push's operation budget is spent: the remaining changes are `busy`.
-    spent: bool,
+    /// Bytes of the push's changes so far, inflated: a compressed change may inflate up to the
+    /// per-change limit, so without this a push could make its size in memory many times over.
+    bytes: usize,
+    /// Changes counted so far.
+    counted: usize,
+    /// The push's budget is spent: the remaining changes are `busy`.
+    spent: Option<Refusal>,
 }
 
 impl<'a> Decoder<'a> {
@@ -90,7 +95,46 @@ impl<'a> Decoder<'a> {
             bound_actor,
             limits,
             ops: 0,
-            spent: false,
+            bytes: 0,
+            counted: 0,
+            spent: None,
+        }
+    }
+
+    /// Counts a change of `ops` operations and `bytes` inflated bytes against the push's budgets;
+    /// `Err` when they are spent (then for every later change too). The first change of a push always
+    /// fits, so a change within the per-change limits is never `busy` for ever.
+    fn budget(&mut self, ops: u64, bytes: usize) -> Result<(), Refusal> {
+        if let Some(spent) = &self.spent {
+            return Err(spent.clone());
+        }
+        let (ops, bytes) = (
+            self.ops.saturating_add(ops),
+            self.bytes.saturating_add(bytes),
+        );
+        let over = if ops > self.limits.max_ops_per_push {
+            Some(format!(
+                "the push holds more than {} operations",
+                self.limits.max_ops_per_push
+            ))
+        } else if bytes > self.limits.max_push_bytes {
+            Some(format!(
+                "the push's changes hold more than {} bytes once inflated",
+                self.limits.max_push_bytes
+            ))
+        } else {
+            None
+        };
+        match over {
+            Some(why) if self.counted > 0 => {
+                let refusal = busy(&why);
+                self.spent = Some(refusal.clone());
+                Err(refusal)
+            }
+            _ => {
+                (self.ops, self.bytes, self.counted) = (ops, bytes, self.counted + 1);
+                Ok(())
+            }
         }
     }
 
@@ -112,22 +156,9 @@ impl<'a> Decoder<'a> {
             Err(defect) => return refused(String::new(), defect_refusal(&defect)),
         };
         let hash = ChangeHash(inspected.hash).to_string();
-        // The first change of a push always fits, so a change within the per-change limit is never
-        // `busy` for ever.
-        if self.spent
-            || (self.ops > 0
-                && self.ops.saturating_add(inspected.ops) > self.limits.max_ops_per_push)
-        {
-            self.spent = true;
-            return refused(
-                hash,
-                busy(&format!(
-                    "the push holds more than {} operations",
-                    self.limits.max_ops_per_push
-                )),
-            );
+        if let Err(refusal) = self.budget(inspected.ops, inspected.chunk.len()) {
+            return refused(hash, refusal);
         }
-        self.ops = self.ops.saturating_add(inspected.ops);
         let change = match Change::try_from(&inspected.chunk[..]) {
             Ok(c) => c,
             Err(_) => {

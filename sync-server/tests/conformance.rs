@@ -1547,51 +1547,93 @@ async fn refuses_bombs(b: Backend) {
     env.stop().await;
 }
 
-/// The operations of one push are bounded: the changes past the budget are `busy` (the device keeps
-/// them and sends them next time), and sent again they are accepted.
+/// The changes of one push are bounded, in operations and in bytes once inflated: the changes past
+/// the budget are `busy` (the device keeps them and sends them next time), and sent again they are
+/// accepted.
 async fn busy_past_the_push_budget(b: Backend) {
-    let limits = Limits {
+    let by_ops = Limits {
         max_ops_per_push: 25,
         ..Limits::default()
     };
-    let env = Env::with_limits(b, limits).await;
-    let made: Vec<(String, Automerge, Vec<u8>)> = (0..6)
-        .map(|i| env.person("wa", "g1", &format!("T{i}")))
-        .collect();
-    let mut waiting: Vec<(&str, Vec<u8>)> = made
-        .iter()
-        .map(|(r, _, c)| (r.as_str(), c.clone()))
-        .collect();
-    let res = env.hostile("wa", made[5].0.as_str(), &waiting).await;
-    let got = reasons(&res);
-    let accepted = got.iter().take_while(|r| **r == "accepted").count();
-    assert!((1..6).contains(&accepted), "{got:?}");
-    assert!(got[accepted..].iter().all(|r| *r == "busy"), "{got:?}");
-    let mut rounds = 1;
-    while !waiting.is_empty() {
-        let res = env.push("wa", &waiting).await;
-        let done = res.iter().take_while(|r| r["status"] == "accepted").count();
-        assert!(done >= 1, "every push makes progress");
-        waiting.drain(..done);
-        rounds += 1;
-        assert!(rounds < 10);
+    let by_bytes = Limits {
+        max_push_bytes: 800,
+        ..Limits::default()
+    };
+    for limits in [by_ops, by_bytes] {
+        let env = Env::with_limits(b.clone(), limits).await;
+        let made: Vec<(String, Automerge, Vec<u8>)> = (0..6)
+            .map(|i| env.person("wa", "g1", &format!("T{i}")))
+            .collect();
+        let mut waiting: Vec<(&str, Vec<u8>)> = made
+            .iter()
+            .map(|(r, _, c)| (r.as_str(), c.clone()))
+            .collect();
+        let res = env.hostile("wa", made[5].0.as_str(), &waiting).await;
+        let got = reasons(&res);
+        let accepted = got.iter().take_while(|r| **r == "accepted").count();
+        assert!((1..6).contains(&accepted), "{got:?}");
+        assert!(got[accepted..].iter().all(|r| *r == "busy"), "{got:?}");
+        let mut rounds = 1;
+        while !waiting.is_empty() {
+            let res = env.push("wa", &waiting).await;
+            let done = res.iter().take_while(|r| r["status"] == "accepted").count();
+            assert!(done >= 1, "every push makes progress");
+            waiting.drain(..done);
+            rounds += 1;
+            assert!(rounds < 10);
+        }
+        let (items, _) = env.pull_all("wb", 0, 100).await;
+        assert!(items.is_empty(), "g1's records stay in g1");
+        let (items, _) = env.pull_all("sup", 0, 100).await;
+        let mut got: Vec<&str> = items
+            .iter()
+            .filter_map(|i| {
+                made.iter()
+                    .find(|m| m.0 == i["record"])
+                    .map(|m| m.0.as_str())
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<&str> = made.iter().map(|m| m.0.as_str()).collect();
+        want.sort();
+        assert_eq!(got, want, "each change once");
+        env.stop().await;
     }
-    let (items, _) = env.pull_all("wb", 0, 100).await;
-    assert!(items.is_empty(), "g1's records stay in g1");
-    let (items, _) = env.pull_all("sup", 0, 100).await;
-    let mut got: Vec<&str> = items
-        .iter()
-        .filter_map(|i| {
-            made.iter()
-                .find(|m| m.0 == i["record"])
-                .map(|m| m.0.as_str())
-        })
-        .collect();
-    got.sort();
-    let mut want: Vec<&str> = made.iter().map(|m| m.0.as_str()).collect();
-    want.sort();
-    assert_eq!(got, want, "each change once");
+    // A compressed change counts with its inflated size: small on the wire, it still spends the
+    // budget, and alone in a push it goes through.
+    let env = Env::with_limits(
+        b,
+        Limits {
+            max_push_bytes: 2_000,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let (r1, _, small) = env.person("wa", "g1", "Small");
+    let (r2, _, big) = env.person("wa", "g1", &"x".repeat(3_000));
+    let packed = compressed(&big);
+    assert!(packed.len() < 600, "{}", packed.len());
+    let res = env.push("wa", &[(&r1, small), (&r2, packed.clone())]).await;
+    assert_eq!(reasons(&res), ["accepted", "busy"]);
+    let res = env.push1("wa", &r2, packed).await;
+    assert_eq!(res["status"], "accepted", "{res}");
+    // Stored as the plain change (its hash is the plain change's).
+    let plain = Change::try_from(&big[..]).unwrap();
+    assert_eq!(res["hash"], plain.hash().to_string());
     env.stop().await;
+}
+
+/// A change chunk as the compressed chunk type of the format (Automerge never sends one for a single
+/// change, but may read one).
+fn compressed(change: &[u8]) -> Vec<u8> {
+    let mut i = 9;
+    while change[i] & 0x80 != 0 {
+        i += 1;
+    }
+    let data = &change[i + 1..];
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, data).unwrap();
+    chunk(data, 2, &enc.finish().unwrap())
 }
 
 /// The writer's time for one push is bounded: with no time at all, each push gets its first change

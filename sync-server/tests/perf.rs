@@ -6,8 +6,10 @@
 //! process on loopback (BENCHMARKS.md, "Authority checks on the ingest path"):
 //!   GRIDWORK_SERVER_BINS="before=/path/to/old/gridwork-server,after=/path/to/new/gridwork-server" \
 //!   cargo test --release -p gridwork-server --test perf -- --ignored ingest_real_relay --nocapture
-//! Without the variable it measures the relay built with this test. GRIDWORK_BENCH_ROUNDS (default 3)
-//! runs the builds alternately that many times, so a shared machine's load falls on both alike.
+//! Without the variable it measures the relay built with this test. A build's path may be followed by
+//! arguments for its every command (`after=/path/gridwork-server --insecure-no-encryption`).
+//! GRIDWORK_BENCH_ROUNDS (default 3) runs the builds alternately that many times, so a shared machine's
+//! load falls on both alike.
 
 mod common;
 
@@ -504,24 +506,53 @@ async fn perf_postgres() {
 
 // ---- ingest on real relay processes, for before/after comparisons of relay builds ----
 
+/// The relay builds to compare: `GRIDWORK_SERVER_BINS="label=path [args],label=path [args]"` (the
+/// args, if any, follow every command of that build, e.g. `--insecure-no-encryption` for a build
+/// that encrypts its store), else the relay built with this test.
+fn relay_builds() -> Vec<(String, String)> {
+    match std::env::var("GRIDWORK_SERVER_BINS") {
+        Ok(v) => v
+            .split(',')
+            .map(|kv| {
+                let (k, p) = kv.split_once('=').expect("label=path");
+                (k.to_owned(), p.to_owned())
+            })
+            .collect(),
+        Err(_) => vec![(
+            "this build".into(),
+            env!("CARGO_BIN_EXE_gridwork-server").to_owned(),
+        )],
+    }
+}
+
+/// `gridwork-server <subcommand> --data DIR <args> <the build's args>`.
+fn relay_command(
+    bin: &str,
+    subcommand: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Command {
+    let mut parts = bin.split_whitespace();
+    let mut cmd = std::process::Command::new(parts.next().expect("a path"));
+    cmd.args([subcommand, "--data"])
+        .arg(dir)
+        .args(args)
+        .args(parts)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
 /// A relay process with its own data directory, set up with the binary's own admin commands (so any
 /// build, older or newer, can be measured). Killed when dropped.
 struct RelayProcess {
-    bin: String,
     child: std::process::Child,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     base: String,
 }
 
 impl RelayProcess {
     fn admin(bin: &str, dir: &std::path::Path, args: &[&str]) -> String {
-        let out = std::process::Command::new(bin)
-            .args(["admin", "--data"])
-            .arg(dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
+        let out = relay_command(bin, "admin", dir, args).output().unwrap();
         assert!(
             out.status.success(),
             "admin {args:?}: {}",
@@ -560,11 +591,8 @@ impl RelayProcess {
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new(bin)
-            .args(["serve", "--data"])
-            .arg(dir.path())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+        let listen = format!("127.0.0.1:{port}");
+        let child = relay_command(bin, "serve", dir.path(), &["--listen", &listen])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -580,9 +608,8 @@ impl RelayProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let relay = RelayProcess {
-            bin: bin.to_owned(),
             child,
-            dir,
+            _dir: dir,
             base,
         };
         (relay, devs)
@@ -605,7 +632,6 @@ impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = (&self.bin, self.dir.path());
     }
 }
 
@@ -767,19 +793,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn ingest_real_relay() {
-    let bins: Vec<(String, String)> = match std::env::var("GRIDWORK_SERVER_BINS") {
-        Ok(v) => v
-            .split(',')
-            .map(|kv| {
-                let (k, p) = kv.split_once('=').expect("label=path");
-                (k.to_owned(), p.to_owned())
-            })
-            .collect(),
-        Err(_) => vec![(
-            "this build".into(),
-            env!("CARGO_BIN_EXE_gridwork-server").to_owned(),
-        )],
-    };
+    let bins = relay_builds();
     let rounds: usize = std::env::var("GRIDWORK_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -898,17 +912,7 @@ fn check_costs() {
 #[ignore]
 async fn hostile_real_relay() {
     use automerge::transaction::Transactable;
-    let bins: Vec<(String, String)> = match std::env::var("GRIDWORK_SERVER_BINS") {
-        Ok(v) => v
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, p)| (k.to_owned(), p.to_owned()))
-            .collect(),
-        Err(_) => vec![(
-            "this build".into(),
-            env!("CARGO_BIN_EXE_gridwork-server").to_owned(),
-        )],
-    };
+    let bins = relay_builds();
     // The bomb: a compressed change chunk (type 2) whose data inflates to 256 MiB of zeros.
     let zeros = vec![0u8; 256 << 20];
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());

@@ -84,9 +84,12 @@ impl Dev {
     }
 
     fn init(&self, user: &str, role: &str, area: &str) {
-        let device = format!("{user}-phone");
+        self.init_as(user, &format!("{user}-phone"), role, area)
+    }
+
+    fn init_as(&self, user: &str, device: &str, role: &str, area: &str) {
         self.ok(&[
-            "init", "--user", user, "--device", &device, "--role", role, "--area", area,
+            "init", "--user", user, "--device", device, "--role", role, "--area", area,
         ]);
         for (id, level, name, parent) in [
             ("d1", "district", "East District", None),
@@ -1103,8 +1106,10 @@ fn init_from_the_relay_takes_the_identity_of_the_token() {
     assert!(!copy.store.join("gridwork.db").exists());
 
     // Offline, the store believes what it was told until its first sync; then the relay corrects it.
+    // (Its device id is the one the operator issued the token for: changes naming another device are
+    // refused as `wrong_author`.)
     let offline = Dev::new(root.path(), "offline");
-    offline.init("wang", "supervisor", "c1");
+    offline.init_as("wang", "wang-old", "supervisor", "c1");
     assert!(offline
         .ok(&["whoami"])
         .contains("not confirmed by the relay"));

@@ -1,6 +1,19 @@
-//! The push engine: decides, for a batch of pushes, which changes are accepted, rejected or held,
-//! keeps the relay's copy of every touched record document up to date, and produces a [`Plan`] that a
-//! storage backend writes in one transaction.
+//! The push engine: decides, for a batch of pushes, which changes are accepted or refused, keeps the
+//! relay's copy of every touched record document up to date, and produces a [`Plan`] that a storage
+//! backend writes in one transaction.
+//!
+//! The relay is the authority: every change is judged here, by the rule book the devices also apply
+//! (`gridwork_protocol::rules`), against the relay's own materialised document, never against what the
+//! device says about itself. A change passes, in order:
+//! 1. [`Decoder`] (on the request task, off the single writer): bounded inspection of the raw bytes
+//!    (checksum, inflated size, operation count: `gridwork_protocol::change::inspect`) before Automerge
+//!    sees them, the per-push budgets of operations and inflated bytes, the record id, the operation
+//!    counter limit, and the author (the store bound to the token, and the user and device the change's note names);
+//! 2. [`Engine::plan`] (the single writer): dependencies present, the change's first operation counter
+//!    following its dependencies, then the rule book on the record as the author saw it (`before` = the
+//!    document at the change's dependencies, `after` = that plus the change) and the caller's scope on
+//!    the current document before and after the merge. A per-push time budget answers the rest of a
+//!    push that takes too long `busy`, so one device cannot stall the others.
 //!
 //! Backends are thin: they load what [`Engine::wants`] asks for, call [`Engine::plan`], write the plan,
 //! then report back with [`Engine::committed`] or [`Engine::aborted`]. All protocol decisions live
@@ -9,7 +22,8 @@
 //! Documents are cached in an LRU keyed by record id together with the record's `version` (the seq of
 //! the last log entry that touched it). The database is the truth: a cached document is used only when
 //! its version equals the version in the database, which keeps the cache correct when several relay
-//! processes share one PostgreSQL.
+//! processes share one PostgreSQL. With each document the cache keeps its record state as the rule
+//! book reads it, so consecutive changes of one record read the record view once each.
 //!
 //! A record's stored bytes are a saved document followed by the raw chunks of the changes applied
 //! since (Automerge loads such a concatenation), so accepting a change appends instead of re-saving;
@@ -17,17 +31,20 @@
 //!
 //! A change whose dependencies the relay does not have is rejected `missing_deps` (after trying the
 //! rest of its push first, so a push may list changes in any order): every change in the log has been
-//! applied and scope-checked against the record's areas before and after it, and nothing is ever
-//! applied later under a check made earlier.
+//! applied and checked, and nothing is ever applied later under a check made earlier.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use automerge::{Automerge, Change, ChangeHash};
-use gridwork_protocol::doc::record_areas;
+use gridwork_protocol::change::{inspect, Defect};
+use gridwork_protocol::doc::{read_state, record_areas, ChangeNote, RecordState};
+use gridwork_protocol::rules::{self, Actor, Reason, Refusal};
+use gridwork_protocol::scope::{join_paths, scope_keys};
 use lru::LruCache;
 
-use gridwork_protocol::scope::{join_paths, scope_keys, Scope};
+use crate::config::Limits;
 
 /// Appended change chunks after which a record's stored bytes are re-saved (compacted).
 const COMPACT_EVERY: usize = 32;
@@ -40,73 +57,190 @@ pub const KIND_MOVE: i16 = 1;
 /// caller gets the whole document. No longer written.
 pub const KIND_RELEASE: i16 = 2;
 
-/// Why a change was rejected (the `reason` of the push answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    Malformed,
-    OutOfScope,
-    BadRecord,
-    /// A dependency of the change is not in the relay's copy of the record (nor earlier in the push).
-    MissingDeps,
-}
-
-impl Reject {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::Malformed => "malformed",
-            Reject::OutOfScope => "out_of_scope",
-            Reject::BadRecord => "bad_record",
-            Reject::MissingDeps => "missing_deps",
-        }
-    }
-}
-
-/// One change of a push, decoded by the HTTP layer (decoding is CPU work done on the request task,
-/// outside the single writer).
+/// One change of a push, decoded and checked by a [`Decoder`] on the request task.
 #[derive(Debug, Clone)]
 pub enum Incoming {
     Change { record: String, change: Box<Change> },
-    Rejected { hash: String, reason: Reject },
+    Refused { hash: String, refusal: Refusal },
 }
 
-impl Incoming {
-    /// Decode one wire change. Never fails: bad input becomes a rejection.
-    pub fn decode(record: &str, bytes: &[u8]) -> Incoming {
-        match Change::try_from(bytes) {
-            Err(_) => Incoming::Rejected {
-                hash: String::new(),
-                reason: Reject::Malformed,
-            },
-            Ok(change) => {
-                if !gridwork_protocol::doc::is_valid_record_id(record) {
-                    Incoming::Rejected {
-                        hash: change.hash().to_string(),
-                        reason: Reject::BadRecord,
-                    }
-                } else {
-                    Incoming::Change {
-                        record: record.to_owned(),
-                        change: Box::new(change),
-                    }
-                }
+/// The `busy` answer: the change is fine, the relay did not get to it in this request.
+fn busy(detail: &str) -> Refusal {
+    Refusal::new(Reason::Busy, format!("{detail}; send the change again"))
+}
+
+/// Decodes the changes of one push, in order: everything about a change that needs neither the
+/// relay's documents nor the writer. Work per change is bounded by its bytes until the bytes have
+/// passed [`inspect`]; only then does Automerge parse them.
+pub struct Decoder<'a> {
+    actor: &'a Actor,
+    bound_actor: Option<&'a str>,
+    limits: &'a Limits,
+    /// Operations of the push's changes so far.
+    ops: u64,
+    /// Bytes of the push's changes so far, inflated: a compressed change may inflate up to the
+    /// per-change limit, so without this a push could make its size in memory many times over.
+    bytes: usize,
+    /// Changes counted so far.
+    counted: usize,
+    /// The push's budget is spent: the remaining changes are `busy`.
+    spent: Option<Refusal>,
+}
+
+impl<'a> Decoder<'a> {
+    /// `bound_actor` is the store (hex Automerge actor) the pushing token is bound to.
+    pub fn new(actor: &'a Actor, bound_actor: Option<&'a str>, limits: &'a Limits) -> Self {
+        Decoder {
+            actor,
+            bound_actor,
+            limits,
+            ops: 0,
+            bytes: 0,
+            counted: 0,
+            spent: None,
+        }
+    }
+
+    /// Counts a change of `ops` operations and `bytes` inflated bytes against the push's budgets;
+    /// `Err` when they are spent (then for every later change too). The first change of a push always
+    /// fits, so a change within the per-change limits is never `busy` for ever.
+    fn budget(&mut self, ops: u64, bytes: usize) -> Result<(), Refusal> {
+        if let Some(spent) = &self.spent {
+            return Err(spent.clone());
+        }
+        let (ops, bytes) = (
+            self.ops.saturating_add(ops),
+            self.bytes.saturating_add(bytes),
+        );
+        let over = if ops > self.limits.max_ops_per_push {
+            Some(format!(
+                "the push holds more than {} operations",
+                self.limits.max_ops_per_push
+            ))
+        } else if bytes > self.limits.max_push_bytes {
+            Some(format!(
+                "the push's changes hold more than {} bytes once inflated",
+                self.limits.max_push_bytes
+            ))
+        } else {
+            None
+        };
+        match over {
+            Some(why) if self.counted > 0 => {
+                let refusal = busy(&why);
+                self.spent = Some(refusal.clone());
+                Err(refusal)
+            }
+            _ => {
+                (self.ops, self.bytes, self.counted) = (ops, bytes, self.counted + 1);
+                Ok(())
             }
         }
     }
+
+    /// Decodes one wire change; `bytes` is `None` when the wire text was not base64. Never fails: bad
+    /// input becomes a refusal.
+    pub fn decode(&mut self, record: &str, bytes: Option<&[u8]>) -> Incoming {
+        let Some(bytes) = bytes else {
+            return refused(
+                String::new(),
+                Refusal::new(Reason::Malformed, "the change is not base64"),
+            );
+        };
+        let inspected = match inspect(
+            bytes,
+            self.limits.max_change_bytes,
+            self.limits.max_ops_per_change,
+        ) {
+            Ok(i) => i,
+            Err(defect) => return refused(String::new(), defect_refusal(&defect)),
+        };
+        let hash = ChangeHash(inspected.hash).to_string();
+        if let Err(refusal) = self.budget(inspected.ops, inspected.chunk.len()) {
+            return refused(hash, refusal);
+        }
+        let change = match Change::try_from(&inspected.chunk[..]) {
+            Ok(c) => c,
+            Err(_) => {
+                return refused(
+                    hash,
+                    Refusal::new(Reason::Malformed, "not a readable Automerge change"),
+                )
+            }
+        };
+        if !gridwork_protocol::doc::is_valid_record_id(record) {
+            return refused(
+                hash,
+                Refusal::new(
+                    Reason::BadRecord,
+                    "a record id is 32 lowercase hex characters",
+                ),
+            );
+        }
+        if change.max_op() > self.limits.max_doc_ops {
+            return refused(
+                hash,
+                Refusal::new(
+                    Reason::TooLarge,
+                    format!(
+                        "the change's operation counter passes the limit of {} operations per record",
+                        self.limits.max_doc_ops
+                    ),
+                ),
+            );
+        }
+        let note = ChangeNote::parse(change.message());
+        if let Err(refusal) = rules::check_author(
+            self.actor,
+            self.bound_actor,
+            &change.actor_id().to_hex_string(),
+            note.as_ref(),
+        ) {
+            return refused(hash, refusal);
+        }
+        Incoming::Change {
+            record: record.to_owned(),
+            change: Box::new(change),
+        }
+    }
+}
+
+fn refused(hash: String, refusal: Refusal) -> Incoming {
+    Incoming::Refused { hash, refusal }
+}
+
+/// The refusal for a defect found by [`inspect`].
+fn defect_refusal(defect: &Defect) -> Refusal {
+    let reason = match defect {
+        Defect::Malformed(_) => Reason::Malformed,
+        Defect::BadChecksum => Reason::BadChecksum,
+        Defect::TooLarge { .. } => Reason::TooLarge,
+        Defect::TooManyOps { .. } => Reason::TooManyOps,
+    };
+    Refusal::new(reason, defect.to_string())
 }
 
 /// One device's push.
 #[derive(Debug, Clone)]
 pub struct PushJob {
     pub device_id: String,
-    pub scope: Scope,
+    /// The caller as the rule book sees it (from the token).
+    pub actor: Actor,
     pub changes: Vec<Incoming>,
 }
 
 /// The answer for one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushResult {
-    Accepted { hash: String, seq: i64 },
-    Rejected { hash: String, reason: Reject },
+    Accepted {
+        hash: String,
+        seq: i64,
+    },
+    Rejected {
+        hash: String,
+        reason: Reason,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +252,7 @@ enum SeqRef {
 #[derive(Debug, Clone)]
 enum Planned {
     Accepted { hash: ChangeHash, seq: SeqRef },
-    Rejected { hash: String, reason: Reject },
+    Rejected { hash: String, refusal: Refusal },
 }
 
 /// A new log entry.
@@ -180,9 +314,10 @@ impl Plan {
                                 SeqRef::New(i) => first_seq + *i as i64,
                             },
                         },
-                        Planned::Rejected { hash, reason } => PushResult::Rejected {
+                        Planned::Rejected { hash, refusal } => PushResult::Rejected {
                             hash: hash.clone(),
-                            reason: *reason,
+                            reason: refusal.reason,
+                            detail: refusal.detail.clone(),
                         },
                     })
                     .collect()
@@ -218,6 +353,8 @@ struct CachedDoc {
     stored_paths: Vec<String>,
     /// Current area paths of `doc`, computed with the area map of version `paths_version`.
     paths: Option<(i64, Vec<String>)>,
+    /// The record state of `doc` as the rule book reads it, once read.
+    state: Option<RecordState>,
     /// Whether the database has a row for this record.
     in_db: bool,
 }
@@ -231,6 +368,7 @@ impl CachedDoc {
             tail: 0,
             stored_paths: Vec::new(),
             paths: None,
+            state: None,
             in_db: false,
         }
     }
@@ -243,6 +381,7 @@ impl CachedDoc {
             tail: COMPACT_EVERY / 2,
             stored_paths: row.paths,
             paths: None,
+            state: None,
             in_db: true,
         };
         c.reload();
@@ -250,7 +389,7 @@ impl CachedDoc {
     }
 
     /// Rebuild `doc` from the stored bytes: used after loading and to undo a change that was applied
-    /// but then rejected (Automerge cannot un-apply).
+    /// but then refused (Automerge cannot un-apply).
     fn reload(&mut self) {
         let doc = if self.stored.is_empty() {
             Automerge::new()
@@ -269,6 +408,7 @@ impl CachedDoc {
         };
         self.doc = doc;
         self.paths = None;
+        self.state = None;
     }
 
     fn append(&mut self, change: &Change) {
@@ -285,6 +425,23 @@ impl CachedDoc {
                 self.paths = Some((areas.version, p.clone()));
                 p
             }
+        }
+    }
+
+    /// Takes the record state of the current document out of the cache (reading it when needed):
+    /// `None` for a record the relay does not have yet.
+    fn take_state(&mut self, id: &str) -> Result<Option<RecordState>, Refusal> {
+        if self.doc.get_heads().is_empty() {
+            return Ok(None);
+        }
+        match self.state.take() {
+            Some(s) => Ok(Some(s)),
+            None => read_state(id, &self.doc).map(Some).map_err(|e| {
+                Refusal::new(
+                    Reason::Malformed,
+                    format!("the relay's copy of the record is not well-formed: {e}"),
+                )
+            }),
         }
     }
 }
@@ -315,16 +472,19 @@ pub struct Engine {
     pub areas: AreaMap,
     /// Documents taken out of the cache for the batch being planned.
     working: HashMap<String, CachedDoc>,
+    /// Writer time one push may take before its remaining changes are answered `busy`.
+    max_push: Duration,
 }
 
 impl Engine {
-    pub fn new(cache_entries: usize) -> Self {
+    pub fn new(limits: &Limits) -> Self {
         Engine {
             cache: LruCache::new(
-                NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+                NonZeroUsize::new(limits.doc_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
             ),
             areas: AreaMap::default(),
             working: HashMap::new(),
+            max_push: Duration::from_millis(limits.max_push_millis),
         }
     }
 
@@ -376,11 +536,14 @@ impl Engine {
         self.working.clear();
         let mut plan = Plan::default();
         let mut new_hashes: HashMap<ChangeHash, usize> = HashMap::new();
-        // Per record: index into plan.entries of its last entry.
+        // Per record: index into plan.entries of its last entry, in first-touched order.
         let mut touched: HashMap<String, usize> = HashMap::new();
         let mut touched_order: Vec<String> = Vec::new();
 
         for (job_idx, job) in jobs.iter().enumerate() {
+            let deadline = Instant::now() + self.max_push;
+            // The first change of a push is always judged, so every push makes progress.
+            let mut judged_any = false;
             let mut out: Vec<Option<Planned>> = vec![None; job.changes.len()];
             // Changes whose dependencies are missing are retried after the rest of the push (a push
             // may list a change before its dependencies); what is still missing then is rejected.
@@ -388,78 +551,37 @@ impl Engine {
             loop {
                 let mut deferred = Vec::new();
                 let mut progress = false;
-                let mut skip = 0;
-                for (pi, &ci) in pending.iter().enumerate() {
-                    if skip > 0 {
-                        skip -= 1;
-                        continue;
-                    }
-                    // A run of further changes to the same record: applied as one Automerge batch
-                    // when none of them touches the record's areas (then every intermediate state
-                    // has the areas already checked, exactly as change-by-change).
-                    let run = self.try_run(
-                        job,
-                        job_idx,
-                        &pending[pi..],
-                        existing,
-                        &new_hashes,
-                        &mut rows,
-                        &mut plan,
-                    );
-                    if !run.is_empty() {
-                        progress = true;
-                        skip = run.len() - 1;
-                        for (rci, planned) in run {
-                            if let (
-                                Incoming::Change { record, change },
-                                Planned::Accepted {
-                                    seq: SeqRef::New(i),
-                                    ..
-                                },
-                            ) = (&job.changes[rci], &planned)
-                            {
-                                new_hashes.insert(change.hash(), *i);
-                                if touched.insert(record.clone(), *i).is_none() {
-                                    touched_order.push(record.clone());
-                                } else {
-                                    touched.insert(record.clone(), *i);
-                                }
-                            }
-                            out[rci] = Some(planned);
-                        }
-                        continue;
-                    }
+                for &ci in &pending {
                     let (record, change) = match &job.changes[ci] {
-                        Incoming::Rejected { hash, reason } => {
+                        Incoming::Refused { hash, refusal } => {
                             out[ci] = Some(Planned::Rejected {
                                 hash: hash.clone(),
-                                reason: *reason,
+                                refusal: refusal.clone(),
                             });
                             continue;
                         }
                         Incoming::Change { record, change } => (record, change),
                     };
                     let hash = change.hash();
-                    if let Some(seq) = existing.get(&hash.0) {
-                        out[ci] = Some(Planned::Accepted {
-                            hash,
-                            seq: SeqRef::Existing(*seq),
-                        });
+                    let seq = existing
+                        .get(&hash.0)
+                        .map(|s| SeqRef::Existing(*s))
+                        .or_else(|| new_hashes.get(&hash).map(|i| SeqRef::New(*i)));
+                    if let Some(seq) = seq {
+                        out[ci] = Some(Planned::Accepted { hash, seq });
                         continue;
                     }
-                    if let Some(i) = new_hashes.get(&hash) {
-                        out[ci] = Some(Planned::Accepted {
-                            hash,
-                            seq: SeqRef::New(*i),
-                        });
+                    if judged_any && Instant::now() >= deadline {
+                        out[ci] = Some(out_of_time(hash));
                         continue;
                     }
                     let Some(planned) =
-                        self.apply_one(&job.scope, job_idx, record, change, &mut rows, &mut plan)
+                        self.apply_one(&job.actor, job_idx, record, change, &mut rows, &mut plan)
                     else {
                         deferred.push(ci);
                         continue;
                     };
+                    judged_any = true;
                     if let Planned::Accepted {
                         seq: SeqRef::New(i),
                         ..
@@ -474,15 +596,23 @@ impl Engine {
                     out[ci] = Some(planned);
                 }
                 if deferred.is_empty() || !progress {
+                    let late = judged_any && Instant::now() >= deadline;
                     for ci in deferred {
-                        let hash = match &job.changes[ci] {
-                            Incoming::Change { change, .. } => change.hash().to_string(),
-                            Incoming::Rejected { hash, .. } => hash.clone(),
+                        let Incoming::Change { change, .. } = &job.changes[ci] else {
+                            continue;
                         };
-                        tracing::info!(change = %hash, "change rejected: dependencies missing");
-                        out[ci] = Some(Planned::Rejected {
-                            hash,
-                            reason: Reject::MissingDeps,
+                        // Out of time, a dependency may have been one of the `busy` changes.
+                        out[ci] = Some(if late {
+                            out_of_time(change.hash())
+                        } else {
+                            tracing::info!(change = %change.hash(), "change rejected: dependencies missing");
+                            Planned::Rejected {
+                                hash: change.hash().to_string(),
+                                refusal: Refusal::new(
+                                    Reason::MissingDeps,
+                                    "the change builds on changes the relay does not have",
+                                ),
+                            }
                         });
                     }
                     break;
@@ -494,7 +624,7 @@ impl Engine {
                     .map(|p| {
                         p.unwrap_or(Planned::Rejected {
                             hash: String::new(),
-                            reason: Reject::Malformed,
+                            refusal: Refusal::new(Reason::Malformed, "not planned"),
                         })
                     })
                     .collect(),
@@ -532,101 +662,11 @@ impl Engine {
         plan
     }
 
-    /// Tries to apply `pending[0..k]` (k >= 2, same record, new changes, dependencies present) as one
-    /// batch. Empty when not applicable or when the batch touched the record's areas (then the
-    /// document is restored and the changes go one by one).
-    #[allow(clippy::too_many_arguments)]
-    fn try_run(
-        &mut self,
-        job: &PushJob,
-        job_idx: usize,
-        pending: &[usize],
-        existing: &HashMap<[u8; 32], i64>,
-        new_hashes: &HashMap<ChangeHash, usize>,
-        rows: &mut HashMap<String, RecordRow>,
-        plan: &mut Plan,
-    ) -> Vec<(usize, Planned)> {
-        let Some(Incoming::Change { record, .. }) = pending.first().map(|&i| &job.changes[i])
-        else {
-            return Vec::new();
-        };
-        let Engine {
-            cache,
-            areas,
-            working,
-        } = self;
-        let w = doc_for(working, cache, record, rows);
-        if w.stored.is_empty() {
-            return Vec::new();
-        }
-        let mut run: Vec<(usize, &Change)> = Vec::new();
-        let mut in_run: HashSet<ChangeHash> = HashSet::new();
-        for &ci in pending {
-            let Incoming::Change { record: r, change } = &job.changes[ci] else {
-                break;
-            };
-            let h = change.hash();
-            if r != record
-                || existing.contains_key(&h.0)
-                || new_hashes.contains_key(&h)
-                || in_run.contains(&h)
-                || !change
-                    .deps()
-                    .iter()
-                    .all(|d| in_run.contains(d) || w.doc.get_change_meta_by_hash(d).is_some())
-            {
-                break;
-            }
-            in_run.insert(h);
-            run.push((ci, change));
-        }
-        if run.len() < 2 {
-            return Vec::new();
-        }
-        let before = w.current_paths(areas);
-        if !job.scope.allows_any(&before) {
-            return Vec::new();
-        }
-        let ops_before = area_ops(&w.doc);
-        if w.doc
-            .apply_changes(run.iter().map(|(_, c)| (*c).clone()).collect::<Vec<_>>())
-            .is_err()
-            || area_ops(&w.doc) != ops_before
-        {
-            w.reload();
-            return Vec::new();
-        }
-        let keys = scope_keys(&before);
-        let mut out = Vec::with_capacity(run.len());
-        for (ci, change) in run {
-            w.append(change);
-            let idx = plan.entries.len();
-            plan.entries.push(NewEntry {
-                hash: change.hash().0,
-                record: record.clone(),
-                bytes: change.raw_bytes().to_vec(),
-                kind: KIND_CHANGE,
-                job: job_idx,
-                before_paths: None,
-                heads: None,
-                keys: keys.clone(),
-            });
-            out.push((
-                ci,
-                Planned::Accepted {
-                    hash: change.hash(),
-                    seq: SeqRef::New(idx),
-                },
-            ));
-        }
-        out
-    }
-
-    /// Applies one change to the working copy of its record. `None`: a dependency is missing (nothing
-    /// was applied).
+    /// Checks one change and applies it to the working copy of its record. `None`: a dependency is
+    /// missing (nothing was applied).
     fn apply_one(
         &mut self,
-        scope: &Scope,
+        actor: &Actor,
         job: usize,
         record: &str,
         change: &Change,
@@ -638,6 +678,7 @@ impl Engine {
             cache,
             areas,
             working,
+            ..
         } = self;
         let w = doc_for(working, cache, record, rows);
         if !change
@@ -647,31 +688,16 @@ impl Engine {
         {
             return None;
         }
-        let existed = !w.stored.is_empty();
+        let existed = !w.doc.get_heads().is_empty();
         let before = w.current_paths(areas);
-        if existed && !scope.allows_any(&before) {
+        if let Err(refusal) = judge_and_apply(w, areas, actor, record, change) {
             return Some(Planned::Rejected {
                 hash: hash.to_string(),
-                reason: Reject::OutOfScope,
-            });
-        }
-        if w.doc.apply_changes([change.clone()]).is_err() {
-            w.reload();
-            return Some(Planned::Rejected {
-                hash: hash.to_string(),
-                reason: Reject::Malformed,
-            });
-        }
-        w.paths = None;
-        let after = w.current_paths(areas);
-        if !scope.allows_any(&after) {
-            w.reload();
-            return Some(Planned::Rejected {
-                hash: hash.to_string(),
-                reason: Reject::OutOfScope,
+                refusal,
             });
         }
         w.append(change);
+        let after = w.current_paths(areas);
         let moved = existed && before != after;
         let (kind, before_paths, heads) = if moved {
             (
@@ -737,17 +763,164 @@ impl Engine {
     }
 }
 
-/// Op ids of the root `area` and `responsible` values (conflicts included): unchanged by a batch
-/// means no change of the batch touched the record's areas.
-fn area_ops(doc: &Automerge) -> Vec<automerge::ObjId> {
-    use automerge::ReadDoc;
-    let mut out = Vec::new();
-    for key in ["area", "responsible"] {
-        if let Ok(v) = doc.get_all(automerge::ROOT, key) {
-            out.extend(v.into_iter().map(|(_, id)| id));
+/// The answer for a change the push's time budget did not reach.
+fn out_of_time(hash: ChangeHash) -> Planned {
+    Planned::Rejected {
+        hash: hash.to_string(),
+        refusal: busy("the relay spent this push's time budget before this change"),
+    }
+}
+
+/// Judges `change` and, when it passes, leaves it applied to `w.doc` with `w.state` its new record
+/// state. When it is refused, `w` is as it was.
+fn judge_and_apply(
+    w: &mut CachedDoc,
+    areas: &AreaMap,
+    actor: &Actor,
+    record: &str,
+    change: &Change,
+) -> Result<(), Refusal> {
+    let heads = w.doc.get_heads();
+    if !heads.is_empty() && change.deps().is_empty() {
+        return Err(Refusal::new(
+            Reason::BadRecord,
+            "the record exists: a change without dependencies would make it anew",
+        ));
+    }
+    check_counter(&w.doc, change)?;
+    let current = w.take_state(record)?;
+    let judge = Judge {
+        areas,
+        actor,
+        record,
+        change,
+        current: current.as_ref(),
+    };
+    let mut deps = change.deps().to_vec();
+    deps.sort_unstable();
+    let verdict = if deps == heads {
+        // The common case: the author saw the record as the relay has it now.
+        judge.at_heads(&mut w.doc)
+    } else {
+        judge.on_fork(&mut w.doc)
+    };
+    match verdict {
+        Ok(state) => {
+            w.state = Some(state);
+            w.paths = None;
+            Ok(())
+        }
+        Err((refusal, applied)) => {
+            if applied {
+                w.reload();
+            }
+            // The document is as it was, so its state is too.
+            w.state = current;
+            Err(refusal)
         }
     }
-    out
+}
+
+/// A refusal, and whether the change was already applied to the working document.
+type Judged = Result<RecordState, (Refusal, bool)>;
+
+/// One change of `actor` to `record`, and the record's state as the relay has it (`None`: new).
+struct Judge<'a> {
+    areas: &'a AreaMap,
+    actor: &'a Actor,
+    record: &'a str,
+    change: &'a Change,
+    current: Option<&'a RecordState>,
+}
+
+impl Judge<'_> {
+    /// The change builds on the current document `doc`: `before` is its state, `after` the state once
+    /// the change is applied, which is also what lands.
+    fn at_heads(&self, doc: &mut Automerge) -> Judged {
+        let applied = |r| (r, true);
+        apply(doc, self.change).map_err(applied)?;
+        let after = state_of(self.record, doc).map_err(applied)?;
+        rules::authorize(self.actor, &self.areas.paths, self.current, &after).map_err(applied)?;
+        self.check_landing(&after).map_err(applied)?;
+        Ok(after)
+    }
+
+    /// The change builds on an earlier state (its author had not seen some changes the relay has):
+    /// it is judged on the document at its dependencies, then merged into the current document `doc`,
+    /// where the caller must still see the record.
+    fn on_fork(&self, doc: &mut Automerge) -> Judged {
+        let (not_applied, applied) = (|r| (r, false), |r| (r, true));
+        let mut fork = doc.fork_at(self.change.deps()).map_err(|_| {
+            not_applied(Refusal::new(
+                Reason::MissingDeps,
+                "the change's dependencies are unknown",
+            ))
+        })?;
+        let before = state_of(self.record, &fork).map_err(not_applied)?;
+        apply(&mut fork, self.change).map_err(not_applied)?;
+        let after = state_of(self.record, &fork).map_err(not_applied)?;
+        rules::authorize(self.actor, &self.areas.paths, Some(&before), &after)
+            .map_err(not_applied)?;
+        drop(fork);
+        apply(doc, self.change).map_err(applied)?;
+        let merged = state_of(self.record, doc).map_err(applied)?;
+        self.check_landing(&merged).map_err(applied)?;
+        Ok(merged)
+    }
+
+    /// What actually lands: the caller must see the record as the relay has it before the change
+    /// (for existing records) and after the merge.
+    fn check_landing(&self, merged: &RecordState) -> Result<(), Refusal> {
+        let (actor, areas) = (self.actor, &self.areas.paths);
+        if let Some(c) = self.current {
+            if !actor.sees(areas, &c.record) {
+                return Err(Refusal::new(
+                    Reason::OutOfScope,
+                    format!("the record's area {} is outside your scope", c.record.area),
+                ));
+            }
+        }
+        if !actor.sees(areas, &merged.record) {
+            return Err(Refusal::new(
+                Reason::OutOfScope,
+                "the change takes the record out of your scope",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Automerge gives an honest change the first operation counter after the highest of its
+/// dependencies: a change that starts elsewhere was forged, and one that starts far beyond would
+/// make every later change of the record start there.
+fn check_counter(doc: &Automerge, change: &Change) -> Result<(), Refusal> {
+    let after = change
+        .deps()
+        .iter()
+        .filter_map(|d| doc.get_change_meta_by_hash(d))
+        .map(|m| m.max_op)
+        .max()
+        .unwrap_or(0);
+    if change.start_op().get() != after + 1 {
+        return Err(Refusal::new(
+            Reason::Malformed,
+            "the change's operation counter does not follow its dependencies",
+        ));
+    }
+    Ok(())
+}
+
+fn apply(doc: &mut Automerge, change: &Change) -> Result<(), Refusal> {
+    doc.apply_changes([change.clone()]).map_err(|_| {
+        Refusal::new(
+            Reason::Malformed,
+            "the change does not apply to the record's document",
+        )
+    })
+}
+
+fn state_of<D: automerge::ReadDoc>(record: &str, doc: &D) -> Result<RecordState, Refusal> {
+    read_state(record, doc).map_err(|e| Refusal::new(Reason::Malformed, e.to_string()))
 }
 
 /// The working copy of a record: loaded row, else cached document, else a new empty one.
@@ -784,4 +957,74 @@ pub fn doc_at(stored: &[u8], heads: Option<&[u8]>) -> Vec<u8> {
         }
     }
     doc.save()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, ReadDoc, ROOT};
+
+    fn put(doc: &mut Automerge, key: &str, value: &str) -> Change {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, value).unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().clone()
+    }
+
+    /// The invariant [`check_counter`] relies on holds for changes made on one device, on two devices
+    /// concurrently, and after merges (including a device's change that depends on its own earlier
+    /// change and on heads it merged from elsewhere).
+    #[test]
+    fn honest_changes_start_after_their_dependencies() {
+        let mut a = Automerge::new().with_actor(ActorId::from([1u8; 16]));
+        let mut all = vec![put(&mut a, "kind", "person"), put(&mut a, "x", "1")];
+        let mut b = a.fork().with_actor(ActorId::from([2u8; 16]));
+        // Concurrent runs of different lengths, so the two branches' counters differ.
+        for i in 0..5 {
+            all.push(put(&mut a, "a", &i.to_string()));
+        }
+        all.push(put(&mut b, "b", "1"));
+        b.merge(&mut a).unwrap();
+        all.push(put(&mut b, "after-merge", "1"));
+        all.push(put(&mut a, "a", "concurrent with the merge"));
+        let mut c = Automerge::new().with_actor(ActorId::from([3u8; 16]));
+        c.merge(&mut a).unwrap();
+        c.merge(&mut b).unwrap();
+        all.push(put(&mut c, "c", "1"));
+        a.merge(&mut c).unwrap();
+        all.push(put(&mut a, "a", "last"));
+        let mut relay = Automerge::new();
+        for change in &all {
+            check_counter(&relay, change).unwrap_or_else(|r| panic!("{r}"));
+            relay.apply_changes([change.clone()]).unwrap();
+        }
+        assert_eq!(relay.get_heads(), a.get_heads());
+        assert_eq!(
+            relay.get(ROOT, "a").unwrap().unwrap().0.to_string(),
+            "\"last\""
+        );
+    }
+
+    #[test]
+    fn a_forged_counter_is_refused() {
+        let mut a = Automerge::new();
+        let first = put(&mut a, "kind", "person");
+        let mut relay = Automerge::new();
+        relay.apply_changes([first]).unwrap();
+        let honest = put(&mut a, "x", "1");
+        check_counter(&relay, &honest).unwrap();
+        // The same change re-encoded with its counter moved: ahead (which would make every later
+        // change of the record start there) and back onto its dependency's operations.
+        for start in [1_000_000u64, 1] {
+            let mut forged = honest.decode();
+            forged.start_op = std::num::NonZeroU64::new(start).unwrap();
+            let forged = Change::from(forged);
+            assert_eq!(forged.deps(), honest.deps());
+            assert_eq!(
+                check_counter(&relay, &forged).unwrap_err().reason,
+                Reason::Malformed
+            );
+        }
+    }
 }

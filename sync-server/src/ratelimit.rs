@@ -1,8 +1,16 @@
-//! Per-device token bucket (100 requests/s, burst 200 by default). Kept in memory per relay process:
-//! with several processes behind a load balancer each enforces the limit on its own share, which is
-//! what a rate limit needs (protection from a runaway device), not an exact global count.
+//! Token buckets, kept in memory per relay process: with several processes behind a load balancer
+//! each enforces the limit on its own share, which is what a rate limit needs (protection from a
+//! runaway device or a flood), not an exact global count.
+//!
+//! Two limits use them (`api::Caller`): requests per device token (100/s, burst 200 by default), and
+//! failed authentications per client address (1/s, burst 20), so a flood of unknown tokens costs
+//! the database nothing once its address is out of tokens, and never slows down devices elsewhere.
+//!
+//! Hand-written rather than the `governor` crate: it is not in this build's offline registry.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -11,16 +19,16 @@ struct Bucket {
     last: Instant,
 }
 
-pub struct RateLimiter {
+pub struct RateLimiter<K> {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 /// Buckets kept before idle (full) ones are dropped.
 const PRUNE_AT: usize = 50_000;
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(rate: f64, burst: f64) -> Self {
         RateLimiter {
             rate: rate.max(0.001),
@@ -29,29 +37,112 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `key` (the token hash). `Err(seconds)` says when to retry.
-    pub fn check(&self, key: &[u8; 32]) -> Result<(), u64> {
+    /// Takes one token for `key`, making its bucket when it has none. `Err(seconds)` says when to retry.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        self.with_bucket(key, true, take).unwrap_or(Ok(()))
+    }
+
+    /// Like [`check`](Self::check) for a key that has a bucket; `None` (nothing taken) for one that
+    /// has none.
+    pub fn check_known(&self, key: &K) -> Option<Result<(), u64>> {
+        self.with_bucket(key, false, take)
+    }
+
+    /// `Some(seconds)` when `key`'s bucket is empty now (nothing is taken).
+    pub fn exhausted(&self, key: &K) -> Option<u64> {
+        self.with_bucket(key, false, |b, rate| wait(b, rate))
+            .flatten()
+    }
+
+    /// Runs `f` on `key`'s bucket, refilled to now; `create` makes a full bucket when there is none.
+    /// `None` when there is no bucket (or the lock is poisoned: a limiter never fails a request).
+    fn with_bucket<T>(
+        &self,
+        key: &K,
+        create: bool,
+        f: impl FnOnce(&mut Bucket, f64) -> T,
+    ) -> Option<T> {
         let now = Instant::now();
-        let Ok(mut map) = self.buckets.lock() else {
-            return Ok(());
-        };
-        if map.len() >= PRUNE_AT {
-            let (rate, burst) = (self.rate, self.burst);
+        let mut map = self.buckets.lock().ok()?;
+        let (rate, burst) = (self.rate, self.burst);
+        if create && map.len() >= PRUNE_AT {
             map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
         }
-        let b = map.entry(*key).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
-        b.tokens =
-            (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
+        let b = if create {
+            map.entry(key.clone()).or_insert(Bucket {
+                tokens: burst,
+                last: now,
+            })
         } else {
-            let wait = (1.0 - b.tokens) / self.rate;
-            Err(wait.ceil().max(1.0) as u64)
+            map.get_mut(key)?
+        };
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        Some(f(b, rate))
+    }
+}
+
+fn take(b: &mut Bucket, rate: f64) -> Result<(), u64> {
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(wait(b, rate).unwrap_or(1))
+    }
+}
+
+/// Whole seconds until the bucket holds a token again, `None` when it holds one now.
+fn wait(b: &Bucket, rate: f64) -> Option<u64> {
+    (b.tokens < 1.0).then(|| ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+}
+
+/// The address a failed authentication is counted against: IPv4 addresses as they are, IPv6 by their
+/// /64 network (one host usually holds a whole /64, so counting single addresses would not limit it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_empties_and_says_when_to_retry() {
+        let l = RateLimiter::new(1.0, 3.0);
+        assert_eq!(l.check_known(&1), None);
+        assert_eq!(l.exhausted(&1), None);
+        for _ in 0..3 {
+            assert_eq!(l.check(&1), Ok(()));
         }
+        assert_eq!(l.check(&1), Err(1));
+        assert_eq!(l.exhausted(&1), Some(1));
+        assert_eq!(l.check_known(&1), Some(Err(1)));
+        // Another key has its own bucket.
+        assert_eq!(l.check(&2), Ok(()));
+        assert_eq!(l.exhausted(&2), None);
+    }
+
+    #[test]
+    fn ipv6_hosts_are_counted_by_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(client_key(mapped), "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_key("127.0.0.1".parse().unwrap()),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -9,7 +9,6 @@ use tokio::task::JoinHandle;
 use crate::api::{router, AppState};
 use crate::config::ServerConfig;
 use crate::error::Result;
-use crate::ratelimit::RateLimiter;
 use crate::storage::Store;
 
 /// A relay serving in the background of the current tokio runtime.
@@ -25,12 +24,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let store = Store::open(&config.storage, &config.limits).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(AppState {
-        store: store.clone(),
-        limiter: RateLimiter::new(config.limits.rate_per_sec, config.limits.rate_burst),
-        limits: config.limits.clone(),
-    });
-    let app = router(state);
+    let state = Arc::new(AppState::new(store.clone(), config.limits.clone()));
+    // With the client's address in each request: failed authentications are limited per address.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

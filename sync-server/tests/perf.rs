@@ -1,36 +1,49 @@
 //! Throughput and latency probes (ignored by default; run in release):
 //!   cargo test --release -p gridwork-server --test perf -- --ignored --nocapture
 //! Set GRIDWORK_TEST_POSTGRES_URL to also probe PostgreSQL.
+//!
+//! `ingest_real_relay` compares relay builds on the ingest path, each a real `gridwork-server`
+//! process on loopback (BENCHMARKS.md, "Authority checks on the ingest path"):
+//!   GRIDWORK_SERVER_BINS="before=/path/to/old/gridwork-server,after=/path/to/new/gridwork-server" \
+//!   cargo test --release -p gridwork-server --test perf -- --ignored ingest_real_relay --nocapture
+//! Without the variable it measures the relay built with this test. A build's path may be followed by
+//! arguments for its every command (`after=/path/gridwork-server --insecure-no-encryption`).
+//! GRIDWORK_BENCH_ROUNDS (default 3) runs the builds alternately that many times, so a shared machine's
+//! load falls on both alike.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use automerge::transaction::Transactable;
-use automerge::{Automerge, ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use common::{new_person, set_field, Author};
 use gridwork_server::{start, Admin, AreaLevel, Limits, Role, ServerConfig, StorageConfig};
 use serde_json::{json, Value};
 
-fn changes_for(record: &str, area: &str, n: usize) -> Vec<Value> {
-    let mut doc = Automerge::new();
-    (0..n)
-        .map(|i| {
-            let mut tx = doc.transaction();
-            if i == 0 {
-                tx.put(ROOT, "kind", "person").unwrap();
-                tx.put(ROOT, "area", area).unwrap();
-            }
-            tx.put(ROOT, "f", format!("value {i}")).unwrap();
-            tx.commit();
-            let b = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
-            json!({"record": record, "bytes": B64.encode(b)})
-        })
+/// `n` honest changes of one new person record by `author`: the creation, then phone edits.
+fn changes_for(author: &Author, record: &str, area: &str, n: usize) -> Vec<Value> {
+    let (mut doc, first) = author.create(record, |tx| new_person(tx, area, "Bench Person"));
+    let mut out = vec![first];
+    for i in 1..n {
+        let phone = format!("138{i:08}");
+        out.push(author.write(&mut doc, "update", |tx| set_field(tx, "phone", &phone)));
+    }
+    out.into_iter()
+        .map(|b| json!({"record": record, "bytes": B64.encode(b)}))
         .collect()
 }
 
-async fn setup(storage: &StorageConfig, devices: usize) -> Vec<String> {
+/// A test device: its token and its store.
+#[derive(Clone)]
+struct Dev {
+    token: String,
+    author: Author,
+}
+
+async fn setup(storage: &StorageConfig, devices: usize) -> Vec<Dev> {
     let admin = Admin::open(storage).await.unwrap();
     admin
         .add_area("d1", None, AreaLevel::District, "D")
@@ -44,27 +57,61 @@ async fn setup(storage: &StorageConfig, devices: usize) -> Vec<String> {
         .add_area("c1", Some("s1"), AreaLevel::Community, "C")
         .await
         .unwrap();
-    let mut tokens = Vec::new();
+    let mut out = Vec::new();
     for i in 0..devices {
         let g = format!("g{i}");
         admin
             .add_area(&g, Some("c1"), AreaLevel::Grid, "G")
             .await
             .unwrap();
-        admin
-            .add_user(&format!("u{i}"), "U", Role::Worker, &g)
-            .await
-            .unwrap();
-        tokens.push(
-            admin
-                .add_device(&format!("u{i}"), None)
-                .await
-                .unwrap()
-                .token,
-        );
+        let (user, device) = (format!("u{i}"), format!("dev-u{i}"));
+        admin.add_user(&user, "U", Role::Worker, &g).await.unwrap();
+        let token = admin.add_device(&user, Some(&device)).await.unwrap().token;
+        out.push(Dev {
+            token,
+            author: Author::new(&user, &device),
+        });
     }
     admin.close().await;
-    tokens
+    out
+}
+
+/// Registers each device's store with the relay (`POST /v1/me`). A relay that predates it answers
+/// 404 or 405, which is fine for a before/after comparison: it checks no author.
+async fn register_all(http: &reqwest::Client, base: &str, devices: &[Dev]) {
+    for d in devices {
+        let r = common::register(http, base, &d.token, &d.author).await;
+        assert!(
+            matches!(r.status().as_u16(), 200 | 404 | 405),
+            "{}",
+            r.status()
+        );
+    }
+}
+
+/// Pushes a body; `Err` unless the relay answered 200 and accepted every change.
+async fn push_all(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<usize, String> {
+    let r = http
+        .post(format!("{base}/v1/changes"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!("status {}", r.status()));
+    }
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    let results = v["results"].as_array().ok_or("no results")?;
+    match results.iter().find(|x| x["status"] != "accepted") {
+        Some(refused) => Err(format!("refused: {refused}")),
+        None => Ok(results.len()),
+    }
 }
 
 /// Latency percentiles of a set of request durations.
@@ -105,17 +152,17 @@ fn fmt_lat(l: &Lat, errors: usize, secs: f64) -> String {
 async fn devices_run(
     http: &reqwest::Client,
     base: &str,
-    tokens: &[String],
+    devices: &[Dev],
     window: Duration,
     round: usize,
     health_only: bool,
 ) -> (Lat, usize, f64) {
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    let n = tokens.len();
-    for (i, tok) in tokens.iter().enumerate() {
-        let (http, base, tok) = (http.clone(), base.to_owned(), tok.clone());
-        let body = serde_json::to_vec(&json!({"changes": changes_for(&format!("{:032x}", 10_000_000 * round + i), &format!("g{i}"), 20)})).unwrap();
+    let n = devices.len();
+    for (i, dev) in devices.iter().enumerate() {
+        let (http, base, tok) = (http.clone(), base.to_owned(), dev.token.clone());
+        let body = serde_json::to_vec(&json!({"changes": changes_for(&dev.author, &format!("{:032x}", 10_000_000 * round + i), &format!("g{i}"), 20)})).unwrap();
         let delay = window.mul_f64(i as f64 / n as f64);
         set.spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(started + delay)).await;
@@ -123,19 +170,15 @@ async fn devices_run(
             let mut errors = 0;
             let t = Instant::now();
             let ok = if health_only {
-                http.get(format!("{base}/v1/health")).send().await
-            } else {
-                http.post(format!("{base}/v1/changes"))
-                    .bearer_auth(&tok)
-                    .body(body)
-                    .send()
-                    .await
-            };
-            match ok {
-                Ok(r) if r.status() == 200 => {
-                    let _ = r.bytes().await;
+                match http.get(format!("{base}/v1/health")).send().await {
+                    Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                    _ => false,
                 }
-                _ => errors += 1,
+            } else {
+                push_all(&http, &base, &tok, body).await.is_ok()
+            };
+            if !ok {
+                errors += 1;
             }
             out.push(t.elapsed());
             let t = Instant::now();
@@ -280,7 +323,7 @@ async fn pg_insert_baseline(url: &str, payloads: &[(String, Vec<u8>)]) -> f64 {
 
 async fn probe(storage: StorageConfig, pg_url: Option<String>) {
     let devices = 1000;
-    let tokens = setup(&storage, devices).await;
+    let devs = setup(&storage, devices).await;
     let limits = Limits {
         db_connections: 16,
         ..Limits::default()
@@ -301,6 +344,7 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
         .pool_max_idle_per_host(2000)
         .build()
         .unwrap();
+    register_all(&http, &base, &devs).await;
     gridwork_server::prof::enable();
     gridwork_server::prof::reset();
 
@@ -310,7 +354,12 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
     for p in 0..40 {
         let mut changes = Vec::new();
         for r in 0..100 {
-            changes.extend(changes_for(&format!("{:032x}", p * 1000 + r), "g0", 10));
+            changes.extend(changes_for(
+                &devs[0].author,
+                &format!("{:032x}", p * 1000 + r),
+                "g0",
+                10,
+            ));
         }
         for c in &changes {
             payloads.push((
@@ -324,17 +373,10 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
     let mut set = tokio::task::JoinSet::new();
     for chunk in bodies.chunks(10) {
         let chunk = chunk.to_vec();
-        let (http, base, tok) = (http.clone(), base.clone(), tokens[0].clone());
+        let (http, base, tok) = (http.clone(), base.clone(), devs[0].token.clone());
         set.spawn(async move {
             for b in chunk {
-                let r = http
-                    .post(format!("{base}/v1/changes"))
-                    .bearer_auth(&tok)
-                    .body(b)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
+                push_all(&http, &base, &tok, b).await.unwrap();
             }
         });
     }
@@ -351,10 +393,10 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
 
     // 2. 1,000 devices, each pushing 20 changes then pulling: all at once (burst) and arriving
     // uniformly over 5 s (realistic); baseline: GET /v1/health twice per device, same arrival.
-    let burst = devices_run(&http, &base, &tokens, Duration::ZERO, 1, false).await;
-    let burst_base = devices_run(&http, &base, &tokens, Duration::ZERO, 2, true).await;
-    let spread = devices_run(&http, &base, &tokens, Duration::from_secs(5), 3, false).await;
-    let spread_base = devices_run(&http, &base, &tokens, Duration::from_secs(5), 4, true).await;
+    let burst = devices_run(&http, &base, &devs, Duration::ZERO, 1, false).await;
+    let burst_base = devices_run(&http, &base, &devs, Duration::ZERO, 2, true).await;
+    let spread = devices_run(&http, &base, &devs, Duration::from_secs(5), 3, false).await;
+    let spread_base = devices_run(&http, &base, &devs, Duration::from_secs(5), 4, true).await;
 
     // 3. Snapshot of the grid-0 worker's records (4,000).
     let started = Instant::now();
@@ -368,7 +410,7 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
         };
         let v: Value = http
             .get(format!("{base}/v1/snapshot?{q}"))
-            .bearer_auth(&tokens[0])
+            .bearer_auth(&devs[0].token)
             .send()
             .await
             .unwrap()
@@ -465,4 +507,495 @@ async fn perf_postgres() {
         Some(url.clone()),
     )
     .await;
+}
+
+// ---- ingest on real relay processes, for before/after comparisons of relay builds ----
+
+/// The relay builds to compare: `GRIDWORK_SERVER_BINS="label=path [args],label=path [args]"` (the
+/// args, if any, follow every command of that build, e.g. `--insecure-no-encryption` for a build
+/// that encrypts its store), else the relay built with this test.
+fn relay_builds() -> Vec<(String, String)> {
+    match std::env::var("GRIDWORK_SERVER_BINS") {
+        Ok(v) => v
+            .split(',')
+            .map(|kv| {
+                let (k, p) = kv.split_once('=').expect("label=path");
+                (k.to_owned(), p.to_owned())
+            })
+            .collect(),
+        Err(_) => vec![(
+            "this build".into(),
+            env!("CARGO_BIN_EXE_gridwork-server").to_owned(),
+        )],
+    }
+}
+
+/// `gridwork-server <subcommand> --data DIR <args> <the build's args>`.
+fn relay_command(
+    bin: &str,
+    subcommand: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Command {
+    let mut parts = bin.split_whitespace();
+    let mut cmd = std::process::Command::new(parts.next().expect("a path"));
+    cmd.args([subcommand, "--data"])
+        .arg(dir)
+        .args(args)
+        .args(parts)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A relay process with its own data directory, set up with the binary's own admin commands (so any
+/// build, older or newer, can be measured). Killed when dropped.
+struct RelayProcess {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    base: String,
+}
+
+impl RelayProcess {
+    fn admin(bin: &str, dir: &std::path::Path, args: &[&str]) -> String {
+        let out = relay_command(bin, "admin", dir, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A relay with d1 > s1 > c1 > g0..g{n-1} and one worker device per grid.
+    async fn start(bin: &str, n: usize) -> (RelayProcess, Vec<Dev>) {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = |args: &[&str]| Self::admin(bin, dir.path(), args);
+        admin(&["area", "add", "d1", "--level", "district", "--name", "D"]);
+        for (id, parent, level) in [("s1", "d1", "street"), ("c1", "s1", "community")] {
+            admin(&[
+                "area", "add", id, "--parent", parent, "--level", level, "--name", id,
+            ]);
+        }
+        let mut devs = Vec::new();
+        for i in 0..n {
+            let (g, user, device) = (format!("g{i}"), format!("u{i}"), format!("dev-u{i}"));
+            admin(&[
+                "area", "add", &g, "--parent", "c1", "--level", "grid", "--name", &g,
+            ]);
+            admin(&[
+                "user", "add", &user, "--name", &user, "--role", "worker", "--area", &g,
+            ]);
+            let token = admin(&["device", "add", "--user", &user, "--id", &device]);
+            devs.push(Dev {
+                token,
+                author: Author::new(&user, &device),
+            });
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = relay_command(bin, "serve", dir.path(), &["--listen", &listen])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/v1/health")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "relay {bin} did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let relay = RelayProcess {
+            child,
+            _dir: dir,
+            base,
+        };
+        (relay, devs)
+    }
+
+    /// Peak resident memory of the relay process (VmHWM), in MB.
+    fn peak_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one run of [`ingest_run`] measured.
+struct IngestFigures {
+    /// A: 40 pushes of 1,000 changes (100 new records x 10 changes), 4 in flight, changes/s.
+    bulk: f64,
+    /// B: 20 devices at once, each 25 pushes of 20 changes (a new record and 19 edits): per-push
+    /// latency and the changes/s of the whole run.
+    small: Lat,
+    small_rate: f64,
+    /// C: 1,000 edits, 10 per push, to 100 existing records that each hold 16 KiB of notes and 20
+    /// earlier changes (the rule book reads the whole record after every change), changes/s.
+    heavy: f64,
+    peak_mb: f64,
+}
+
+/// Bodies of `pushes` pushes by `dev`, each of `records` new records in `area` with `per_record`
+/// changes; `tag` keeps record ids apart.
+fn bodies(
+    dev: &Dev,
+    area: &str,
+    tag: usize,
+    pushes: usize,
+    records: usize,
+    per_record: usize,
+) -> Vec<Vec<u8>> {
+    (0..pushes)
+        .map(|p| {
+            let changes: Vec<Value> = (0..records)
+                .flat_map(|r| {
+                    let id = format!("{:08x}{:024x}", tag, p * records + r);
+                    changes_for(&dev.author, &id, area, per_record)
+                })
+                .collect();
+            serde_json::to_vec(&json!({"changes": changes})).unwrap()
+        })
+        .collect()
+}
+
+/// Scenario C: a body that makes 100 records with notes and some history, and pushes of 10 edits
+/// to them (each record's edits in order across the pushes).
+fn heavy_bodies(dev: &Dev, area: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use automerge::transaction::Transactable;
+    let mut setup = Vec::new();
+    let mut pushes: Vec<Vec<Value>> = vec![Vec::new(); 100];
+    for r in 0..100 {
+        let id = format!("{:032x}", 0xc000_0000u64 + r as u64);
+        let (mut doc, first) = dev.author.create(&id, |tx| {
+            new_person(tx, area, "Heavy Record");
+            let notes = common::layout_obj(tx, gridwork_protocol::doc::NOTES);
+            tx.splice_text(&notes, 0, 0, &"lives alone, visited weekly. ".repeat(560))
+                .unwrap();
+        });
+        setup.push(json!({"record": id, "bytes": B64.encode(first)}));
+        for t in 0..20 {
+            let tag = format!("visit-{t}");
+            let b = dev.author.write(&mut doc, "update", |tx| {
+                let tags = common::layout_obj(tx, gridwork_protocol::doc::TAGS);
+                tx.put(&tags, tag.as_str(), true).unwrap();
+            });
+            setup.push(json!({"record": id, "bytes": B64.encode(b)}));
+        }
+        for i in 0..10 {
+            let phone = format!("139{i:08}");
+            let b = dev
+                .author
+                .write(&mut doc, "update", |tx| set_field(tx, "phone", &phone));
+            // Push i*10 + r/10: the edits of ten records, each record's i-th edit.
+            pushes[i * 10 + r / 10].push(json!({"record": id, "bytes": B64.encode(b)}));
+        }
+    }
+    // 21 changes a record; pushes of 10 records stay under the limits of a push (1,000 changes,
+    // 250,000 operations: each record's notes are ~16,800 operations).
+    let setup = setup
+        .chunks(10 * 21)
+        .map(|c| serde_json::to_vec(&json!({ "changes": c })).unwrap())
+        .collect();
+    let pushes = pushes
+        .into_iter()
+        .map(|c| serde_json::to_vec(&json!({ "changes": c })).unwrap())
+        .collect();
+    (setup, pushes)
+}
+
+async fn ingest_run(bin: &str) -> IngestFigures {
+    let (relay, devs) = RelayProcess::start(bin, 21).await;
+    let base = relay.base.clone();
+    let http = reqwest::Client::new();
+    register_all(&http, &base, &devs).await;
+
+    // A. Bulk ingest.
+    let bulk_bodies = bodies(&devs[0], "g0", 1, 40, 100, 10);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in bulk_bodies.chunks(10) {
+        let (chunk, http, base, tok) = (
+            chunk.to_vec(),
+            http.clone(),
+            base.clone(),
+            devs[0].token.clone(),
+        );
+        set.spawn(async move {
+            for b in chunk {
+                push_all(&http, &base, &tok, b).await.unwrap();
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let bulk = 40_000.0 / started.elapsed().as_secs_f64();
+
+    // B. Small pushes from 20 devices at once.
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, dev) in devs[1..].iter().enumerate() {
+        let own = bodies(dev, &format!("g{}", i + 1), 2 + i, 25, 1, 20);
+        let (http, base, tok) = (http.clone(), base.clone(), dev.token.clone());
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            for b in own {
+                let t = Instant::now();
+                push_all(&http, &base, &tok, b).await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(l) = set.join_next().await {
+        all.extend(l.unwrap());
+    }
+    let small_rate = (20 * 25 * 20) as f64 / started.elapsed().as_secs_f64();
+    let small = lat(all);
+
+    // C. Edits of records with some history.
+    let (setup, pushes) = heavy_bodies(&devs[0], "g0");
+    for b in setup {
+        push_all(&http, &base, &devs[0].token, b).await.unwrap();
+    }
+    let started = Instant::now();
+    for b in pushes {
+        push_all(&http, &base, &devs[0].token, b).await.unwrap();
+    }
+    let heavy = 1_000.0 / started.elapsed().as_secs_f64();
+    IngestFigures {
+        bulk,
+        small,
+        small_rate,
+        heavy,
+        peak_mb: relay.peak_mb(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn ingest_real_relay() {
+    let bins = relay_builds();
+    let rounds: usize = std::env::var("GRIDWORK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "\n| relay | round | A bulk (changes/s) | B small pushes: p50 / p95 (ms), changes/s | C edits of records with history (changes/s) | relay VmHWM (MB) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut runs: Vec<(String, IngestFigures)> = Vec::new();
+    for round in 1..=rounds {
+        for (label, bin) in &bins {
+            let f = ingest_run(bin).await;
+            println!(
+                "| {label} | {round} | {:.0} | {:.1} / {:.1}, {:.0} | {:.0} | {:.0} |",
+                f.bulk, f.small.p50, f.small.p95, f.small_rate, f.heavy, f.peak_mb
+            );
+            runs.push((label.clone(), f));
+        }
+    }
+    println!("\nMedians of {rounds} rounds:\n");
+    println!("| relay | A bulk (changes/s) | B p50 / p95 (ms) | B changes/s | C (changes/s) | VmHWM (MB) |");
+    println!("|---|---|---|---|---|---|");
+    for (label, _) in &bins {
+        let mine: Vec<&IngestFigures> = runs
+            .iter()
+            .filter(|(l, _)| l == label)
+            .map(|(_, f)| f)
+            .collect();
+        let m = |f: &dyn Fn(&IngestFigures) -> f64| median(mine.iter().map(|x| f(x)).collect());
+        println!(
+            "| {label} | {:.0} | {:.1} / {:.1} | {:.0} | {:.0} | {:.0} |",
+            m(&|f| f.bulk),
+            m(&|f| f.small.p50),
+            m(&|f| f.small.p95),
+            m(&|f| f.small_rate),
+            m(&|f| f.heavy),
+            m(&|f| f.peak_mb)
+        );
+    }
+}
+
+/// What the parts of the per-change checks cost, on one person record with ten changes (the unit of
+/// scenario A): reading the record state as the rule book sees it (`read_state` = the shape check +
+/// the record view), and applying changes one at a time (as the checks need) against in one batch.
+///   cargo test --release -p gridwork-server --test perf -- --ignored check_costs --nocapture
+#[test]
+#[ignore]
+fn check_costs() {
+    use gridwork_protocol::doc;
+    let author = Author::new("u0", "dev-u0");
+    let (mut d, _) = author.create(&format!("{:032x}", 1), |tx| new_person(tx, "g0", "Name"));
+    for i in 1..10 {
+        let phone = format!("138{i:08}");
+        author.write(&mut d, "update", |tx| set_field(tx, "phone", &phone));
+    }
+    let changes = d.get_changes(&[]);
+    let per = |n: u32, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    };
+    let n = 20_000;
+    println!("\n| part | us |\n|---|---|");
+    let rows: [(&str, f64); 6] = [
+        (
+            "read_state (shape check + record view + conflicts)",
+            per(n, &mut || {
+                doc::read_state("r", &d).unwrap();
+            }),
+        ),
+        ("check_shape", per(n, &mut || doc::check_shape(&d).unwrap())),
+        (
+            "read_record",
+            per(n, &mut || {
+                doc::read_record("r", &d).unwrap();
+            }),
+        ),
+        (
+            "record_areas (what the relay read before)",
+            per(n, &mut || {
+                doc::record_areas(&d);
+            }),
+        ),
+        (
+            "apply 10 changes one at a time, per change",
+            per(2_000, &mut || {
+                let mut fresh = automerge::Automerge::new();
+                for c in &changes {
+                    fresh.apply_changes([c.clone()]).unwrap();
+                }
+            }) / 10.0,
+        ),
+        (
+            "apply 10 changes in one batch, per change",
+            per(2_000, &mut || {
+                let mut fresh = automerge::Automerge::new();
+                fresh.apply_changes(changes.clone()).unwrap();
+            }) / 10.0,
+        ),
+    ];
+    for (name, us) in rows {
+        println!("| {name} | {us:.1} |");
+    }
+}
+
+/// Hostile pushes against real relay processes, once per build (the builds of
+/// `GRIDWORK_SERVER_BINS`, as for `ingest_real_relay`): a deflate bomb (256 MiB of zeros in a ~250 KB
+/// compressed change chunk) and a change of a million list insertions (a few hundred bytes of
+/// run-length encoding), each while another device pushes an honest change. Prints the time to the
+/// answer, the honest push's latency and the relay's peak memory.
+///   GRIDWORK_SERVER_BINS="before=...,after=..." cargo test --release -p gridwork-server --test perf \
+///     -- --ignored hostile_real_relay --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn hostile_real_relay() {
+    use automerge::transaction::Transactable;
+    let bins = relay_builds();
+    // The bomb: a compressed change chunk (type 2) whose data inflates to 256 MiB of zeros.
+    let zeros = vec![0u8; 256 << 20];
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    let deflated = enc.finish().unwrap();
+    drop(zeros);
+    let mut bomb = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut n = deflated.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            bomb.push(b);
+            break;
+        }
+        bomb.push(b | 0x80);
+    }
+    bomb.extend_from_slice(&deflated);
+    println!(
+        "\n| relay | hostile push | answer | time to answer (s) | honest push meanwhile (s) | relay VmHWM after (MB) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, bin) in &bins {
+        let (relay, devs) = RelayProcess::start(bin, 2).await;
+        let http = reqwest::Client::new();
+        register_all(&http, &relay.base, &devs).await;
+        // A million nulls inserted into a list, in one change of a new record in the device's grid.
+        let record = format!("{:032x}", 0xb0b);
+        let (_, million) = devs[0].author.create(&record, |tx| {
+            new_person(tx, "g0", "List");
+            let list = tx
+                .put_object(automerge::ROOT, "l", automerge::ObjType::List)
+                .unwrap();
+            for i in 0..1_000_000 {
+                tx.insert(&list, i, automerge::ScalarValue::Null).unwrap();
+            }
+        });
+        for (what, bytes) in [("deflate bomb", bomb.clone()), ("1M-op change", million)] {
+            let body = serde_json::to_vec(
+                &json!({"changes": [{"record": record, "bytes": B64.encode(&bytes)}]}),
+            )
+            .unwrap();
+            let honest = bodies(&devs[1], "g1", 0xface + bytes.len(), 1, 1, 5).remove(0);
+            let started = Instant::now();
+            let hostile = {
+                let (http, base, tok) = (http.clone(), relay.base.clone(), devs[0].token.clone());
+                tokio::spawn(async move {
+                    let r = http
+                        .post(format!("{base}/v1/changes"))
+                        .bearer_auth(&tok)
+                        .body(body)
+                        .timeout(Duration::from_secs(300))
+                        .send()
+                        .await;
+                    let answer = match r {
+                        Ok(r) if r.status() == 200 => {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            let x = &v["results"][0];
+                            format!("{} {}", x["status"], x["reason"])
+                        }
+                        Ok(r) => format!("HTTP {}", r.status()),
+                        Err(e) => format!("error {e}"),
+                    };
+                    (answer, started.elapsed())
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let t = Instant::now();
+            let honest_ok = push_all(&http, &relay.base, &devs[1].token, honest).await;
+            let honest_s = t.elapsed().as_secs_f64();
+            let (answer, took) = hostile.await.unwrap();
+            println!(
+                "| {label} | {what} ({} bytes) | {answer} | {:.2} | {honest_s:.2}{} | {:.0} |",
+                bytes.len(),
+                took.as_secs_f64(),
+                if honest_ok.is_ok() { "" } else { " (failed)" },
+                relay.peak_mb()
+            );
+        }
+    }
 }

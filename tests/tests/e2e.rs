@@ -642,7 +642,6 @@ fn a_refused_change_is_discarded_and_the_later_edits_reach_the_relay() {
 }
 
 #[test]
-#[ignore = "needs the relay to judge pushes with the rule book (issue 7, relay side): un-ignore at merge"]
 fn a_review_by_a_store_that_believed_it_was_a_supervisor_is_refused_and_discarded() {
     let (dir, relay) = world();
     let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");

@@ -3,12 +3,15 @@
 mod attachments;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,10 +23,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::Limits;
-use crate::engine::{Incoming, PushJob, PushResult};
+use crate::engine::{Decoder, Incoming, PushJob, PushResult};
 use crate::error::ApiError;
-use crate::ratelimit::RateLimiter;
-use crate::storage::{now_secs, Bind, DeviceAuth, Store};
+use crate::ratelimit::{client_key, RateLimiter};
+use crate::storage::{now_secs, Bind, DeviceAuth, PageLimit, Store};
 
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
@@ -38,7 +41,21 @@ const TOUCH_EVERY: i64 = 60;
 pub struct AppState {
     pub store: Store,
     pub limits: Limits,
-    pub limiter: RateLimiter,
+    /// Requests per device token.
+    pub limiter: RateLimiter<[u8; 32]>,
+    /// Failed authentications per client address (see [`crate::ratelimit::client_key`]).
+    pub auth_failures: RateLimiter<IpAddr>,
+}
+
+impl AppState {
+    pub fn new(store: Store, limits: Limits) -> Self {
+        AppState {
+            store,
+            limiter: RateLimiter::new(limits.rate_per_sec, limits.rate_burst),
+            auth_failures: RateLimiter::new(limits.auth_fail_per_sec, limits.auth_fail_burst),
+            limits,
+        }
+    }
 }
 
 type St = State<Arc<AppState>>;
@@ -115,6 +132,11 @@ async fn log_requests(req: Request, next: Next) -> Response {
 // ---- extractors ----
 
 /// The authenticated, non-revoked, rate-limited caller.
+///
+/// Limits come before the database wherever possible, so floods stay cheap: a token the relay has
+/// seen is limited per token; an unseen one is looked up only while its client address has failed
+/// authentications left (a failed one costs one, and an address out of them gets `429`). So unknown
+/// tokens are limited per address, and a flood from one address never slows down devices elsewhere.
 pub struct Caller(pub DeviceAuth);
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -124,32 +146,36 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| client_key(c.0.ip()))
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let token = match bearer_token(parts) {
+            Ok(t) => t,
+            Err(e) => return Err(auth_failed(state, client, e)),
+        };
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Limit before touching the database, keyed by the token hash, so floods stay cheap.
-        if let Err(wait) = state.limiter.check(&hash) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests",
-            )
-            .with_header(header::RETRY_AFTER, wait));
+        let known = match state.limiter.check_known(&hash) {
+            Some(Err(wait)) => return Err(rate_limited(wait)),
+            Some(Ok(())) => true,
+            None => {
+                if let Some(wait) = state.auth_failures.exhausted(&client) {
+                    return Err(rate_limited(wait));
+                }
+                false
+            }
+        };
+        let Some(auth) = state.store.auth(hash).await? else {
+            return Err(auth_failed(
+                state,
+                client,
+                ApiError::unauthorized("unknown token"),
+            ));
+        };
+        if !known {
+            state.limiter.check(&hash).map_err(rate_limited)?;
         }
-        let auth = state
-            .store
-            .auth(hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
         if auth.revoked {
             return Err(ApiError::revoked());
         }
@@ -162,6 +188,42 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         }
         Ok(Caller(auth))
     }
+}
+
+/// The bearer token of a request.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))
+}
+
+/// A failed authentication from `client`: it costs the address one of its failures; an address out
+/// of them gets `429` instead of `error`.
+fn auth_failed(state: &AppState, client: IpAddr, error: ApiError) -> ApiError {
+    match state.auth_failures.check(&client) {
+        Ok(()) => error,
+        Err(wait) => {
+            tracing::warn!(%client, "failed authentications limited");
+            rate_limited(wait)
+        }
+    }
+}
+
+fn rate_limited(wait: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests",
+    )
+    .with_header(header::RETRY_AFTER, wait)
 }
 
 /// The request body; a rejection (too large, broken stream) becomes a JSON error.
@@ -200,12 +262,17 @@ fn int_param(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Api
         .transpose()
 }
 
-fn page_limit(p: &HashMap<String, String>, limits: &Limits) -> Result<usize, ApiError> {
-    match int_param(p, "limit")? {
-        None => Ok(limits.default_page.min(limits.max_page)),
-        Some(n) if n < 1 => Err(ApiError::bad_request("limit must be at least 1")),
-        Some(n) => Ok((n as u64).min(limits.max_page as u64) as usize),
-    }
+/// The page a pull or snapshot may fill: `limit` items (capped), and the relay's byte limit.
+fn page_limit(p: &HashMap<String, String>, limits: &Limits) -> Result<PageLimit, ApiError> {
+    let items = match int_param(p, "limit")? {
+        None => limits.default_page.min(limits.max_page),
+        Some(n) if n < 1 => return Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => (n as u64).min(limits.max_page as u64) as usize,
+    };
+    Ok(PageLimit {
+        items: items.max(1),
+        bytes: limits.max_page_bytes,
+    })
 }
 
 fn touch(state: &Arc<AppState>, caller: &DeviceAuth) {
@@ -265,7 +332,7 @@ async fn register(
     let actor = req.actor.to_ascii_lowercase();
     if actor.is_empty()
         || actor.len() > 64
-        || actor.len() % 2 != 0
+        || !actor.len().is_multiple_of(2)
         || !actor.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(ApiError::bad_request(
@@ -306,9 +373,15 @@ async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, 
     Ok(Json(AreasResponse { areas }))
 }
 
+/// Decoding a push this large (changes or bytes) runs on a blocking thread.
+const DECODE_INLINE_CHANGES: usize = 64;
+const DECODE_INLINE_BYTES: usize = 64 * 1024;
+
 async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Response, ApiError> {
+    let body_len = body.len();
     let req: PushRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid push body: {e}")))?;
+    drop(body);
     if req.changes.len() > st.limits.max_changes_per_push {
         return Err(ApiError::too_large(format!(
             "at most {} changes per push",
@@ -316,24 +389,26 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
         )));
     }
     let n = req.changes.len();
-    let decode = move || -> Vec<Incoming> {
-        let t = crate::prof::start();
-        let out = req
-            .changes
-            .iter()
-            .map(|w| match B64.decode(w.bytes.as_bytes()) {
-                Ok(bytes) => Incoming::decode(&w.record, &bytes),
-                Err(_) => Incoming::Rejected {
-                    hash: String::new(),
-                    reason: crate::engine::Reject::Malformed,
-                },
-            })
-            .collect();
-        t.stop(crate::prof::Span::HttpDecode);
-        out
+    let actor = c.actor();
+    let decode = {
+        let (st, actor, bound) = (st.clone(), actor.clone(), c.actor.clone());
+        move || -> Vec<Incoming> {
+            let t = crate::prof::start();
+            let mut decoder = Decoder::new(&actor, bound.as_deref(), &st.limits);
+            let out = req
+                .changes
+                .iter()
+                .map(|w| {
+                    let bytes = B64.decode(w.bytes.as_bytes()).ok();
+                    decoder.decode(&w.record, bytes.as_deref())
+                })
+                .collect();
+            t.stop(crate::prof::Span::HttpDecode);
+            out
+        }
     };
-    // Decoding verifies hashes: CPU work, kept off the async workers for big pushes.
-    let changes = if n > 64 {
+    // Inspection, Automerge parsing and hashing: CPU work, kept off the async workers for big pushes.
+    let changes = if n > DECODE_INLINE_CHANGES || body_len > DECODE_INLINE_BYTES {
         tokio::task::spawn_blocking(decode)
             .await
             .map_err(|_| ApiError::internal())?
@@ -345,16 +420,12 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
     } else {
         let job = PushJob {
             device_id: c.device_id.clone(),
-            scope: c.scope(),
+            actor,
             changes,
         };
         st.store.push(job).await?
     };
-    let accepted = results
-        .iter()
-        .filter(|r| matches!(r, PushResult::Accepted { .. }))
-        .count();
-    tracing::info!(device = %c.device_id, changes = n, accepted, rejected = n - accepted, "push");
+    log_push(&c.device_id, &results);
     let results = results
         .into_iter()
         .map(|r| match r {
@@ -365,16 +436,50 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
                 reason: None,
                 detail: None,
             },
-            PushResult::Rejected { hash, reason } => WireResult {
+            PushResult::Rejected {
+                hash,
+                reason,
+                detail,
+            } => WireResult {
                 hash,
                 status: PushStatus::Rejected,
                 seq: None,
                 reason: Some(reason.as_str().into()),
-                detail: None,
+                detail: Some(detail),
             },
         })
         .collect();
     Ok(Json(PushResponse { results }).into_response())
+}
+
+/// One line per push: counts, and the reason codes of refused changes (never their details, which
+/// may name fields, nor their contents).
+fn log_push(device: &str, results: &[PushResult]) {
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in results {
+        if let PushResult::Rejected { reason, .. } = r {
+            *reasons.entry(reason.as_str()).or_default() += 1;
+        }
+    }
+    let refused: usize = reasons.values().sum();
+    let accepted = results.len() - refused;
+    if refused == 0 {
+        tracing::info!(device, changes = results.len(), accepted, "push");
+    } else {
+        let reasons = reasons
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(
+            device,
+            changes = results.len(),
+            accepted,
+            refused,
+            reasons,
+            "push"
+        );
+    }
 }
 
 async fn pull(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {

@@ -103,6 +103,9 @@ pub struct RawEntry {
     pub heads: Option<Vec<u8>>,
     /// Pushed by the calling device.
     pub own: bool,
+    /// For entries other than plain changes: the size of the record's stored document (what a
+    /// whole-document delivery weighs).
+    pub doc_len: Option<i64>,
 }
 
 impl RawEntry {
@@ -118,14 +121,65 @@ impl RawEntry {
             _ => false,
         }
     }
+
+    /// The bytes this entry adds to a caller's page (counted by backends while reading, so a page's
+    /// memory stays bounded).
+    pub fn page_bytes(&self, scope: &Scope) -> usize {
+        match self.doc_len {
+            Some(n) if self.needs_doc(scope) => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => self.bytes.len(),
+        }
+    }
 }
 
-/// What a backend returns for a pull: `limit + 1` entries at most, the log head when the read began,
-/// and the stored documents of the records whose entries need whole-document delivery.
+/// How much one pull or snapshot page may carry. A page always carries at least one item, so a
+/// caller always makes progress, whatever the size of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+/// The rows a backend reads for a page: it stops reading after `items + 1` rows (the extra one says
+/// there is more) or once the rows read weigh more than `bytes`, so a page never holds much more than
+/// its limit in memory.
+#[derive(Debug)]
+pub struct PageRows<T> {
+    limit: PageLimit,
+    bytes: usize,
+    pub rows: Vec<T>,
+    /// The backend read every row there was (it did not stop on the limit).
+    pub complete: bool,
+}
+
+impl<T> PageRows<T> {
+    pub fn new(limit: PageLimit) -> Self {
+        PageRows {
+            limit,
+            bytes: 0,
+            rows: Vec::new(),
+            complete: true,
+        }
+    }
+
+    /// Adds a row of `size` bytes; `false` when reading should stop after it.
+    pub fn push(&mut self, row: T, size: usize) -> bool {
+        self.rows.push(row);
+        self.bytes = self.bytes.saturating_add(size);
+        self.complete = self.rows.len() <= self.limit.items && self.bytes <= self.limit.bytes;
+        self.complete
+    }
+}
+
+/// What a backend returns for a pull: the entries read (see [`PageRows`]), whether they are all
+/// the visible entries up to `head`, the log head when the read began, and the stored documents of the
+/// records whose entries need whole-document delivery.
 #[derive(Debug, Default)]
 pub struct RawPull {
     pub head: i64,
     pub entries: Vec<RawEntry>,
+    /// The backend read every visible entry up to `head` (it did not stop on the page limit).
+    pub complete: bool,
     pub docs: HashMap<String, Vec<u8>>,
 }
 
@@ -343,7 +397,7 @@ impl Store {
         scope: &Scope,
         device: &str,
         after: i64,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<PullPage> {
         let sc = scope.clone();
         let dev = device.to_owned();
@@ -363,7 +417,7 @@ impl Store {
         &self,
         scope: &Scope,
         after_record: Option<String>,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<SnapshotPage> {
         let sc = scope.clone();
         let ar = after_record.clone();
@@ -691,36 +745,46 @@ pub fn check_display_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Turns a backend's raw page into the answer: `cursor` is the highest seq examined.
-fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: usize) -> PullPage {
-    let more = raw.entries.len() > limit;
-    let mut entries = raw.entries;
-    entries.truncate(limit);
+/// Turns a backend's raw page into the answer: entries in order while the page has room (by count
+/// and by bytes, at least one item); `cursor` is the highest seq examined.
+fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: PageLimit) -> PullPage {
+    let mut items = Vec::new();
+    let mut bytes = 0usize;
+    let mut examined = None;
+    let mut full = false;
+    for (i, e) in raw.entries.into_iter().enumerate() {
+        if i == limit.items {
+            full = true;
+            break;
+        }
+        let needs_doc = e.needs_doc(scope);
+        // The caller's own changes are already on the device, unless it needs the whole document.
+        if e.own && !needs_doc {
+            examined = Some(e.seq);
+            continue;
+        }
+        let item_bytes = match raw.docs.get(&e.record) {
+            Some(stored) if needs_doc => doc_at(stored, e.heads.as_deref()),
+            _ => e.bytes,
+        };
+        if !items.is_empty() && bytes.saturating_add(item_bytes.len()) > limit.bytes {
+            full = true;
+            break;
+        }
+        bytes += item_bytes.len();
+        examined = Some(e.seq);
+        items.push(PullItem {
+            seq: e.seq,
+            record: e.record,
+            bytes: item_bytes,
+        });
+    }
+    let more = full || !raw.complete;
     let cursor = if more {
-        entries.last().map(|e| e.seq).unwrap_or(after)
+        examined.unwrap_or(after)
     } else {
         raw.head.max(after)
     };
-    let items = entries
-        .into_iter()
-        // The caller's own changes are already on the device, unless it needs the whole document.
-        .filter(|e| !e.own || e.needs_doc(scope))
-        .map(|e| {
-            let bytes = if e.needs_doc(scope) {
-                match raw.docs.get(&e.record) {
-                    Some(stored) => doc_at(stored, e.heads.as_deref()),
-                    None => e.bytes,
-                }
-            } else {
-                e.bytes
-            };
-            PullItem {
-                seq: e.seq,
-                record: e.record,
-                bytes,
-            }
-        })
-        .collect();
     PullPage {
         items,
         cursor,
@@ -746,6 +810,34 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Turns the rows a backend read for a snapshot page into the page: records in order while the page
+/// has room (by count and by bytes, at least one record).
+fn finish_snapshot(head: i64, read: PageRows<(String, Vec<u8>)>, limit: PageLimit) -> SnapshotPage {
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let mut full = false;
+    for (i, (id, doc)) in read.rows.into_iter().enumerate() {
+        if i == limit.items
+            || (!records.is_empty() && bytes.saturating_add(doc.len()) > limit.bytes)
+        {
+            full = true;
+            break;
+        }
+        bytes += doc.len();
+        records.push((id, doc));
+    }
+    let next = if full || !read.complete {
+        records.last().map(|r| r.0.clone())
+    } else {
+        None
+    };
+    SnapshotPage {
+        cursor: head,
+        records,
+        next,
+    }
 }
 
 pub fn now_secs() -> i64 {

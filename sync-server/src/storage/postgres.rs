@@ -8,9 +8,11 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
 
 use super::*;
 use crate::engine::{AreaMap, Engine, Plan, RecordRow};
@@ -62,11 +64,7 @@ impl PgStore {
             tracing::info!(tls, sslmode = ?target.mode, "postgres connected");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer_loop(
-            pool.clone(),
-            rx,
-            Engine::new(limits.doc_cache_entries),
-        ));
+        let writer = tokio::spawn(writer_loop(pool.clone(), rx, Engine::new(limits)));
         Ok(PgStore {
             pool,
             tx: Mutex::new(Some(tx)),
@@ -156,13 +154,15 @@ impl PgStore {
         load_areas(&c).await
     }
 
-    /// Entries after `after` visible to `scope`, except `device`'s own plain changes.
+    /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
+    /// page is full (see [`PageRows`]): rows are streamed, so a page never holds much more than its
+    /// byte limit.
     pub async fn pull(
         &self,
         scope: &Scope,
         device: &str,
         after: i64,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<RawPull> {
         let c = self.pool.get().await?;
         // Seqs are handed out under the log_head lock and committed in order, so every entry up to
@@ -171,34 +171,41 @@ impl PgStore {
             .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
             .await?
             .get(0);
-        let n = (limit + 1) as i64;
+        let n = (limit.items + 1) as i64;
+        let device = device.to_owned();
+        // Entries other than plain changes may be delivered as the whole document: their weight is
+        // the document's.
+        let columns = "c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads,
+                       c.device IS NOT DISTINCT FROM $4,
+                       CASE WHEN c.kind <> 0
+                            THEN (SELECT octet_length(doc)::bigint FROM records WHERE id = c.record) END";
         let rows = if scope.is_operator() {
             let st = c
-                .prepare_cached(
-                    "SELECT seq, record, bytes, kind, before_paths, heads,
-                            device IS NOT DISTINCT FROM $4 FROM changes
-                     WHERE seq > $1 AND seq <= $2 AND (kind <> 0 OR device IS DISTINCT FROM $4)
-                     ORDER BY seq LIMIT $3",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM changes c
+                     WHERE c.seq > $1 AND c.seq <= $2 AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
+                     ORDER BY c.seq LIMIT $3"
+                ))
                 .await?;
-            c.query(&st, &[&after, &head, &n, &device]).await?
+            let params: [&(dyn ToSql + Sync); 4] = [&after, &head, &n, &device];
+            c.query_raw(&st, params).await?
         } else {
             let st = c
-                .prepare_cached(
-                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads,
-                            c.device IS NOT DISTINCT FROM $5
+                .prepare_cached(&format!(
+                    "SELECT {columns}
                      FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                     WHERE e.key = $1 AND e.seq > $2 AND e.seq <= $3
-                       AND (c.kind <> 0 OR c.device IS DISTINCT FROM $5)
-                     ORDER BY e.seq LIMIT $4",
-                )
+                     WHERE e.key = $5 AND e.seq > $1 AND e.seq <= $2
+                       AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
+                     ORDER BY e.seq LIMIT $3"
+                ))
                 .await?;
-            c.query(&st, &[&scope.prefix, &after, &head, &n, &device])
-                .await?
+            let params: [&(dyn ToSql + Sync); 5] = [&after, &head, &n, &device, &scope.prefix];
+            c.query_raw(&st, params).await?
         };
-        let entries: Vec<RawEntry> = rows
-            .iter()
-            .map(|r| RawEntry {
+        let mut rows = std::pin::pin!(rows);
+        let mut page = PageRows::new(limit);
+        while let Some(r) = rows.try_next().await? {
+            let e = RawEntry {
                 seq: r.get(0),
                 record: r.get(1),
                 bytes: r.get(2),
@@ -206,11 +213,16 @@ impl PgStore {
                 before_paths: r.get(4),
                 heads: r.get(5),
                 own: r.get(6),
-            })
-            .collect();
-        let need: Vec<String> = entries
+                doc_len: r.get(7),
+            };
+            let size = e.page_bytes(scope);
+            if !page.push(e, size) {
+                break;
+            }
+        }
+        let need: Vec<String> = page
+            .rows
             .iter()
-            .take(limit)
             .filter(|e| e.needs_doc(scope))
             .map(|e| e.record.clone())
             .collect::<HashSet<_>>()
@@ -227,52 +239,53 @@ impl PgStore {
         }
         Ok(RawPull {
             head,
-            entries,
+            entries: page.rows,
+            complete: page.complete,
             docs,
         })
     }
 
+    /// Records in scope after `after`, by id, streamed until the page is full (see [`PageRows`]).
     pub async fn snapshot(
         &self,
         scope: &Scope,
         after: Option<&str>,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<SnapshotPage> {
         let c = self.pool.get().await?;
         let head: i64 = c
             .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
             .await?
             .get(0);
-        let after = after.unwrap_or("");
-        let n = (limit + 1) as i64;
+        let after = after.unwrap_or("").to_owned();
+        let n = (limit.items + 1) as i64;
         let rows = if scope.is_operator() {
-            c.query(
+            let params: [&(dyn ToSql + Sync); 2] = [&after, &n];
+            c.query_raw(
                 "SELECT id, doc FROM records WHERE id > $1 AND length(doc) > 0 ORDER BY id LIMIT $2",
-                &[&after, &n],
+                params,
             )
             .await?
         } else {
-            c.query(
+            let params: [&(dyn ToSql + Sync); 3] = [&after, &n, &scope.prefix];
+            c.query_raw(
                 "SELECT r.id, r.doc FROM record_scope s JOIN records r ON r.id = s.record
-                 WHERE s.key = $1 AND s.record > $2 AND length(r.doc) > 0
-                 ORDER BY s.record LIMIT $3",
-                &[&scope.prefix, &after, &n],
+                 WHERE s.key = $3 AND s.record > $1 AND length(r.doc) > 0
+                 ORDER BY s.record LIMIT $2",
+                params,
             )
             .await?
         };
-        let mut records: Vec<(String, Vec<u8>)> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let next = if records.len() > limit {
-            records.truncate(limit);
-            records.last().map(|r| r.0.clone())
-        } else {
-            None
-        };
-        Ok(SnapshotPage {
-            cursor: head,
-            records,
-            next,
-        })
+        let mut rows = std::pin::pin!(rows);
+        let mut page = PageRows::new(limit);
+        while let Some(r) = rows.try_next().await? {
+            let doc: Vec<u8> = r.get(1);
+            let size = doc.len();
+            if !page.push((r.get(0), doc), size) {
+                break;
+            }
+        }
+        Ok(finish_snapshot(head, page, limit))
     }
 
     pub async fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {

@@ -301,10 +301,10 @@ impl SqliteStore {
         // The WAL and shared-memory files exist now: make sure they are private too.
         restrict_files(&path)?;
         let (tx, rx) = mpsc::channel();
-        let cache = limits.doc_cache_entries;
+        let engine = Engine::new(limits);
         let handle = std::thread::Builder::new()
             .name("gridwork-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, Engine::new(cache)))?;
+            .spawn(move || writer_loop(writer_conn, rx, engine))?;
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
@@ -442,8 +442,15 @@ impl SqliteStore {
         self.with(|c| load_areas(c))
     }
 
-    /// Entries after `after` visible to `scope`, except `device`'s own plain changes.
-    pub fn pull(&self, scope: &Scope, device: &str, after: i64, limit: usize) -> Result<RawPull> {
+    /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
+    /// page is full (see [`PageRows`]).
+    pub fn pull(
+        &self,
+        scope: &Scope,
+        device: &str,
+        after: i64,
+        limit: PageLimit,
+    ) -> Result<RawPull> {
         self.with(|c| {
             // One read transaction: the head and the entries come from the same snapshot.
             let tx = c.transaction()?;
@@ -459,30 +466,46 @@ impl SqliteStore {
                     before_paths: r.get(4)?,
                     heads: r.get(5)?,
                     own: r.get(6)?,
+                    doc_len: r.get(7)?,
                 })
             };
-            let n = (limit + 1) as i64;
-            let entries: Vec<RawEntry> = if scope.is_operator() {
-                let mut st = tx.prepare_cached(
-                    "SELECT seq, record, bytes, kind, before_paths, heads, device IS ?4 FROM changes
-                     WHERE seq > ?1 AND seq <= ?2 AND (kind <> 0 OR device IS NOT ?4)
-                     ORDER BY seq LIMIT ?3",
-                )?;
-                let rows = st.query_map(params![after, head, n, device], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
+            let n = (limit.items + 1) as i64;
+            // Entries other than plain changes may be delivered as the whole document: their weight
+            // is the document's.
+            let doc_len = "CASE WHEN c.kind <> 0 THEN (SELECT length(doc) FROM records WHERE id = c.record) END";
+            let mut st = if scope.is_operator() {
+                tx.prepare_cached(&format!(
+                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {doc_len}
+                     FROM changes c
+                     WHERE c.seq > ?1 AND c.seq <= ?2 AND (c.kind <> 0 OR c.device IS NOT ?4)
+                     ORDER BY c.seq LIMIT ?3"
+                ))?
             } else {
-                let mut st = tx.prepare_cached(
-                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?5
+                tx.prepare_cached(&format!(
+                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {doc_len}
                      FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                     WHERE e.key = ?1 AND e.seq > ?2 AND e.seq <= ?3
-                       AND (c.kind <> 0 OR c.device IS NOT ?5)
-                     ORDER BY e.seq LIMIT ?4",
-                )?;
-                let rows = st.query_map(params![scope.prefix, after, head, n, device], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
+                     WHERE e.key = ?5 AND e.seq > ?1 AND e.seq <= ?2
+                       AND (c.kind <> 0 OR c.device IS NOT ?4)
+                     ORDER BY e.seq LIMIT ?3"
+                ))?
             };
+            let mut rows = if scope.is_operator() {
+                st.query(params![after, head, n, device])?
+            } else {
+                st.query(params![after, head, n, device, scope.prefix])?
+            };
+            let mut page = PageRows::new(limit);
+            while let Some(r) = rows.next()? {
+                let e = map(r)?;
+                let size = e.page_bytes(scope);
+                if !page.push(e, size) {
+                    break;
+                }
+            }
+            drop(rows);
+            drop(st);
             let mut docs = HashMap::new();
-            for e in entries.iter().take(limit).filter(|e| e.needs_doc(scope)) {
+            for e in page.rows.iter().filter(|e| e.needs_doc(scope)) {
                 if !docs.contains_key(&e.record) {
                     let doc: Option<Vec<u8>> = tx
                         .prepare_cached("SELECT doc FROM records WHERE id = ?1")?
@@ -495,46 +518,50 @@ impl SqliteStore {
             }
             Ok(RawPull {
                 head,
-                entries,
+                entries: page.rows,
+                complete: page.complete,
                 docs,
             })
         })
     }
 
+    /// Records in scope after `after`, by id, read until the page is full (see [`PageRows`]).
     pub fn snapshot(
         &self,
         scope: &Scope,
         after: Option<&str>,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<SnapshotPage> {
         self.with(|c| {
             let tx = c.transaction()?;
             let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?;
             let after = after.unwrap_or("");
-            let n = (limit + 1) as i64;
-            let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?));
-            let mut records: Vec<(String, Vec<u8>)> = if scope.is_operator() {
-                let mut st = tx.prepare_cached(
+            let n = (limit.items + 1) as i64;
+            let mut st = if scope.is_operator() {
+                tx.prepare_cached(
                     "SELECT id, doc FROM records WHERE id > ?1 AND length(doc) > 0 ORDER BY id LIMIT ?2",
-                )?;
-                let rows = st.query_map(params![after, n], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
+                )?
             } else {
-                let mut st = tx.prepare_cached(
+                tx.prepare_cached(
                     "SELECT r.id, r.doc FROM record_scope s JOIN records r ON r.id = s.record
-                     WHERE s.key = ?1 AND s.record > ?2 AND length(r.doc) > 0
-                     ORDER BY s.record LIMIT ?3",
-                )?;
-                let rows = st.query_map(params![scope.prefix, after, n], map)?;
-                rows.collect::<rusqlite::Result<_>>()?
+                     WHERE s.key = ?3 AND s.record > ?1 AND length(r.doc) > 0
+                     ORDER BY s.record LIMIT ?2",
+                )?
             };
-            let next = if records.len() > limit {
-                records.truncate(limit);
-                records.last().map(|r| r.0.clone())
+            let mut rows = if scope.is_operator() {
+                st.query(params![after, n])?
             } else {
-                None
+                st.query(params![after, n, scope.prefix])?
             };
-            Ok(SnapshotPage { cursor: head, records, next })
+            let mut page = PageRows::new(limit);
+            while let Some(r) = rows.next()? {
+                let doc: Vec<u8> = r.get(1)?;
+                let size = doc.len();
+                if !page.push((r.get(0)?, doc), size) {
+                    break;
+                }
+            }
+            Ok(finish_snapshot(head, page, limit))
         })
     }
 

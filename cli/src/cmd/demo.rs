@@ -15,8 +15,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Keep the relay's data and the three stores in this directory (default: a temporary directory,
-    /// removed at the end).
+    /// Keep the relay's data and the three stores in this directory, with their keys (`relay.key`,
+    /// `<device>.key`, mode 0600) so they can be opened again (default: a temporary directory, removed at
+    /// the end). The directory must not hold an earlier demo.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -52,7 +53,18 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
     let temp;
     let dir = match &args.dir {
         Some(d) => {
+            if d.join("relay").exists() {
+                return Err(err(format!(
+                    "{} holds an earlier demo; choose an empty directory",
+                    d.display()
+                )));
+            }
             std::fs::create_dir_all(d).map_err(err)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+            }
             d.clone()
         }
         None => {
@@ -67,8 +79,14 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
         .enable_all()
         .build()
         .map_err(err)?;
-    // A fresh key per run: the demo's relay is encrypted like any other.
-    let storage = StorageConfig::sqlite(dir.join("relay"), gridwork_server::RelayKey::generate());
+    // A fresh key per run: the demo's relay is encrypted like any other. A kept demo keeps its keys.
+    let relay_key = gridwork_server::RelayKey::generate();
+    if args.dir.is_some() {
+        relay_key
+            .write_new_file(&dir.join("relay.key"))
+            .map_err(err)?;
+    }
+    let storage = StorageConfig::sqlite(dir.join("relay"), relay_key);
 
     section("An embedded relay and an area tree");
     let tokens = runtime.block_on(async {
@@ -130,17 +148,20 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
     ];
     let mut devices = Vec::new();
     for ((user, device, role, area), token) in people.into_iter().zip(tokens) {
-        let mut key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        let key = if args.dir.is_some() {
+            crate::key::create_key_file(&dir.join(format!("{device}.key")))?
+        } else {
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+            StoreKey::Raw(key)
+        };
         let store = Store::open(
-            StoreOptions::new(dir.join(format!("{device}.db")), StoreKey::Raw(key)).identity(
-                Identity {
-                    user_id: user.into(),
-                    device_id: device.into(),
-                    role,
-                    area: area.into(),
-                },
-            ),
+            StoreOptions::new(dir.join(format!("{device}.db")), key).identity(Identity {
+                user_id: user.into(),
+                device_id: device.into(),
+                role,
+                area: area.into(),
+            }),
         )?;
         devices.push(Device {
             name: user,

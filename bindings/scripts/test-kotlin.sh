@@ -31,15 +31,16 @@ CP_LIBS="$JNA_JAR:$JUNIT_JAR:$HAMCREST_JAR:$KOTLIN_LIB/kotlin-test.jar:$KOTLIN_L
 CP_RUN="$KOTLIN_LIB/kotlin-stdlib.jar:$CP_LIBS"
 
 # -------------------------------------------------------------------------------------------- build
-# One invocation for every package: building a subset of the workspace (`-p a -p b`) resolves features
-# for that subset only, so dependencies built for the rest are built again with other features.
+# The same invocation as scripts/test-all.sh's build: building a subset of the workspace (`-p a -p b`), or
+# without `--all-targets` (no dev-dependencies), resolves other features, and dozens of dependencies are
+# built again.
 echo "building the workspace: gridwork-ffi, uniffi-bindgen, gridwork-server (target dir $TARGET)"
-cargo build --workspace || die "build: cargo build --workspace"
+cargo build --workspace --all-targets || die "build: cargo build --workspace --all-targets"
 LIB="$TARGET/debug/libgridwork_ffi.so"
 SERVER="$TARGET/debug/gridwork-server"
 BINDGEN="$TARGET/debug/uniffi-bindgen"
 for built in "$LIB" "$SERVER" "$BINDGEN"; do
-  [[ -x "$built" || -f "$built" ]] || die "build: $built is missing after cargo build --workspace"
+  [[ -x "$built" || -f "$built" ]] || die "build: $built is missing after cargo build --workspace --all-targets"
 done
 pass "build: libgridwork_ffi.so, uniffi-bindgen, gridwork-server"
 TESTS="${GRIDWORK_TESTS:-}"

@@ -868,6 +868,9 @@ fn a_photo_already_on_the_relay_is_linked_to_every_record_that_holds_it() {
     ma.sync();
     assert!(matches!(ma.store.get(&first), Err(Error::UnknownRecord(_))));
     assert_eq!(ma.store.get(&second).unwrap().attachments[0].sha256, sha);
-    let got = ma.store.fetch_attachment(&ma.config, &second, &sha).unwrap();
+    let got = ma
+        .store
+        .fetch_attachment(&ma.config, &second, &sha)
+        .unwrap();
     assert!(got == photo, "the photo, through the second visit");
 }

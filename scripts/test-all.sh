@@ -6,7 +6,9 @@
 #      PostgreSQL test without its database fails instead of skipping);
 #   3. runs the Rust tests: core (store, merge, search, encryption, migration, property, crash), relay
 #      (SQLite + PostgreSQL), end-to-end (real relay process + devices), CLI;
-#   4. generates the Kotlin and Swift bindings and runs the Kotlin tests on the JVM (kotlinc from npm,
+#   4. checks sync-server/openapi.yaml against a running relay with schemathesis (pinned, from PyPI,
+#      into .tools/);
+#   5. generates the Kotlin and Swift bindings and runs the Kotlin tests on the JVM (kotlinc from npm,
 #      JNA from Debian).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,9 @@ export GRIDWORK_TEST_POSTGRES_CA
 
 step "Rust tests"
 cargo test --workspace --locked
+
+step "the OpenAPI document against a running relay (schemathesis)"
+GRIDWORK_SERVER_BIN=$CARGO_TARGET_DIR/debug/gridwork-server sync-server/scripts/check-openapi.sh
 
 step "Kotlin bindings on the JVM, Swift bindings generated"
 # The relay the Kotlin sync tests start encrypts its store: a throwaway key for this run.

@@ -1854,6 +1854,74 @@ async fn attachment_sessions(b: Backend) {
     env.stop().await;
 }
 
+/// `HEAD ?record=` status and `Upload-Offset` as `who` sees them.
+async fn head_linking(env: &Env, who: &str, sha: &str, record: &str) -> (u16, Option<String>) {
+    let h = env
+        .http
+        .head(env.url(&format!("/v1/attachments/{sha}?record={record}")))
+        .bearer_auth(&env.tokens[who])
+        .send()
+        .await
+        .unwrap();
+    let offset = h
+        .headers()
+        .get("upload-offset")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (h.status().as_u16(), offset)
+}
+
+/// `HEAD ?record=` links a complete attachment to the caller's record only when the caller may already
+/// read it: knowing a hash never links, and so never opens, someone else's attachment.
+async fn head_links_readable_attachments_to_own_records(b: Backend) {
+    let env = Env::new(b).await;
+    let (r, _, c) = env.person("wa", "g1", "Kim");
+    let (r2, _, c2) = env.person("wb", "g2", "Lu");
+    let (r3, _, c3) = env.person("sup2", "g3", "Mei");
+    for (who, record, change) in [("wa", &r, c), ("wb", &r2, c2), ("sup2", &r3, c3)] {
+        assert_eq!(env.push1(who, record, change).await["status"], "accepted");
+    }
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    let sha = hex::encode(Sha256::digest(&data));
+    let size = Some(data.len().to_string());
+    let up = put_chunk(&env, "wa", &sha, &r, &data, 0, data.len()).await;
+    assert_eq!(up.status().as_u16(), 200);
+    // Another grid knows the hash: it cannot link it to its own record, nor to the owner's.
+    assert_eq!(head_linking(&env, "wb", &sha, &r2).await, (404, None));
+    assert_eq!(head_linking(&env, "wb", &sha, &r).await, (404, None));
+    assert_eq!(get_as(&env, "wb", &sha).await.0, 403);
+    // The supervisor may read it, but may not link it to a record outside its scope.
+    assert_eq!(head_linking(&env, "sup", &sha, &r3).await, (403, None));
+    assert_eq!(get_as(&env, "sup2", &sha).await.0, 403);
+    assert_eq!(head_linking(&env, "sup", &sha, "not-a-record").await.0, 400);
+    // Nor does a HEAD without a record link anything.
+    assert_eq!(head_as(&env, "sup", &sha).await, (200, size.clone()));
+    assert_eq!(get_as(&env, "wb", &sha).await.0, 403);
+    // Linked to the supervisor's record in g2 (its scope), it is readable there; again is harmless.
+    for _ in 0..2 {
+        assert_eq!(
+            head_linking(&env, "sup", &sha, &r2).await,
+            (200, size.clone())
+        );
+    }
+    assert_eq!(get_as(&env, "wb", &sha).await, (200, data.clone()));
+    // A record the relay has not seen yet is the caller's, as for PUT.
+    assert_eq!(
+        head_linking(&env, "wa", &sha, &env.rid()).await,
+        (200, size.clone())
+    );
+    // Content the relay does not have: nothing to link.
+    let other = hex::encode(Sha256::digest(b"not uploaded"));
+    assert_eq!(head_linking(&env, "wa", &other, &r).await, (404, None));
+    // The caller's own upload in progress answers where it stands, record or not.
+    let part = put_chunk(&env, "wa", &other, &r, &vec![1u8; 20], 0, 10).await;
+    assert_eq!(part.status().as_u16(), 200);
+    assert_eq!(
+        head_linking(&env, "wa", &other, &r).await,
+        (308, Some("10".into()))
+    );
+    env.stop().await;
+}
+
 async fn attachment_limits(b: Backend) {
     let limits = Limits {
         max_body_bytes: 64 * 1024,
@@ -2254,6 +2322,7 @@ conformance!(
     refuses_forged_counters,
     admin_rules,
     attachment_sessions,
+    head_links_readable_attachments_to_own_records,
     attachment_limits,
     admin_users_and_devices,
     admin_area_tree,

@@ -1,5 +1,7 @@
 //! Harness for end-to-end tests: a real `gridwork-server` process on 127.0.0.1 and devices that are real
 //! encrypted stores syncing over real HTTP.
+pub mod forge;
+
 use gridwork_core::{
     AreaLevel, CancelToken, Identity, IdentityClaims, NoProgress, Role, Store, StoreKey,
     StoreOptions, SyncConfig, SyncReport,
@@ -45,19 +47,124 @@ fn free_port() -> u16 {
 /// The key of the test relays' encrypted stores ("gridwork" four times: a test key, never a real one).
 pub const RELAY_KEY: &str = "67726964776f726b67726964776f726b67726964776f726b67726964776f726b";
 const RELAY_KEY_ENV: &str = "GRIDWORK_RELAY_KEY";
+/// The relay reads its PostgreSQL URL from here as well as from `--database` (the environment keeps
+/// the password out of the process list).
+const DATABASE_ENV: &str = "GRIDWORK_DATABASE_URL";
 
-/// A relay process with its own data directory. Killed when dropped.
+/// Where a test relay keeps its data: the embedded SQLite store (encrypted with [`RELAY_KEY`]) or
+/// PostgreSQL (a fresh schema of the test server per relay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// The test server's URL (`GRIDWORK_TEST_POSTGRES_URL`).
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL, when `GRIDWORK_TEST_POSTGRES_URL` names the test server. Without it the PostgreSQL
+    /// tests are skipped, except in CI (`CI` set, as `.ci/run` does), where a missing database is a
+    /// failure: a suite that passes without touching PostgreSQL proves nothing.
+    pub fn postgres() -> Option<Backend> {
+        let url = std::env::var("GRIDWORK_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if url.is_none() && std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!(
+                "CI is set but GRIDWORK_TEST_POSTGRES_URL is not: the PostgreSQL tests must run in \
+                 CI (scripts/test-all.sh starts a server)"
+            );
+        }
+        url.map(Backend::Postgres)
+    }
+}
+
+/// The storage of one relay process.
+enum Storage {
+    Sqlite {
+        data: PathBuf,
+    },
+    /// `url` selects `schema` (through the connection's search_path); `server` is the test server's URL.
+    Postgres {
+        url: String,
+        server: String,
+        schema: String,
+    },
+}
+
+impl Storage {
+    /// The storage options of `gridwork-server serve` and `admin`.
+    fn apply(&self, cmd: &mut Command) {
+        match self {
+            Storage::Sqlite { data } => {
+                cmd.arg("--data").arg(data).env(RELAY_KEY_ENV, RELAY_KEY);
+            }
+            Storage::Postgres { url, .. } => {
+                cmd.env(DATABASE_ENV, url);
+            }
+        }
+    }
+}
+
+/// Runs `f` with a connection to the test PostgreSQL server (on a small runtime of its own: the tests
+/// are synchronous).
+fn with_pg<T>(
+    server: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL server");
+        let conn = tokio::spawn(conn);
+        let out = f(&client).await.expect("PostgreSQL statement");
+        drop(client);
+        let _ = conn.await;
+        out
+    })
+}
+
+/// A relay process with its own storage. Killed when dropped (its PostgreSQL schema is dropped too).
 pub struct Relay {
     child: Option<Child>,
-    pub data: PathBuf,
+    storage: Storage,
     pub port: u16,
 }
 
 impl Relay {
+    /// A relay on the embedded SQLite store in `data`.
     pub fn start(data: &Path) -> Relay {
+        Relay::launch(Storage::Sqlite {
+            data: data.to_owned(),
+        })
+    }
+
+    /// A relay on `backend`: SQLite in `dir`, or a fresh PostgreSQL schema.
+    pub fn start_on(backend: &Backend, dir: &Path) -> Relay {
+        match backend {
+            Backend::Sqlite => Relay::start(dir),
+            Backend::Postgres(server) => {
+                let schema = format!("gw_hostile_{:016x}", rand::random::<u64>());
+                with_pg(server, async |c| {
+                    c.batch_execute(&format!("CREATE SCHEMA {schema}")).await
+                });
+                let sep = if server.contains('?') { '&' } else { '?' };
+                Relay::launch(Storage::Postgres {
+                    url: format!("{server}{sep}options=-c%20search_path%3D{schema}"),
+                    server: server.clone(),
+                    schema,
+                })
+            }
+        }
+    }
+
+    fn launch(storage: Storage) -> Relay {
         let mut relay = Relay {
             child: None,
-            data: data.to_owned(),
+            storage,
             port: free_port(),
         };
         relay.spawn();
@@ -65,11 +172,11 @@ impl Relay {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(server_bin())
-            .args(["serve", "--data"])
-            .arg(&self.data)
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("serve");
+        self.storage.apply(&mut cmd);
+        let child = cmd
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env(RELAY_KEY_ENV, RELAY_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -93,6 +200,23 @@ impl Relay {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The relay process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("relay running").id()
+    }
+
+    /// The relay process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read the relay's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// SIGKILL: no shutdown, no flush; what was acknowledged must survive.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -106,16 +230,18 @@ impl Relay {
         self.spawn();
     }
 
-    /// Runs `gridwork-server admin --data DIR <args>` and returns its stdout.
+    /// `gridwork-server admin <storage> <args>`.
+    fn admin_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("admin");
+        self.storage.apply(&mut cmd);
+        cmd.args(args).env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Runs `gridwork-server admin <args>` on this relay's storage and returns its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(server_bin())
-            .args(["admin", "--data"])
-            .arg(&self.data)
-            .args(args)
-            .env(RELAY_KEY_ENV, RELAY_KEY)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run admin");
+        let out = self.admin_command(args).output().expect("run admin");
         assert!(
             out.status.success(),
             "admin {args:?} failed: {}",
@@ -124,56 +250,28 @@ impl Relay {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// The area tree d1 > s1 > c1 > {g1, g2}.
+    /// Adds `areas` (parents first).
+    pub fn add_area_tree(&self, areas: &[AreaSpec]) {
+        for (id, parent, level, name) in areas {
+            let mut args = vec!["area", "add", id, "--level", level.as_str(), "--name", name];
+            if let Some(p) = parent {
+                args.extend(["--parent", p]);
+            }
+            self.admin(&args);
+        }
+    }
+
+    /// The area tree d1 > s1 > c1 > {g1, g2} ([`AREAS`]).
     pub fn add_areas(&self) {
-        self.admin(&[
-            "area",
-            "add",
-            "d1",
-            "--level",
-            "district",
-            "--name",
-            "East District",
-        ]);
-        self.admin(&[
-            "area",
-            "add",
-            "s1",
-            "--parent",
-            "d1",
-            "--level",
-            "street",
-            "--name",
-            "River Street",
-        ]);
-        self.admin(&[
-            "area",
-            "add",
-            "c1",
-            "--parent",
-            "s1",
-            "--level",
-            "community",
-            "--name",
-            "Willow",
-        ]);
-        self.admin(&[
-            "area", "add", "g1", "--parent", "c1", "--level", "grid", "--name", "Grid 1",
-        ]);
-        self.admin(&[
-            "area", "add", "g2", "--parent", "c1", "--level", "grid", "--name", "Grid 2",
-        ]);
+        self.add_area_tree(&AREAS);
     }
 
     /// Creates a user (unless it exists) and a device, and returns the device's token.
     pub fn add_device(&self, user: &str, role: Role, area: &str, device: &str) -> String {
         // The user may exist already (a second device of the same user); the relay then refuses the
         // duplicate and the device is added to the existing user.
-        let _ = Command::new(server_bin())
-            .args(["admin", "--data"])
-            .arg(&self.data)
-            .env(RELAY_KEY_ENV, RELAY_KEY)
-            .args([
+        let _ = self
+            .admin_command(&[
                 "user",
                 "add",
                 user,
@@ -195,6 +293,12 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
+        if let Storage::Postgres { server, schema, .. } = &self.storage {
+            with_pg(server, async |c| {
+                c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await
+            });
+        }
     }
 }
 
@@ -278,21 +382,34 @@ impl Device {
     }
 }
 
-/// The same area tree on a store that has not synced yet (so it can work offline from the start).
+/// An area as the relay and a store are given it: id, parent, level, display name.
+pub type AreaSpec = (&'static str, Option<&'static str>, AreaLevel, &'static str);
+
+/// The area tree of every test: d1 > s1 > c1 > {g1, g2}.
+pub const AREAS: [AreaSpec; 5] = [
+    ("d1", None, AreaLevel::District, "East District"),
+    ("s1", Some("d1"), AreaLevel::Street, "River Street"),
+    ("c1", Some("s1"), AreaLevel::Community, "Willow"),
+    ("g1", Some("c1"), AreaLevel::Grid, "Grid 1"),
+    ("g2", Some("c1"), AreaLevel::Grid, "Grid 2"),
+];
+
+/// Another district, d2 > s9 > c9 > g9, for moves and creations into an area outside everyone's scope.
+pub const OTHER_DISTRICT: [AreaSpec; 4] = [
+    ("d2", None, AreaLevel::District, "West District"),
+    ("s9", Some("d2"), AreaLevel::Street, "Hill Street"),
+    ("c9", Some("s9"), AreaLevel::Community, "Oak"),
+    ("g9", Some("c9"), AreaLevel::Grid, "Grid 9"),
+];
+
+/// `areas` on a store that has not synced yet (so it can work offline from the start).
+pub fn add_local_area_tree(store: &Store, areas: &[AreaSpec]) {
+    for (id, parent, level, name) in areas {
+        store.upsert_area(id, *parent, *level, name).unwrap();
+    }
+}
+
+/// The same area tree ([`AREAS`]) on a store that has not synced yet.
 pub fn add_local_areas(store: &Store) {
-    store
-        .upsert_area("d1", None, AreaLevel::District, "East District")
-        .unwrap();
-    store
-        .upsert_area("s1", Some("d1"), AreaLevel::Street, "River Street")
-        .unwrap();
-    store
-        .upsert_area("c1", Some("s1"), AreaLevel::Community, "Willow")
-        .unwrap();
-    store
-        .upsert_area("g1", Some("c1"), AreaLevel::Grid, "Grid 1")
-        .unwrap();
-    store
-        .upsert_area("g2", Some("c1"), AreaLevel::Grid, "Grid 2")
-        .unwrap();
+    add_local_area_tree(store, &AREAS);
 }

@@ -830,3 +830,47 @@ fn a_new_device_bootstraps_from_a_snapshot_then_pulls() {
         Err(Error::Sync(SyncError::Cancelled))
     ));
 }
+
+#[test]
+fn a_photo_already_on_the_relay_is_linked_to_every_record_that_holds_it() {
+    let (dir, relay) = world();
+    let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let zhao = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
+    for d in [&li, &wang, &zhao] {
+        d.sync();
+    }
+    // Two visits of one grid hold the same photo of a notice board: li's goes up first.
+    let photo: Vec<u8> = (0..1_200_000u32).map(|i| (i * 11 % 253) as u8).collect();
+    let sha = hex::encode(sha2::Sha256::digest(&photo));
+    let visit_with = |d: &Device| {
+        let v = d.store.start_visit("g1", "notice board", None).unwrap();
+        let att = d
+            .store
+            .add_attachment(&v, "board.jpg", "image/jpeg", &photo)
+            .unwrap();
+        d.store.attach_to_visit(&v, &att).unwrap();
+        d.store.finish_visit(&v, None).unwrap();
+        v
+    };
+    let first = visit_with(&li);
+    assert_eq!(li.sync().attachments_uploaded, 1);
+    // wang's device finds the content on the relay (through li's visit, which it may read) and links
+    // it to its own visit instead of uploading it again.
+    let second = visit_with(&wang);
+    assert_eq!(wang.sync().attachments_uploaded, 1);
+    // li's visit was filed in the wrong grid: the supervisor moves it to g2.
+    zhao.sync();
+    zhao.store.move_record(&first, "g2").unwrap();
+    assert_eq!(zhao.sync().rejected, 0);
+    // A worker of g1 sees only wang's visit, and downloads the photo through it.
+    let ma = Device::new(&relay, dir.path(), "ma", Role::Worker, "g1");
+    ma.sync();
+    assert!(matches!(ma.store.get(&first), Err(Error::UnknownRecord(_))));
+    assert_eq!(ma.store.get(&second).unwrap().attachments[0].sha256, sha);
+    let got = ma
+        .store
+        .fetch_attachment(&ma.config, &second, &sha)
+        .unwrap();
+    assert!(got == photo, "the photo, through the second visit");
+}

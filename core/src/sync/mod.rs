@@ -765,6 +765,9 @@ impl Store {
         }
     }
 
+    /// Uploads the attachments not yet on the relay for their record, resuming interrupted uploads.
+    /// `HEAD ?record=` first: `200` means the relay has the content and it is now linked to the
+    /// record (nothing to send), `308` where to resume, `404` upload it all.
     async fn upload_attachments(
         &self,
         client: &Client<'_>,
@@ -780,9 +783,14 @@ impl Store {
                 done: i as u64,
                 total: Some(total),
             });
-            // Ask how much the relay has already: an interrupted upload resumes there.
+            // Ask how much the relay has already: an interrupted upload resumes there. Naming the
+            // record links content the relay already has (through another record this device may
+            // read) to this one too, so that the record's readers can download it without an upload.
             let head = client
-                .send(|h| h.head(client.url(&format!("/attachments/{sha}"))))
+                .send(|h| {
+                    h.head(client.url(&format!("/attachments/{sha}")))
+                        .query(&[("record", &record)])
+                })
                 .await;
             let mut offset = match head {
                 Ok(resp) if resp.status() == StatusCode::OK => {

@@ -151,12 +151,7 @@ pub(super) async fn att_put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let sha_b = parse_sha(&sha)?;
-    let p = params(q)?;
-    let record = p
-        .get("record")
-        .filter(|r| gridwork_protocol::doc::is_valid_record_id(r))
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("record must be a record id"))?;
+    let record = record_param(q)?.ok_or_else(|| ApiError::bad_request("record is required"))?;
     let (range, body) = match parse_range(&headers)? {
         Some(r) => (r, body),
         None => read_unsized(body, st.limits.max_body_bytes).await?,
@@ -205,6 +200,27 @@ pub(super) async fn att_put(
     }
 }
 
+/// The `record` query parameter: `None` when absent, `400` when it is not a record id.
+fn record_param(q: Params) -> Result<Option<String>, ApiError> {
+    match params(q)?.remove("record") {
+        None => Ok(None),
+        Some(r) if gridwork_protocol::doc::is_valid_record_id(&r) => Ok(Some(r)),
+        Some(_) => Err(ApiError::bad_request("record must be a record id")),
+    }
+}
+
+/// May the caller attach something to `record`? The record must be in the caller's scope. A record the
+/// relay has not seen yet has no area, so it cannot leak anything: allowed, and the download check
+/// applies once the record exists.
+async fn may_attach(st: &AppState, c: &DeviceAuth, record: &str) -> Result<(), ApiError> {
+    match st.store.record_paths(record).await? {
+        Some(paths) if !c.scope().allows_any(&paths) => {
+            Err(ApiError::out_of_scope("record outside your areas"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks the caller's scope over `record` and opens or checks its upload session for `range`;
 /// `Some(size)` when the record already has the complete attachment (nothing to store).
 async fn begin(
@@ -214,13 +230,7 @@ async fn begin(
     record: &str,
     range: ChunkRange,
 ) -> Result<Option<u64>, ApiError> {
-    // A record the relay has not seen yet has no area, so it cannot leak anything: allowed, and the
-    // download check applies once the record exists.
-    if let Some(paths) = st.store.record_paths(record).await? {
-        if !c.scope().allows_any(&paths) {
-            return Err(ApiError::out_of_scope("record outside your areas"));
-        }
-    }
+    may_attach(st, c, record).await?;
     match st
         .store
         .upload_begin(&c.device_id, sha, record, range.start, range.total)
@@ -298,12 +308,20 @@ async fn store_piece(
 /// `308` with the offset of the caller's own upload; `200` with the size when the attachment is
 /// complete and linked to a record in the caller's scope; otherwise `404`, which says nothing about
 /// other devices' uploads or other areas' attachments.
+///
+/// With `?record=<id>`, a `200` also links the attachment to that record, which must be the caller's
+/// (in its scope, or not yet known to the relay, as for `PUT`; else `403`): a device whose record holds
+/// content the relay already has need not upload it again, and the record's readers can download it.
+/// Only a caller that may already read the attachment gets that far, so knowing a hash is never enough
+/// to link, and then read, someone else's attachment.
 pub(super) async fn att_head(
     State(st): St,
     Caller(c): Caller,
     Path(sha): Path<String>,
+    q: Params,
 ) -> Result<Response, ApiError> {
     let sha_b = parse_sha(&sha)?;
+    let record = record_param(q)?;
     if let Some(u) = st.store.upload_state(&c.device_id, sha_b).await? {
         return Ok((
             StatusCode::PERMANENT_REDIRECT,
@@ -311,12 +329,20 @@ pub(super) async fn att_head(
         )
             .into_response());
     }
-    if let Some(size) = st.store.attachment_size(sha_b).await? {
-        if visible(&st, &c, sha_b).await? {
-            return Ok((StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response());
-        }
+    let Some(size) = st.store.attachment_size(sha_b).await? else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    if !visible(&st, &c, sha_b).await? {
+        return Ok(StatusCode::NOT_FOUND.into_response());
     }
-    Ok(StatusCode::NOT_FOUND.into_response())
+    if let Some(record) = record {
+        may_attach(&st, &c, &record).await?;
+        if !st.store.attachment_link(sha_b, &record).await? {
+            return Ok(StatusCode::NOT_FOUND.into_response());
+        }
+        tracing::debug!(device = %c.device_id, attachment = %sha, "attachment linked to another record");
+    }
+    Ok((StatusCode::OK, [(UPLOAD_OFFSET, size.to_string())]).into_response())
 }
 
 /// The reads that send a complete attachment: every stored piece, in ranges of at most

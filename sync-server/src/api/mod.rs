@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -60,21 +60,37 @@ impl AppState {
 
 type St = State<Arc<AppState>>;
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.limits.max_body_bytes;
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/openapi.yaml", get(openapi))
-        .route("/v1/me", get(me).post(register))
-        .route("/v1/areas", get(areas))
-        .route("/v1/changes", get(pull).post(push))
-        .route("/v1/snapshot", get(snapshot))
-        .route(
+/// Every route the relay serves: the router is built from this table only, so that a test holds it
+/// against the OpenAPI document (`tests/openapi.rs`).
+fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("/v1/health", get(health)),
+        ("/v1/openapi.yaml", get(openapi)),
+        ("/v1/me", get(me).post(register)),
+        ("/v1/areas", get(areas)),
+        ("/v1/changes", get(pull).post(push)),
+        ("/v1/snapshot", get(snapshot)),
+        (
             "/v1/attachments/{sha}",
             put(attachments::att_put)
                 .head(attachments::att_head)
                 .get(attachments::att_get),
-        )
+        ),
+    ]
+}
+
+/// The paths the relay serves (templates such as `/v1/attachments/{sha}`).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

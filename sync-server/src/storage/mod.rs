@@ -499,6 +499,13 @@ impl Store {
         })
     }
 
+    /// Links a complete attachment to another record (see `HEAD /v1/attachments/<sha>?record=`);
+    /// `false` when there is no complete attachment. The caller checks who may do so.
+    pub async fn attachment_link(&self, sha: [u8; 32], record: &str) -> Result<bool> {
+        let r = record.to_owned();
+        dispatch!(self, s => sqlite s.attachment_link(&sha, &r), pg s.attachment_link(&sha, record))
+    }
+
     /// Size of a complete attachment.
     pub async fn attachment_size(&self, sha: [u8; 32]) -> Result<Option<u64>> {
         dispatch!(self, s => sqlite s.attachment_size(&sha), pg s.attachment_size(&sha))

@@ -473,6 +473,22 @@ impl PgStore {
         Ok(true)
     }
 
+    /// Links a complete attachment to `record`; `false` when there is no complete attachment.
+    pub async fn attachment_link(&self, sha: &[u8; 32], record: &str) -> Result<bool> {
+        let c = self.pool.get().await?;
+        // One statement: the link is made only while the attachment exists.
+        let row = c
+            .query_one(
+                "WITH found AS (SELECT sha256 FROM attachments WHERE sha256 = $1),
+                      linked AS (INSERT INTO attachment_records (sha256, record)
+                                 SELECT sha256, $2 FROM found ON CONFLICT DO NOTHING)
+                 SELECT EXISTS (SELECT 1 FROM found)",
+                &[&&sha[..], &record],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     pub async fn attachment_size(&self, sha: &[u8; 32]) -> Result<Option<u64>> {
         let c = self.pool.get().await?;
         let row = c

@@ -727,6 +727,22 @@ impl SqliteStore {
         })
     }
 
+    /// Links a complete attachment to `record`; `false` when there is no complete attachment.
+    pub fn attachment_link(&self, sha: &[u8; 32], record: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = attachment_exists(&tx, sha)?;
+            if exists {
+                tx.execute(
+                    "INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)",
+                    params![&sha[..], record],
+                )?;
+            }
+            tx.commit()?;
+            Ok(exists)
+        })
+    }
+
     pub fn attachment_size(&self, sha: &[u8; 32]) -> Result<Option<u64>> {
         self.with(|c| {
             let size: Option<i64> = c
@@ -1151,6 +1167,13 @@ fn upload_row(c: &Connection, device: &str, sha: &[u8; 32]) -> Result<Option<Upl
         received: received as u64,
         total: total as u64,
     }))
+}
+
+fn attachment_exists(c: &Connection, sha: &[u8; 32]) -> Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM attachments WHERE sha256 = ?1")?
+            .exists([&sha[..]])?,
+    )
 }
 
 /// Size of a complete attachment already linked to `record`.

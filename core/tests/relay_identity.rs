@@ -81,6 +81,58 @@ fn a_user_moved_to_another_grid_gets_the_new_grid_and_loses_the_old_one() {
     assert!(reopened.identity_confirmed());
 }
 
+#[test]
+fn the_area_tree_is_fetched_only_when_the_relay_has_a_different_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let wang = open(dir.path(), "wang", Role::Worker, "g1");
+    let relay = ScriptedRelay::start(Script::wang());
+    let config = SyncConfig::new(&relay.url, "gw_test");
+    let sync = || {
+        wang.sync(&config, &NoProgress, &CancelToken::new())
+            .unwrap()
+    };
+    let names = || -> Vec<String> { wang.areas().unwrap().into_iter().map(|a| a.name).collect() };
+    sync();
+    assert_eq!(relay.script().area_fetches, 1, "the first sync takes the tree");
+    sync();
+    sync();
+    assert_eq!(relay.script().area_fetches, 1, "the same tree is not fetched again");
+
+    // An operator renames the grid: the version in /v1/me changes, the device fetches the tree.
+    relay.script().areas[3].name = "Grid One".into();
+    sync();
+    assert_eq!(relay.script().area_fetches, 2);
+    assert_eq!(names(), ["d1", "s1", "c1", "Grid One"]);
+    sync();
+    assert_eq!(relay.script().area_fetches, 2);
+
+    // A local change of the tree is not the relay's tree: the next sync takes the relay's again.
+    wang.upsert_area("g1", Some("c1"), AreaLevel::Grid, "Local name")
+        .unwrap();
+    sync();
+    assert_eq!(relay.script().area_fetches, 3);
+    assert_eq!(names(), ["d1", "s1", "c1", "Grid One"]);
+
+    // The version survives reopening the store.
+    drop(wang);
+    let wang = Store::open(StoreOptions::new(
+        dir.path().join("wang.db"),
+        StoreKey::Raw(KEY),
+    ))
+    .unwrap();
+    wang.sync(&config, &NoProgress, &CancelToken::new())
+        .unwrap();
+    assert_eq!(relay.script().area_fetches, 3);
+
+    // A relay that says no version: the tree is fetched at every sync, as before.
+    relay.script().areas_versioned = false;
+    wang.sync(&config, &NoProgress, &CancelToken::new())
+        .unwrap();
+    wang.sync(&config, &NoProgress, &CancelToken::new())
+        .unwrap();
+    assert_eq!(relay.script().area_fetches, 5);
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -8,6 +8,11 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Name of the header a device sends its store's Automerge actor in (hex), on every request.
 pub const ACTOR_HEADER: &str = "gridwork-actor";
 
+/// Header of a `429 rate_limited` answer: milliseconds until a request is allowed again. `Retry-After`
+/// says the same in whole seconds (its unit), which is up to a hundred times too long for a token
+/// bucket that refills in milliseconds; clients prefer this one.
+pub const RETRY_AFTER_MS_HEADER: &str = "retry-after-ms";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -41,6 +46,10 @@ pub struct MeResponse {
     /// The Automerge actor (hex) of the store this device token is bound to, once one has registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// [`areas_version`] of the area tree `GET /v1/areas` answers this device now: a device that
+    /// holds the tree of that version need not fetch it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub areas_version: Option<String>,
 }
 
 /// `POST /v1/me`: binds the device token to the store presenting `actor` (first call), or checks that
@@ -61,6 +70,30 @@ pub struct WireArea {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AreasResponse {
     pub areas: Vec<WireArea>,
+}
+
+/// A digest of an area tree as `GET /v1/areas` sends it (hex SHA-256): equal for the same areas in
+/// any order, different when any area's id, parent, level or name differs or an area comes or goes.
+pub fn areas_version(areas: &[WireArea]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&WireArea> = areas.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut h = Sha256::new();
+    for a in sorted {
+        // Length-prefixed fields, so that no two trees hash the same bytes.
+        let parent = a.parent.as_deref();
+        for field in [Some(a.id.as_str()), parent, Some(&a.level), Some(&a.name)] {
+            match field {
+                Some(f) => {
+                    h.update([1u8]);
+                    h.update((f.len() as u64).to_le_bytes());
+                    h.update(f.as_bytes());
+                }
+                None => h.update([0u8]),
+            }
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,4 +170,67 @@ pub struct AttachmentPutResponse {
     /// Bytes received so far.
     pub size: u64,
     pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area(id: &str, parent: Option<&str>, level: &str, name: &str) -> WireArea {
+        WireArea {
+            id: id.into(),
+            parent: parent.map(Into::into),
+            level: level.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn the_areas_version_names_the_tree_not_its_order() {
+        let tree = vec![
+            area("d1", None, "district", "District 1"),
+            area("s1", Some("d1"), "street", "Street 1"),
+            area("c1", Some("s1"), "community", "Community 1"),
+            area("g1", Some("c1"), "grid", "Grid 1"),
+        ];
+        let v = areas_version(&tree);
+        assert_eq!(v.len(), 64);
+        let mut shuffled = tree.clone();
+        shuffled.reverse();
+        assert_eq!(areas_version(&shuffled), v, "order does not matter");
+        // Every change of what a device stores changes the version.
+        let changed: Vec<Vec<WireArea>> = vec![
+            tree[..3].to_vec(),
+            [tree.clone(), vec![area("g2", Some("c1"), "grid", "Grid 2")]].concat(),
+            {
+                let mut t = tree.clone();
+                t[3].name = "Grid One".into();
+                t
+            },
+            {
+                let mut t = tree.clone();
+                t[3].parent = Some("s1".into());
+                t
+            },
+            {
+                let mut t = tree.clone();
+                t[3].level = "community".into();
+                t
+            },
+            {
+                let mut t = tree.clone();
+                t[0].parent = Some("".into());
+                t
+            },
+        ];
+        for (i, t) in changed.iter().enumerate() {
+            assert_ne!(areas_version(t), v, "case {i}");
+        }
+        // Fields cannot run into each other: "ab"+"c" is not "a"+"bc".
+        assert_ne!(
+            areas_version(&[area("ab", None, "c", "")]),
+            areas_version(&[area("a", None, "bc", "")])
+        );
+        assert_eq!(areas_version(&[]).len(), 64);
+    }
 }

@@ -113,6 +113,12 @@ enum Cmd {
         /// Address to listen on (port 0 picks a free port; the chosen address is logged).
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
+        /// Requests each device token may make per second (a token bucket that refills at this rate).
+        #[arg(long, value_name = "N", default_value_t = Limits::default().rate_per_sec)]
+        rate_per_sec: f64,
+        /// Requests a device token may make at once before the rate applies (the bucket's size).
+        #[arg(long, value_name = "N", default_value_t = Limits::default().rate_burst)]
+        rate_burst: f64,
     },
     /// Manage areas, users and devices (works while a relay is running), convert a plaintext store
     /// (`encrypt`), make a key (`keygen`).
@@ -267,11 +273,25 @@ fn fmt_time(t: Option<i64>) -> String {
 
 async fn run(cli: Cli) -> gridwork_server::Result<()> {
     match cli.cmd {
-        Cmd::Serve { storage, listen } => {
+        Cmd::Serve {
+            storage,
+            listen,
+            rate_per_sec,
+            rate_burst,
+        } => {
+            if !(rate_per_sec > 0.0 && rate_burst >= 1.0) {
+                return Err(Error::Invalid(
+                    "--rate-per-sec must be above 0 and --rate-burst at least 1".into(),
+                ));
+            }
             let config = ServerConfig {
                 listen,
                 storage: storage.config()?,
-                limits: Limits::default(),
+                limits: Limits {
+                    rate_per_sec,
+                    rate_burst,
+                    ..Limits::default()
+                },
             };
             let server = start(config).await?;
             server.run_until_signal().await;

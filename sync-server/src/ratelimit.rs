@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Bucket {
     tokens: f64,
@@ -37,19 +37,20 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
-    /// Takes one token for `key`, making its bucket when it has none. `Err(seconds)` says when to retry.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
+    /// Takes one token for `key`, making its bucket when it has none. `Err(wait)` says when to retry:
+    /// exactly when the bucket holds a token again (at 100/s, 10 ms), not a whole second.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         self.with_bucket(key, true, take).unwrap_or(Ok(()))
     }
 
     /// Like [`check`](Self::check) for a key that has a bucket; `None` (nothing taken) for one that
     /// has none.
-    pub fn check_known(&self, key: &K) -> Option<Result<(), u64>> {
+    pub fn check_known(&self, key: &K) -> Option<Result<(), Duration>> {
         self.with_bucket(key, false, take)
     }
 
-    /// `Some(seconds)` when `key`'s bucket is empty now (nothing is taken).
-    pub fn exhausted(&self, key: &K) -> Option<u64> {
+    /// `Some(wait)` when `key`'s bucket is empty now (nothing is taken).
+    pub fn exhausted(&self, key: &K) -> Option<Duration> {
         self.with_bucket(key, false, |b, rate| wait(b, rate))
             .flatten()
     }
@@ -82,18 +83,28 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
-fn take(b: &mut Bucket, rate: f64) -> Result<(), u64> {
-    if b.tokens >= 1.0 {
-        b.tokens -= 1.0;
-        Ok(())
-    } else {
-        Err(wait(b, rate).unwrap_or(1))
+fn take(b: &mut Bucket, rate: f64) -> Result<(), Duration> {
+    match wait(b, rate) {
+        None => {
+            b.tokens -= 1.0;
+            Ok(())
+        }
+        Some(wait) => Err(wait),
     }
 }
 
-/// Whole seconds until the bucket holds a token again, `None` when it holds one now.
-fn wait(b: &Bucket, rate: f64) -> Option<u64> {
-    (b.tokens < 1.0).then(|| ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+/// How long until the bucket holds a token again (at least a millisecond, rounded up to whole
+/// milliseconds), `None` when it holds one now.
+fn wait(b: &Bucket, rate: f64) -> Option<Duration> {
+    (b.tokens < 1.0).then(|| {
+        let ms = ((1.0 - b.tokens) / rate * 1000.0).ceil().max(1.0);
+        Duration::from_millis(ms.min(u64::MAX as f64) as u64)
+    })
+}
+
+/// `Retry-After` in whole seconds (HTTP's unit; at least 1), for clients that read only that header.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// The address a failed authentication is counted against: IPv4 addresses as they are, IPv6 by their
@@ -123,12 +134,31 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(l.check(&1), Ok(()));
         }
-        assert_eq!(l.check(&1), Err(1));
-        assert_eq!(l.exhausted(&1), Some(1));
-        assert_eq!(l.check_known(&1), Some(Err(1)));
+        // Empty: a token is back in a second at this rate (give or take the test's own run time).
+        let wait = l.check(&1).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(l.exhausted(&1).is_some());
+        assert!(matches!(l.check_known(&1), Some(Err(_))));
         // Another key has its own bucket.
         assert_eq!(l.check(&2), Ok(()));
         assert_eq!(l.exhausted(&2), None);
+    }
+
+    #[test]
+    fn the_wait_is_as_long_as_the_refill_not_a_whole_second() {
+        // 100/s: an empty bucket holds a token again within 10 ms. Saying "1 s" (Retry-After's unit)
+        // made a throttled device sleep 100 times too long.
+        let l = RateLimiter::new(100.0, 2.0);
+        assert_eq!(l.check(&1), Ok(()));
+        assert_eq!(l.check(&1), Ok(()));
+        let wait = l.check(&1).unwrap_err();
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+        assert!(wait >= Duration::from_millis(1), "{wait:?}");
+        assert_eq!(whole_seconds(wait), 1);
+        std::thread::sleep(wait);
+        assert_eq!(l.check(&1), Ok(()), "a token is back after the wait said");
+        assert_eq!(whole_seconds(Duration::from_millis(2_001)), 3);
+        assert_eq!(whole_seconds(Duration::from_millis(2_000)), 2);
     }
 
     #[test]

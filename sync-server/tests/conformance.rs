@@ -379,9 +379,20 @@ async fn push_pull_round_trip(b: Backend) {
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["d1", "s1", "c1", "g1"]);
+    assert_eq!(me["areas_version"], areas_version_of(&areas));
     let (_, areas) = env.get("sup", "/v1/areas").await;
     assert_eq!(areas["areas"].as_array().unwrap().len(), 5);
+    let (_, sup) = env.get("sup", "/v1/me").await;
+    assert_eq!(sup["areas_version"], areas_version_of(&areas));
+    assert_ne!(sup["areas_version"], me["areas_version"]);
     env.stop().await;
+}
+
+/// `gridwork_protocol::wire::areas_version` of a `GET /v1/areas` answer.
+fn areas_version_of(answer: &Value) -> Value {
+    let areas: Vec<gridwork_protocol::wire::WireArea> =
+        serde_json::from_value(answer["areas"].clone()).unwrap();
+    Value::from(gridwork_protocol::wire::areas_version(&areas))
 }
 
 /// `POST /v1/me` binds a device token to one store: the same store again is fine, another store is
@@ -1026,7 +1037,11 @@ async fn rate_limit(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 429);
-    assert!(r.headers().get("retry-after").is_some());
+    let header = |name: &str| -> u64 { r.headers()[name].to_str().unwrap().parse().unwrap() };
+    // At 1/s the wait is under a second: Retry-After says 1 (its unit), Retry-After-Ms exactly.
+    assert_eq!(header("retry-after"), 1);
+    let ms = header("retry-after-ms");
+    assert!((1..=1000).contains(&ms), "{ms}");
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["code"],
         "rate_limited"
@@ -2135,8 +2150,13 @@ async fn admin_area_tree(b: Backend) {
     assert_eq!(snapshot_ids(&env, "sup").await, std::slice::from_ref(&r));
     assert!(snapshot_ids(&env, "sup2").await.is_empty());
     // Rename.
+    let (_, before) = env.get("wa", "/v1/me").await;
     admin.rename_area("g1", "Grid One").await.unwrap();
     let (_, areas) = env.get("wa", "/v1/areas").await;
+    // The version in /v1/me follows the tree, so devices fetch it again.
+    let (_, after) = env.get("wa", "/v1/me").await;
+    assert_ne!(after["areas_version"], before["areas_version"]);
+    assert_eq!(after["areas_version"], areas_version_of(&areas));
     assert!(areas["areas"]
         .as_array()
         .unwrap()

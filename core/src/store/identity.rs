@@ -3,11 +3,11 @@
 //! store's, so an operator's change of a user's grid or role reaches the device. The area tree from
 //! `GET /v1/areas` replaces the local one in the same transaction (the relay is the authority on the
 //! tree: no level check on this path).
-use super::{set_meta, Inner, Store, META_CONFIRMED, META_IDENTITY};
+use super::{meta, set_meta, Inner, Store, META_AREAS_VERSION, META_CONFIRMED, META_IDENTITY};
 use crate::doc;
 use crate::error::Result;
 use crate::model::{Area, AreaLevel, Identity, Role};
-use crate::sync::{MeResponse, SyncError, WireArea};
+use crate::sync::{areas_version, MeResponse, SyncError, WireArea};
 use rusqlite::params;
 use std::collections::{BTreeSet, HashMap};
 
@@ -21,12 +21,18 @@ pub(crate) struct ScopeChange {
 }
 
 impl Store {
-    /// Takes the relay's answer about this device's token (`me`) and the area tree it sent (`areas`)
-    /// in one transaction. A different user than the store's is refused before anything changes.
+    /// [`areas_version`] of the area tree the store took from the relay last, if any.
+    pub(crate) fn areas_version(&self) -> Result<Option<String>> {
+        meta(&self.lock().conn, META_AREAS_VERSION)
+    }
+
+    /// Takes the relay's answer about this device's token (`me`) and the area tree it sent (`areas`;
+    /// `None`: the store's tree is the relay's, see [`MeResponse::areas_version`]) in one
+    /// transaction. A different user than the store's is refused before anything changes.
     pub(crate) fn adopt_relay_identity(
         &self,
         me: &MeResponse,
-        areas: &[WireArea],
+        areas: Option<&[WireArea]>,
     ) -> Result<ScopeChange> {
         let mut inner = self.lock();
         inner.check_writable()?;
@@ -51,20 +57,35 @@ impl Store {
             role,
             area: me.area.clone(),
         };
-        let tree = area_tree(areas)?;
+        // The tree sent, its version, and whether the store's differs.
+        let tree = match areas {
+            Some(areas) => {
+                let tree = area_tree(areas)?;
+                let changed = inner.stored_areas()? != tree;
+                Some((tree, areas_version(areas), changed))
+            }
+            None => None,
+        };
         let covered_before = inner.covered_areas();
-        let tree_changed = inner.stored_areas()? != tree;
+        let tree_changed = matches!(tree, Some((_, _, true)));
+        let version_changed = match &tree {
+            Some((_, version, _)) => meta(&inner.conn, META_AREAS_VERSION)?.as_ref() != Some(version),
+            None => false,
+        };
         let identity_changed = identity != inner.identity;
-        if tree_changed || identity_changed || !inner.confirmed {
+        if tree_changed || version_changed || identity_changed || !inner.confirmed {
             let tx = inner.conn.transaction()?;
-            if tree_changed {
-                tx.execute("DELETE FROM areas", [])?;
-                for a in &tree {
-                    tx.prepare_cached(
-                        "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![a.id, a.parent, a.level.as_str(), a.name, a.path])?;
+            if let Some((tree, version, changed)) = &tree {
+                if *changed {
+                    tx.execute("DELETE FROM areas", [])?;
+                    for a in tree {
+                        tx.prepare_cached(
+                            "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![a.id, a.parent, a.level.as_str(), a.name, a.path])?;
+                    }
                 }
+                set_meta(&tx, META_AREAS_VERSION, version)?;
             }
             set_meta(
                 &tx,
@@ -74,7 +95,7 @@ impl Store {
             set_meta(&tx, META_CONFIRMED, "1")?;
             tx.commit()?;
         }
-        if tree_changed {
+        if let Some((tree, _, true)) = tree {
             inner.area_paths = tree.into_iter().map(|a| (a.id, a.path)).collect();
         }
         if identity_changed {

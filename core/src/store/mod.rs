@@ -122,6 +122,8 @@ pub(crate) struct Inner {
 const META_IDENTITY: &str = "identity";
 const META_ACTOR: &str = "actor";
 const META_CONFIRMED: &str = "identity_confirmed";
+/// `areas_version` of the area tree last taken from the relay.
+const META_AREAS_VERSION: &str = "areas_version";
 const META_WIPED: &str = "wiped";
 
 pub(crate) use gridwork_protocol::doc::ChangeNote;
@@ -328,11 +330,15 @@ impl Store {
         };
         gridwork_protocol::check_placement(level, parent_level).map_err(Error::InvalidInput)?;
         let path = format!("{parent_path}{id}/");
-        inner.conn.execute(
+        let tx = inner.conn.transaction()?;
+        tx.execute(
             "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET parent = ?2, level = ?3, name = ?4, path = ?5",
             params![id, parent, level.as_str(), name, path],
         )?;
+        // The tree is no longer the one the relay sent: the next sync takes the relay's again.
+        tx.execute("DELETE FROM meta WHERE key = ?1", [META_AREAS_VERSION])?;
+        tx.commit()?;
         inner.area_paths.insert(id.to_owned(), path.clone());
         Ok(Area {
             id: id.into(),

@@ -196,12 +196,7 @@ impl Client<'_> {
                     if resp.status() == StatusCode::TOO_MANY_REQUESTS
                         || resp.status().is_server_error() =>
                 {
-                    let after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    let after = retry_after(resp.headers());
                     if attempt >= self.config.max_retries {
                         return Err(error_from(resp).await);
                     }
@@ -308,6 +303,19 @@ fn network_reason(e: &reqwest::Error) -> String {
         reason = format!("{reason}: {source}");
     }
     reason
+}
+
+/// When the relay says to try again: `Retry-After-Ms` (exact) over `Retry-After` (whole seconds).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    number(RETRY_AFTER_MS_HEADER)
+        .map(Duration::from_millis)
+        .or_else(|| number("retry-after").map(Duration::from_secs))
 }
 
 async fn error_from(resp: reqwest::Response) -> SyncError {
@@ -463,8 +471,12 @@ impl Store {
         // Who this device is comes from the relay: register the store (its Automerge actor) and take
         // the answer, before anything is pushed.
         let me = client.register(&self.actor_hex()).await?;
-        let areas = client.areas().await?;
-        let scope = self.adopt_relay_identity(&me, &areas.areas)?;
+        // The area tree only when the relay's differs from the one the store holds.
+        let areas = match &me.areas_version {
+            Some(v) if self.areas_version()?.as_ref() == Some(v) => None,
+            _ => Some(client.areas().await?.areas),
+        };
+        let scope = self.adopt_relay_identity(&me, areas.as_deref())?;
         tracing::info!(device = %me.device_id, role = %me.role, "sync started");
         if scope.gained && self.sync_state(CURSOR)?.is_some() {
             // Records of the areas now in scope are not in the log after our cursor: start again from
@@ -548,7 +560,7 @@ impl Store {
         claims.check(&identity)?;
         let path = options.path.clone();
         let made = Store::open(options.identity(identity)).and_then(|store| {
-            store.adopt_relay_identity(&me, &areas.areas)?;
+            store.adopt_relay_identity(&me, Some(&areas.areas))?;
             runtime.block_on(client.register(&store.actor_hex()))?;
             Ok(store)
         });
@@ -870,4 +882,39 @@ fn decode_chunks<'a>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_exact_wait_wins_over_whole_seconds() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1"), ("retry-after-ms", "12")])),
+            ms(12)
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "2")])), ms(2_000));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3"), ("retry-after-ms", "soon")])),
+            ms(3_000),
+            "an unreadable exact wait falls back to Retry-After"
+        );
+        // An HTTP date (the other form of Retry-After) is not read: the client's own backoff applies.
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")])),
+            None
+        );
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
 }

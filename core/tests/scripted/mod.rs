@@ -3,7 +3,7 @@
 //! protocol crate's wire types, answers taken from a [`Script`] the test changes as it goes.
 #![allow(dead_code)]
 use gridwork_core::sync::{
-    AreasResponse, MeResponse, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
+    areas_version, AreasResponse, MeResponse, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
     SnapshotRecord, SnapshotResponse, WireArea,
 };
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +21,11 @@ pub struct Script {
     /// How many pushes and snapshots were asked for.
     pub pushes: usize,
     pub snapshots: usize,
+    /// How many times the area tree was asked for.
+    pub area_fetches: usize,
+    /// Whether `/v1/me` says the version of the area tree (as the relay does since protocol 2's
+    /// `areas_version`); a relay without it sends none.
+    pub areas_versioned: bool,
 }
 
 impl Script {
@@ -35,12 +40,15 @@ impl Script {
                 area: "g1".into(),
                 area_path: "d1/s1/c1/g1/".into(),
                 actor: None,
+                areas_version: None,
             },
             areas: tree(&["d1", "s1", "c1", "g1"]),
             snapshot: Vec::new(),
             busy_pushes: 0,
             pushes: 0,
             snapshots: 0,
+            area_fetches: 0,
+            areas_versioned: true,
         }
     }
 }
@@ -131,10 +139,16 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
 
 fn answer(script: &mut Script, method: &str, path: &str, body: &[u8]) -> String {
     match (method, path) {
-        ("POST", "/v1/me") => serde_json::to_string(&script.me),
-        ("GET", "/v1/areas") => serde_json::to_string(&AreasResponse {
-            areas: script.areas.clone(),
+        ("POST", "/v1/me") => serde_json::to_string(&MeResponse {
+            areas_version: script.areas_versioned.then(|| areas_version(&script.areas)),
+            ..script.me.clone()
         }),
+        ("GET", "/v1/areas") => {
+            script.area_fetches += 1;
+            serde_json::to_string(&AreasResponse {
+                areas: script.areas.clone(),
+            })
+        }
         ("POST", "/v1/changes") => {
             let push: PushRequest = serde_json::from_slice(body).unwrap();
             script.pushes += 1;

@@ -13,7 +13,7 @@ use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State,
 };
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put, MethodRouter};
@@ -25,12 +25,12 @@ use sha2::{Digest, Sha256};
 use crate::config::Limits;
 use crate::engine::{Decoder, Incoming, PushJob, PushResult};
 use crate::error::ApiError;
-use crate::ratelimit::{client_key, RateLimiter};
+use crate::ratelimit::{client_key, whole_seconds, RateLimiter};
 use crate::storage::{now_secs, Bind, DeviceAuth, PageLimit, Store};
 
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
-    AreasResponse, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest, PushResponse,
+    areas_version, AreasResponse, RETRY_AFTER_MS_HEADER, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest, PushResponse,
     PushResult as WireResult, PushStatus, RegisterRequest, SnapshotRecord, SnapshotResponse,
     WireArea,
 };
@@ -233,13 +233,19 @@ fn auth_failed(state: &AppState, client: IpAddr, error: ApiError) -> ApiError {
     }
 }
 
-fn rate_limited(wait: u64) -> ApiError {
+/// `429`, with when to retry: `Retry-After` in whole seconds (HTTP's unit) and `Retry-After-Ms`
+/// exactly, which Gridwork's client prefers (a token bucket at 100/s refills in 10 ms).
+fn rate_limited(wait: Duration) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         "too many requests",
     )
-    .with_header(header::RETRY_AFTER, wait)
+    .with_header(header::RETRY_AFTER, whole_seconds(wait))
+    .with_header(
+        HeaderName::from_static(RETRY_AFTER_MS_HEADER),
+        wait.as_millis(),
+    )
 }
 
 /// The request body; a rejection (too large, broken stream) becomes a JSON error.
@@ -318,8 +324,11 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
-fn me_response(c: DeviceAuth) -> MeResponse {
-    MeResponse {
+/// Who the caller is, with the version of the area tree it would get from `GET /v1/areas` now.
+async fn me_response(st: &AppState, c: DeviceAuth) -> Result<MeResponse, ApiError> {
+    let areas = wire_areas(st, &c).await?;
+    Ok(MeResponse {
+        areas_version: Some(areas_version(&areas)),
         device_id: c.device_id,
         user_id: c.user_id,
         user_name: c.user_name,
@@ -327,11 +336,11 @@ fn me_response(c: DeviceAuth) -> MeResponse {
         area: c.area,
         area_path: c.area_path,
         actor: c.actor,
-    }
+    })
 }
 
-async fn me(Caller(c): Caller) -> Json<MeResponse> {
-    Json(me_response(c))
+async fn me(State(st): St, Caller(c): Caller) -> Result<Json<MeResponse>, ApiError> {
+    Ok(Json(me_response(&st, c).await?))
 }
 
 /// `POST /v1/me {"actor": "<hex>"}`: binds the device token to the store with that Automerge actor on
@@ -361,7 +370,7 @@ async fn register(
                 tracing::info!(device = %c.device_id, "device bound to its store");
             }
             c.actor = Some(actor);
-            Ok(Json(me_response(c)))
+            Ok(Json(me_response(&st, c).await?))
         }
         Bind::Taken => {
             tracing::warn!(device = %c.device_id, "a second store presented a bound device token");
@@ -375,9 +384,10 @@ async fn register(
     }
 }
 
-async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
+/// The area tree of the caller's scope, with its ancestors.
+async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Vec<WireArea>, ApiError> {
     let rows = st.store.areas_for(&c.scope()).await?;
-    let areas = rows
+    Ok(rows
         .into_iter()
         .map(|a| WireArea {
             id: a.id,
@@ -385,8 +395,13 @@ async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, 
             level: a.level.as_str().into(),
             name: a.name,
         })
-        .collect();
-    Ok(Json(AreasResponse { areas }))
+        .collect())
+}
+
+async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
+    Ok(Json(AreasResponse {
+        areas: wire_areas(&st, &c).await?,
+    }))
 }
 
 /// Decoding a push this large (changes or bytes) runs on a blocking thread.

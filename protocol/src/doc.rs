@@ -84,8 +84,9 @@ pub fn is_valid_area_id(id: &str) -> bool {
 }
 
 use crate::model::{AttachmentRef, Kind, Link, LinkType, Record, TimelineEntry};
-use automerge::{ObjId, ObjType, Value};
-use std::collections::BTreeMap;
+use automerge::{legacy, Change, ObjId, ObjType, ScalarValueRef, Value, ValueRef};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The id of a root-level object, if the document has one under `key`.
 pub fn root_obj<D: ReadDoc>(doc: &D, key: &str) -> Option<ObjId> {
@@ -145,6 +146,40 @@ fn list_of_maps<D: ReadDoc>(doc: &D, key: &str) -> Vec<BTreeMap<String, String>>
     out
 }
 
+/// The keys of a timeline entry, in the order [`timeline_entry`] takes their values.
+const TIMELINE_ENTRY: [&str; 6] = ["at", "by", "action", "from", "to", "comment"];
+/// The keys of an attachment entry, in the order [`attachment_ref`] takes their values.
+const ATTACHMENT_ENTRY: [&str; 4] = ["sha256", "name", "mime", "size"];
+
+fn timeline_entry([at, by, action, from, to, comment]: [Option<String>; 6]) -> TimelineEntry {
+    TimelineEntry {
+        at: at.unwrap_or_default(),
+        by: by.unwrap_or_default(),
+        action: action.unwrap_or_default(),
+        from,
+        to,
+        comment,
+    }
+}
+
+fn attachment_ref([sha256, name, mime, size]: [Option<String>; 4]) -> AttachmentRef {
+    AttachmentRef {
+        sha256: sha256.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+        mime: mime.unwrap_or_default(),
+        size: size.and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// A link as the `links` map keys it: `"<type>:<target id>"`.
+fn parse_link(key: &str) -> Option<Link> {
+    let (t, target) = key.split_once(':')?;
+    Some(Link {
+        link_type: LinkType::parse(t)?,
+        target: target.to_owned(),
+    })
+}
+
 /// Reads the whole record view of a document. Fails only when the document lacks a valid kind or area,
 /// which a document made by Gridwork always has after its first change.
 pub fn read_record<D: ReadDoc>(id: &str, doc: &D) -> Option<Record> {
@@ -165,37 +200,19 @@ pub fn read_record<D: ReadDoc>(id: &str, doc: &D) -> Option<Record> {
         }
     }
     let links = map_keys(doc, LINKS)
-        .into_iter()
-        .filter_map(|k| {
-            let (t, target) = k.split_once(':')?;
-            Some(Link {
-                link_type: LinkType::parse(t)?,
-                target: target.to_owned(),
-            })
-        })
+        .iter()
+        .filter_map(|k| parse_link(k))
         .collect();
     let notes = root_obj(doc, NOTES)
         .and_then(|o| doc.text(&o).ok())
         .unwrap_or_default();
     let timeline = list_of_maps(doc, TIMELINE)
         .into_iter()
-        .map(|mut m| TimelineEntry {
-            at: m.remove("at").unwrap_or_default(),
-            by: m.remove("by").unwrap_or_default(),
-            action: m.remove("action").unwrap_or_default(),
-            from: m.remove("from"),
-            to: m.remove("to"),
-            comment: m.remove("comment"),
-        })
+        .map(|mut m| timeline_entry(TIMELINE_ENTRY.map(|k| m.remove(k))))
         .collect();
     let attachments = list_of_maps(doc, ATTACHMENTS)
         .into_iter()
-        .map(|mut m| AttachmentRef {
-            sha256: m.remove("sha256").unwrap_or_default(),
-            name: m.remove("name").unwrap_or_default(),
-            mime: m.remove("mime").unwrap_or_default(),
-            size: m.get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
-        })
+        .map(|mut m| attachment_ref(ATTACHMENT_ENTRY.map(|k| m.remove(k))))
         .collect();
     let deleted = matches!(doc.get(ROOT, DELETED), Ok(Some((v, _))) if v.as_bool() == Some(true));
     Some(Record {
@@ -297,13 +314,25 @@ enum Slot {
 }
 
 fn slot(key: &str) -> Option<Slot> {
+    layout_key(key).map(|(_, slot)| slot)
+}
+
+/// A root key of the layout, as the constant that names it, and its slot.
+fn layout_key(key: &str) -> Option<(&'static str, Slot)> {
     Some(match key {
-        KIND | AREA | RESPONSIBLE => Slot::Str,
-        DELETED => Slot::Bool,
-        FIELDS | ATTRS | LINKS | CHECKLIST => Slot::StrMap,
-        TAGS | VISITED => Slot::SetMap,
-        NOTES => Slot::Text,
-        TIMELINE | ATTACHMENTS => Slot::ListOfMaps,
+        KIND => (KIND, Slot::Str),
+        AREA => (AREA, Slot::Str),
+        RESPONSIBLE => (RESPONSIBLE, Slot::Str),
+        DELETED => (DELETED, Slot::Bool),
+        FIELDS => (FIELDS, Slot::StrMap),
+        ATTRS => (ATTRS, Slot::StrMap),
+        LINKS => (LINKS, Slot::StrMap),
+        CHECKLIST => (CHECKLIST, Slot::StrMap),
+        TAGS => (TAGS, Slot::SetMap),
+        VISITED => (VISITED, Slot::SetMap),
+        NOTES => (NOTES, Slot::Text),
+        TIMELINE => (TIMELINE, Slot::ListOfMaps),
+        ATTACHMENTS => (ATTACHMENTS, Slot::ListOfMaps),
         _ => return None,
     })
 }
@@ -389,28 +418,543 @@ fn value_text(value: &Value<'_>) -> String {
     scalar_string(value).unwrap_or_else(|| "(object)".into())
 }
 
+// ---------------------------------------------------------------- the record state in one walk
+
 /// Reads a record's state for the rule book: its shape checked, its view, and every value of each
-/// conflicted field.
+/// conflicted field. The same as [`check_shape`] followed by [`read_record`] (and the same errors), in
+/// one walk of the document; see [`DocState`].
 pub fn read_state<D: ReadDoc>(id: &str, doc: &D) -> Result<RecordState, ShapeError> {
-    check_shape(doc)?;
-    let record = read_record(id, doc).ok_or_else(|| shape("the record has no kind or area"))?;
-    let mut conflicts = BTreeMap::new();
-    for field in &record.conflicted_fields {
-        let (obj, key) = if let Some(name) = field.strip_prefix("attrs.") {
-            (root_obj(doc, ATTRS), name)
-        } else if matches!(field.as_str(), AREA | RESPONSIBLE | DELETED) {
-            (Some(ROOT), field.as_str())
-        } else {
-            (root_obj(doc, FIELDS), field.as_str())
-        };
-        let Some(obj) = obj else { continue };
-        let values = doc
-            .get_all(&obj, key)
-            .map_err(|_| shape(format!("`{field}` is unreadable")))?;
-        conflicts.insert(
-            field.clone(),
-            values.iter().map(|(v, _)| value_text(v)).collect(),
-        );
-    }
-    Ok(RecordState { record, conflicts })
+    DocState::read(id, doc).map(DocState::into_state)
 }
+
+/// A record's state as read from its document, with what it takes to bring it up to date after a
+/// change by reading again only the root keys the change touched ([`DocState::after`]): a field edit
+/// reads the `f` map again, not the timeline or the notes.
+///
+/// Reading is one walk of the document: every value is type-checked where it is read (concurrent
+/// values too), so a state exists only for a well-formed document, and a malformed one gets the error
+/// [`check_shape`] gives it.
+#[derive(Debug, Clone)]
+pub struct DocState {
+    state: RecordState,
+    /// Where the concurrent values of `state.conflicts` come from.
+    sources: ConflictSources,
+    /// The root key every object met while reading lives under (an object never moves, so entries
+    /// stay true; objects of keys read again are added).
+    homes: HashMap<ObjId, &'static str>,
+}
+
+/// Two states are equal when the rule book sees them alike (`homes` is a cache).
+impl PartialEq for DocState {
+    fn eq(&self, other: &Self) -> bool {
+        self.state == other.state && self.sources == other.sources
+    }
+}
+
+/// The concurrent values of a record by where they live: `RecordState::conflicts` names them by
+/// field, which does not say where (a field of `f` may be called `area`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ConflictSources {
+    /// Conflicted keys of the winning `f` map, in key order, each with its values (the winner last).
+    fields: Vec<(String, Vec<String>)>,
+    /// The same for the winning `attrs` map.
+    attrs: Vec<(String, Vec<String>)>,
+    /// The values of each of [`ROOT_CONFLICTS`] when it is conflicted.
+    root: [Option<Vec<String>>; 3],
+}
+
+/// The root keys whose concurrent values the record view reports, in the order it reports them.
+const ROOT_CONFLICTS: [&str; 3] = [AREA, RESPONSIBLE, DELETED];
+
+/// Where a read puts what it finds.
+struct Sink<'r> {
+    record: &'r mut Record,
+    sources: &'r mut ConflictSources,
+    homes: &'r mut HashMap<ObjId, &'static str>,
+}
+
+impl DocState {
+    /// Reads the state of record `id` from its whole document.
+    pub fn read<D: ReadDoc>(id: &str, doc: &D) -> Result<DocState, ShapeError> {
+        let mut record = Record {
+            id: id.to_owned(),
+            // Set below: a document without a valid kind and area has no state.
+            kind: Kind::Person,
+            area: String::new(),
+            responsible: None,
+            deleted: false,
+            fields: BTreeMap::new(),
+            attrs: BTreeMap::new(),
+            tags: Vec::new(),
+            links: Vec::new(),
+            notes: String::new(),
+            timeline: Vec::new(),
+            visited: Vec::new(),
+            checklist: BTreeMap::new(),
+            attachments: Vec::new(),
+            conflicted_fields: Vec::new(),
+        };
+        let (mut sources, mut homes) = (ConflictSources::default(), HashMap::new());
+        let mut sink = Sink {
+            record: &mut record,
+            sources: &mut sources,
+            homes: &mut homes,
+        };
+        let (mut kind, mut area) = (None, None);
+        for item in doc.map_range(ROOT, ..) {
+            let values = if item.conflict {
+                all_values(doc, &ROOT, &item.key, &item.key)?
+            } else {
+                let id = matches!(item.value, ValueRef::Object(_)).then(|| item.id());
+                vec![Val::of_ref(item.value, id)]
+            };
+            let winner = read_root_key(doc, &item.key, &values, &mut sink)?;
+            match item.key.as_ref() {
+                KIND => kind = winner,
+                AREA => area = winner,
+                _ => {}
+            }
+        }
+        match (kind.as_deref().and_then(Kind::parse), area) {
+            (Some(kind), Some(area)) => (record.kind, record.area) = (kind, area),
+            _ => return Err(shape("the record has no kind or area")),
+        }
+        let conflicts = settle_conflicts(doc, &mut record, &sources)?;
+        Ok(DocState {
+            state: RecordState { record, conflicts },
+            sources,
+            homes,
+        })
+    }
+
+    /// The state of the record in `doc`: the document this state was read from, with `change`
+    /// applied to it (successfully). Equal to [`DocState::read`] of `doc`, errors included.
+    pub fn after<D: ReadDoc>(&self, doc: &D, change: &Change) -> Result<DocState, ShapeError> {
+        self.refresh(doc, &self.touched_by(change))
+    }
+
+    /// The root keys `change` touches in the document this state was read from: an operation on a
+    /// root key, or on an object under one (a field edit touches `f`, a new timeline entry
+    /// `timeline`). [`Touched::all`] when an operation names an object this state did not meet (one
+    /// that a concurrent change removed or replaced). The change must have applied to the document,
+    /// so that Automerge has checked it.
+    pub fn touched_by(&self, change: &Change) -> Touched {
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        // Objects the change makes, and their homes.
+        let mut made: HashMap<ObjId, String> = HashMap::new();
+        let (actor, start) = (change.actor_id(), change.start_op().get());
+        for (i, op) in change.decode().operations.into_iter().enumerate() {
+            let home: &str = match &op.obj {
+                legacy::ObjectId::Root => match &op.key {
+                    legacy::Key::Map(key) => key,
+                    legacy::Key::Seq(_) => return Touched::all(),
+                },
+                legacy::ObjectId::Id(legacy::OpId(counter, actor)) => {
+                    let obj = ObjId::Id(*counter, actor.clone(), 0);
+                    match (self.homes.get(&obj), made.get(&obj)) {
+                        (Some(home), _) => home,
+                        (None, Some(home)) => home,
+                        (None, None) => return Touched::all(),
+                    }
+                }
+            };
+            if !keys.contains(home) {
+                keys.insert(home.to_owned());
+            }
+            if let legacy::OpType::Make(_) = op.action {
+                let home = home.to_owned();
+                made.insert(ObjId::Id(start + i as u64, actor.clone(), 0), home);
+            }
+        }
+        Touched { keys: Some(keys) }
+    }
+
+    /// The state of the record in `doc`, a document that differs from the one this state was read
+    /// from by changes that touched only the root keys `touched`: those keys are read again, the rest
+    /// is kept. Equal to [`DocState::read`] of `doc`, errors included.
+    pub fn refresh<D: ReadDoc>(&self, doc: &D, touched: &Touched) -> Result<DocState, ShapeError> {
+        let keys = match &touched.keys {
+            // The kind and the home area make the record (it has no state without them): with
+            // them, the whole record is read. The area changes on moves only.
+            Some(keys) if !keys.contains(KIND) && !keys.contains(AREA) => keys,
+            _ => return DocState::read(&self.state.record.id, doc),
+        };
+        let mut next = self.clone();
+        let mut sink = Sink {
+            record: &mut next.state.record,
+            sources: &mut next.sources,
+            homes: &mut next.homes,
+        };
+        // In key order, as a whole read meets them, so that the first malformed key is the one
+        // reported; the keys not touched are as well-formed as they were.
+        for key in keys {
+            sink.forget(key);
+            let values = all_values(doc, &ROOT, key, key)?;
+            if !values.is_empty() {
+                read_root_key(doc, key, &values, &mut sink)?;
+            }
+        }
+        next.state.conflicts = settle_conflicts(doc, &mut next.state.record, &next.sources)?;
+        Ok(next)
+    }
+
+    /// The record state as the rule book reads it.
+    pub fn state(&self) -> &RecordState {
+        &self.state
+    }
+
+    pub fn into_state(self) -> RecordState {
+        self.state
+    }
+}
+
+/// The root keys some changes touched ([`DocState::touched_by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// `None`: every key.
+    keys: Option<BTreeSet<String>>,
+}
+
+impl Touched {
+    /// Every root key: a refresh reads the whole document.
+    pub fn all() -> Touched {
+        Touched { keys: None }
+    }
+
+    /// The keys, when known.
+    pub fn keys(&self) -> Option<&BTreeSet<String>> {
+        self.keys.as_ref()
+    }
+}
+
+impl Sink<'_> {
+    /// Clears what root key `key` contributes to the state (never the kind and area).
+    fn forget(&mut self, key: &str) {
+        let (r, s) = (&mut *self.record, &mut *self.sources);
+        match key {
+            RESPONSIBLE => (r.responsible, s.root[1]) = (None, None),
+            DELETED => (r.deleted, s.root[2]) = (false, None),
+            FIELDS => {
+                r.fields.clear();
+                s.fields.clear();
+            }
+            ATTRS => {
+                r.attrs.clear();
+                s.attrs.clear();
+            }
+            TAGS => r.tags.clear(),
+            LINKS => r.links.clear(),
+            NOTES => r.notes.clear(),
+            TIMELINE => r.timeline.clear(),
+            VISITED => r.visited.clear(),
+            CHECKLIST => r.checklist.clear(),
+            ATTACHMENTS => r.attachments.clear(),
+            _ => {}
+        }
+    }
+}
+
+/// A value as the one-walk reader needs it, from either of Automerge's reading APIs.
+enum Val<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Object(ObjType, ObjId),
+    /// Any other scalar: the layout has no place for it.
+    Other,
+}
+
+impl<'a> Val<'a> {
+    /// From a range item's value and, for an object the caller reads, its id (the root stands in
+    /// for an object that is only type-checked).
+    fn of_ref(value: ValueRef<'a>, id: Option<ObjId>) -> Val<'a> {
+        match value {
+            ValueRef::Object(t) => Val::Object(t, id.unwrap_or(ObjId::Root)),
+            ValueRef::Scalar(ScalarValueRef::Str(s)) => Val::Str(s),
+            ValueRef::Scalar(ScalarValueRef::Boolean(b)) => Val::Bool(b),
+            ValueRef::Scalar(_) => Val::Other,
+        }
+    }
+
+    fn of_value(value: &Value<'_>, id: &ObjId) -> Val<'static> {
+        match value {
+            Value::Object(t) => Val::Object(*t, id.clone()),
+            Value::Scalar(s) => match s.as_ref() {
+                automerge::ScalarValue::Str(s) => Val::Str(Cow::Owned(s.to_string())),
+                automerge::ScalarValue::Boolean(b) => Val::Bool(*b),
+                _ => Val::Other,
+            },
+        }
+    }
+
+    /// The value as a conflict lists it (the values of conflicted fields are strings or booleans).
+    fn text(&self) -> String {
+        match self {
+            Val::Str(s) => s.to_string(),
+            Val::Bool(b) => b.to_string(),
+            Val::Object(..) | Val::Other => "(object)".into(),
+        }
+    }
+}
+
+/// Every value of `key` in map `obj` (under root key `root_key`), the winning one last.
+fn all_values<D: ReadDoc>(
+    doc: &D,
+    obj: &ObjId,
+    key: &str,
+    root_key: &str,
+) -> Result<Vec<Val<'static>>, ShapeError> {
+    let values = doc
+        .get_all(obj, key)
+        .map_err(|_| shape(format!("`{root_key}` is unreadable")))?;
+    Ok(values.iter().map(|(v, id)| Val::of_value(v, id)).collect())
+}
+
+/// Checks the values of root key `key` (the winning one last) against the layout and reads the
+/// winning one into the sink; returns the winning string of `kind` and `area`, which make the record.
+fn read_root_key<D: ReadDoc>(
+    doc: &D,
+    key: &str,
+    values: &[Val<'_>],
+    sink: &mut Sink<'_>,
+) -> Result<Option<String>, ShapeError> {
+    let Some((key, slot)) = layout_key(key) else {
+        return Err(shape(format!(
+            "unknown root key `{}`",
+            key.chars().take(32).collect::<String>()
+        )));
+    };
+    let r = &mut *sink.record;
+    let mut made = None;
+    for (i, value) in values.iter().enumerate() {
+        let winner = i + 1 == values.len();
+        if let Val::Object(_, obj) = value {
+            sink.homes.insert(obj.clone(), key);
+        }
+        match (slot, value) {
+            (Slot::Str, Val::Str(v)) if winner => match key {
+                RESPONSIBLE => r.responsible = Some(v.to_string()),
+                _ => made = Some(v.to_string()),
+            },
+            (Slot::Bool, Val::Bool(b)) if winner => r.deleted = *b,
+            (Slot::Str, Val::Str(_)) | (Slot::Bool, Val::Bool(_)) => {}
+            (Slot::StrMap | Slot::SetMap, Val::Object(ObjType::Map, obj)) => {
+                let read = match key {
+                    _ if !winner => MapRead::Check,
+                    FIELDS => MapRead::Strings(&mut r.fields, Some(&mut sink.sources.fields)),
+                    ATTRS => MapRead::Strings(&mut r.attrs, Some(&mut sink.sources.attrs)),
+                    CHECKLIST => MapRead::Strings(&mut r.checklist, None),
+                    LINKS => MapRead::Links(&mut r.links),
+                    TAGS => MapRead::Keys(&mut r.tags),
+                    VISITED => MapRead::Keys(&mut r.visited),
+                    _ => MapRead::Check,
+                };
+                walk_map(doc, obj, key, slot == Slot::SetMap, read)?;
+            }
+            (Slot::Text, Val::Object(ObjType::Text, obj)) => {
+                if winner {
+                    r.notes = doc.text(obj).unwrap_or_default();
+                }
+            }
+            (Slot::ListOfMaps, Val::Object(ObjType::List, obj)) => {
+                let read = match key {
+                    _ if !winner => ListRead::Check,
+                    TIMELINE => ListRead::Timeline(&mut r.timeline),
+                    ATTACHMENTS => ListRead::Attachments(&mut r.attachments),
+                    _ => ListRead::Check,
+                };
+                walk_list(doc, obj, key, read, sink.homes)?;
+            }
+            _ => return Err(shape(format!("`{key}` holds a value of the wrong type"))),
+        }
+    }
+    if values.len() > 1 {
+        if let Some(i) = ROOT_CONFLICTS.iter().position(|k| *k == key) {
+            sink.sources.root[i] = Some(values.iter().map(Val::text).collect());
+        }
+    }
+    Ok(made)
+}
+
+/// What [`walk_map`] keeps of a map's winning values besides checking them all.
+enum MapRead<'r> {
+    /// Nothing (a value that lost to a concurrent one: only its shape matters).
+    Check,
+    /// The values, and the conflicted keys with all their values.
+    Strings(
+        &'r mut BTreeMap<String, String>,
+        Option<&'r mut Vec<(String, Vec<String>)>>,
+    ),
+    /// The keys.
+    Keys(&'r mut Vec<String>),
+    /// The keys, read as links.
+    Links(&'r mut Vec<Link>),
+    /// The values of the named keys (the fields of a list entry).
+    Named(&'r mut [(&'static str, Option<String>)]),
+}
+
+/// Checks every value of map `obj` under root key `root_key` (concurrent values too): strings, or
+/// `true` in a map used as a set; and keeps what `read` asks for.
+fn walk_map<D: ReadDoc>(
+    doc: &D,
+    obj: &ObjId,
+    root_key: &str,
+    set: bool,
+    mut read: MapRead<'_>,
+) -> Result<(), ShapeError> {
+    let fits = |v: &Val<'_>| match v {
+        Val::Bool(true) => set,
+        Val::Str(_) => !set,
+        _ => false,
+    };
+    let wrong = || shape(format!("`{root_key}` holds a value of the wrong type"));
+    for item in doc.map_range(obj, ..) {
+        let all = if item.conflict {
+            let all = all_values(doc, obj, &item.key, root_key)?;
+            if !all.iter().all(fits) {
+                return Err(wrong());
+            }
+            Some(all)
+        } else {
+            None
+        };
+        let value = Val::of_ref(item.value, None);
+        if !fits(&value) {
+            return Err(wrong());
+        }
+        match &mut read {
+            MapRead::Check => {}
+            MapRead::Strings(values, conflicts) => {
+                if let Val::Str(v) = value {
+                    values.insert(item.key.to_string(), v.into_owned());
+                }
+                if let (Some(conflicts), Some(all)) = (conflicts, all) {
+                    conflicts.push((item.key.into_owned(), all.iter().map(Val::text).collect()));
+                }
+            }
+            MapRead::Keys(keys) => keys.push(item.key.into_owned()),
+            MapRead::Links(links) => links.extend(parse_link(&item.key)),
+            MapRead::Named(named) => {
+                if let (Some(slot), Val::Str(v)) = (
+                    named.iter_mut().find(|(k, _)| *k == item.key.as_ref()),
+                    value,
+                ) {
+                    slot.1 = Some(v.into_owned());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`walk_list`] keeps of a list of entries besides checking them all.
+enum ListRead<'r> {
+    Check,
+    Timeline(&'r mut Vec<TimelineEntry>),
+    Attachments(&'r mut Vec<AttachmentRef>),
+}
+
+/// Checks that list `obj` under root key `root_key` holds maps of strings only (concurrent entries
+/// too), keeps the winning entries as `read` asks, and notes where every entry lives in `homes`.
+fn walk_list<D: ReadDoc>(
+    doc: &D,
+    obj: &ObjId,
+    root_key: &'static str,
+    mut read: ListRead<'_>,
+    homes: &mut HashMap<ObjId, &'static str>,
+) -> Result<(), ShapeError> {
+    let not_entry = || shape(format!("`{root_key}` holds something other than entries"));
+    for item in doc.list_range(obj, ..) {
+        let entries: Vec<(bool, ObjId)> = if item.conflict {
+            doc.get_all(obj, item.index)
+                .map_err(|_| shape(format!("`{root_key}` is unreadable")))?
+                .into_iter()
+                .map(|(v, id)| (matches!(v, Value::Object(ObjType::Map)), id))
+                .collect()
+        } else {
+            let is_map = matches!(item.value, ValueRef::Object(ObjType::Map));
+            vec![(is_map, item.id())]
+        };
+        for (i, (is_map, entry)) in entries.iter().enumerate() {
+            if !is_map {
+                return Err(not_entry());
+            }
+            homes.insert(entry.clone(), root_key);
+            let winner = i + 1 == entries.len();
+            match &mut read {
+                ListRead::Timeline(timeline) if winner => {
+                    let mut named = TIMELINE_ENTRY.map(|k| (k, None));
+                    walk_map(doc, entry, root_key, false, MapRead::Named(&mut named))?;
+                    timeline.push(timeline_entry(named.map(|(_, v)| v)));
+                }
+                ListRead::Attachments(attachments) if winner => {
+                    let mut named = ATTACHMENT_ENTRY.map(|k| (k, None));
+                    walk_map(doc, entry, root_key, false, MapRead::Named(&mut named))?;
+                    attachments.push(attachment_ref(named.map(|(_, v)| v)));
+                }
+                // An entry that lost to a concurrent one, or of a list that lost: only its shape.
+                _ => walk_map(doc, entry, root_key, false, MapRead::Check)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fills `r.conflicted_fields` from the sources in the record view's order (`f`'s, `attrs.`'s, then
+/// the root keys'), and returns every value of each, found where the record view's names point (an
+/// `f` field called `area` names the root key).
+fn settle_conflicts<D: ReadDoc>(
+    doc: &D,
+    r: &mut Record,
+    s: &ConflictSources,
+) -> Result<BTreeMap<String, Vec<String>>, ShapeError> {
+    r.conflicted_fields = s
+        .fields
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain(s.attrs.iter().map(|(k, _)| format!("attrs.{k}")))
+        .chain(
+            ROOT_CONFLICTS
+                .iter()
+                .zip(&s.root)
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| (*k).to_owned()),
+        )
+        .collect();
+    let mut conflicts = BTreeMap::new();
+    let known = |list: &[(String, Vec<String>)], key: &str| {
+        list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    for field in &r.conflicted_fields {
+        let (values, obj, key) = if let Some(name) = field.strip_prefix("attrs.") {
+            (known(&s.attrs, name), Some(ATTRS), name)
+        } else if let Some(i) = ROOT_CONFLICTS.iter().position(|k| k == field) {
+            (s.root[i].clone(), None, field.as_str())
+        } else {
+            (known(&s.fields, field), Some(FIELDS), field.as_str())
+        };
+        let values = match values {
+            Some(values) => values,
+            // A name that points elsewhere than where its conflict is (an `f` field called
+            // `attrs.x`, whose name points into `attrs`): the values where it points.
+            None => {
+                let obj = match obj {
+                    None => ROOT,
+                    Some(key) => match root_obj(doc, key) {
+                        Some(obj) => obj,
+                        None => continue,
+                    },
+                };
+                doc.get_all(&obj, key)
+                    .map_err(|_| shape(format!("`{field}` is unreadable")))?
+                    .iter()
+                    .map(|(v, _)| value_text(v))
+                    .collect()
+            }
+        };
+        conflicts.insert(field.clone(), values);
+    }
+    Ok(conflicts)
+}
+
+#[cfg(test)]
+mod tests;

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use automerge::{Automerge, Change, ChangeHash};
 use gridwork_protocol::change::{inspect, Defect};
-use gridwork_protocol::doc::{read_state, record_areas, ChangeNote, RecordState};
+use gridwork_protocol::doc::{record_areas, ChangeNote, DocState, RecordState};
 use gridwork_protocol::rules::{self, Actor, Reason, Refusal};
 use gridwork_protocol::scope::{join_paths, scope_keys};
 use lru::LruCache;
@@ -353,8 +353,9 @@ struct CachedDoc {
     stored_paths: Vec<String>,
     /// Current area paths of `doc`, computed with the area map of version `paths_version`.
     paths: Option<(i64, Vec<String>)>,
-    /// The record state of `doc` as the rule book reads it, once read.
-    state: Option<RecordState>,
+    /// The record state of `doc` as the rule book reads it, once read; kept up to date after each
+    /// change by reading again only what the change touched.
+    state: Option<DocState>,
     /// Whether the database has a row for this record.
     in_db: bool,
 }
@@ -430,13 +431,13 @@ impl CachedDoc {
 
     /// Takes the record state of the current document out of the cache (reading it when needed):
     /// `None` for a record the relay does not have yet.
-    fn take_state(&mut self, id: &str) -> Result<Option<RecordState>, Refusal> {
+    fn take_state(&mut self, id: &str) -> Result<Option<DocState>, Refusal> {
         if self.doc.get_heads().is_empty() {
             return Ok(None);
         }
         match self.state.take() {
             Some(s) => Ok(Some(s)),
-            None => read_state(id, &self.doc).map(Some).map_err(|e| {
+            None => DocState::read(id, &self.doc).map(Some).map_err(|e| {
                 Refusal::new(
                     Reason::Malformed,
                     format!("the relay's copy of the record is not well-formed: {e}"),
@@ -822,7 +823,7 @@ fn judge_and_apply(
 }
 
 /// A refusal, and whether the change was already applied to the working document.
-type Judged = Result<RecordState, (Refusal, bool)>;
+type Judged = Result<DocState, (Refusal, bool)>;
 
 /// One change of `actor` to `record`, and the record's state as the relay has it (`None`: new).
 struct Judge<'a> {
@@ -830,7 +831,7 @@ struct Judge<'a> {
     actor: &'a Actor,
     record: &'a str,
     change: &'a Change,
-    current: Option<&'a RecordState>,
+    current: Option<&'a DocState>,
 }
 
 impl Judge<'_> {
@@ -839,9 +840,16 @@ impl Judge<'_> {
     fn at_heads(&self, doc: &mut Automerge) -> Judged {
         let applied = |r| (r, true);
         apply(doc, self.change).map_err(applied)?;
-        let after = state_of(self.record, doc).map_err(applied)?;
-        rules::authorize(self.actor, &self.areas.paths, self.current, &after).map_err(applied)?;
-        self.check_landing(&after).map_err(applied)?;
+        // The state after: only the root keys the change touched are read again.
+        let after = match self.current {
+            Some(current) => current.after(doc, self.change),
+            None => DocState::read(self.record, doc),
+        }
+        .map_err(malformed)
+        .map_err(applied)?;
+        let before = self.current.map(DocState::state);
+        rules::authorize(self.actor, &self.areas.paths, before, after.state()).map_err(applied)?;
+        self.check_landing(after.state()).map_err(applied)?;
         Ok(after)
     }
 
@@ -858,13 +866,22 @@ impl Judge<'_> {
         })?;
         let before = state_of(self.record, &fork).map_err(not_applied)?;
         apply(&mut fork, self.change).map_err(not_applied)?;
-        let after = state_of(self.record, &fork).map_err(not_applied)?;
-        rules::authorize(self.actor, &self.areas.paths, Some(&before), &after)
+        let after = before
+            .after(&fork, self.change)
+            .map_err(malformed)
             .map_err(not_applied)?;
+        rules::authorize(
+            self.actor,
+            &self.areas.paths,
+            Some(before.state()),
+            after.state(),
+        )
+        .map_err(not_applied)?;
         drop(fork);
         apply(doc, self.change).map_err(applied)?;
+        // A merge may touch what the change does not (concurrent values meet): read it whole.
         let merged = state_of(self.record, doc).map_err(applied)?;
-        self.check_landing(&merged).map_err(applied)?;
+        self.check_landing(merged.state()).map_err(applied)?;
         Ok(merged)
     }
 
@@ -872,7 +889,7 @@ impl Judge<'_> {
     /// (for existing records) and after the merge.
     fn check_landing(&self, merged: &RecordState) -> Result<(), Refusal> {
         let (actor, areas) = (self.actor, &self.areas.paths);
-        if let Some(c) = self.current {
+        if let Some(c) = self.current.map(DocState::state) {
             if !actor.sees(areas, &c.record) {
                 return Err(Refusal::new(
                     Reason::OutOfScope,
@@ -919,8 +936,12 @@ fn apply(doc: &mut Automerge, change: &Change) -> Result<(), Refusal> {
     })
 }
 
-fn state_of<D: automerge::ReadDoc>(record: &str, doc: &D) -> Result<RecordState, Refusal> {
-    read_state(record, doc).map_err(|e| Refusal::new(Reason::Malformed, e.to_string()))
+fn state_of<D: automerge::ReadDoc>(record: &str, doc: &D) -> Result<DocState, Refusal> {
+    DocState::read(record, doc).map_err(malformed)
+}
+
+fn malformed(e: gridwork_protocol::doc::ShapeError) -> Refusal {
+    Refusal::new(Reason::Malformed, e.to_string())
 }
 
 /// The working copy of a record: loaded row, else cached document, else a new empty one.

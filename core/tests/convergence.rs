@@ -610,6 +610,13 @@ fn check_converged(world: &World) {
     let mut records: BTreeMap<String, Record> = BTreeMap::new();
     for id in &world.records {
         let record = base.get(id).unwrap();
+        // `get` answers from the stored view: it must be what the document says.
+        let doc = automerge::Automerge::load(&base.export_document(id).unwrap()).unwrap();
+        assert_eq!(
+            Some(&record),
+            gridwork_core::doc::read_record(id, &doc).as_ref(),
+            "the stored view of {id}"
+        );
         let heads = base.heads(id).unwrap();
         let links = base.links_of(id).unwrap();
         for (i, s) in reps.iter().enumerate().skip(1) {

@@ -540,3 +540,46 @@ fn a_store_from_a_newer_build_is_refused_and_left_alone() {
     let store = Store::open(StoreOptions::new(&path, key())).unwrap();
     assert_eq!(store.get(&id).unwrap().field("name"), Some("Zhao Lei"));
 }
+
+/// Rows written before schema 4 have no stored view: `get` reads them from the document until the
+/// record is next written, which stores its view; a view that does not parse is a typed error.
+#[test]
+fn a_row_without_its_view_is_read_from_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wang.db");
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    let id = store
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "Zhao Lei")
+                .tag("lives alone"),
+        )
+        .unwrap();
+    let made = store.get(&id).unwrap();
+    drop(store);
+    let view_of = |conn: &Connection| -> Option<String> {
+        conn.query_row("SELECT view FROM records WHERE id = ?1", [&id], |r| r.get(0))
+            .unwrap()
+    };
+    let conn = raw(&path);
+    assert!(view_of(&conn).is_some(), "a write stores the view");
+    conn.execute("UPDATE records SET view = NULL", []).unwrap();
+    drop(conn);
+
+    let store = Store::open(StoreOptions::new(&path, key())).unwrap();
+    assert_eq!(store.get(&id).unwrap(), made, "read from the document");
+    store
+        .update(&id, Update::new().set("phone", "13800000000"))
+        .unwrap();
+    let edited = store.get(&id).unwrap();
+    assert_eq!(edited.field("phone"), Some("13800000000"));
+    drop(store);
+    let conn = raw(&path);
+    let view: Record = serde_json::from_str(&view_of(&conn).unwrap()).unwrap();
+    assert_eq!(view, edited, "the next write stored the view again");
+    conn.execute("UPDATE records SET view = '{not json'", [])
+        .unwrap();
+    drop(conn);
+    let store = Store::open(StoreOptions::new(&path, key())).unwrap();
+    assert!(matches!(store.get(&id), Err(Error::Corrupt(_))));
+}

@@ -371,6 +371,10 @@ impl Store {
     /// The record as its document says, including tombstoned records.
     pub fn get(&self, id: &str) -> Result<Record> {
         let mut inner = self.lock();
+        // The view stored with the projection, written in the same transaction as the document.
+        if let Some(record) = projection::stored_view(&inner.conn, id)? {
+            return Ok(record);
+        }
         let doc = inner.doc(id)?;
         doc::read_record(id, doc)
             .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))

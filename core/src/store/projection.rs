@@ -44,6 +44,21 @@ pub(crate) fn project(
     }
 }
 
+/// The record view stored with the projection ([`project_record`] writes it): `None` for a record
+/// the store does not have, or whose row predates the view (schema 4) and has not been written since.
+pub(crate) fn stored_view(conn: &Connection, id: &str) -> Result<Option<Record>> {
+    let view: Option<Option<String>> = conn
+        .prepare_cached("SELECT view FROM records WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    match view.flatten() {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|_| Error::Corrupt(format!("record {id}: its stored view does not parse"))),
+    }
+}
+
 /// [`project`] for a record already read from its document.
 pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -> Result<i64> {
     let id = record.id.as_str();
@@ -53,6 +68,7 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
         .optional()?;
     let body = search_body(record);
     let key = stable_hash(&body);
+    let view = serde_json::to_string(record).expect("a record serialises");
     let values = params![
         id,
         record.kind.as_str(),
@@ -61,19 +77,20 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
         record.deleted,
         time::now_secs(),
         bytes,
-        key
+        key,
+        view
     ];
     let rid: i64 = match &existing {
         None => conn
             .prepare_cached(
-                "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING rid",
+                "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key, view)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING rid",
             )?
             .query_row(values, |r| r.get(0))?,
         Some((rid, old_kind, _)) => {
             conn.prepare_cached(
                 "UPDATE records SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5, updated_at = ?6,
-                     doc = ?7, search_key = ?8 WHERE id = ?1",
+                     doc = ?7, search_key = ?8, view = ?9 WHERE id = ?1",
             )?
             .execute(values)?;
             // A kind never changes for a record made by Gridwork, but a hostile document could try.

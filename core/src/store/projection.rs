@@ -44,6 +44,24 @@ pub(crate) fn project(
     }
 }
 
+/// The record as JSON without its empty values (most records have no links, timeline, checklist...),
+/// which `Record` reads back as empty.
+fn compact_view(record: &Record) -> String {
+    let mut value = serde_json::to_value(record).expect("a record serialises");
+    if let serde_json::Value::Object(map) = &mut value {
+        // The id, kind, area and deleted flag always stay: `Record` requires them.
+        map.retain(|k, v| match v {
+            _ if matches!(k.as_str(), "id" | "kind" | "area" | "deleted") => true,
+            serde_json::Value::Null => false,
+            serde_json::Value::String(s) => !s.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            serde_json::Value::Object(o) => !o.is_empty(),
+            _ => true,
+        });
+    }
+    value.to_string()
+}
+
 /// The record view stored with the projection ([`project_record`] writes it): `None` for a record
 /// the store does not have, or whose row predates the view (schema 4) and has not been written since.
 pub(crate) fn stored_view(conn: &Connection, id: &str) -> Result<Option<Record>> {
@@ -68,7 +86,7 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
         .optional()?;
     let body = search_body(record);
     let key = stable_hash(&body);
-    let view = serde_json::to_string(record).expect("a record serialises");
+    let view = compact_view(record);
     let values = params![
         id,
         record.kind.as_str(),

@@ -62,29 +62,41 @@ pub struct Identity {
     pub area: String,
 }
 
-/// A record as read from its document.
+/// A record as read from its document. Every value but the id, kind, area and deleted flag may be
+/// absent when read (an empty one, as the store's compact record views leave them out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     pub kind: Kind,
     pub area: String,
     /// Events only: the area currently responsible for it.
+    #[serde(default)]
     pub responsible: Option<String>,
     pub deleted: bool,
+    #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    #[serde(default)]
     pub attrs: BTreeMap<String, String>,
+    #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
     pub links: Vec<Link>,
+    #[serde(default)]
     pub notes: String,
     /// Events and visits: the append-only timeline.
+    #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
     /// Visits only: ids of the records visited.
+    #[serde(default)]
     pub visited: Vec<String>,
     /// Visits only: checklist answers.
+    #[serde(default)]
     pub checklist: BTreeMap<String, String>,
     /// Visits only: attachments in the order they were added.
+    #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
     /// Fields with concurrent values that nobody has resolved yet.
+    #[serde(default)]
     pub conflicted_fields: Vec<String>,
 }
 

@@ -182,13 +182,10 @@ impl Store {
             // The common bootstrap case: one whole document of a record the store does not have.
             if let Some((other, record)) = preloaded.remove(id) {
                 if heads_before.is_empty() && held.is_empty() && pieces.len() == 1 {
-                    match record {
-                        Some(record) => {
-                            let actor = doc.get_actor().clone();
-                            updated.push((record, other.with_actor(actor), Some(pieces[0].to_vec())));
-                        }
-                        // No kind or area yet: nothing to show or store (as below).
-                        None => {}
+                    // Without a kind or area there is nothing to show or store (as below).
+                    if let Some(record) = record {
+                        let actor = doc.get_actor().clone();
+                        updated.push((record, other.with_actor(actor), Some(pieces[0].to_vec())));
                     }
                     continue;
                 }

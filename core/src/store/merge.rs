@@ -12,7 +12,7 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
 use gridwork_protocol::rules;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A local change waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,9 +141,6 @@ impl Store {
     /// Applies chunks from other devices, one SQLite transaction for the whole batch.
     pub fn apply_remote(&self, chunks: &[RemoteChunk]) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        // Whole documents of records new to the store (a snapshot page) are loaded and read on every
-        // core before the store is locked: that is most of a bootstrap's work.
-        let mut preloaded = preload_documents(chunks);
         let mut inner = self.lock();
         inner.check_writable()?;
         let mut by_record: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
@@ -179,24 +176,14 @@ impl Store {
                 let rows = stmt.query_map([id], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            // The common bootstrap case: one whole document of a record the store does not have.
-            if let Some((other, record)) = preloaded.remove(id) {
-                if heads_before.is_empty() && held.is_empty() && pieces.len() == 1 {
-                    // Without a kind or area there is nothing to show or store (as below).
-                    if let Some(record) = record {
-                        let actor = doc.get_actor().clone();
-                        updated.push((record, other.with_actor(actor), Some(pieces[0].to_vec())));
-                    }
-                    continue;
-                }
-            }
             let mut singles: Vec<Change> = Vec::new();
             let mut taken_whole: Option<Vec<u8>> = None;
             for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
                 // One change is applied as such, so its hash is known for holding; anything else is
                 // read as document chunks (a whole document arrives when a record moves into scope).
-                // A whole document need not be tried as a change first.
-                let is_document = is_document_chunk(bytes);
+                // Automerge chunks start with a 4-byte magic, a 4-byte checksum and the chunk type;
+                // type 0 is a whole document, which need not be tried as a change first.
+                let is_document = bytes.len() > 8 && bytes[8] == 0;
                 let as_change = if is_document {
                     Err(())
                 } else {
@@ -513,70 +500,4 @@ fn field_location<'a>(doc: &Automerge, field: &'a str) -> Result<(automerge::Obj
     let fields =
         doc::root_obj(doc, FIELDS).ok_or_else(|| Error::Corrupt("document lacks fields".into()))?;
     Ok((fields, field))
-}
-
-/// Whether `bytes` is a whole Automerge document: a chunk's 4-byte magic and 4-byte checksum are
-/// followed by its type, 0 for a document.
-fn is_document_chunk(bytes: &[u8]) -> bool {
-    bytes.len() > 8 && bytes[8] == 0
-}
-
-/// Fewer documents than this are loaded on the calling thread.
-const PRELOAD_PARALLEL_AT: usize = 64;
-
-/// Loads the whole documents among `chunks` of records that arrive as exactly one such chunk (a
-/// snapshot page), and reads their record views, spread over the available cores: id -> (document,
-/// view; `None` without a kind or area). A chunk that does not load is left out, and read again (and
-/// quarantined) by the caller's general path; so is any record whose store state makes the preload
-/// unusable (the caller checks).
-fn preload_documents(chunks: &[RemoteChunk]) -> HashMap<&str, (Automerge, Option<Record>)> {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for c in chunks {
-        *count.entry(c.record_id.as_str()).or_default() += 1;
-    }
-    let wanted: Vec<&RemoteChunk> = chunks
-        .iter()
-        .filter(|c| {
-            count[c.record_id.as_str()] == 1
-                && is_document_chunk(&c.bytes)
-                && doc::is_valid_record_id(&c.record_id)
-        })
-        .collect();
-    let load = |part: &[&RemoteChunk]| -> Vec<(usize, Automerge, Option<Record>)> {
-        part.iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let d = Automerge::load(&c.bytes).ok()?;
-                let record = doc::read_record(&c.record_id, &d);
-                Some((i, d, record))
-            })
-            .collect()
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(wanted.len().div_ceil(PRELOAD_PARALLEL_AT).max(1));
-    let per = wanted.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<&[&RemoteChunk]> = wanted.chunks(per).collect();
-    let loaded: Vec<Vec<(usize, Automerge, Option<Record>)>> = if parts.len() <= 1 {
-        parts.iter().map(|p| load(p)).collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = parts
-                .iter()
-                .map(|p| scope.spawn(move || load(p)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
-    let mut out = HashMap::with_capacity(wanted.len());
-    for (part, docs) in parts.iter().zip(loaded) {
-        for (i, d, record) in docs {
-            out.insert(part[i].record_id.as_str(), (d, record));
-        }
-    }
-    out
 }

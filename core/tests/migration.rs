@@ -558,8 +558,10 @@ fn a_row_without_its_view_is_read_from_the_document() {
     let made = store.get(&id).unwrap();
     drop(store);
     let view_of = |conn: &Connection| -> Option<String> {
-        conn.query_row("SELECT view FROM records WHERE id = ?1", [&id], |r| r.get(0))
-            .unwrap()
+        conn.query_row("SELECT view FROM records WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap()
     };
     let conn = raw(&path);
     assert!(view_of(&conn).is_some(), "a write stores the view");

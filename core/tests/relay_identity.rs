@@ -93,10 +93,18 @@ fn the_area_tree_is_fetched_only_when_the_relay_has_a_different_one() {
     };
     let names = || -> Vec<String> { wang.areas().unwrap().into_iter().map(|a| a.name).collect() };
     sync();
-    assert_eq!(relay.script().area_fetches, 1, "the first sync takes the tree");
+    assert_eq!(
+        relay.script().area_fetches,
+        1,
+        "the first sync takes the tree"
+    );
     sync();
     sync();
-    assert_eq!(relay.script().area_fetches, 1, "the same tree is not fetched again");
+    assert_eq!(
+        relay.script().area_fetches,
+        1,
+        "the same tree is not fetched again"
+    );
 
     // An operator renames the grid: the version in /v1/me changes, the device fetches the tree.
     relay.script().areas[3].name = "Grid One".into();

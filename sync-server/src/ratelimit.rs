@@ -136,7 +136,10 @@ mod tests {
         }
         // Empty: a token is back in a second at this rate (give or take the test's own run time).
         let wait = l.check(&1).unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(l.exhausted(&1).is_some());
         assert!(matches!(l.check_known(&1), Some(Err(_))));
         // Another key has its own bucket.

@@ -143,10 +143,7 @@ fn main() {
             .sync(&b_config, &NoProgress, &CancelToken::new())
             .unwrap();
         edit.push(t.elapsed());
-        assert_eq!(
-            fresh.get(&p).unwrap().field("phone"),
-            Some(value.as_str())
-        );
+        assert_eq!(fresh.get(&p).unwrap().field("phone"), Some(value.as_str()));
         let t = Instant::now();
         http.get(format!("{}/v1/health", relay.url()))
             .send()
@@ -157,7 +154,10 @@ fn main() {
     }
     edit.sort();
     health.sort();
-    let slow = edit.iter().filter(|d| **d > Duration::from_millis(500)).count();
+    let slow = edit
+        .iter()
+        .filter(|d| **d > Duration::from_millis(500))
+        .count();
 
     println!("| benchmark | result | baseline (same run) | target |");
     println!("|---|---|---|---|");

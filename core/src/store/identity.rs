@@ -69,7 +69,9 @@ impl Store {
         let covered_before = inner.covered_areas();
         let tree_changed = matches!(tree, Some((_, _, true)));
         let version_changed = match &tree {
-            Some((_, version, _)) => meta(&inner.conn, META_AREAS_VERSION)?.as_ref() != Some(version),
+            Some((_, version, _)) => {
+                meta(&inner.conn, META_AREAS_VERSION)?.as_ref() != Some(version)
+            }
             None => false,
         };
         let identity_changed = identity != inner.identity;

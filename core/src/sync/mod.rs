@@ -906,13 +906,19 @@ mod tests {
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "2")])), ms(2_000));
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "3"), ("retry-after-ms", "soon")])),
+            retry_after(&headers(&[
+                ("retry-after", "3"),
+                ("retry-after-ms", "soon")
+            ])),
             ms(3_000),
             "an unreadable exact wait falls back to Retry-After"
         );
         // An HTTP date (the other form of Retry-After) is not read: the client's own backoff applies.
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")])),
+            retry_after(&headers(&[(
+                "retry-after",
+                "Wed, 21 Oct 2026 07:28:00 GMT"
+            )])),
             None
         );
         assert_eq!(retry_after(&HeaderMap::new()), None);

@@ -3,8 +3,8 @@
 //! protocol crate's wire types, answers taken from a [`Script`] the test changes as it goes.
 #![allow(dead_code)]
 use gridwork_core::sync::{
-    areas_version, AreasResponse, MeResponse, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
-    SnapshotRecord, SnapshotResponse, WireArea,
+    areas_version, AreasResponse, MeResponse, PullResponse, PushRequest, PushResponse, PushResult,
+    PushStatus, SnapshotRecord, SnapshotResponse, WireArea,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -145,15 +145,20 @@ fn val_spec() -> impl Strategy<Value = ValSpec> {
 
 fn op_spec() -> impl Strategy<Value = OpSpec> {
     let what = prop_oneof![5 => Just(What::Put), 2 => Just(What::Insert), 1 => Just(What::Delete)];
-    (any::<usize>(), any::<usize>(), what, prop::bool::weighted(0.9), val_spec()).prop_map(
-        |(target, at, what, honest, value)| OpSpec {
+    (
+        any::<usize>(),
+        any::<usize>(),
+        what,
+        prop::bool::weighted(0.9),
+        val_spec(),
+    )
+        .prop_map(|(target, at, what, honest, value)| OpSpec {
             target,
             at,
             what,
             honest,
             value,
-        },
-    )
+        })
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -186,7 +191,11 @@ fn base(kind: Kind) -> Automerge {
     tx.splice_text(&notes, 0, 0, "visited weekly").unwrap();
     let timeline = tx.put_object(ROOT, TIMELINE, ObjType::List).unwrap();
     let entry = tx.insert_object(&timeline, 0, ObjType::Map).unwrap();
-    for (k, v) in [("at", "2026-11-20T08:00:00Z"), ("by", "wang"), ("action", "create")] {
+    for (k, v) in [
+        ("at", "2026-11-20T08:00:00Z"),
+        ("by", "wang"),
+        ("action", "create"),
+    ] {
         tx.put(&entry, k, v).unwrap();
     }
     if kind == Kind::Visit {
@@ -196,7 +205,12 @@ fn base(kind: Kind) -> Automerge {
         tx.put(&checklist, "q1", "yes").unwrap();
         let attachments = tx.put_object(ROOT, ATTACHMENTS, ObjType::List).unwrap();
         let a = tx.insert_object(&attachments, 0, ObjType::Map).unwrap();
-        for (k, v) in [("sha256", "ab"), ("name", "p.jpg"), ("mime", "image/jpeg"), ("size", "12")] {
+        for (k, v) in [
+            ("sha256", "ab"),
+            ("name", "p.jpg"),
+            ("mime", "image/jpeg"),
+            ("size", "12"),
+        ] {
             tx.put(&a, k, v).unwrap();
         }
     }
@@ -496,5 +510,8 @@ fn a_losing_concurrent_object_is_checked() {
     let expected = Err(shape("`f` holds a value of the wrong type"));
     assert_eq!(read_state(ID, &a), expected);
     assert_eq!(reference_state(ID, &a), expected);
-    assert_eq!(before.after(&a, &change).map(DocState::into_state), expected);
+    assert_eq!(
+        before.after(&a, &change).map(DocState::into_state),
+        expected
+    );
 }

@@ -30,9 +30,9 @@ use crate::storage::{now_secs, Bind, DeviceAuth, PageLimit, Store};
 
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
-    areas_version, AreasResponse, RETRY_AFTER_MS_HEADER, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest, PushResponse,
-    PushResult as WireResult, PushStatus, RegisterRequest, SnapshotRecord, SnapshotResponse,
-    WireArea,
+    areas_version, AreasResponse, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest,
+    PushResponse, PushResult as WireResult, PushStatus, RegisterRequest, SnapshotRecord,
+    SnapshotResponse, WireArea, RETRY_AFTER_MS_HEADER,
 };
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 /// `last_sync_at` is refreshed by reads at most this often (seconds).

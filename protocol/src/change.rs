@@ -315,6 +315,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod bombs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,15 +379,8 @@ mod tests {
 
     #[test]
     fn a_deflate_bomb_is_refused_without_inflating_it() {
-        let zeros = vec![0u8; 64 << 20];
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut enc, &zeros).unwrap();
-        let deflated = enc.finish().unwrap();
-        assert!(deflated.len() < 100_000);
-        let mut chunk = MAGIC.to_vec();
-        chunk.extend_from_slice(&[0, 0, 0, 0, TYPE_COMPRESSED]);
-        write_uleb(&mut chunk, deflated.len() as u64);
-        chunk.extend_from_slice(&deflated);
+        let chunk = bombs::deflate_bomb();
+        assert!(chunk.len() < 100_000);
         assert_eq!(
             inspect(&chunk, 1 << 20, 1000),
             Err(Defect::TooLarge { limit: 1 << 20 })
@@ -422,46 +418,9 @@ mod tests {
         assert_eq!(ok.ops, 5_001);
     }
 
-    /// A hand-made change whose action column is one run of a billion operations: a few dozen bytes.
-    fn billion_op_change() -> Vec<u8> {
-        let mut data = vec![0u8]; // no dependencies
-        data.push(16);
-        data.extend_from_slice(&[7u8; 16]); // actor
-        data.extend_from_slice(&[1, 1, 0, 0, 0]); // seq 1, start op 1, time 0, no message, no actors
-        let mut column = Vec::new();
-        // sLEB 1,000,000,000 then the repeated value 1 (uLEB).
-        let mut n: i64 = 1_000_000_000;
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if (n == 0 && byte & 0x40 == 0) || (n == -1 && byte & 0x40 != 0) {
-                column.push(byte);
-                break;
-            }
-            column.push(byte | 0x80);
-        }
-        column.push(1);
-        data.push(1); // one column
-        write_uleb(&mut data, (4 << 4) | 2); // the action column, integer RLE
-        write_uleb(&mut data, column.len() as u64);
-        data.extend_from_slice(&column);
-        let mut head = vec![TYPE_CHANGE];
-        write_uleb(&mut head, data.len() as u64);
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(&head)
-            .chain_update(&data)
-            .finalize()
-            .into();
-        let mut chunk = MAGIC.to_vec();
-        chunk.extend_from_slice(&hash[..4]);
-        chunk.extend_from_slice(&head);
-        chunk.extend_from_slice(&data);
-        chunk
-    }
-
     #[test]
     fn a_billion_operations_in_a_few_bytes_are_refused_at_once() {
-        let bomb = billion_op_change();
+        let bomb = bombs::billion_op_change();
         assert!(bomb.len() < 64, "{}", bomb.len());
         // Counting runs is proportional to the bytes; decoding the operations would not end here.
         assert_eq!(

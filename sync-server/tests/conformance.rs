@@ -16,6 +16,7 @@ use automerge::{ActorId, Automerge, Change, ROOT};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use common::*;
+use gridwork_protocol::change::bombs::{billion_op_change, chunk, deflate_bomb};
 use gridwork_protocol::doc::{self as layout, ChangeNote};
 use gridwork_server::{
     start, Admin, AreaLevel, Limits, RelayKey, Role, RunningServer, ServerConfig, StorageConfig,
@@ -1448,68 +1449,6 @@ async fn refuses_bad_checksums(b: Backend) {
     assert_eq!(res[0]["hash"], "");
     assert_eq!(env.push1("wa", &r, c1).await["status"], "accepted");
     env.stop().await;
-}
-
-fn uleb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A chunk of the Automerge binary format: magic, the first 4 bytes of SHA-256 over `type length
-/// data` of the uncompressed change, then `chunk_type`, the length and `body`.
-fn chunk(checksum_of: &[u8], chunk_type: u8, body: &[u8]) -> Vec<u8> {
-    let mut head = vec![1u8];
-    uleb(&mut head, checksum_of.len() as u64);
-    let hash = Sha256::new()
-        .chain_update(&head)
-        .chain_update(checksum_of)
-        .finalize();
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83];
-    out.extend_from_slice(&hash[..4]);
-    out.push(chunk_type);
-    uleb(&mut out, body.len() as u64);
-    out.extend_from_slice(body);
-    out
-}
-
-/// 64 MiB of zeros deflated into a compressed change chunk of ~65 KB.
-fn deflate_bomb() -> Vec<u8> {
-    let zeros = vec![0u8; 64 << 20];
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    std::io::Write::write_all(&mut enc, &zeros).unwrap();
-    chunk(&zeros, 2, &enc.finish().unwrap())
-}
-
-/// A change whose action column is one run of a billion operations, in a few dozen bytes (see
-/// `billion_op_change` in protocol/src/change.rs).
-fn billion_op_change() -> Vec<u8> {
-    let mut data = vec![0u8, 16];
-    data.extend_from_slice(&[7u8; 16]);
-    data.extend_from_slice(&[1, 1, 0, 0, 0]);
-    let mut column = Vec::new();
-    let mut n: i64 = 1_000_000_000;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if (n == 0 && byte & 0x40 == 0) || (n == -1 && byte & 0x40 != 0) {
-            column.push(byte);
-            break;
-        }
-        column.push(byte | 0x80);
-    }
-    column.push(1);
-    data.push(1);
-    uleb(&mut data, (4 << 4) | 2);
-    uleb(&mut data, column.len() as u64);
-    data.extend_from_slice(&column);
-    chunk(&data, 1, &data)
 }
 
 /// Bombs are refused from their bytes, before Automerge parses them (it would inflate 64 MiB, or

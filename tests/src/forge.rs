@@ -13,7 +13,6 @@ use base64::Engine as _;
 use gridwork_core::doc::{self as layout, ChangeNote};
 use gridwork_core::Role;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -256,73 +255,7 @@ impl Stored {
 
 // ---- bombs: changes whose bytes are small and whose cost is not ----
 
-fn uleb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A chunk of the Automerge binary format: magic, the first 4 bytes of SHA-256 over `type length data`
-/// of the uncompressed change (`checksum_of`), then `chunk_type`, the length and `body`.
-pub fn chunk(checksum_of: &[u8], chunk_type: u8, body: &[u8]) -> Vec<u8> {
-    let mut head = vec![1u8];
-    uleb(&mut head, checksum_of.len() as u64);
-    let hash = Sha256::new()
-        .chain_update(&head)
-        .chain_update(checksum_of)
-        .finalize();
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83];
-    out.extend_from_slice(&hash[..4]);
-    out.push(chunk_type);
-    uleb(&mut out, body.len() as u64);
-    out.extend_from_slice(body);
-    out
-}
-
-/// An inflate bomb: a compressed change chunk of ~65 KB holding 64 MiB of zeros. Made once per test
-/// process (deflating 64 MiB takes seconds in a debug build).
-pub fn deflate_bomb() -> Vec<u8> {
-    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
-    BOMB.get_or_init(|| {
-        let zeros = vec![0u8; 64 << 20];
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut enc, &zeros).unwrap();
-        chunk(&zeros, 2, &enc.finish().unwrap())
-    })
-    .clone()
-}
-
-/// An operation-count bomb: a change of a few dozen bytes whose action column is one run-length
-/// encoded run of a billion operations.
-pub fn billion_op_change() -> Vec<u8> {
-    let mut data = vec![0u8, 16];
-    data.extend_from_slice(&[7u8; 16]);
-    data.extend_from_slice(&[1, 1, 0, 0, 0]);
-    // The run length, signed LEB128.
-    let mut column = Vec::new();
-    let mut n: i64 = 1_000_000_000;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if (n == 0 && byte & 0x40 == 0) || (n == -1 && byte & 0x40 != 0) {
-            column.push(byte);
-            break;
-        }
-        column.push(byte | 0x80);
-    }
-    column.push(1);
-    data.push(1);
-    uleb(&mut data, (4 << 4) | 2);
-    uleb(&mut data, column.len() as u64);
-    data.extend_from_slice(&column);
-    chunk(&data, 1, &data)
-}
+pub use gridwork_protocol::change::bombs::{billion_op_change, chunk, deflate_bomb};
 
 // ---- requests whose body the relay may refuse before reading it all ----
 

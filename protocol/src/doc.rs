@@ -476,24 +476,8 @@ struct Sink<'r> {
 impl DocState {
     /// Reads the state of record `id` from its whole document.
     pub fn read<D: ReadDoc>(id: &str, doc: &D) -> Result<DocState, ShapeError> {
-        let mut record = Record {
-            id: id.to_owned(),
-            // Set below: a document without a valid kind and area has no state.
-            kind: Kind::Person,
-            area: String::new(),
-            responsible: None,
-            deleted: false,
-            fields: BTreeMap::new(),
-            attrs: BTreeMap::new(),
-            tags: Vec::new(),
-            links: Vec::new(),
-            notes: String::new(),
-            timeline: Vec::new(),
-            visited: Vec::new(),
-            checklist: BTreeMap::new(),
-            attachments: Vec::new(),
-            conflicted_fields: Vec::new(),
-        };
+        // Kind and area set below: a document without a valid kind and area has no state.
+        let mut record = Record::empty(id, Kind::Person, String::new());
         let (mut sources, mut homes) = (ConflictSources::default(), HashMap::new());
         let mut sink = Sink {
             record: &mut record,

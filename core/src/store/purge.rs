@@ -9,7 +9,7 @@ use super::{Inner, Store};
 use crate::error::Result;
 use crate::model::{Kind, Record};
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 impl Inner {
     /// Removes the records among `candidates` (every record when None) that this user does not see
@@ -132,21 +132,8 @@ pub(crate) fn delete_record(tx: &Connection, id: &str) -> Result<()> {
 /// `Actor::sees` without loading the document.
 fn placement(kind: Kind, area: String, responsible: Option<String>) -> Record {
     Record {
-        id: String::new(),
-        kind,
-        area,
         responsible,
-        deleted: false,
-        fields: BTreeMap::new(),
-        attrs: BTreeMap::new(),
-        tags: Vec::new(),
-        links: Vec::new(),
-        notes: String::new(),
-        timeline: Vec::new(),
-        visited: Vec::new(),
-        checklist: BTreeMap::new(),
-        attachments: Vec::new(),
-        conflicted_fields: Vec::new(),
+        ..Record::empty(String::new(), kind, area)
     }
 }
 

@@ -101,6 +101,27 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of `kind` in `area` with nothing else: no responsible area, not deleted, no values.
+    pub fn empty(id: impl Into<String>, kind: Kind, area: impl Into<String>) -> Record {
+        Record {
+            id: id.into(),
+            kind,
+            area: area.into(),
+            responsible: None,
+            deleted: false,
+            fields: BTreeMap::new(),
+            attrs: BTreeMap::new(),
+            tags: Vec::new(),
+            links: Vec::new(),
+            notes: String::new(),
+            timeline: Vec::new(),
+            visited: Vec::new(),
+            checklist: BTreeMap::new(),
+            attachments: Vec::new(),
+            conflicted_fields: Vec::new(),
+        }
+    }
+
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
     }

@@ -57,23 +57,7 @@ fn op() -> Actor {
 }
 
 fn base(kind: Kind, area: &str) -> Record {
-    Record {
-        id: "0123456789abcdef0123456789abcdef".into(),
-        kind,
-        area: area.into(),
-        responsible: None,
-        deleted: false,
-        fields: BTreeMap::new(),
-        attrs: BTreeMap::new(),
-        tags: Vec::new(),
-        links: Vec::new(),
-        notes: String::new(),
-        timeline: Vec::new(),
-        visited: Vec::new(),
-        checklist: BTreeMap::new(),
-        attachments: Vec::new(),
-        conflicted_fields: Vec::new(),
-    }
+    Record::empty("0123456789abcdef0123456789abcdef", kind, area)
 }
 
 fn set(mut r: Record, field: &str, value: &str) -> Record {

@@ -1867,7 +1867,7 @@ async fn head_links_readable_attachments_to_own_records(b: Backend) {
     let other = hex::encode(Sha256::digest(b"not uploaded"));
     assert_eq!(head_linking(&env, "wa", &other, &r).await, (404, None));
     // The caller's own upload in progress answers where it stands, record or not.
-    let part = put_chunk(&env, "wa", &other, &r, &vec![1u8; 20], 0, 10).await;
+    let part = put_chunk(&env, "wa", &other, &r, &[1u8; 20], 0, 10).await;
     assert_eq!(part.status().as_u16(), 200);
     assert_eq!(
         head_linking(&env, "wa", &other, &r).await,

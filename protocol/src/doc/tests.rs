@@ -282,7 +282,7 @@ fn put_value(tx: &mut impl Transactable, obj: &ObjId, prop: Prop, value: &ValSpe
 fn honest_root_value(key: &str, pick: usize) -> ValSpec {
     match slot(key) {
         Some(Slot::Str) => ValSpec::Str(pick % 7),
-        Some(Slot::Bool) => ValSpec::Bool(pick % 2 == 0),
+        Some(Slot::Bool) => ValSpec::Bool(pick.is_multiple_of(2)),
         Some(Slot::StrMap | Slot::SetMap) => ValSpec::Map,
         Some(Slot::Text) => ValSpec::Text,
         Some(Slot::ListOfMaps) => ValSpec::List,
@@ -325,7 +325,7 @@ fn make(tx: &mut impl Transactable, objs: &[Obj], op: &OpSpec) {
                 (key, value)
             } else {
                 // Honest edits favour a few keys, so that concurrent ones meet (conflicts).
-                let keys = if op.honest && op.at % 2 == 0 {
+                let keys = if op.honest && op.at.is_multiple_of(2) {
                     &INNER_KEYS[..5]
                 } else {
                     &INNER_KEYS[..]

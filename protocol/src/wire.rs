@@ -1,6 +1,7 @@
 //! JSON bodies of the relay's HTTP API (docs/protocol.md, sync-server/openapi.yaml). The device's sync
 //! client and the relay's handlers are both compiled against these definitions, so they cannot drift.
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Version of the HTTP protocol; `GET /v1/health` reports it.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -141,6 +142,11 @@ pub struct PullItem {
     pub seq: u64,
     pub record: String,
     pub bytes: String,
+    /// The relay's record view ([`crate::model::Record::compact_json`]) of the record once this
+    /// item is applied; sent only on the record's latest entry, so a device holding nothing else of
+    /// the record's may store it without loading the document (it checks it when it does load it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +160,10 @@ pub struct PullResponse {
 pub struct SnapshotRecord {
     pub record: String,
     pub bytes: String,
+    /// The relay's record view of the document (see [`PullItem::view`]); absent for records the relay
+    /// stored before it kept views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

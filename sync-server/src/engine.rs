@@ -288,6 +288,11 @@ pub struct RecordWrite {
     pub keys_changed: bool,
     /// Whether a row already exists in the database.
     pub existed: bool,
+    /// The record view of the new document ([`Record::compact_json`]), sent to devices with it so
+    /// that they need not load the document to list and search it.
+    ///
+    /// [`Record::compact_json`]: gridwork_protocol::model::Record::compact_json
+    pub view: Option<String>,
 }
 
 /// Everything a backend writes for a batch, in one transaction.
@@ -643,6 +648,12 @@ impl Engine {
                 w.stored = w.doc.save();
                 w.tail = 0;
             }
+            let view = match &w.state {
+                Some(s) => Some(s.state().record.compact_json()),
+                None => DocState::read(&id, &w.doc)
+                    .ok()
+                    .map(|s| s.state().record.compact_json()),
+            };
             let paths = w.current_paths(&self.areas);
             let keys_changed = !w.in_db || paths != w.stored_paths;
             let keys = if keys_changed {
@@ -658,6 +669,7 @@ impl Engine {
                 keys,
                 keys_changed,
                 existed: w.in_db,
+                view,
             });
         }
         plan

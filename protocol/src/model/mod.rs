@@ -100,6 +100,56 @@ pub struct Record {
     pub conflicted_fields: Vec<String>,
 }
 
+/// [`Record`] serialised without its empty values (the id, kind, area and deleted flag always stay:
+/// `Record` requires them).
+struct Compact<'a>(&'a Record);
+
+impl Serialize for Compact<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &r.id)?;
+        m.serialize_entry("kind", &r.kind)?;
+        m.serialize_entry("area", &r.area)?;
+        if let Some(v) = r.responsible.as_ref().filter(|v| !v.is_empty()) {
+            m.serialize_entry("responsible", v)?;
+        }
+        m.serialize_entry("deleted", &r.deleted)?;
+        if !r.fields.is_empty() {
+            m.serialize_entry("fields", &r.fields)?;
+        }
+        if !r.attrs.is_empty() {
+            m.serialize_entry("attrs", &r.attrs)?;
+        }
+        if !r.tags.is_empty() {
+            m.serialize_entry("tags", &r.tags)?;
+        }
+        if !r.links.is_empty() {
+            m.serialize_entry("links", &r.links)?;
+        }
+        if !r.notes.is_empty() {
+            m.serialize_entry("notes", &r.notes)?;
+        }
+        if !r.timeline.is_empty() {
+            m.serialize_entry("timeline", &r.timeline)?;
+        }
+        if !r.visited.is_empty() {
+            m.serialize_entry("visited", &r.visited)?;
+        }
+        if !r.checklist.is_empty() {
+            m.serialize_entry("checklist", &r.checklist)?;
+        }
+        if !r.attachments.is_empty() {
+            m.serialize_entry("attachments", &r.attachments)?;
+        }
+        if !r.conflicted_fields.is_empty() {
+            m.serialize_entry("conflicted_fields", &r.conflicted_fields)?;
+        }
+        m.end()
+    }
+}
+
 impl Record {
     /// A record of `kind` in `area` with nothing else: no responsible area, not deleted, no values.
     pub fn empty(id: impl Into<String>, kind: Kind, area: impl Into<String>) -> Record {
@@ -124,6 +174,13 @@ impl Record {
 
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
+    }
+
+    /// The record as compact JSON: without its empty values (most records have no links, timeline,
+    /// checklist...), which `Record` reads back as empty. The device stores it as its record view and
+    /// the relay sends it with snapshot and pull pages (the device's projection of the document).
+    pub fn compact_json(&self) -> String {
+        serde_json::to_string(&Compact(self)).expect("a record serialises")
     }
 }
 
@@ -189,4 +246,64 @@ pub struct Conflict {
     pub kind: Kind,
     pub field: String,
     pub values: Vec<ConflictValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compact_view_leaves_out_empty_values_and_reads_back_equal() {
+        let empty = Record::empty("a".repeat(32), Kind::Place, "g1");
+        assert_eq!(
+            empty.compact_json(),
+            format!(
+                r#"{{"id":"{}","kind":"place","area":"g1","deleted":false}}"#,
+                "a".repeat(32)
+            )
+        );
+        assert_eq!(
+            serde_json::from_str::<Record>(&empty.compact_json()).unwrap(),
+            empty
+        );
+        let mut full = Record::empty("b".repeat(32), Kind::Event, "g2");
+        full.responsible = Some("c1".into());
+        full.deleted = true;
+        full.fields.insert("title".into(), "漏水".into());
+        full.attrs.insert("floor".into(), "3".into());
+        full.tags = vec!["urgent".into()];
+        full.links = vec![Link {
+            link_type: LinkType::InvolvedIn,
+            target: "c".repeat(32),
+        }];
+        full.notes = "a \"quoted\" note".into();
+        full.timeline = vec![TimelineEntry {
+            at: "2026-11-22T08:00:00Z".into(),
+            by: "wang".into(),
+            action: "report".into(),
+            from: None,
+            to: Some("reported".into()),
+            comment: None,
+        }];
+        full.visited = vec!["d".repeat(32)];
+        full.checklist.insert("ok".into(), "yes".into());
+        full.attachments = vec![AttachmentRef {
+            sha256: "e".repeat(64),
+            name: "photo.jpg".into(),
+            mime: "image/jpeg".into(),
+            size: 3,
+        }];
+        full.conflicted_fields = vec!["title".into()];
+        let json = full.compact_json();
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), full);
+        // Every value is there: the same as the full serialisation, read back.
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+            serde_json::to_value(&full).unwrap()
+        );
+        // An empty responsible area is left out like a missing one.
+        let mut blank = empty.clone();
+        blank.responsible = Some(String::new());
+        assert!(!blank.compact_json().contains("responsible"));
+    }
 }

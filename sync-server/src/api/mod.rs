@@ -534,12 +534,19 @@ async fn pull(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, A
                 seq: i.seq as u64,
                 record: i.record,
                 bytes: B64.encode(&i.bytes),
+                view: raw_view(i.view),
             })
             .collect(),
         cursor: page.cursor as u64,
         more: page.more,
     };
     Ok(Json(out).into_response())
+}
+
+/// A stored record view as it goes on the wire: embedded as JSON (the relay wrote it; a row that is
+/// somehow not JSON is sent without a view, and the device reads the document instead).
+fn raw_view(view: Option<String>) -> Option<Box<serde_json::value::RawValue>> {
+    view.and_then(|v| serde_json::value::RawValue::from_string(v).ok())
 }
 
 async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
@@ -561,9 +568,10 @@ async fn snapshot(State(st): St, Caller(c): Caller, q: Params) -> Result<Respons
             records: page
                 .records
                 .into_iter()
-                .map(|(record, bytes)| SnapshotRecord {
-                    record,
-                    bytes: B64.encode(&bytes),
+                .map(|r| SnapshotRecord {
+                    record: r.id,
+                    bytes: B64.encode(&r.doc),
+                    view: raw_view(r.view),
                 })
                 .collect(),
             next: page.next,

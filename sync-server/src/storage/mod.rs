@@ -106,6 +106,8 @@ pub struct RawEntry {
     /// For entries other than plain changes: the size of the record's stored document (what a
     /// whole-document delivery weighs).
     pub doc_len: Option<i64>,
+    /// The record's view when this entry is the record's latest (its `version`).
+    pub view: Option<String>,
 }
 
 impl RawEntry {
@@ -125,7 +127,8 @@ impl RawEntry {
     /// The bytes this entry adds to a caller's page (counted by backends while reading, so a page's
     /// memory stays bounded).
     pub fn page_bytes(&self, scope: &Scope) -> usize {
-        match self.doc_len {
+        let view = self.view.as_ref().map_or(0, String::len);
+        view + match self.doc_len {
             Some(n) if self.needs_doc(scope) => usize::try_from(n).unwrap_or(usize::MAX),
             _ => self.bytes.len(),
         }
@@ -188,6 +191,8 @@ pub struct PullItem {
     pub seq: i64,
     pub record: String,
     pub bytes: Vec<u8>,
+    /// The record's view after this item, on its latest entry only.
+    pub view: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,8 +205,23 @@ pub struct PullPage {
 #[derive(Debug, Clone)]
 pub struct SnapshotPage {
     pub cursor: i64,
-    pub records: Vec<(String, Vec<u8>)>,
+    pub records: Vec<SnapshotRow>,
     pub next: Option<String>,
+}
+
+/// A record of a snapshot page: its id, stored document and view (absent for rows stored before the
+/// relay kept views).
+#[derive(Debug, Clone)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub doc: Vec<u8>,
+    pub view: Option<String>,
+}
+
+impl SnapshotRow {
+    pub fn weight(&self) -> usize {
+        self.doc.len() + self.view.as_ref().map_or(0, String::len)
+    }
 }
 
 /// Most open upload sessions per device. Starting another drops the device's least recently used one
@@ -784,6 +804,7 @@ fn finish_pull(raw: RawPull, scope: &Scope, after: i64, limit: PageLimit) -> Pul
             seq: e.seq,
             record: e.record,
             bytes: item_bytes,
+            view: e.view,
         });
     }
     let more = full || !raw.complete;
@@ -821,22 +842,21 @@ pub fn now_millis() -> i64 {
 
 /// Turns the rows a backend read for a snapshot page into the page: records in order while the page
 /// has room (by count and by bytes, at least one record).
-fn finish_snapshot(head: i64, read: PageRows<(String, Vec<u8>)>, limit: PageLimit) -> SnapshotPage {
+fn finish_snapshot(head: i64, read: PageRows<SnapshotRow>, limit: PageLimit) -> SnapshotPage {
     let mut records = Vec::new();
     let mut bytes = 0usize;
     let mut full = false;
-    for (i, (id, doc)) in read.rows.into_iter().enumerate() {
-        if i == limit.items
-            || (!records.is_empty() && bytes.saturating_add(doc.len()) > limit.bytes)
-        {
+    for (i, row) in read.rows.into_iter().enumerate() {
+        let weight = row.weight();
+        if i == limit.items || (!records.is_empty() && bytes.saturating_add(weight) > limit.bytes) {
             full = true;
             break;
         }
-        bytes += doc.len();
-        records.push((id, doc));
+        bytes += weight;
+        records.push(row);
     }
     let next = if full || !read.complete {
-        records.last().map(|r| r.0.clone())
+        records.last().map(|r: &SnapshotRow| r.id.clone())
     } else {
         None
     };

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_device_no_held.sql"),
     include_str!("../../migrations/postgres/0003_authority.sql"),
     include_str!("../../migrations/postgres/0004_upload_sessions.sql"),
+    include_str!("../../migrations/postgres/0005_record_views.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -178,7 +179,8 @@ impl PgStore {
         let columns = "c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads,
                        c.device IS NOT DISTINCT FROM $4,
                        CASE WHEN c.kind <> 0
-                            THEN (SELECT octet_length(doc)::bigint FROM records WHERE id = c.record) END";
+                            THEN (SELECT octet_length(doc)::bigint FROM records WHERE id = c.record) END,
+                       (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
         let rows = if scope.is_operator() {
             let st = c
                 .prepare_cached(&format!(
@@ -214,6 +216,7 @@ impl PgStore {
                 heads: r.get(5),
                 own: r.get(6),
                 doc_len: r.get(7),
+                view: r.get(8),
             };
             let size = e.page_bytes(scope);
             if !page.push(e, size) {
@@ -262,14 +265,14 @@ impl PgStore {
         let rows = if scope.is_operator() {
             let params: [&(dyn ToSql + Sync); 2] = [&after, &n];
             c.query_raw(
-                "SELECT id, doc FROM records WHERE id > $1 AND length(doc) > 0 ORDER BY id LIMIT $2",
+                "SELECT id, doc, view FROM records WHERE id > $1 AND length(doc) > 0 ORDER BY id LIMIT $2",
                 params,
             )
             .await?
         } else {
             let params: [&(dyn ToSql + Sync); 3] = [&after, &n, &scope.prefix];
             c.query_raw(
-                "SELECT r.id, r.doc FROM record_scope s JOIN records r ON r.id = s.record
+                "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
                  WHERE s.key = $3 AND s.record > $1 AND length(r.doc) > 0
                  ORDER BY s.record LIMIT $2",
                 params,
@@ -279,9 +282,13 @@ impl PgStore {
         let mut rows = std::pin::pin!(rows);
         let mut page = PageRows::new(limit);
         while let Some(r) = rows.try_next().await? {
-            let doc: Vec<u8> = r.get(1);
-            let size = doc.len();
-            if !page.push((r.get(0), doc), size) {
+            let row = SnapshotRow {
+                id: r.get(0),
+                doc: r.get(1),
+                view: r.get(2),
+            };
+            let size = row.weight();
+            if !page.push(row, size) {
                 break;
             }
         }
@@ -1270,12 +1277,13 @@ async fn write_plan<C: GenericClient>(
             .map(|r| first_seq + r.last_entry as i64)
             .collect();
         let paths: Vec<String> = plan.records.iter().map(|r| join_paths(&r.paths)).collect();
+        let views: Vec<Option<&str>> = plan.records.iter().map(|r| r.view.as_deref()).collect();
         tx.execute(
-            "INSERT INTO records (id, doc, version, paths)
-             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[])
+            "INSERT INTO records (id, doc, version, paths, view)
+             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[], $5::text[])
              ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version,
-                                            paths = excluded.paths",
-            &[&ids, &docs, &versions, &paths],
+                                            paths = excluded.paths, view = excluded.view",
+            &[&ids, &docs, &versions, &paths, &views],
         )
         .await?;
         let changed: Vec<&str> = plan

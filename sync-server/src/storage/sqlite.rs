@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_device_no_held.sql"),
     include_str!("../../migrations/sqlite/0003_authority.sql"),
     include_str!("../../migrations/sqlite/0004_upload_sessions.sql"),
+    include_str!("../../migrations/sqlite/0005_record_views.sql"),
 ];
 
 /// Most changes grouped into one write transaction.
@@ -467,12 +468,14 @@ impl SqliteStore {
                     heads: r.get(5)?,
                     own: r.get(6)?,
                     doc_len: r.get(7)?,
+                    view: r.get(8)?,
                 })
             };
             let n = (limit.items + 1) as i64;
             // Entries other than plain changes may be delivered as the whole document: their weight
             // is the document's.
-            let doc_len = "CASE WHEN c.kind <> 0 THEN (SELECT length(doc) FROM records WHERE id = c.record) END";
+            let doc_len = "CASE WHEN c.kind <> 0 THEN (SELECT length(doc) FROM records WHERE id = c.record) END,
+                 (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
             let mut st = if scope.is_operator() {
                 tx.prepare_cached(&format!(
                     "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {doc_len}
@@ -539,11 +542,11 @@ impl SqliteStore {
             let n = (limit.items + 1) as i64;
             let mut st = if scope.is_operator() {
                 tx.prepare_cached(
-                    "SELECT id, doc FROM records WHERE id > ?1 AND length(doc) > 0 ORDER BY id LIMIT ?2",
+                    "SELECT id, doc, view FROM records WHERE id > ?1 AND length(doc) > 0 ORDER BY id LIMIT ?2",
                 )?
             } else {
                 tx.prepare_cached(
-                    "SELECT r.id, r.doc FROM record_scope s JOIN records r ON r.id = s.record
+                    "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
                      WHERE s.key = ?3 AND s.record > ?1 AND length(r.doc) > 0
                      ORDER BY s.record LIMIT ?2",
                 )?
@@ -555,9 +558,13 @@ impl SqliteStore {
             };
             let mut page = PageRows::new(limit);
             while let Some(r) = rows.next()? {
-                let doc: Vec<u8> = r.get(1)?;
-                let size = doc.len();
-                if !page.push((r.get(0)?, doc), size) {
+                let row = SnapshotRow {
+                    id: r.get(0)?,
+                    doc: r.get(1)?,
+                    view: r.get(2)?,
+                };
+                let size = row.weight();
+                if !page.push(row, size) {
                     break;
                 }
             }
@@ -1509,18 +1516,19 @@ fn write_plan(tx: &Connection, plan: &Plan, first_seq: i64, jobs: &[PushJob]) ->
         .collect();
     let paths: Vec<String> = plan.records.iter().map(|r| join_paths(&r.paths)).collect();
     {
-        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(plan.records.len() * 4);
+        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(plan.records.len() * 5);
         for ((r, v), paths) in plan.records.iter().zip(&versions).zip(&paths) {
             p.push(&r.id);
             p.push(&r.doc);
             p.push(v);
             p.push(paths);
+            p.push(&r.view);
         }
         insert_many(
             tx,
-            "INSERT INTO records (id, doc, version, paths)",
-            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version, paths = excluded.paths",
-            4,
+            "INSERT INTO records (id, doc, version, paths, view)",
+            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version, paths = excluded.paths, view = excluded.view",
+            5,
             &p,
         )?;
     }

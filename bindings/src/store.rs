@@ -343,6 +343,23 @@ impl GridworkStore {
         Ok(self.store.outbox_len()?)
     }
 
+    /// Records stored from the relay's view at sync whose documents have not been loaded (and the view
+    /// checked against them) yet.
+    pub fn unchecked_views(&self) -> Result<u64> {
+        Ok(self.store.unchecked_views()?)
+    }
+
+    /// Checks up to `max` such records against their documents (for an app to call while idle);
+    /// returns how many were checked. A view that differed is repaired and counted.
+    pub fn check_views(&self, max: u32) -> Result<u64> {
+        Ok(self.store.check_views(max)?)
+    }
+
+    /// How many records the relay sent a view of that their document did not read as.
+    pub fn view_repairs(&self) -> Result<u64> {
+        Ok(self.store.view_repairs()?)
+    }
+
     /// Local changes the relay refused (with its reason, detail and a message for the user), and
     /// chunks from the relay that could not be applied.
     pub fn quarantined(&self) -> Result<Vec<QuarantinedChange>> {

@@ -47,6 +47,7 @@ fn a_user_moved_to_another_grid_gets_the_new_grid_and_loses_the_old_one() {
         script.snapshot = vec![SnapshotRecord {
             record: theirs.clone(),
             bytes: base64_of(&other.export_document(&theirs).unwrap()),
+            view: None,
         }];
     }
     let moved = wang

@@ -122,6 +122,11 @@ fn offline_edits_converge_and_conflicts_resolve_on_every_device() {
             Some("approved")
         );
         assert_eq!(d.store.outbox_len().unwrap(), 0);
+        // What the relay sent as its view of each record reads as the documents do (the conflict,
+        // the tag, the reviewed visit's timeline), so checking them all repairs nothing.
+        d.store.check_views(u32::MAX).unwrap();
+        assert_eq!(d.store.unchecked_views().unwrap(), 0);
+        assert_eq!(d.store.view_repairs().unwrap(), 0);
     }
 }
 
@@ -805,6 +810,13 @@ fn a_new_device_bootstraps_from_a_snapshot_then_pulls() {
         .unwrap();
     assert_eq!(report.bootstrapped, 120);
     assert!(progress.lock().unwrap().contains(&SyncPhase::Bootstrapping));
+    // Stored from the relay's views, without loading a document; they read as the documents do.
+    assert_eq!(fresh.store.unchecked_views().unwrap(), 120);
+    for id in a.store.record_ids().unwrap().iter().step_by(7) {
+        assert_eq!(fresh.store.get(id).unwrap(), a.store.get(id).unwrap());
+    }
+    assert_eq!(fresh.store.check_views(u32::MAX).unwrap(), 120);
+    assert_eq!(fresh.store.view_repairs().unwrap(), 0);
     assert_eq!(
         fresh
             .store

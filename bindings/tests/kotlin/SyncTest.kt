@@ -137,6 +137,11 @@ class SyncTest {
                 assertTrue(pushed.pushed >= 1u, "pushed ${pushed.pushed}")
                 li.sync(config("li"), null)
                 assertEquals("张伟", li.get(id).fields["name"])
+                // Stored from the relay's view of the record; checked against the document on demand.
+                assertEquals(1uL, li.uncheckedViews(), "stored from the relay's view")
+                assertEquals(1uL, li.checkViews(100u))
+                assertEquals(0uL, li.uncheckedViews())
+                assertEquals(0uL, li.viewRepairs())
 
                 // Offline, both edit him: the same field (phone) and different ones.
                 wang.update(id, Update(fields = mapOf("phone" to "+86 131 1111 1111"), addTags = listOf("needs care")))

@@ -252,6 +252,8 @@ pub fn whoami(ctx: &Ctx) -> CliResult<()> {
     let outbox = ctx.store.outbox_len()?;
     let quarantined = ctx.store.quarantined()?.len();
     let conflicts = ctx.store.conflicts()?.len();
+    let unchecked = ctx.store.unchecked_views()?;
+    let repaired = ctx.store.view_repairs()?;
     let value = serde_json::json!({
         "identity": me,
         "identity_confirmed": confirmed,
@@ -259,11 +261,14 @@ pub fn whoami(ctx: &Ctx) -> CliResult<()> {
         "outbox": outbox,
         "quarantined": quarantined,
         "conflicts": conflicts,
+        "relay_views_unchecked": unchecked,
+        "relay_views_repaired": repaired,
     });
     ctx.print(&value, || {
         format!(
             "user        {}\ndevice      {}\nrole        {}\narea        {}\nidentity    {}\n\
-             store       {}\noutbox      {}\nquarantine  {}\nconflicts   {}\n",
+             store       {}\noutbox      {}\nquarantine  {}\nconflicts   {}\n\
+             relay views {} not checked against their documents yet, {} repaired\n",
             me.user_id,
             me.device_id,
             me.role,
@@ -276,7 +281,9 @@ pub fn whoami(ctx: &Ctx) -> CliResult<()> {
             ctx.store.path().display(),
             output::count(outbox as usize, "change"),
             output::count(quarantined, "change"),
-            conflicts
+            conflicts,
+            unchecked,
+            repaired
         )
     });
     Ok(())

@@ -12,7 +12,7 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
 use gridwork_protocol::rules;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A local change waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,165 +140,292 @@ impl Store {
 
     /// Applies chunks from other devices, one SQLite transaction for the whole batch.
     pub fn apply_remote(&self, chunks: &[RemoteChunk]) -> Result<ApplyReport> {
-        let mut report = ApplyReport::default();
-        let mut inner = self.lock();
-        inner.check_writable()?;
-        let mut by_record: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
-        // (record id or "-", bytes, reason) of chunks that cannot be read.
-        let mut bad: Vec<(String, Vec<u8>, String)> = Vec::new();
-        for chunk in chunks {
-            if doc::is_valid_record_id(&chunk.record_id) {
-                by_record
-                    .entry(chunk.record_id.as_str())
-                    .or_default()
-                    .push(&chunk.bytes);
-            } else {
-                bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
-            }
-        }
-        // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
-        // (bootstrap), so it is not saved again.
-        let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
-        let mut hold: Vec<(String, Change)> = Vec::new();
-        let mut release: Vec<ChangeHash> = Vec::new();
-        for (id, pieces) in by_record {
-            // Taken out of the cache while it is edited: if anything fails, the next read reloads the
-            // stored version.
-            let mut doc = match inner.take_doc(id)? {
-                Some(d) => d,
-                None => inner.new_doc(),
-            };
-            let heads_before = doc.get_heads();
-            let held: Vec<Vec<u8>> = {
-                let mut stmt = inner
-                    .conn
-                    .prepare_cached("SELECT bytes FROM held_changes WHERE record_id = ?1")?;
-                let rows = stmt.query_map([id], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let mut singles: Vec<Change> = Vec::new();
-            let mut taken_whole: Option<Vec<u8>> = None;
-            for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
-                // One change is applied as such, so its hash is known for holding; anything else is
-                // read as document chunks (a whole document arrives when a record moves into scope).
-                // Automerge chunks start with a 4-byte magic, a 4-byte checksum and the chunk type;
-                // type 0 is a whole document, which need not be tried as a change first.
-                let is_document = bytes.len() > 8 && bytes[8] == 0;
-                let as_change = if is_document {
-                    Err(())
-                } else {
-                    Change::from_bytes(bytes.to_vec()).map_err(|_| ())
-                };
-                match as_change {
-                    Ok(change) => match doc.apply_changes([change.clone()]) {
-                        Ok(()) => {
-                            taken_whole = None;
-                            singles.push(change)
-                        }
-                        Err(_) => {
-                            bad.push((id.into(), bytes.to_vec(), "change does not apply".into()))
-                        }
-                    },
-                    Err(_) => match Automerge::load(bytes) {
-                        // A whole document is checked completely before anything of it is merged.
-                        Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
-                            // A record new to this device: its document is taken as it is (bootstrap).
-                            let actor = doc.get_actor().clone();
-                            doc = other.with_actor(actor);
-                            taken_whole = Some(bytes.to_vec());
-                        }
-                        Ok(mut other) if !bytes.is_empty() => {
-                            taken_whole = None;
-                            if doc.merge(&mut other).is_err() {
-                                bad.push((
-                                    id.into(),
-                                    bytes.to_vec(),
-                                    "document does not merge".into(),
-                                ));
-                            }
-                        }
-                        _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
-                    },
-                }
-            }
-            // Held changes queued in a document that was then replaced by a whole incoming document
-            // get one more chance against the new one.
-            let waiting: Vec<Change> = singles
-                .iter()
-                .filter(|c| doc.get_change_meta_by_hash(&c.hash()).is_none())
-                .cloned()
-                .collect();
-            if !waiting.is_empty() {
-                let _ = doc.apply_changes(waiting);
-                taken_whole = None;
-            }
-            let changed = doc.get_heads() != heads_before;
-            // A document that still has no kind or area cannot be shown or stored as a record; keep
-            // all its changes held until the rest arrives.
-            let record = if changed {
-                doc::read_record(id, &doc)
-            } else {
-                None
-            };
-            let unreadable = changed && record.is_none();
-            for change in singles {
-                let hash = change.hash();
-                if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
-                    release.push(hash);
-                } else {
-                    hold.push((id.to_owned(), change));
-                }
-            }
-            if unreadable {
-                continue;
-            }
-            if let Some(record) = record {
-                updated.push((record, doc, taken_whole));
-            } else if heads_before.is_empty() {
-                // A record we do not have and could not start: nothing to cache.
-            } else {
-                inner.cache_doc(id, doc);
-            }
-        }
-        let now = crate::model::time::now_secs();
-        let tx = inner.conn.unchecked_transaction()?;
-        for hash in &release {
-            tx.prepare_cached("DELETE FROM held_changes WHERE hash = ?1")?
-                .execute([hash_bytes(hash)])?;
-        }
-        for (id, change) in &hold {
-            report.held += tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO held_changes (hash, record_id, bytes, received_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![hash_bytes(&change.hash()), id, change.raw_bytes(), now])?;
-        }
-        for (id, bytes, reason) in &bad {
-            tracing::warn!(record = %id, reason = %reason, "remote chunk quarantined");
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'received')",
-            )?
-            .execute(params![sha_of(bytes), id, bytes, reason, now])?;
-        }
-        for (record, doc, saved) in &updated {
-            match saved {
-                Some(bytes) => projection::project_record(&tx, record, bytes)?,
-                None => projection::project_record(&tx, record, &doc.save())?,
-            };
-        }
-        tx.commit()?;
-        report.malformed = bad.len();
-        report.records_changed = updated.len();
-        let ids: Vec<String> = updated.iter().map(|(r, _, _)| r.id.clone()).collect();
-        for (record, doc, _) in updated {
-            inner.cache_doc(&record.id, doc);
-        }
-        // A record that someone else moved out of this user's scope leaves the device.
-        report.purged = inner.purge_out_of_scope(Some(&ids))?;
-        Ok(report)
+        self.apply_page(chunks, &HashMap::new())
     }
 
+    /// Applies a snapshot or pull page of the relay: `chunks`, and `views`, the relay's view of some
+    /// of their records once their chunks in this page are applied.
+    ///
+    /// A record with a view and nothing of the device's own pending (no unpushed or refused local
+    /// change, no held change) is stored without loading its document: its chunks are appended to the
+    /// stored bytes (Automerge loads a document followed by further chunks) and its projection is
+    /// written from the view, marked unchecked until the document is first loaded ([`Inner::doc`]
+    /// compares, and repairs from the document). Every other record is merged by loading its
+    /// document, as [`Store::apply_remote`] does. Each of the two parts is one SQLite transaction.
+    pub fn apply_page(
+        &self,
+        chunks: &[RemoteChunk],
+        views: &HashMap<String, Record>,
+    ) -> Result<ApplyReport> {
+        let mut inner = self.lock();
+        inner.check_writable()?;
+        let taken = if views.is_empty() {
+            HashSet::new()
+        } else {
+            inner.viewable(chunks, views)?
+        };
+        let (fast, slow): (Vec<&RemoteChunk>, Vec<&RemoteChunk>) = chunks
+            .iter()
+            .partition(|c| taken.contains(c.record_id.as_str()));
+        let mut report = apply_documents(&mut inner, &slow)?;
+        if !fast.is_empty() {
+            let (changed, purged) = inner.apply_views(&fast, views)?;
+            report.records_changed += changed;
+            report.purged += purged;
+        }
+        Ok(report)
+    }
+}
+
+/// Does `bytes` start like an Automerge chunk (magic bytes, checksum, type)?
+fn looks_like_chunk(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[..4] == [0x85, 0x6f, 0x4a, 0x83]
+}
+
+impl super::Inner {
+    /// The records of `chunks` that may be stored from the relay's view (see [`Store::apply_page`]).
+    fn viewable<'a>(
+        &self,
+        chunks: &'a [RemoteChunk],
+        views: &HashMap<String, Record>,
+    ) -> Result<HashSet<&'a str>> {
+        let busy: HashSet<String> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT record_id FROM outbox UNION SELECT record_id FROM quarantine
+                 UNION SELECT record_id FROM held_changes",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let fits = |c: &RemoteChunk| {
+            let id = c.record_id.as_str();
+            doc::is_valid_record_id(id)
+                && !busy.contains(id)
+                && looks_like_chunk(&c.bytes)
+                && views.get(id).is_some_and(|v| {
+                    v.id == id
+                        && doc::is_valid_area_id(&v.area)
+                        && v.responsible.as_deref().is_none_or(doc::is_valid_area_id)
+                })
+        };
+        let mut ok = HashSet::new();
+        let mut not = HashSet::new();
+        for c in chunks {
+            if fits(c) {
+                ok.insert(c.record_id.as_str());
+            } else {
+                not.insert(c.record_id.as_str());
+            }
+        }
+        // A record with any chunk unfit goes the whole way.
+        ok.retain(|id| !not.contains(id));
+        Ok(ok)
+    }
+
+    /// Stores records from the relay's views (see [`Store::apply_page`]): returns the records
+    /// changed and purged.
+    fn apply_views(
+        &mut self,
+        chunks: &[&RemoteChunk],
+        views: &HashMap<String, Record>,
+    ) -> Result<(usize, usize)> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut added: HashMap<&str, Vec<u8>> = HashMap::new();
+        for c in chunks {
+            let bytes = added.entry(c.record_id.as_str()).or_insert_with(|| {
+                order.push(c.record_id.as_str());
+                Vec::new()
+            });
+            bytes.extend_from_slice(&c.bytes);
+        }
+        let mut stored: HashMap<String, Vec<u8>> = {
+            let ids = serde_json::to_string(&order).expect("ids serialise");
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, doc FROM records WHERE id IN (SELECT value FROM json_each(?1))",
+            )?;
+            let rows = stmt.query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let tx = self.conn.unchecked_transaction()?;
+        let mut search = projection::SearchWrites::default();
+        for id in &order {
+            let mut bytes = stored.remove(*id).unwrap_or_default();
+            bytes.extend_from_slice(&added[id]);
+            projection::project_deferred(&tx, &views[*id], &bytes, false, &mut search)?;
+        }
+        search.flush(&tx)?;
+        tx.commit()?;
+        for id in &order {
+            self.forget_doc(id);
+        }
+        // Who sees a record is read from its view: only those this user does not see are purged.
+        let actor = self.rule_actor();
+        let unseen: Vec<String> = order
+            .iter()
+            .filter(|id| !actor.sees(&self.area_paths, &views[**id]))
+            .map(|s| (*s).to_owned())
+            .collect();
+        let purged = self.purge_out_of_scope(Some(&unseen))?;
+        Ok((order.len(), purged))
+    }
+}
+
+/// Applies chunks by loading and merging their records' documents, one SQLite transaction.
+fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<ApplyReport> {
+    let mut report = ApplyReport::default();
+    let mut by_record: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+    // (record id or "-", bytes, reason) of chunks that cannot be read.
+    let mut bad: Vec<(String, Vec<u8>, String)> = Vec::new();
+    for chunk in chunks {
+        if doc::is_valid_record_id(&chunk.record_id) {
+            by_record
+                .entry(chunk.record_id.as_str())
+                .or_default()
+                .push(&chunk.bytes);
+        } else {
+            bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
+        }
+    }
+    // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
+    // (bootstrap), so it is not saved again.
+    let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
+    let mut hold: Vec<(String, Change)> = Vec::new();
+    let mut release: Vec<ChangeHash> = Vec::new();
+    for (id, pieces) in by_record {
+        // Taken out of the cache while it is edited: if anything fails, the next read reloads the
+        // stored version.
+        let mut doc = match inner.take_doc(id)? {
+            Some(d) => d,
+            None => inner.new_doc(),
+        };
+        let heads_before = doc.get_heads();
+        let held: Vec<Vec<u8>> = {
+            let mut stmt = inner
+                .conn
+                .prepare_cached("SELECT bytes FROM held_changes WHERE record_id = ?1")?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut singles: Vec<Change> = Vec::new();
+        let mut taken_whole: Option<Vec<u8>> = None;
+        for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
+            // One change is applied as such, so its hash is known for holding; anything else is
+            // read as document chunks (a whole document arrives when a record moves into scope).
+            // Automerge chunks start with a 4-byte magic, a 4-byte checksum and the chunk type;
+            // type 0 is a whole document, which need not be tried as a change first.
+            let is_document = bytes.len() > 8 && bytes[8] == 0;
+            let as_change = if is_document {
+                Err(())
+            } else {
+                Change::from_bytes(bytes.to_vec()).map_err(|_| ())
+            };
+            match as_change {
+                Ok(change) => match doc.apply_changes([change.clone()]) {
+                    Ok(()) => {
+                        taken_whole = None;
+                        singles.push(change)
+                    }
+                    Err(_) => bad.push((id.into(), bytes.to_vec(), "change does not apply".into())),
+                },
+                Err(_) => match Automerge::load(bytes) {
+                    // A whole document is checked completely before anything of it is merged.
+                    Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
+                        // A record new to this device: its document is taken as it is (bootstrap).
+                        let actor = doc.get_actor().clone();
+                        doc = other.with_actor(actor);
+                        taken_whole = Some(bytes.to_vec());
+                    }
+                    Ok(mut other) if !bytes.is_empty() => {
+                        taken_whole = None;
+                        if doc.merge(&mut other).is_err() {
+                            bad.push((id.into(), bytes.to_vec(), "document does not merge".into()));
+                        }
+                    }
+                    _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
+                },
+            }
+        }
+        // Held changes queued in a document that was then replaced by a whole incoming document
+        // get one more chance against the new one.
+        let waiting: Vec<Change> = singles
+            .iter()
+            .filter(|c| doc.get_change_meta_by_hash(&c.hash()).is_none())
+            .cloned()
+            .collect();
+        if !waiting.is_empty() {
+            let _ = doc.apply_changes(waiting);
+            taken_whole = None;
+        }
+        let changed = doc.get_heads() != heads_before;
+        // A document that still has no kind or area cannot be shown or stored as a record; keep
+        // all its changes held until the rest arrives.
+        let record = if changed {
+            doc::read_record(id, &doc)
+        } else {
+            None
+        };
+        let unreadable = changed && record.is_none();
+        for change in singles {
+            let hash = change.hash();
+            if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
+                release.push(hash);
+            } else {
+                hold.push((id.to_owned(), change));
+            }
+        }
+        if unreadable {
+            continue;
+        }
+        if let Some(record) = record {
+            updated.push((record, doc, taken_whole));
+        } else if heads_before.is_empty() {
+            // A record we do not have and could not start: nothing to cache.
+        } else {
+            inner.cache_doc(id, doc);
+        }
+    }
+    let now = crate::model::time::now_secs();
+    let tx = inner.conn.unchecked_transaction()?;
+    for hash in &release {
+        tx.prepare_cached("DELETE FROM held_changes WHERE hash = ?1")?
+            .execute([hash_bytes(hash)])?;
+    }
+    for (id, change) in &hold {
+        report.held += tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO held_changes (hash, record_id, bytes, received_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![hash_bytes(&change.hash()), id, change.raw_bytes(), now])?;
+    }
+    for (id, bytes, reason) in &bad {
+        tracing::warn!(record = %id, reason = %reason, "remote chunk quarantined");
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO quarantine (hash, record_id, bytes, reason, at, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'received')",
+        )?
+        .execute(params![sha_of(bytes), id, bytes, reason, now])?;
+    }
+    let mut search = projection::SearchWrites::default();
+    for (record, doc, saved) in &updated {
+        match saved {
+            Some(bytes) => projection::project_deferred(&tx, record, bytes, true, &mut search)?,
+            None => projection::project_deferred(&tx, record, &doc.save(), true, &mut search)?,
+        };
+    }
+    search.flush(&tx)?;
+    tx.commit()?;
+    report.malformed = bad.len();
+    report.records_changed = updated.len();
+    let ids: Vec<String> = updated.iter().map(|(r, _, _)| r.id.clone()).collect();
+    for (record, doc, _) in updated {
+        inner.cache_doc(&record.id, doc);
+    }
+    // A record that someone else moved out of this user's scope leaves the device.
+    report.purged = inner.purge_out_of_scope(Some(&ids))?;
+    Ok(report)
+}
+
+impl Store {
     /// Every unresolved conflict in the store (fields with concurrent values), in the user's scope.
     pub fn conflicts(&self) -> Result<Vec<Conflict>> {
         let pairs: Vec<(String, String)> = {

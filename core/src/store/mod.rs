@@ -122,6 +122,8 @@ pub(crate) struct Inner {
 const META_IDENTITY: &str = "identity";
 const META_ACTOR: &str = "actor";
 const META_CONFIRMED: &str = "identity_confirmed";
+/// How many records the relay sent a view of that their document did not read as.
+const META_VIEW_REPAIRS: &str = "view_repairs";
 /// `areas_version` of the area tree last taken from the relay.
 const META_AREAS_VERSION: &str = "areas_version";
 const META_WIPED: &str = "wiped";
@@ -380,6 +382,44 @@ impl Store {
             .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))
     }
 
+    /// How many records arrived with a view from the relay that their document, once loaded, did not
+    /// read as (each was repaired from its document).
+    pub fn view_repairs(&self) -> Result<u64> {
+        let v = meta(&self.lock().conn, META_VIEW_REPAIRS)?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records whose view came from the relay and has not been checked against their document yet.
+    pub fn unchecked_views(&self) -> Result<u64> {
+        Ok(self.lock().conn.query_row(
+            "SELECT count(*) FROM records WHERE checked = 0",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Checks up to `max` records whose view came from the relay against their documents (what the
+    /// first load of each does anyway), for an app to run while the device is idle. Returns how many
+    /// were checked; a record whose document does not load is left as it is and reported as an error.
+    pub fn check_views(&self, max: u32) -> Result<u64> {
+        let mut inner = self.lock();
+        let ids: Vec<String> = {
+            let mut stmt = inner
+                .conn
+                .prepare("SELECT id FROM records WHERE checked = 0 ORDER BY rid LIMIT ?1")?;
+            let rows = stmt.query_map([max], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for id in &ids {
+            // Loading checks; the document is not kept (a long check must not evict the working set).
+            if !inner.docs.contains(id) {
+                inner.doc(id)?;
+                inner.docs.pop(id);
+            }
+        }
+        Ok(ids.len() as u64)
+    }
+
     /// The record's standard Automerge document bytes, loadable by any Automerge implementation.
     pub fn export_document(&self, id: &str) -> Result<Vec<u8>> {
         let mut inner = self.lock();
@@ -470,20 +510,48 @@ impl Inner {
     }
 
     /// The loaded document of a record, from the cache or the database.
+    /// A record's document, loaded when it is not cached. A row whose projection came from the relay
+    /// (`checked = 0`) is checked against the document on this first load: see [`Inner::check_view`].
     pub(crate) fn doc(&mut self, id: &str) -> Result<&mut Automerge> {
         if !self.docs.contains(id) {
-            let bytes: Vec<u8> = self
+            let (bytes, checked): (Vec<u8>, bool) = self
                 .conn
-                .prepare_cached("SELECT doc FROM records WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
+                .prepare_cached("SELECT doc, checked FROM records WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
             let doc = Automerge::load(&bytes)
                 .map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?
                 .with_actor(self.actor.clone());
+            if !checked {
+                self.check_view(id, &doc)?;
+            }
             self.docs.put(id.to_owned(), doc);
         }
         Ok(self.docs.get_mut(id).expect("just inserted"))
+    }
+
+    /// Compares the projection the relay sent for a record with the record as its document reads,
+    /// the first time the device loads that document. The document is the truth: the row is rewritten
+    /// from it (which also compacts the change chunks appended since the relay's snapshot), and a
+    /// view that differed is counted in `meta` (`view_repairs`, see [`Store::view_repairs`]) and logged
+    /// by record id.
+    fn check_view(&mut self, id: &str, doc: &Automerge) -> Result<()> {
+        let truth = doc::read_record(id, doc)
+            .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?;
+        let sent = projection::stored_view(&self.conn, id).ok().flatten();
+        let sp = self.conn.savepoint()?;
+        if sent.as_ref() != Some(&truth) {
+            tracing::warn!(record = %id, "the relay's view of a record differs from its document; repaired from the document");
+            sp.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                [META_VIEW_REPAIRS],
+            )?;
+        }
+        projection::project_record(&sp, &truth, &doc.save(), true)?;
+        sp.commit()?;
+        Ok(())
     }
 
     /// Removes a document from the cache for editing, loading it if needed; None if the record is new.
@@ -573,7 +641,7 @@ pub(crate) fn queue_local_change(
         .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
     tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, &change.hash().0[..], change.raw_bytes()])?;
-    projection::project_record(tx, record, &doc.save())?;
+    projection::project_record(tx, record, &doc.save(), true)?;
     Ok(())
 }
 

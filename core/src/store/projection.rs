@@ -39,27 +39,9 @@ pub(crate) fn project(
     let record = doc::read_record(id, doc)
         .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?;
     match saved {
-        Some(bytes) => project_record(conn, &record, bytes),
-        None => project_record(conn, &record, &doc.save()),
+        Some(bytes) => project_record(conn, &record, bytes, true),
+        None => project_record(conn, &record, &doc.save(), true),
     }
-}
-
-/// The record as JSON without its empty values (most records have no links, timeline, checklist...),
-/// which `Record` reads back as empty.
-fn compact_view(record: &Record) -> String {
-    let mut value = serde_json::to_value(record).expect("a record serialises");
-    if let serde_json::Value::Object(map) = &mut value {
-        // The id, kind, area and deleted flag always stay: `Record` requires them.
-        map.retain(|k, v| match v {
-            _ if matches!(k.as_str(), "id" | "kind" | "area" | "deleted") => true,
-            serde_json::Value::Null => false,
-            serde_json::Value::String(s) => !s.is_empty(),
-            serde_json::Value::Array(a) => !a.is_empty(),
-            serde_json::Value::Object(o) => !o.is_empty(),
-            _ => true,
-        });
-    }
-    value.to_string()
 }
 
 /// The record view stored with the projection ([`project_record`] writes it): `None` for a record
@@ -77,8 +59,54 @@ pub(crate) fn stored_view(conn: &Connection, id: &str) -> Result<Option<Record>>
     }
 }
 
-/// [`project`] for a record already read from its document.
-pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -> Result<i64> {
+/// Search index writes held back until [`SearchWrites::flush`]: FTS5 writes its pending terms out
+/// as a new segment whenever a statement of the transaction opens a savepoint (an `INSERT OR
+/// REPLACE`, a `RETURNING`...), so indexing record by record between other writes makes a segment
+/// per record, and merging them was a fifth of a bulk apply. Written together at the end, a page's
+/// terms go out as one segment.
+#[derive(Default)]
+pub(crate) struct SearchWrites {
+    /// (rowid, whether an old row goes first, new body), in order.
+    rows: Vec<(i64, bool, String)>,
+}
+
+impl SearchWrites {
+    pub(crate) fn flush(self, conn: &Connection) -> Result<()> {
+        for (rid, replace, body) in self.rows {
+            if replace {
+                conn.prepare_cached("DELETE FROM search WHERE rowid = ?1")?
+                    .execute([rid])?;
+            }
+            conn.prepare_cached("INSERT INTO search (rowid, body) VALUES (?1, ?2)")?
+                .execute(params![rid, body])?;
+        }
+        Ok(())
+    }
+}
+
+/// [`project`] for a record already read from its document (`checked`), or for the relay's view of
+/// `bytes` that the device has not compared with the document yet (`!checked`).
+pub(crate) fn project_record(
+    conn: &Connection,
+    record: &Record,
+    bytes: &[u8],
+    checked: bool,
+) -> Result<i64> {
+    let mut search = SearchWrites::default();
+    let rid = project_deferred(conn, record, bytes, checked, &mut search)?;
+    search.flush(conn)?;
+    Ok(rid)
+}
+
+/// [`project_record`] with the search index writes left in `search`, for the caller to flush
+/// before its transaction commits.
+pub(crate) fn project_deferred(
+    conn: &Connection,
+    record: &Record,
+    bytes: &[u8],
+    checked: bool,
+    search: &mut SearchWrites,
+) -> Result<i64> {
     let id = record.id.as_str();
     let existing: Option<(i64, String, Option<i64>)> = conn
         .prepare_cached("SELECT rid, kind, search_key FROM records WHERE id = ?1")?
@@ -86,7 +114,7 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
         .optional()?;
     let body = search_body(record);
     let key = stable_hash(&body);
-    let view = compact_view(record);
+    let view = record.compact_json();
     let values = params![
         id,
         record.kind.as_str(),
@@ -96,19 +124,20 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
         time::now_secs(),
         bytes,
         key,
-        view
+        view,
+        checked
     ];
     let rid: i64 = match &existing {
         None => conn
             .prepare_cached(
-                "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key, view)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING rid",
+                "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key, view, checked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING rid",
             )?
             .query_row(values, |r| r.get(0))?,
         Some((rid, old_kind, _)) => {
             conn.prepare_cached(
                 "UPDATE records SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5, updated_at = ?6,
-                     doc = ?7, search_key = ?8, view = ?9 WHERE id = ?1",
+                     doc = ?7, search_key = ?8, view = ?9, checked = ?10 WHERE id = ?1",
             )?
             .execute(values)?;
             // A kind never changes for a record made by Gridwork, but a hostile document could try.
@@ -191,12 +220,7 @@ pub(crate) fn project_record(conn: &Connection, record: &Record, bytes: &[u8]) -
     )?;
     let old_search = existing.and_then(|(_, _, k)| k);
     if old_search != Some(key) {
-        if old_search.is_some() {
-            conn.prepare_cached("DELETE FROM search WHERE rowid = ?1")?
-                .execute([rid])?;
-        }
-        conn.prepare_cached("INSERT INTO search (rowid, body) VALUES (?1, ?2)")?
-            .execute(params![rid, body])?;
+        search.rows.push((rid, old_search.is_some(), body));
     }
     Ok(rid)
 }

@@ -214,7 +214,7 @@ impl Store {
                         change.raw_bytes()
                     ])?;
                 }
-                projection::project_record(&tx, view, &base.save())?;
+                projection::project_record(&tx, view, &base.save(), true)?;
             }
         }
         tx.commit()?;

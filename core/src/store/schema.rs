@@ -4,7 +4,7 @@
 use crate::model::Kind;
 use rusqlite::{Connection, Transaction};
 
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1: records with their documents, the outbox, areas, sync state and the projection.
 fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -103,8 +103,19 @@ fn v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE records ADD COLUMN view TEXT;")
 }
 
+/// Version 5: a record row whose projection and view came from the relay (a snapshot or pull page
+/// that carried them) rather than from reading its document is `checked = 0` until the device loads
+/// the document and compares (see `Inner::doc`). Rows of earlier versions were all read from their
+/// documents.
+fn v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE records ADD COLUMN checked INTEGER NOT NULL DEFAULT 1;
+         CREATE INDEX records_unchecked ON records (rid) WHERE checked = 0;",
+    )
+}
+
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4];
+const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5];
 
 /// Brings the schema from its current version up to `target`. Returns the version found.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {

@@ -12,13 +12,13 @@
 //! [`SyncError::DeviceInUse`]; a revoked device or disabled user makes the store wipe itself.
 
 use crate::error::{Error, Result};
-use crate::model::{Identity, Role};
+use crate::model::{Identity, Record, Role};
 use crate::rules::Reason;
 use crate::store::{RemoteChunk, Store, StoreOptions};
 use base64::Engine;
 pub use gridwork_protocol::wire::*;
 use reqwest::StatusCode;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -707,7 +707,8 @@ impl Store {
             // The log position is the one of the first page: later pages may be newer, never older.
             let position = *cursor.get_or_insert(resp.cursor);
             let chunks = decode_chunks(resp.records.iter().map(|r| (&r.record, &r.bytes)))?;
-            let applied = self.apply_remote(&chunks)?;
+            let views = relay_views(resp.records.iter().map(|r| (&r.record, r.view.as_deref())));
+            let applied = self.apply_page(&chunks, &views)?;
             report.bootstrapped += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
             report.purged += applied.purged as u64;
@@ -757,7 +758,8 @@ impl Store {
                 )
                 .await?;
             let chunks = decode_chunks(resp.items.iter().map(|i| (&i.record, &i.bytes)))?;
-            let applied = self.apply_remote(&chunks)?;
+            let views = relay_views(resp.items.iter().map(|i| (&i.record, i.view.as_deref())));
+            let applied = self.apply_page(&chunks, &views)?;
             report.pulled += chunks.len() as u64;
             report.records_changed += applied.records_changed as u64;
             report.purged += applied.purged as u64;
@@ -866,6 +868,22 @@ fn make_client<'a>(
         config,
         cancel,
     })
+}
+
+/// The relay's record views of a page, by record: a view counts only on the record's last item of the
+/// page (it is the record after all of them), and one that does not read as a record is ignored (the
+/// record is then merged from its document).
+fn relay_views<'a>(
+    items: impl Iterator<Item = (&'a String, Option<&'a serde_json::value::RawValue>)>,
+) -> HashMap<String, Record> {
+    let mut views = HashMap::new();
+    for (record, view) in items {
+        match view.and_then(|v| serde_json::from_str::<Record>(v.get()).ok()) {
+            Some(v) => views.insert(record.clone(), v),
+            None => views.remove(record),
+        };
+    }
+    views
 }
 
 fn decode_chunks<'a>(

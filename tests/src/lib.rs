@@ -88,6 +88,9 @@ enum Storage {
         url: String,
         server: String,
         schema: String,
+        /// Whether this process's relay drops the schema when it goes (the first of several relays
+        /// sharing it does).
+        owner: bool,
     },
 }
 
@@ -156,8 +159,28 @@ impl Relay {
                     url: format!("{server}{sep}options=-c%20search_path%3D{schema}"),
                     server: server.clone(),
                     schema,
+                    owner: true,
                 })
             }
+        }
+    }
+
+    /// Another relay process on the same PostgreSQL database (a city's deployment: several relays
+    /// behind a load balancer). The first relay keeps owning the schema.
+    pub fn another_process(&self) -> Relay {
+        match &self.storage {
+            Storage::Postgres {
+                url,
+                server,
+                schema,
+                ..
+            } => Relay::launch(Storage::Postgres {
+                url: url.clone(),
+                server: server.clone(),
+                schema: schema.clone(),
+                owner: false,
+            }),
+            Storage::Sqlite { .. } => panic!("relays share a database only on PostgreSQL"),
         }
     }
 
@@ -293,7 +316,13 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
-        if let Storage::Postgres { server, schema, .. } = &self.storage {
+        if let Storage::Postgres {
+            server,
+            schema,
+            owner: true,
+            ..
+        } = &self.storage
+        {
             with_pg(server, async |c| {
                 c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
                     .await

@@ -158,13 +158,16 @@ const SNAPSHOT_CURSOR: &str = "snapshot_cursor";
 const SNAPSHOT_AFTER: &str = "snapshot_after";
 const LAST_SYNC: &str = "last_sync";
 
-struct Client<'a> {
+/// The HTTP client of one sync, with its configuration: cheap to clone (for a request that runs
+/// while the sync goes on with something else).
+#[derive(Clone)]
+struct Client {
     http: reqwest::Client,
-    config: &'a SyncConfig,
-    cancel: &'a CancelToken,
+    config: Arc<SyncConfig>,
+    cancel: CancelToken,
 }
 
-impl Client<'_> {
+impl Client {
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.config.server_url)
     }
@@ -246,7 +249,7 @@ impl Client<'_> {
     }
 }
 
-impl Client<'_> {
+impl Client {
     /// `POST /v1/me`: binds the device token to the store with `actor` (or checks it is the bound
     /// one), and says who the relay knows this device as.
     async fn register(&self, actor: &str) -> Result<MeResponse, SyncError> {
@@ -379,9 +382,19 @@ impl Store {
         progress: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<SyncReport> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        // A store that will bootstrap gets a worker thread, on which the next snapshot page is
+        // fetched while this thread applies the last one. Otherwise everything runs on this thread:
+        // a small sync is a few requests, and handing each between threads would only add latency.
+        let runtime = if self.sync_state(CURSOR)?.is_none() {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        };
         runtime.block_on(self.sync_async(config, progress, cancel))
     }
 
@@ -574,7 +587,7 @@ impl Store {
 
     async fn push(
         &self,
-        client: &Client<'_>,
+        client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
@@ -679,34 +692,24 @@ impl Store {
 
     async fn bootstrap(
         &self,
-        client: &Client<'_>,
+        client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
-        let mut after = self.sync_state(SNAPSHOT_AFTER)?;
+        let after = self.sync_state(SNAPSHOT_AFTER)?;
         let mut cursor: Option<u64> = self
             .sync_state(SNAPSHOT_CURSOR)?
             .and_then(|c| c.parse().ok());
+        // The next page is fetched and decoded while this one is applied: on a multi-threaded runtime
+        // (as `sync` runs) the download overlaps the writes instead of adding to them.
+        let mut next_page = Prefetch::start(client, after);
         loop {
-            let page = client.config.page_size.clamp(1, 5000);
-            let resp: SnapshotResponse = client
-                .json(
-                    client
-                        .send(|h| {
-                            let mut req = h
-                                .get(client.url("/snapshot"))
-                                .query(&[("limit", page.to_string())]);
-                            if let Some(a) = &after {
-                                req = req.query(&[("after_record", a)]);
-                            }
-                            req
-                        })
-                        .await?,
-                )
-                .await?;
+            let (resp, chunks) = next_page.take().await?;
+            if let Some(next) = &resp.next {
+                next_page = Prefetch::start(client, Some(next.clone()));
+            }
             // The log position is the one of the first page: later pages may be newer, never older.
             let position = *cursor.get_or_insert(resp.cursor);
-            let chunks = decode_chunks(resp.records.iter().map(|r| (&r.record, &r.bytes)))?;
             let views = relay_views(resp.records.iter().map(|r| (&r.record, r.view.as_deref())));
             let applied = self.apply_page(&chunks, &views)?;
             report.bootstrapped += chunks.len() as u64;
@@ -721,7 +724,6 @@ impl Store {
                 Some(next) => {
                     self.set_sync_state(SNAPSHOT_CURSOR, Some(&position.to_string()))?;
                     self.set_sync_state(SNAPSHOT_AFTER, Some(&next))?;
-                    after = Some(next);
                 }
                 None => {
                     self.set_sync_state(CURSOR, Some(&position.to_string()))?;
@@ -735,7 +737,7 @@ impl Store {
 
     async fn pull(
         &self,
-        client: &Client<'_>,
+        client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
@@ -784,7 +786,7 @@ impl Store {
     /// record (nothing to send), `308` where to resume, `404` upload it all.
     async fn upload_attachments(
         &self,
-        client: &Client<'_>,
+        client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
     ) -> Result<()> {
@@ -851,10 +853,7 @@ impl Store {
     }
 }
 
-fn make_client<'a>(
-    config: &'a SyncConfig,
-    cancel: &'a CancelToken,
-) -> Result<Client<'a>, SyncError> {
+fn make_client(config: &SyncConfig, cancel: &CancelToken) -> Result<Client, SyncError> {
     let http = reqwest::Client::builder()
         .timeout(config.request_timeout)
         .connect_timeout(Duration::from_secs(10))
@@ -865,9 +864,56 @@ fn make_client<'a>(
         .map_err(|e| SyncError::Network(network_reason(&e)))?;
     Ok(Client {
         http,
-        config,
-        cancel,
+        config: Arc::new(config.clone()),
+        cancel: cancel.clone(),
     })
+}
+
+/// A snapshot page being fetched and decoded on the runtime while the sync does something else; the
+/// request stops when this is dropped (an error or a cancel ends the sync).
+struct Prefetch(
+    Option<tokio::task::JoinHandle<Result<(SnapshotResponse, Vec<RemoteChunk>), SyncError>>>,
+);
+
+impl Prefetch {
+    fn start(client: &Client, after: Option<String>) -> Prefetch {
+        let client = client.clone();
+        Prefetch(Some(tokio::spawn(async move {
+            let page = client.config.page_size.clamp(1, 5000);
+            let resp: SnapshotResponse = client
+                .json(
+                    client
+                        .send(|h| {
+                            let mut req = h
+                                .get(client.url("/snapshot"))
+                                .query(&[("limit", page.to_string())]);
+                            if let Some(a) = &after {
+                                req = req.query(&[("after_record", a)]);
+                            }
+                            req
+                        })
+                        .await?,
+                )
+                .await?;
+            let chunks = decode_chunks(resp.records.iter().map(|r| (&r.record, &r.bytes)))?;
+            Ok((resp, chunks))
+        })))
+    }
+
+    async fn take(&mut self) -> Result<(SnapshotResponse, Vec<RemoteChunk>), SyncError> {
+        let handle = self.0.take().expect("a page is fetched once");
+        handle
+            .await
+            .map_err(|e| SyncError::Network(format!("the page fetch stopped: {e}")))?
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
 }
 
 /// The relay's record views of a page, by record: a view counts only on the record's last item of the

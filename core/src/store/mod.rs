@@ -438,7 +438,8 @@ impl Store {
             tx.execute(&format!("DELETE FROM {}", kind.table()), [])?;
         }
         tx.execute("DELETE FROM search", [])?;
-        tx.execute("UPDATE records SET search_key = NULL", [])?;
+        // Without the stored view, every projection row is written anew (see `project_deferred`).
+        tx.execute("UPDATE records SET search_key = NULL, view = NULL", [])?;
         let rows: Vec<(String, Vec<u8>)> = {
             let mut stmt = tx.prepare("SELECT id, doc FROM records")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -621,7 +622,9 @@ impl Inner {
             .peek(id)
             .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
         let tx = self.conn.transaction()?;
-        queue_local_change(&tx, id, doc, record)?;
+        let mut search = projection::SearchWrites::default();
+        queue_local_change(&tx, id, doc, record, &mut search)?;
+        search.flush(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -635,13 +638,14 @@ pub(crate) fn queue_local_change(
     id: &str,
     doc: &Automerge,
     record: &Record,
+    search: &mut projection::SearchWrites,
 ) -> Result<()> {
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
     tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, &change.hash().0[..], change.raw_bytes()])?;
-    projection::project_record(tx, record, &doc.save(), true)?;
+    projection::project_deferred(tx, record, &doc.save(), true, search)?;
     Ok(())
 }
 

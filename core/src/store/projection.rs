@@ -108,49 +108,170 @@ pub(crate) fn project_deferred(
     search: &mut SearchWrites,
 ) -> Result<i64> {
     let id = record.id.as_str();
-    let existing: Option<(i64, String, Option<i64>)> = conn
-        .prepare_cached("SELECT rid, kind, search_key FROM records WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let existing: Option<Existing> = conn
+        .prepare_cached(
+            "SELECT rid, kind, search_key, view, checked, area, responsible, deleted
+             FROM records WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Existing {
+                rid: r.get(0)?,
+                kind: r.get(1)?,
+                search_key: r.get(2)?,
+                view: r.get(3)?,
+                checked: r.get(4)?,
+                area: r.get(5)?,
+                responsible: r.get(6)?,
+                deleted: r.get(7)?,
+            })
+        })
         .optional()?;
     let body = search_body(record);
     let key = stable_hash(&body);
     let view = record.compact_json();
-    let values = params![
-        id,
-        record.kind.as_str(),
-        record.area,
-        record.responsible,
-        record.deleted,
-        time::now_secs(),
-        bytes,
-        key,
-        view,
-        checked
-    ];
-    let rid: i64 = match &existing {
-        None => conn
+    let now = time::now_secs();
+    let Some(old) = existing else {
+        let rid: i64 = conn
             .prepare_cached(
                 "INSERT INTO records (id, kind, area, responsible, deleted, updated_at, doc, search_key, view, checked)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING rid",
             )?
-            .query_row(values, |r| r.get(0))?,
-        Some((rid, old_kind, _)) => {
-            conn.prepare_cached(
-                "UPDATE records SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5, updated_at = ?6,
-                     doc = ?7, search_key = ?8, view = ?9, checked = ?10 WHERE id = ?1",
-            )?
-            .execute(values)?;
-            // A kind never changes for a record made by Gridwork, but a hostile document could try.
-            if old_kind != record.kind.as_str() {
-                if let Some(k) = crate::model::Kind::parse(old_kind) {
-                    conn.execute(&format!("DELETE FROM {} WHERE rid = ?1", k.table()), [rid])?;
-                }
-            }
-            *rid
+            .query_row(
+                params![
+                    id,
+                    record.kind.as_str(),
+                    record.area,
+                    record.responsible,
+                    record.deleted,
+                    now,
+                    bytes,
+                    key,
+                    view,
+                    checked
+                ],
+                |r| r.get(0),
+            )?;
+        // A record seen for the first time has no rows to clear (the common case of a bulk apply).
+        insert_kind_row(conn, rid, record)?;
+        for l in &record.links {
+            insert_link(conn, rid, l.link_type.as_str(), &l.target)?;
         }
+        for tag in &record.tags {
+            insert_tag(conn, rid, tag)?;
+        }
+        for field in &record.conflicted_fields {
+            insert_conflict(conn, rid, field)?;
+        }
+        search.rows.push((rid, false, body));
+        return Ok(rid);
     };
-    // A record seen for the first time has no rows to clear (the common case of a bulk apply).
-    let fresh = existing.is_none();
+    let rid = old.rid;
+    // Only columns that change are written: SQLite rewrites the entries of every index whose columns an
+    // UPDATE sets, equal or not, and under SQLCipher each page written is encrypted and authenticated.
+    conn.prepare_cached(
+        "UPDATE records SET updated_at = ?2, doc = ?3, search_key = ?4, view = ?5 WHERE rid = ?1",
+    )?
+    .execute(params![rid, now, bytes, key, view])?;
+    let kind_changed = old.kind != record.kind.as_str();
+    if kind_changed
+        || old.area != record.area
+        || old.responsible != record.responsible
+        || old.deleted != record.deleted
+    {
+        conn.prepare_cached(
+            "UPDATE records SET kind = ?2, area = ?3, responsible = ?4, deleted = ?5 WHERE rid = ?1",
+        )?
+        .execute(params![
+            rid,
+            record.kind.as_str(),
+            record.area,
+            record.responsible,
+            record.deleted
+        ])?;
+    }
+    if old.checked != checked {
+        conn.prepare_cached("UPDATE records SET checked = ?2 WHERE rid = ?1")?
+            .execute(params![rid, checked])?;
+    }
+    // The stored view is what the projection rows were written from (in the same transaction), so
+    // the rows that differ are found without reading them. A row from before views (or whose view
+    // does not parse) has every row rewritten.
+    let before: Option<Record> = old
+        .view
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .filter(|b: &Record| !kind_changed && b.kind == record.kind);
+    if kind_changed {
+        // A kind never changes for a record made by Gridwork, but a hostile document could try.
+        if let Some(k) = crate::model::Kind::parse(&old.kind) {
+            conn.execute(&format!("DELETE FROM {} WHERE rid = ?1", k.table()), [rid])?;
+        }
+    }
+    match &before {
+        Some(b) => update_kind_row(conn, rid, b, record)?,
+        None => insert_kind_row(conn, rid, record)?,
+    }
+    let keys = |r: &Record| -> BTreeSet<String> {
+        r.links
+            .iter()
+            .map(|l| format!("{}:{}", l.link_type.as_str(), l.target))
+            .collect()
+    };
+    let wanted_links = keys(record);
+    if before.as_ref().is_none_or(|b| keys(b) != wanted_links) {
+        conn.prepare_cached("DELETE FROM links WHERE src = ?1")?
+            .execute([rid])?;
+        for k in &wanted_links {
+            let (t, dst) = k.split_once(':').expect("type:dst");
+            insert_link(conn, rid, t, dst)?;
+        }
+    }
+    if before.as_ref().is_none_or(|b| b.tags != record.tags) {
+        conn.prepare_cached("DELETE FROM tags WHERE rid = ?1")?
+            .execute([rid])?;
+        for tag in &record.tags {
+            insert_tag(conn, rid, tag)?;
+        }
+    }
+    if before
+        .as_ref()
+        .is_none_or(|b| b.conflicted_fields != record.conflicted_fields)
+    {
+        conn.prepare_cached("DELETE FROM conflicts WHERE rid = ?1")?
+            .execute([rid])?;
+        for field in &record.conflicted_fields {
+            insert_conflict(conn, rid, field)?;
+        }
+    }
+    if old.search_key != Some(key) {
+        search.rows.push((rid, old.search_key.is_some(), body));
+    }
+    Ok(rid)
+}
+
+/// What the records table holds of a record before it is written again.
+struct Existing {
+    rid: i64,
+    kind: String,
+    search_key: Option<i64>,
+    view: Option<String>,
+    checked: bool,
+    area: String,
+    responsible: Option<String>,
+    deleted: bool,
+}
+
+/// A kind field's value as its projection column holds it (an empty value is NULL).
+fn column_value<'a>(record: &'a Record, name: &str) -> Option<&'a str> {
+    record
+        .fields
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Writes the whole row of the record's kind table.
+fn insert_kind_row(conn: &Connection, rid: i64, record: &Record) -> Result<()> {
     let fields = record.kind.fields();
     let sql = format!(
         "INSERT OR REPLACE INTO {} (rid, {}) VALUES (?1, {})",
@@ -161,92 +282,67 @@ pub(crate) fn project_deferred(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut values: Vec<Option<&str>> = vec![None; fields.len()];
-    for (i, spec) in fields.iter().enumerate() {
-        values[i] = record
-            .fields
-            .get(spec.name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty());
-    }
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let values: Vec<Option<&str>> = fields
+        .iter()
+        .map(|spec| column_value(record, spec.name))
+        .collect();
     let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&rid];
     for v in &values {
         bind.push(v);
     }
-    stmt.execute(bind.as_slice())?;
-
-    // Rows are rewritten only when they differ: an unchanged page is not written (nor encrypted).
-    sync_rows(
-        conn,
-        fresh,
-        rid,
-        "SELECT type || ':' || dst FROM links WHERE src = ?1",
-        "DELETE FROM links WHERE src = ?1",
-        record
-            .links
-            .iter()
-            .map(|l| format!("{}:{}", l.link_type.as_str(), l.target))
-            .collect(),
-        |key| {
-            let (t, dst) = key.split_once(':').expect("type:dst");
-            conn.prepare_cached("INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)")?
-                .execute(params![rid, t, dst])
-        },
-    )?;
-    sync_rows(
-        conn,
-        fresh,
-        rid,
-        "SELECT tag FROM tags WHERE rid = ?1",
-        "DELETE FROM tags WHERE rid = ?1",
-        record.tags.iter().cloned().collect(),
-        |tag| {
-            conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
-                .execute(params![rid, tag])
-        },
-    )?;
-    sync_rows(
-        conn,
-        fresh,
-        rid,
-        "SELECT field FROM conflicts WHERE rid = ?1",
-        "DELETE FROM conflicts WHERE rid = ?1",
-        record.conflicted_fields.iter().cloned().collect(),
-        |field| {
-            conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
-                .execute(params![rid, field])
-        },
-    )?;
-    let old_search = existing.and_then(|(_, _, k)| k);
-    if old_search != Some(key) {
-        search.rows.push((rid, old_search.is_some(), body));
-    }
-    Ok(rid)
+    conn.prepare_cached(&sql)?.execute(bind.as_slice())?;
+    Ok(())
 }
 
-/// Makes the rows of one record in a side table equal `wanted`, touching nothing when they already are.
-fn sync_rows(
-    conn: &Connection,
-    fresh: bool,
-    rid: i64,
-    select: &str,
-    delete: &str,
-    wanted: BTreeSet<String>,
-    insert: impl Fn(&str) -> rusqlite::Result<usize>,
-) -> Result<()> {
-    if !fresh {
-        let current: BTreeSet<String> = conn
-            .prepare_cached(select)?
-            .query_map([rid], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if current == wanted {
-            return Ok(());
-        }
-        conn.prepare_cached(delete)?.execute([rid])?;
+/// Writes the columns of the record's kind table whose values differ from `before`'s.
+fn update_kind_row(conn: &Connection, rid: i64, before: &Record, record: &Record) -> Result<()> {
+    let changed: Vec<&str> = record
+        .kind
+        .fields()
+        .iter()
+        .map(|f| f.name)
+        .filter(|name| column_value(before, name) != column_value(record, name))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
     }
-    for key in &wanted {
-        insert(key)?;
+    let sql = format!(
+        "UPDATE {} SET {} WHERE rid = ?1",
+        record.kind.table(),
+        changed
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name} = ?{}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let values: Vec<Option<&str>> = changed.iter().map(|n| column_value(record, n)).collect();
+    let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&rid];
+    for v in &values {
+        bind.push(v);
     }
+    let updated = conn.prepare_cached(&sql)?.execute(bind.as_slice())?;
+    if updated == 0 {
+        // No row to update (it was never written): write it whole.
+        insert_kind_row(conn, rid, record)?;
+    }
+    Ok(())
+}
+
+fn insert_link(conn: &Connection, rid: i64, link_type: &str, dst: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)")?
+        .execute(params![rid, link_type, dst])?;
+    Ok(())
+}
+
+fn insert_tag(conn: &Connection, rid: i64, tag: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
+        .execute(params![rid, tag])?;
+    Ok(())
+}
+
+fn insert_conflict(conn: &Connection, rid: i64, field: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
+        .execute(params![rid, field])?;
     Ok(())
 }

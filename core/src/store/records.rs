@@ -322,9 +322,11 @@ impl Store {
         }
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
+        let mut search = super::projection::SearchWrites::default();
         for (id, doc, record) in &made {
-            super::queue_local_change(&tx, id, doc, record)?;
+            super::queue_local_change(&tx, id, doc, record, &mut search)?;
         }
+        search.flush(&tx)?;
         tx.commit()?;
         Ok(made
             .into_iter()

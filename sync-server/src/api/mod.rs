@@ -364,7 +364,14 @@ async fn register(
             "actor must be 1 to 32 bytes as lowercase hex",
         ));
     }
-    match st.store.bind_actor(&c.device_id, &actor).await? {
+    // The device row read to authenticate this request says whether the token is bound to this
+    // store already (every sync after the first): then there is nothing to write.
+    let bind = if c.actor.as_deref() == Some(actor.as_str()) {
+        Bind::Bound
+    } else {
+        st.store.bind_actor(&c.device_id, &actor).await?
+    };
+    match bind {
         Bind::Bound => {
             if c.actor.is_none() {
                 tracing::info!(device = %c.device_id, "device bound to its store");

@@ -316,10 +316,41 @@ impl Store {
     /// outbox entry); only the commit is shared, which is what makes bulk registration fast.
     pub fn create_many(&self, news: Vec<NewRecord>) -> Result<Vec<String>> {
         let mut inner = self.lock();
-        let mut made = Vec::with_capacity(news.len());
-        for new in news {
-            made.push(new_document(&inner, new)?);
-        }
+        inner.check_writable()?;
+        // Making documents is CPU work of its own per record: it runs on every core.
+        let made: Vec<(String, automerge::Automerge, Record)> = {
+            let maker = Maker::of(&inner);
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 8)
+                .min(news.len().div_ceil(64).max(1));
+            let per = news.len().div_ceil(threads).max(1);
+            let mut parts: Vec<Vec<NewRecord>> = Vec::new();
+            let mut news = news.into_iter();
+            loop {
+                let part: Vec<NewRecord> = news.by_ref().take(per).collect();
+                if part.is_empty() {
+                    break;
+                }
+                parts.push(part);
+            }
+            let maker = &maker;
+            let results: Vec<Result<Vec<_>>> = std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| s.spawn(move || part.into_iter().map(|n| maker.make(n)).collect()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("making documents does not panic"))
+                    .collect()
+            });
+            let mut made = Vec::new();
+            for r in results {
+                made.extend(r?);
+            }
+            made
+        };
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
         let mut search = super::projection::SearchWrites::default();
@@ -328,13 +359,9 @@ impl Store {
         }
         search.flush(&tx)?;
         tx.commit()?;
-        Ok(made
-            .into_iter()
-            .map(|(id, doc, _)| {
-                inner.cache_doc(&id, doc);
-                id
-            })
-            .collect())
+        // The documents are not cached: an import of thousands would only push out the records the
+        // worker is working on; each loads when it is next needed.
+        Ok(made.into_iter().map(|(id, _, _)| id).collect())
     }
 
     /// Edits fields, attributes, tags and notes of a record, as one change.
@@ -645,100 +672,140 @@ impl Store {
 /// stores nothing. Returns the id, the document and its record view.
 fn new_document(inner: &Inner, new: NewRecord) -> Result<(String, automerge::Automerge, Record)> {
     inner.check_writable()?;
-    let kind = new
-        .kind
-        .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
-    for (name, value) in &new.fields {
-        let spec = kind.spec(name)?;
-        if spec.managed {
-            return Err(Error::ReadOnlyField(name.clone()));
+    Maker::of(inner).make(new)
+}
+
+/// What making a new record's document takes from the store, borrowed so that several threads can
+/// make documents at once (a bulk import): nothing in it touches the database.
+struct Maker<'a> {
+    identity: &'a crate::model::Identity,
+    actor: automerge::ActorId,
+    rule_actor: gridwork_protocol::rules::Actor,
+    area_paths: &'a std::collections::HashMap<String, String>,
+}
+
+impl<'a> Maker<'a> {
+    fn of(inner: &'a Inner) -> Maker<'a> {
+        Maker {
+            identity: &inner.identity,
+            actor: inner.actor.clone(),
+            rule_actor: inner.rule_actor(),
+            area_paths: &inner.area_paths,
         }
-        spec.validate(value)?;
     }
-    let title = kind.title_field();
-    if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
-        return Err(Error::field(title, "required"));
+
+    fn check_area(&self, area: &str) -> Result<()> {
+        if !doc::is_valid_area_id(area) {
+            return Err(Error::InvalidId(area.to_owned()));
+        }
+        if !self.area_paths.contains_key(area) {
+            return Err(Error::UnknownArea(area.to_owned()));
+        }
+        Ok(())
     }
-    inner.check_area(&new.area)?;
-    let me = &inner.identity;
-    let id = new_record_id();
-    let now = time::now_iso();
-    let mut doc = inner.new_doc();
-    let note = inner.note("create", new.fields.keys().cloned().collect());
-    // The first change names the record: without it, two records created alike in the same second on
-    // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
-    // and the relay's dedup take for one change.
-    #[derive(Serialize)]
-    struct CreateNote<'a> {
-        #[serde(flatten)]
-        note: &'a ChangeNote,
-        record: &'a str,
-    }
-    let message = serde_json::to_string(&CreateNote {
-        note: &note,
-        record: &id,
-    })
-    .expect("serialises");
-    let result = doc.transact_with(
-        |_| {
-            CommitOptions::default()
-                .with_message(message)
-                .with_time(time::now_secs())
-        },
-        |tx| -> Result<()> {
-            tx.put(ROOT, doc::KIND, kind.as_str())?;
-            tx.put(ROOT, doc::AREA, new.area.as_str())?;
-            tx.put(ROOT, DELETED, false)?;
-            let fields = tx.put_object(ROOT, FIELDS, ObjType::Map)?;
-            for (name, value) in new.fields.iter().filter(|(_, v)| !v.is_empty()) {
-                tx.put(&fields, name.as_str(), value.as_str())?;
+
+    fn make(&self, new: NewRecord) -> Result<(String, automerge::Automerge, Record)> {
+        let kind = new
+            .kind
+            .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
+        for (name, value) in &new.fields {
+            let spec = kind.spec(name)?;
+            if spec.managed {
+                return Err(Error::ReadOnlyField(name.clone()));
             }
-            let attrs = tx.put_object(ROOT, ATTRS, ObjType::Map)?;
-            for (name, value) in &new.attrs {
-                tx.put(&attrs, name.as_str(), value.as_str())?;
-            }
-            let tags = tx.put_object(ROOT, TAGS, ObjType::Map)?;
-            for tag in &new.tags {
-                tx.put(&tags, tag.trim(), true)?;
-            }
-            tx.put_object(ROOT, LINKS, ObjType::Map)?;
-            let notes = tx.put_object(ROOT, NOTES, ObjType::Text)?;
-            if !new.notes.is_empty() {
-                tx.splice_text(&notes, 0, 0, &new.notes)?;
-            }
-            match kind {
-                Kind::Event => {
-                    tx.put(ROOT, doc::RESPONSIBLE, new.area.as_str())?;
-                    tx.put(&fields, "status", EventStatus::Reported.as_str())?;
-                    tx.put(&fields, "reporter", me.user_id.as_str())?;
-                    tx.put(&fields, "reported_at", now.as_str())?;
-                    if !new.fields.contains_key("priority") {
-                        tx.put(&fields, "priority", "normal")?;
+            spec.validate(value)?;
+        }
+        let title = kind.title_field();
+        if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
+            return Err(Error::field(title, "required"));
+        }
+        self.check_area(&new.area)?;
+        let me = self.identity;
+        let id = new_record_id();
+        let now = time::now_iso();
+        let mut doc = automerge::Automerge::new().with_actor(self.actor.clone());
+        let note = ChangeNote::new(
+            &me.user_id,
+            &me.device_id,
+            "create",
+            new.fields.keys().cloned().collect(),
+        );
+        // The first change names the record: without it, two records created alike in the same second on
+        // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
+        // and the relay's dedup take for one change.
+        #[derive(Serialize)]
+        struct CreateNote<'a> {
+            #[serde(flatten)]
+            note: &'a ChangeNote,
+            record: &'a str,
+        }
+        let message = serde_json::to_string(&CreateNote {
+            note: &note,
+            record: &id,
+        })
+        .expect("serialises");
+        let result = doc.transact_with(
+            |_| {
+                CommitOptions::default()
+                    .with_message(message)
+                    .with_time(time::now_secs())
+            },
+            |tx| -> Result<()> {
+                tx.put(ROOT, doc::KIND, kind.as_str())?;
+                tx.put(ROOT, doc::AREA, new.area.as_str())?;
+                tx.put(ROOT, DELETED, false)?;
+                let fields = tx.put_object(ROOT, FIELDS, ObjType::Map)?;
+                for (name, value) in new.fields.iter().filter(|(_, v)| !v.is_empty()) {
+                    tx.put(&fields, name.as_str(), value.as_str())?;
+                }
+                let attrs = tx.put_object(ROOT, ATTRS, ObjType::Map)?;
+                for (name, value) in &new.attrs {
+                    tx.put(&attrs, name.as_str(), value.as_str())?;
+                }
+                let tags = tx.put_object(ROOT, TAGS, ObjType::Map)?;
+                for tag in &new.tags {
+                    tx.put(&tags, tag.trim(), true)?;
+                }
+                tx.put_object(ROOT, LINKS, ObjType::Map)?;
+                let notes = tx.put_object(ROOT, NOTES, ObjType::Text)?;
+                if !new.notes.is_empty() {
+                    tx.splice_text(&notes, 0, 0, &new.notes)?;
+                }
+                match kind {
+                    Kind::Event => {
+                        tx.put(ROOT, doc::RESPONSIBLE, new.area.as_str())?;
+                        tx.put(&fields, "status", EventStatus::Reported.as_str())?;
+                        tx.put(&fields, "reporter", me.user_id.as_str())?;
+                        tx.put(&fields, "reported_at", now.as_str())?;
+                        if !new.fields.contains_key("priority") {
+                            tx.put(&fields, "priority", "normal")?;
+                        }
+                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                        append_timeline(tx, &me.user_id, "report", None, Some("reported"), None)?;
                     }
-                    tx.put_object(ROOT, TIMELINE, ObjType::List)?;
-                    append_timeline(tx, &me.user_id, "report", None, Some("reported"), None)?;
+                    Kind::Visit => {
+                        tx.put(&fields, "worker", me.user_id.as_str())?;
+                        tx.put(&fields, "started_at", now.as_str())?;
+                        tx.put(&fields, "review_state", ReviewState::Pending.as_str())?;
+                        tx.put_object(ROOT, doc::VISITED, ObjType::Map)?;
+                        tx.put_object(ROOT, doc::CHECKLIST, ObjType::Map)?;
+                        tx.put_object(ROOT, doc::ATTACHMENTS, ObjType::List)?;
+                        tx.put_object(ROOT, TIMELINE, ObjType::List)?;
+                    }
+                    _ => {}
                 }
-                Kind::Visit => {
-                    tx.put(&fields, "worker", me.user_id.as_str())?;
-                    tx.put(&fields, "started_at", now.as_str())?;
-                    tx.put(&fields, "review_state", ReviewState::Pending.as_str())?;
-                    tx.put_object(ROOT, doc::VISITED, ObjType::Map)?;
-                    tx.put_object(ROOT, doc::CHECKLIST, ObjType::Map)?;
-                    tx.put_object(ROOT, doc::ATTACHMENTS, ObjType::List)?;
-                    tx.put_object(ROOT, TIMELINE, ObjType::List)?;
-                }
-                _ => {}
-            }
-            Ok(())
-        },
-    );
-    if let Err(failure) = result {
-        return Err(failure.error);
+                Ok(())
+            },
+        );
+        if let Err(failure) = result {
+            return Err(failure.error);
+        }
+        let state =
+            doc::read_state(&id, &doc).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?;
+        gridwork_protocol::rules::authorize(&self.rule_actor, self.area_paths, None, &state)
+            .map_err(|refusal| Error::refused(&id, refusal))?;
+        Ok((id, doc, state.record))
     }
-    let state =
-        doc::read_state(&id, &doc).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?;
-    inner.authorize(&id, None, &state)?;
-    Ok((id, doc, state.record))
 }
 
 /// Summaries of records by rid, in the given order, read from the projection.

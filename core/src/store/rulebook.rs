@@ -83,17 +83,6 @@ impl Inner {
         doc::read_state(id, doc).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))
     }
 
-    /// May this store's user turn `before` (None: a new record) into `after`?
-    pub(crate) fn authorize(
-        &self,
-        id: &str,
-        before: Option<&RecordState>,
-        after: &RecordState,
-    ) -> Result<()> {
-        rules::authorize(&self.rule_actor(), &self.area_paths, before, after)
-            .map_err(|refusal| Error::refused(id, refusal))
-    }
-
     /// Runs one of the rule book's pre-checks (`may_edit`, `may_move`, ...) for record `id`.
     pub(crate) fn check<T>(
         &self,

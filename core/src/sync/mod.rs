@@ -869,11 +869,12 @@ fn make_client(config: &SyncConfig, cancel: &CancelToken) -> Result<Client, Sync
     })
 }
 
+/// A snapshot page as fetched: the answer and its decoded chunks.
+type FetchedPage = (SnapshotResponse, Vec<RemoteChunk>);
+
 /// A snapshot page being fetched and decoded on the runtime while the sync does something else; the
 /// request stops when this is dropped (an error or a cancel ends the sync).
-struct Prefetch(
-    Option<tokio::task::JoinHandle<Result<(SnapshotResponse, Vec<RemoteChunk>), SyncError>>>,
-);
+struct Prefetch(Option<tokio::task::JoinHandle<Result<FetchedPage, SyncError>>>);
 
 impl Prefetch {
     fn start(client: &Client, after: Option<String>) -> Prefetch {
@@ -900,7 +901,7 @@ impl Prefetch {
         })))
     }
 
-    async fn take(&mut self) -> Result<(SnapshotResponse, Vec<RemoteChunk>), SyncError> {
+    async fn take(&mut self) -> Result<FetchedPage, SyncError> {
         let handle = self.0.take().expect("a page is fetched once");
         handle
             .await

@@ -45,7 +45,25 @@ pub struct AppState {
     pub limiter: RateLimiter<[u8; 32]>,
     /// Failed authentications per client address (see [`crate::ratelimit::client_key`]).
     pub auth_failures: RateLimiter<IpAddr>,
+    /// The area tree each scope sees, with its version hash, for the area tree version in `meta`:
+    /// every sync asks `/v1/me`, and a supervisor's tree has hundreds of areas.
+    areas: std::sync::Mutex<AreasCache>,
 }
+
+#[derive(Default)]
+struct AreasCache {
+    version: i64,
+    by_scope: std::collections::HashMap<String, Arc<ScopeAreas>>,
+}
+
+/// The area tree of one scope as sent, and its `areas_version`.
+struct ScopeAreas {
+    areas: Vec<WireArea>,
+    version: String,
+}
+
+/// Scopes kept at most (each a few KB); past it the cache starts again.
+const AREAS_CACHE_SCOPES: usize = 4096;
 
 impl AppState {
     pub fn new(store: Store, limits: Limits) -> Self {
@@ -54,6 +72,7 @@ impl AppState {
             limiter: RateLimiter::new(limits.rate_per_sec, limits.rate_burst),
             auth_failures: RateLimiter::new(limits.auth_fail_per_sec, limits.auth_fail_burst),
             limits,
+            areas: std::sync::Mutex::new(AreasCache::default()),
         }
     }
 }
@@ -328,7 +347,7 @@ async fn openapi() -> Response {
 async fn me_response(st: &AppState, c: DeviceAuth) -> Result<MeResponse, ApiError> {
     let areas = wire_areas(st, &c).await?;
     Ok(MeResponse {
-        areas_version: Some(areas_version(&areas)),
+        areas_version: Some(areas.version.clone()),
         device_id: c.device_id,
         user_id: c.user_id,
         user_name: c.user_name,
@@ -391,10 +410,27 @@ async fn register(
     }
 }
 
-/// The area tree of the caller's scope, with its ancestors.
-async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Vec<WireArea>, ApiError> {
-    let rows = st.store.areas_for(&c.scope()).await?;
-    Ok(rows
+/// The area tree of the caller's scope, with its ancestors, and its version. Read from the database
+/// when the tree's version there differs from the cached one (so several relays on one database stay
+/// right): the version is read first, so what is cached under it is never older than it.
+async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Arc<ScopeAreas>, ApiError> {
+    let scope = c.scope();
+    let key = if scope.is_operator() {
+        String::new()
+    } else {
+        scope.prefix.clone()
+    };
+    let version = st.store.areas_version().await?;
+    {
+        let cache = st.areas.lock().expect("areas cache");
+        if cache.version == version {
+            if let Some(hit) = cache.by_scope.get(&key) {
+                return Ok(hit.clone());
+            }
+        }
+    }
+    let rows = st.store.areas_for(&scope).await?;
+    let areas: Vec<WireArea> = rows
         .into_iter()
         .map(|a| WireArea {
             id: a.id,
@@ -402,12 +438,23 @@ async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Vec<WireArea>, ApiE
             level: a.level.as_str().into(),
             name: a.name,
         })
-        .collect())
+        .collect();
+    let entry = Arc::new(ScopeAreas {
+        version: areas_version(&areas),
+        areas,
+    });
+    let mut cache = st.areas.lock().expect("areas cache");
+    if cache.version != version || cache.by_scope.len() >= AREAS_CACHE_SCOPES {
+        cache.version = version;
+        cache.by_scope.clear();
+    }
+    cache.by_scope.insert(key, entry.clone());
+    Ok(entry)
 }
 
 async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
     Ok(Json(AreasResponse {
-        areas: wire_areas(&st, &c).await?,
+        areas: wire_areas(&st, &c).await?.areas.clone(),
     }))
 }
 

@@ -403,6 +403,11 @@ impl Store {
         dispatch!(self, s => sqlite s.list_areas(), pg s.list_areas())
     }
 
+    /// The version of the area tree: bumped by every change of it, in the same transaction.
+    pub async fn areas_version(&self) -> Result<i64> {
+        dispatch!(self, s => sqlite s.areas_version(), pg s.areas_version())
+    }
+
     /// Push: the answer is sent only after the batch holding this push has committed.
     pub async fn push(&self, job: PushJob) -> Result<Vec<PushResult>> {
         match self {

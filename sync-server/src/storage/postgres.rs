@@ -155,6 +155,15 @@ impl PgStore {
         load_areas(&c).await
     }
 
+    pub async fn areas_version(&self) -> Result<i64> {
+        let c = self.pool.get().await?;
+        Ok(
+            c.query_one("SELECT value FROM meta WHERE key = 'areas_version'", &[])
+                .await?
+                .get(0),
+        )
+    }
+
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
     /// page is full (see [`PageRows`]): rows are streamed, so a page never holds much more than its
     /// byte limit.

@@ -443,6 +443,15 @@ impl SqliteStore {
         self.with(|c| load_areas(c))
     }
 
+    pub fn areas_version(&self) -> Result<i64> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM meta WHERE key = 'areas_version'")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+    }
+
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
     /// page is full (see [`PageRows`]).
     pub fn pull(

@@ -250,6 +250,19 @@ impl Client {
 }
 
 impl Client {
+    /// `GET /v1/changes`: the page after `cursor`.
+    async fn pull_page(&self, cursor: u64) -> Result<PullResponse, SyncError> {
+        let page = self.config.page_size.clamp(1, 5000);
+        self.json(
+            self.send(|h| {
+                h.get(self.url("/changes"))
+                    .query(&[("after", cursor.to_string()), ("limit", page.to_string())])
+            })
+            .await?,
+        )
+        .await
+    }
+
     /// `POST /v1/me`: binds the device token to the store with `actor` (or checks it is the bound
     /// one), and says who the relay knows this device as.
     async fn register(&self, actor: &str) -> Result<MeResponse, SyncError> {
@@ -482,8 +495,18 @@ impl Store {
             total: None,
         });
         // Who this device is comes from the relay: register the store (its Automerge actor) and take
-        // the answer, before anything is pushed.
-        let me = client.register(&self.actor_hex()).await?;
+        // the answer, before anything is pushed. The first pull page is asked for at the same time
+        // (a round trip less on every sync); it is applied only if the answer leaves the scope as
+        // it was, and only after the push, as if it had been asked for then.
+        let cursor_before: Option<u64> = self.sync_state(CURSOR)?.and_then(|c| c.parse().ok());
+        let actor = self.actor_hex();
+        let (me, early) = tokio::join!(client.register(&actor), async {
+            match cursor_before {
+                Some(c) => client.pull_page(c).await.ok(),
+                None => None,
+            }
+        });
+        let me = me?;
         // The area tree only when the relay's differs from the one the store holds.
         let areas = match &me.areas_version {
             Some(v) if self.areas_version()?.as_ref() == Some(v) => None,
@@ -499,10 +522,24 @@ impl Store {
         }
 
         self.push(&client, progress, &mut report).await?;
-        if self.sync_state(CURSOR)?.is_none() {
+        let cursor_now: Option<u64> = self.sync_state(CURSOR)?.and_then(|c| c.parse().ok());
+        let early = early
+            .filter(|_| !scope.gained && !scope.lost && cursor_now == cursor_before)
+            .map(|mut page| {
+                // The relay's views in it predate what was just pushed: a record this device
+                // changed would be stored as it was before its own change. Without views, its
+                // records are merged from their documents.
+                if report.pushed + report.rejected + report.deferred > 0 {
+                    for item in &mut page.items {
+                        item.view = None;
+                    }
+                }
+                page
+            });
+        if cursor_now.is_none() {
             self.bootstrap(&client, progress, &mut report).await?;
         }
-        self.pull(&client, progress, &mut report).await?;
+        self.pull(&client, progress, &mut report, early).await?;
         if scope.lost || scope.gained {
             report.purged += self.lock().purge_out_of_scope(None)? as u64;
         }
@@ -735,30 +772,24 @@ impl Store {
         }
     }
 
+    /// Pulls pages from the saved cursor until the relay has no more. `first` is the page after
+    /// that cursor when it was fetched already (see [`Store::sync_async`]).
     async fn pull(
         &self,
         client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
+        mut first: Option<PullResponse>,
     ) -> Result<()> {
         let mut cursor: u64 = self
             .sync_state(CURSOR)?
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         loop {
-            let page = client.config.page_size.clamp(1, 5000);
-            let resp: PullResponse = client
-                .json(
-                    client
-                        .send(|h| {
-                            h.get(client.url("/changes")).query(&[
-                                ("after", cursor.to_string()),
-                                ("limit", page.to_string()),
-                            ])
-                        })
-                        .await?,
-                )
-                .await?;
+            let resp = match first.take() {
+                Some(page) => page,
+                None => client.pull_page(cursor).await?,
+            };
             let chunks = decode_chunks(resp.items.iter().map(|i| (&i.record, &i.bytes)))?;
             let views = relay_views(resp.items.iter().map(|i| (&i.record, i.view.as_deref())));
             let applied = self.apply_page(&chunks, &views)?;

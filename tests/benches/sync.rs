@@ -159,16 +159,25 @@ fn main() {
             .unwrap();
         health.push(t.elapsed());
     }
+    let slowest = parts[1]
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, d)| **d)
+        .map(|(i, d)| (i, ms(*d)));
+    eprintln!("slowest A sync (round, ms): {slowest:?}");
     edit.sort();
     health.sort();
     for part in &mut parts {
         part.sort();
     }
     eprintln!(
-        "edit rounds, p50: local edit {:.2} ms, A's sync {:.2} ms, the supervisor's sync {:.2} ms",
+        "edit rounds, p50 / max: local edit {:.2} / {:.2} ms, A's sync {:.2} / {:.2} ms, the supervisor's sync {:.2} / {:.2} ms",
         ms(percentile(&parts[0], 0.5)),
+        ms(*parts[0].last().unwrap()),
         ms(percentile(&parts[1], 0.5)),
-        ms(percentile(&parts[2], 0.5))
+        ms(*parts[1].last().unwrap()),
+        ms(percentile(&parts[2], 0.5)),
+        ms(*parts[2].last().unwrap())
     );
     let slow = edit
         .iter()

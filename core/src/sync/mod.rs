@@ -157,6 +157,9 @@ const CURSOR: &str = "cursor";
 const SNAPSHOT_CURSOR: &str = "snapshot_cursor";
 const SNAPSHOT_AFTER: &str = "snapshot_after";
 const LAST_SYNC: &str = "last_sync";
+/// A sync that pushed more changes than this pulls afresh after the push instead of using the page
+/// it asked for beside `/v1/me`.
+const EARLY_PULL_MAX_PUSHED: u64 = 100;
 
 /// The HTTP client of one sync, with its configuration: cheap to clone (for a request that runs
 /// while the sync goes on with something else).
@@ -523,13 +526,22 @@ impl Store {
 
         self.push(&client, progress, &mut report).await?;
         let cursor_now: Option<u64> = self.sync_state(CURSOR)?.and_then(|c| c.parse().ok());
+        // After a large push the early page is not used: its cursor predates this device's own new
+        // entries, which the next pull would then page through again (cheap for a few, not for an
+        // import of thousands).
+        let pushed = report.pushed + report.rejected + report.deferred;
         let early = early
-            .filter(|_| !scope.gained && !scope.lost && cursor_now == cursor_before)
+            .filter(|_| {
+                !scope.gained
+                    && !scope.lost
+                    && cursor_now == cursor_before
+                    && pushed <= EARLY_PULL_MAX_PUSHED
+            })
             .map(|mut page| {
                 // The relay's views in it predate what was just pushed: a record this device
                 // changed would be stored as it was before its own change. Without views, its
                 // records are merged from their documents.
-                if report.pushed + report.rejected + report.deferred > 0 {
+                if pushed > 0 {
                     for item in &mut page.items {
                         item.view = None;
                     }

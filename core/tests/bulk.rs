@@ -69,3 +69,84 @@ fn create_many_makes_ordinary_records_all_or_nothing() {
     assert!(s.search("Good", None, 10).unwrap().is_empty());
     assert_eq!(s.create_many(Vec::new()).unwrap(), Vec::<String>::new());
 }
+
+/// A bulk create makes the first record of each shape the full way and the rest from it (see
+/// `core/src/store/template.rs`): every record, whatever its path, must be exactly what its document
+/// reads as, on this store and on a store that only received the changes.
+#[test]
+fn records_made_from_a_template_read_as_their_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let b = open(dir.path(), "li", Role::Worker, "g1");
+    let mut news = Vec::new();
+    for i in 0..240 {
+        let new = match i % 6 {
+            0 => NewRecord::new(Kind::Person, "g1")
+                .field("name", format!("王小{i}"))
+                .field("phone", format!("139{i:08}"))
+                .field("sex", if i % 2 == 0 { "female" } else { "male" }),
+            1 => NewRecord::new(Kind::Person, "g1")
+                .field("name", format!("Person {i}"))
+                .field("phone", "")
+                .attr("floor", format!("{}", i % 9))
+                .attr("note", "")
+                .tag("lives alone")
+                .tag(" needs care "),
+            2 => NewRecord::new(Kind::Place, "g1")
+                .field("name", format!("Building {i}"))
+                .field("address", format!("幸福路{i}号")),
+            3 => NewRecord::new(Kind::Organisation, "g1")
+                .field("name", format!("Shop {i}"))
+                .attr("licence", format!("L-{i}")),
+            // Made the full way: notes are one operation per character, events start a timeline.
+            4 => NewRecord::new(Kind::Person, "g1")
+                .field("name", format!("Noted {i}"))
+                .notes(format!("note {i}")),
+            _ => NewRecord::new(Kind::Event, "g1").field("title", format!("Leak {i}")),
+        };
+        news.push(new);
+    }
+    let ids = s.create_many(news).unwrap();
+    assert_eq!(ids.len(), 240);
+    let hashes: std::collections::BTreeSet<String> = s
+        .outbox(1000)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    assert_eq!(hashes.len(), 240, "every record has its own first change");
+    for (i, id) in ids.iter().enumerate() {
+        let view = s.get(id).unwrap();
+        let doc = automerge::Automerge::load(&s.export_document(id).unwrap()).unwrap();
+        assert_eq!(
+            gridwork_core::doc::read_record(id, &doc).as_ref(),
+            Some(&view),
+            "record {i}"
+        );
+        assert_eq!(s.history(id).unwrap().len(), 1);
+    }
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).tag("needs care"))
+            .unwrap()
+            .items
+            .len(),
+        40
+    );
+    assert_eq!(s.search("幸福路14号", None, 10).unwrap()[0].id, ids[14]);
+    // The rebuilt projection (from the documents) is the one written from the views.
+    let before: Vec<_> = s
+        .list(&ListQuery::new(Kind::Person).limit(1000))
+        .unwrap()
+        .items;
+    s.rebuild_projection().unwrap();
+    assert_eq!(
+        s.list(&ListQuery::new(Kind::Person).limit(1000))
+            .unwrap()
+            .items,
+        before
+    );
+    exchange(&s, &b);
+    for id in &ids {
+        assert_eq!(b.get(id).unwrap(), s.get(id).unwrap());
+    }
+}

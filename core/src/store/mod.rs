@@ -13,6 +13,7 @@ mod purge;
 mod quarantine;
 mod records;
 mod rulebook;
+mod template;
 
 use rulebook::Judged;
 pub mod schema;
@@ -643,9 +644,22 @@ pub(crate) fn queue_local_change(
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
+    queue_change(tx, id, &change, &doc.save(), record, search)
+}
+
+/// Queues `change` of record `id` and writes the record with `doc` (its document's bytes) and its
+/// projection rows (from `record`, the document's view), inside the caller's transaction.
+pub(crate) fn queue_change(
+    tx: &Connection,
+    id: &str,
+    change: &automerge::Change,
+    doc: &[u8],
+    record: &Record,
+    search: &mut projection::SearchWrites,
+) -> Result<()> {
     tx.prepare_cached("INSERT INTO outbox (record_id, hash, bytes) VALUES (?1, ?2, ?3)")?
         .execute(params![id, &change.hash().0[..], change.raw_bytes()])?;
-    projection::project_deferred(tx, record, &doc.save(), true, search)?;
+    projection::project_deferred(tx, record, doc, true, search)?;
     Ok(())
 }
 

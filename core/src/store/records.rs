@@ -1,4 +1,5 @@
 //! Creating, editing, listing and searching records of every kind.
+use super::template::{Shape, Template};
 use super::{search, ChangeNote, Inner, Store};
 use crate::doc::{self, ATTRS, DELETED, FIELDS, LINKS, NOTES, TAGS, TIMELINE};
 use crate::error::{Error, Result};
@@ -11,7 +12,7 @@ use gridwork_protocol::rules;
 use rand::RngCore;
 use rusqlite::params_from_iter;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A new record. Managed fields (event status, visit review, ...) are set by the store, not here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -318,7 +319,7 @@ impl Store {
         let mut inner = self.lock();
         inner.check_writable()?;
         // Making documents is CPU work of its own per record: it runs on every core.
-        let made: Vec<(String, automerge::Automerge, Record)> = {
+        let made: Vec<Made> = {
             let maker = Maker::of(&inner);
             let threads = std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -338,7 +339,7 @@ impl Store {
             let results: Vec<Result<Vec<_>>> = std::thread::scope(|s| {
                 let handles: Vec<_> = parts
                     .into_iter()
-                    .map(|part| s.spawn(move || part.into_iter().map(|n| maker.make(n)).collect()))
+                    .map(|part| s.spawn(move || maker.make_many(part)))
                     .collect();
                 handles
                     .into_iter()
@@ -354,14 +355,14 @@ impl Store {
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
         let mut search = super::projection::SearchWrites::default();
-        for (id, doc, record) in &made {
-            super::queue_local_change(&tx, id, doc, record, &mut search)?;
+        for m in &made {
+            super::queue_change(&tx, &m.id, &m.change, &m.doc, &m.record, &mut search)?;
         }
         search.flush(&tx)?;
         tx.commit()?;
         // The documents are not cached: an import of thousands would only push out the records the
         // worker is working on; each loads when it is next needed.
-        Ok(made.into_iter().map(|(id, _, _)| id).collect())
+        Ok(made.into_iter().map(|m| m.id).collect())
     }
 
     /// Edits fields, attributes, tags and notes of a record, as one change.
@@ -675,6 +676,14 @@ fn new_document(inner: &Inner, new: NewRecord) -> Result<(String, automerge::Aut
     Maker::of(inner).make(new)
 }
 
+/// A new record made for a bulk create: its first change, its document's bytes and its view.
+struct Made {
+    id: String,
+    change: automerge::Change,
+    doc: Vec<u8>,
+    record: Record,
+}
+
 /// What making a new record's document takes from the store, borrowed so that several threads can
 /// make documents at once (a bulk import): nothing in it touches the database.
 struct Maker<'a> {
@@ -704,7 +713,8 @@ impl<'a> Maker<'a> {
         Ok(())
     }
 
-    fn make(&self, new: NewRecord) -> Result<(String, automerge::Automerge, Record)> {
+    /// The friendly checks of a new record (the rule book judges it once made): its kind.
+    fn validate(&self, new: &NewRecord) -> Result<Kind> {
         let kind = new
             .kind
             .ok_or_else(|| Error::InvalidInput("a new record needs a kind".into()))?;
@@ -720,30 +730,98 @@ impl<'a> Maker<'a> {
             return Err(Error::field(title, "required"));
         }
         self.check_area(&new.area)?;
+        Ok(kind)
+    }
+
+    /// The note of record `id`'s first change. It names the record: without it, two records created
+    /// alike in the same second on one device would begin with byte-identical changes, i.e. the same
+    /// change hash, which the outbox and the relay's dedup take for one change.
+    fn create_message(&self, id: &str, new: &NewRecord) -> String {
         let me = self.identity;
-        let id = new_record_id();
-        let now = time::now_iso();
-        let mut doc = automerge::Automerge::new().with_actor(self.actor.clone());
         let note = ChangeNote::new(
             &me.user_id,
             &me.device_id,
             "create",
             new.fields.keys().cloned().collect(),
         );
-        // The first change names the record: without it, two records created alike in the same second on
-        // one device would begin with byte-identical changes, i.e. the same change hash, which the outbox
-        // and the relay's dedup take for one change.
         #[derive(Serialize)]
         struct CreateNote<'a> {
             #[serde(flatten)]
             note: &'a ChangeNote,
             record: &'a str,
         }
-        let message = serde_json::to_string(&CreateNote {
+        serde_json::to_string(&CreateNote {
             note: &note,
-            record: &id,
+            record: id,
         })
-        .expect("serialises");
+        .expect("serialises")
+    }
+
+    /// Makes a new record like [`Maker::make`] from `template` (see `template.rs`): only the values
+    /// differ. Returns the id, the first change and the record view.
+    fn make_like(
+        &self,
+        template: &Template,
+        new: &NewRecord,
+    ) -> Result<(String, automerge::Change, Record)> {
+        self.validate(new)?;
+        let id = new_record_id();
+        let message = self.create_message(&id, new);
+        let (change, record) = template.instance(&id, new, message, time::now_secs());
+        gridwork_protocol::rules::authorize(
+            &self.rule_actor,
+            self.area_paths,
+            None,
+            &doc::RecordState::of(record.clone()),
+        )
+        .map_err(|refusal| Error::refused(&id, refusal))?;
+        Ok((id, change, record))
+    }
+
+    /// Makes the records of one part of a bulk create: by template where the record's shape allows
+    /// and a template of it was made and proved (its first record made the full way re-encodes to the
+    /// same bytes), the full way otherwise.
+    fn make_many(&self, news: Vec<NewRecord>) -> Result<Vec<Made>> {
+        let mut templates: HashMap<Shape, Option<Template>> = HashMap::new();
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            let shape = Shape::of(&new);
+            if let Some(Some(t)) = shape.as_ref().and_then(|s| templates.get(s)) {
+                let (id, change, record) = self.make_like(t, &new)?;
+                out.push(Made {
+                    id,
+                    doc: change.raw_bytes().to_vec(),
+                    change,
+                    record,
+                });
+                continue;
+            }
+            let (id, doc, record) = self.make(new)?;
+            let change = doc
+                .get_last_local_change()
+                .ok_or_else(|| Error::Corrupt(format!("record {id} has no change")))?;
+            if let Some(shape) = shape {
+                templates
+                    .entry(shape)
+                    .or_insert_with(|| Template::proven(&change, &record));
+            }
+            out.push(Made {
+                id,
+                doc: doc.save(),
+                change,
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    fn make(&self, new: NewRecord) -> Result<(String, automerge::Automerge, Record)> {
+        let kind = self.validate(&new)?;
+        let me = self.identity;
+        let id = new_record_id();
+        let now = time::now_iso();
+        let mut doc = automerge::Automerge::new().with_actor(self.actor.clone());
+        let message = self.create_message(&id, &new);
         let result = doc.transact_with(
             |_| {
                 CommitOptions::default()

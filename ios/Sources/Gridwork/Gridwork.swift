@@ -660,6 +660,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      */
     func checkIntegrity() throws 
     
+    /**
+     * Checks up to `max` such records against their documents (for an app to call while idle);
+     * returns how many were checked. A view that differed is repaired and counted.
+     */
+    func checkViews(max: UInt32) throws  -> UInt64
+    
     func conflict(id: String, field: String) throws  -> Conflict
     
     /**
@@ -800,6 +806,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      */
     func transition(eventId: String, action: EventAction, comment: String?) throws  -> EventStatus
     
+    /**
+     * Records stored from the relay's view at sync whose documents have not been loaded (and the view
+     * checked against them) yet.
+     */
+    func uncheckedViews() throws  -> UInt64
+    
     func unlink(source: String, linkType: LinkType, target: String) throws 
     
     /**
@@ -811,6 +823,11 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      * Adds or updates an area; the parent must be known already. Sync fills the tree from the relay.
      */
     func upsertArea(id: String, parent: String?, level: AreaLevel, name: String) throws  -> Area
+    
+    /**
+     * How many records the relay sent a view of that their document did not read as.
+     */
+    func viewRepairs() throws  -> UInt64
     
     /**
      * Deletes every record, change, attachment and sync state of this store and leaves it `Wiped`
@@ -1028,6 +1045,20 @@ open func checkIntegrity()throws   {try rustCallWithError(FfiConverterTypeGridwo
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Checks up to `max` such records against their documents (for an app to call while idle);
+     * returns how many were checked. A view that differed is repaired and counted.
+     */
+open func checkViews(max: UInt32)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_check_views(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(max),uniffiCallStatus
+    )
+})
 }
     
 open func conflict(id: String, field: String)throws  -> Conflict  {
@@ -1417,6 +1448,19 @@ open func transition(eventId: String, action: EventAction, comment: String?)thro
 })
 }
     
+    /**
+     * Records stored from the relay's view at sync whose documents have not been loaded (and the view
+     * checked against them) yet.
+     */
+open func uncheckedViews()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_unchecked_views(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
 open func unlink(source: String, linkType: LinkType, target: String)throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
         uniffiCallStatus in
     uniffi_gridwork_ffi_fn_method_gridworkstore_unlink(
@@ -1453,6 +1497,18 @@ open func upsertArea(id: String, parent: String?, level: AreaLevel, name: String
         FfiConverterOptionString.lower(parent),
         FfiConverterTypeAreaLevel_lower(level),
         FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * How many records the relay sent a view of that their document did not read as.
+     */
+open func viewRepairs()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_view_repairs(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -5305,6 +5361,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_check_integrity() != 8507) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_check_views() != 49900) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_conflict() != 27155) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5395,6 +5454,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_transition() != 28940) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_unchecked_views() != 39691) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_unlink() != 56983) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5402,6 +5464,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_upsert_area() != 18169) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_view_repairs() != 33008) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_wipe() != 15571) {

@@ -324,6 +324,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_attachment(uint64_t ptr, 
 void uniffi_gridwork_ffi_fn_method_gridworkstore_check_integrity(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_CHECK_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_CHECK_VIEWS
+uint64_t uniffi_gridwork_ffi_fn_method_gridworkstore_check_views(uint64_t ptr, uint32_t max, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_CONFLICT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_CONFLICT
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_conflict(uint64_t ptr, RustBuffer id, RustBuffer field, RustCallStatus *_Nonnull out_status
@@ -474,6 +479,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_sync_status(uint64_t ptr,
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_transition(uint64_t ptr, RustBuffer event_id, RustBuffer action, RustBuffer comment, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UNCHECKED_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UNCHECKED_VIEWS
+uint64_t uniffi_gridwork_ffi_fn_method_gridworkstore_unchecked_views(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UNLINK
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UNLINK
 void uniffi_gridwork_ffi_fn_method_gridworkstore_unlink(uint64_t ptr, RustBuffer source, RustBuffer link_type, RustBuffer target, RustCallStatus *_Nonnull out_status
@@ -487,6 +497,11 @@ void uniffi_gridwork_ffi_fn_method_gridworkstore_update(uint64_t ptr, RustBuffer
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UPSERT_AREA
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_UPSERT_AREA
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_upsert_area(uint64_t ptr, RustBuffer id, RustBuffer parent, RustBuffer level, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_VIEW_REPAIRS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_VIEW_REPAIRS
+uint64_t uniffi_gridwork_ffi_fn_method_gridworkstore_view_repairs(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_WIPE
@@ -852,6 +867,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_check_integrity(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_CHECK_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_CHECK_VIEWS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_check_views(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_CONFLICT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_CONFLICT
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_conflict(void
@@ -1032,6 +1053,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_transition(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UNCHECKED_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UNCHECKED_VIEWS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_unchecked_views(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UNLINK
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UNLINK
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_unlink(void
@@ -1047,6 +1074,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_update(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UPSERT_AREA
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_UPSERT_AREA
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_upsert_area(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_VIEW_REPAIRS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_VIEW_REPAIRS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_view_repairs(void
     
 );
 #endif

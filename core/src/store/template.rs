@@ -1,12 +1,12 @@
 //! Bulk import without building every record's document operation by operation.
 //!
-//! Automerge builds a new record's first change by splicing each operation into its column store, about
-//! 100 us for a record of a dozen values on the reference machine, most of a bulk create. Records of one
+//! Automerge builds a new record's first change by splicing each operation into its column store: most of
+//! a bulk create's time (BENCHMARKS.md section 7). Records of one
 //! *shape* (kind, which fields and attributes are set, which tags) get first changes that differ only in
 //! their values, message and time: the same operations on the same keys and objects. So the first record
 //! of a shape is made the full way, its change is decoded into its operations (Automerge's
 //! `ExpandedChange`), and each further record of that shape is that list with its own values, encoded
-//! (about 5 us).
+//! (a small fraction of the cost).
 //!
 //! A template is used only once it is proven: the decoded change of the first record, given that
 //! record's own values, message and time back, must encode to exactly the bytes Automerge made. Records

@@ -50,6 +50,13 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
     let wrong_id = li
         .create(NewRecord::new(Kind::Person, "g1").field("name", "Carol Real"))
         .unwrap();
+    // A record of grid g2, outside wang's scope, whose view claims g1.
+    let chen = open(dir.path(), "chen", Role::Worker, "g2");
+    let planted = chen
+        .create(NewRecord::new(Kind::Person, "g2").field("name", "Planted Elsewhere"))
+        .unwrap();
+    let mut planted_view = chen.get(&planted).unwrap();
+    planted_view.area = "g1".into();
     let mut lie = li.get(&lied_about).unwrap();
     lie.fields.insert("name".into(), "Mallory Forged".into());
     lie.tags = vec!["lives alone".into()];
@@ -67,6 +74,11 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
             Some(&lie),
         ),
         snapshot_record(&viewless, &li.export_document(&viewless).unwrap(), None),
+        snapshot_record(
+            &planted,
+            &chen.export_document(&planted).unwrap(),
+            Some(&planted_view),
+        ),
         // A view of another record: not taken, the document is read instead.
         snapshot_record(
             &wrong_id,
@@ -83,10 +95,11 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
             &CancelToken::new(),
         )
         .unwrap();
-    assert_eq!(report.bootstrapped, 4);
+    assert_eq!(report.bootstrapped, 5);
 
     // Until a document is loaded, the device shows what the relay said.
-    assert_eq!(wang.unchecked_views().unwrap(), 2);
+    assert_eq!(wang.unchecked_views().unwrap(), 3);
+    assert_eq!(names(&wang, "Planted"), ["Planted Elsewhere"]);
     assert_eq!(wang.get(&honest).unwrap(), li.get(&honest).unwrap());
     assert_eq!(wang.get(&viewless).unwrap(), li.get(&viewless).unwrap());
     assert_eq!(wang.get(&wrong_id).unwrap(), li.get(&wrong_id).unwrap());
@@ -100,7 +113,7 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
     // The first load of the lied-about document (its history here) repairs it.
     assert!(!wang.history(&lied_about).unwrap().is_empty());
     assert_eq!(wang.view_repairs().unwrap(), 1);
-    assert_eq!(wang.unchecked_views().unwrap(), 1);
+    assert_eq!(wang.unchecked_views().unwrap(), 2);
     assert_eq!(wang.get(&lied_about).unwrap(), li.get(&lied_about).unwrap());
     assert!(names(&wang, "Mallory").is_empty());
     assert_eq!(names(&wang, "Bob"), ["Bob Truth"]);
@@ -112,11 +125,14 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
         .unwrap();
     assert!(tagged.items.is_empty(), "the forged tag is gone too");
 
-    // The honest view is checked when the app asks (or on first load): no repair.
-    assert_eq!(wang.check_views(100).unwrap(), 1);
+    // The rest is checked when the app asks (or on first load): the honest view needs no repair; the
+    // planted record's document is of another grid, so it is repaired and leaves the device.
+    assert_eq!(wang.check_views(100).unwrap(), 2);
     assert_eq!(wang.unchecked_views().unwrap(), 0);
-    assert_eq!(wang.view_repairs().unwrap(), 1);
+    assert_eq!(wang.view_repairs().unwrap(), 2);
     assert_eq!(wang.get(&honest).unwrap(), li.get(&honest).unwrap());
+    assert!(matches!(wang.get(&planted), Err(Error::UnknownRecord(_))));
+    assert!(names(&wang, "Planted").is_empty());
 
     // The count survives reopening; edits work on the repaired record.
     drop(wang);
@@ -125,7 +141,7 @@ fn a_lying_view_is_repaired_from_the_document_on_first_load_and_counted() {
         StoreKey::Raw(KEY),
     ))
     .unwrap();
-    assert_eq!(wang.view_repairs().unwrap(), 1);
+    assert_eq!(wang.view_repairs().unwrap(), 2);
     wang.update(&lied_about, Update::new().set("phone", "13900000000"))
         .unwrap();
     let after = wang.get(&lied_about).unwrap();

@@ -414,7 +414,11 @@ impl Store {
         for id in &ids {
             // Loading checks; the document is not kept (a long check must not evict the working set).
             if !inner.docs.contains(id) {
-                inner.doc(id)?;
+                match inner.doc(id) {
+                    // Purged: its document put it out of this user's scope.
+                    Err(Error::UnknownRecord(_)) => continue,
+                    other => other?,
+                };
                 inner.docs.pop(id);
             }
         }
@@ -537,7 +541,8 @@ impl Inner {
     /// the first time the device loads that document. The document is the truth: the row is rewritten
     /// from it (which also compacts the change chunks appended since the relay's snapshot), and a
     /// view that differed is counted in `meta` (`view_repairs`, see [`Store::view_repairs`]) and logged
-    /// by record id.
+    /// by record id. A record whose document puts it outside this user's scope (a view that lied about
+    /// its area) is purged, and is then unknown here.
     fn check_view(&mut self, id: &str, doc: &Automerge) -> Result<()> {
         let truth = doc::read_record(id, doc)
             .ok_or_else(|| Error::Corrupt(format!("record {id} has no kind or area")))?;
@@ -553,6 +558,10 @@ impl Inner {
         }
         projection::project_record(&sp, &truth, &doc.save(), true)?;
         sp.commit()?;
+        let seen = self.rule_actor().sees(&self.area_paths, &truth);
+        if !seen && self.purge_out_of_scope(Some(&[id.to_owned()]))? > 0 {
+            return Err(Error::UnknownRecord(id.to_owned()));
+        }
         Ok(())
     }
 

@@ -169,7 +169,14 @@ fn two_relays_on_one_postgres_skip_and_double_nothing() {
     let mut finals = Vec::new();
     for url in &urls {
         let (mut cursor, mut turn, mut log) = (0, 0, Vec::new());
-        pull_all(&http, &[url.clone()], &op, &mut cursor, &mut turn, &mut log);
+        pull_all(
+            &http,
+            std::slice::from_ref(url),
+            &op,
+            &mut cursor,
+            &mut turn,
+            &mut log,
+        );
         finals.push(log);
     }
     assert_eq!(finals[0], finals[1], "both relays serve the same log");

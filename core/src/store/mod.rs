@@ -131,13 +131,31 @@ const META_WIPED: &str = "wiped";
 
 pub(crate) use gridwork_protocol::doc::ChangeNote;
 
+/// Sets SQLCipher's logging, once per process (its log settings are process-wide, and changing its log
+/// destination while another thread logs crashes it). Off by default: SQLCipher would print failed key
+/// checks, and errors reach the caller typed instead. `GRIDWORK_SQLCIPHER_LOG=ERROR` (or WARN, INFO,
+/// DEBUG) has it say on stderr why it refused a key or a page, for diagnosing; it names operations and
+/// page numbers, never keys or values.
+fn sqlcipher_logging(conn: &Connection) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let pragmas = match std::env::var("GRIDWORK_SQLCIPHER_LOG").ok().as_deref() {
+            Some(level @ ("ERROR" | "WARN" | "INFO" | "DEBUG")) => {
+                format!("PRAGMA cipher_log = stderr; PRAGMA cipher_log_level = {level};")
+            }
+            _ => "PRAGMA cipher_log_level = NONE;".to_owned(),
+        };
+        // A build without SQLCipher has no such pragmas; nothing to set then.
+        let _ = conn.execute_batch(&pragmas);
+    });
+}
+
 /// Opens the SQLite connection of a store with its key and pragmas, without migrating or reading it.
 /// Public for tests and tools that build stores of older schema versions.
 #[doc(hidden)]
 pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(path)?;
-    // SQLCipher logs failed key checks to stderr by itself; errors reach the caller typed instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    sqlcipher_logging(&conn);
     match key {
         StoreKey::None => {}
         StoreKey::Raw(bytes) => {

@@ -284,18 +284,16 @@ pub(crate) fn put_superseding(
     Ok(())
 }
 
-impl Inner {
-    /// The friendly checks of an area a record is put in: a valid id of a known area. Whether it is in
-    /// the user's scope is the rule book's to say.
-    fn check_area(&self, area: &str) -> Result<()> {
-        if !doc::is_valid_area_id(area) {
-            return Err(Error::InvalidId(area.to_owned()));
-        }
-        if self.area_path(area).is_none() {
-            return Err(Error::UnknownArea(area.to_owned()));
-        }
-        Ok(())
+/// The friendly checks of an area a record is put in: a valid id of a known area (one of
+/// `area_paths`). Whether it is in the user's scope is the rule book's to say.
+fn check_area(area_paths: &HashMap<String, String>, area: &str) -> Result<()> {
+    if !doc::is_valid_area_id(area) {
+        return Err(Error::InvalidId(area.to_owned()));
     }
+    if !area_paths.contains_key(area) {
+        return Err(Error::UnknownArea(area.to_owned()));
+    }
+    Ok(())
 }
 
 impl Store {
@@ -459,7 +457,7 @@ impl Store {
     pub fn move_record(&self, id: &str, area: &str) -> Result<()> {
         let mut inner = self.lock();
         let before = inner.editable(id, None)?;
-        inner.check_area(area)?;
+        check_area(&inner.area_paths, area)?;
         if before.record.area == area {
             return Ok(());
         }
@@ -690,7 +688,7 @@ struct Maker<'a> {
     identity: &'a crate::model::Identity,
     actor: automerge::ActorId,
     rule_actor: gridwork_protocol::rules::Actor,
-    area_paths: &'a std::collections::HashMap<String, String>,
+    area_paths: &'a HashMap<String, String>,
 }
 
 impl<'a> Maker<'a> {
@@ -701,16 +699,6 @@ impl<'a> Maker<'a> {
             rule_actor: inner.rule_actor(),
             area_paths: &inner.area_paths,
         }
-    }
-
-    fn check_area(&self, area: &str) -> Result<()> {
-        if !doc::is_valid_area_id(area) {
-            return Err(Error::InvalidId(area.to_owned()));
-        }
-        if !self.area_paths.contains_key(area) {
-            return Err(Error::UnknownArea(area.to_owned()));
-        }
-        Ok(())
     }
 
     /// The friendly checks of a new record (the rule book judges it once made): its kind.
@@ -729,7 +717,7 @@ impl<'a> Maker<'a> {
         if kind != Kind::Visit && new.fields.get(title).is_none_or(|t| t.trim().is_empty()) {
             return Err(Error::field(title, "required"));
         }
-        self.check_area(&new.area)?;
+        check_area(self.area_paths, &new.area)?;
         Ok(kind)
     }
 

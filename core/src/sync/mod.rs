@@ -266,6 +266,24 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/snapshot`: the page of records after record `after` (from the first without).
+    async fn snapshot_page(&self, after: Option<&str>) -> Result<SnapshotResponse, SyncError> {
+        let page = self.config.page_size.clamp(1, 5000);
+        self.json(
+            self.send(|h| {
+                let mut req = h
+                    .get(self.url("/snapshot"))
+                    .query(&[("limit", page.to_string())]);
+                if let Some(a) = after {
+                    req = req.query(&[("after_record", a)]);
+                }
+                req
+            })
+            .await?,
+        )
+        .await
+    }
+
     /// `POST /v1/me`: binds the device token to the store with `actor` (or checks it is the bound
     /// one), and says who the relay knows this device as.
     async fn register(&self, actor: &str) -> Result<MeResponse, SyncError> {
@@ -923,22 +941,7 @@ impl Prefetch {
     fn start(client: &Client, after: Option<String>) -> Prefetch {
         let client = client.clone();
         Prefetch(Some(tokio::spawn(async move {
-            let page = client.config.page_size.clamp(1, 5000);
-            let resp: SnapshotResponse = client
-                .json(
-                    client
-                        .send(|h| {
-                            let mut req = h
-                                .get(client.url("/snapshot"))
-                                .query(&[("limit", page.to_string())]);
-                            if let Some(a) = &after {
-                                req = req.query(&[("after_record", a)]);
-                            }
-                            req
-                        })
-                        .await?,
-                )
-                .await?;
+            let resp = client.snapshot_page(after.as_deref()).await?;
             let chunks = decode_chunks(resp.records.iter().map(|r| (&r.record, &r.bytes)))?;
             Ok((resp, chunks))
         })))

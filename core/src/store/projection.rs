@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::model::{time, Record};
 use automerge::Automerge;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
 fn search_body(record: &Record) -> String {
@@ -153,15 +152,7 @@ pub(crate) fn project_deferred(
             )?;
         // A record seen for the first time has no rows to clear (the common case of a bulk apply).
         insert_kind_row(conn, rid, record)?;
-        for l in &record.links {
-            insert_link(conn, rid, l.link_type.as_str(), &l.target)?;
-        }
-        for tag in &record.tags {
-            insert_tag(conn, rid, tag)?;
-        }
-        for field in &record.conflicted_fields {
-            insert_conflict(conn, rid, field)?;
-        }
+        write_side_rows(conn, rid, None, record, true)?;
         search.rows.push((rid, false, body));
         return Ok(rid);
     };
@@ -211,38 +202,7 @@ pub(crate) fn project_deferred(
         Some(b) => update_kind_row(conn, rid, b, record)?,
         None => insert_kind_row(conn, rid, record)?,
     }
-    let keys = |r: &Record| -> BTreeSet<String> {
-        r.links
-            .iter()
-            .map(|l| format!("{}:{}", l.link_type.as_str(), l.target))
-            .collect()
-    };
-    let wanted_links = keys(record);
-    if before.as_ref().is_none_or(|b| keys(b) != wanted_links) {
-        conn.prepare_cached("DELETE FROM links WHERE src = ?1")?
-            .execute([rid])?;
-        for k in &wanted_links {
-            let (t, dst) = k.split_once(':').expect("type:dst");
-            insert_link(conn, rid, t, dst)?;
-        }
-    }
-    if before.as_ref().is_none_or(|b| b.tags != record.tags) {
-        conn.prepare_cached("DELETE FROM tags WHERE rid = ?1")?
-            .execute([rid])?;
-        for tag in &record.tags {
-            insert_tag(conn, rid, tag)?;
-        }
-    }
-    if before
-        .as_ref()
-        .is_none_or(|b| b.conflicted_fields != record.conflicted_fields)
-    {
-        conn.prepare_cached("DELETE FROM conflicts WHERE rid = ?1")?
-            .execute([rid])?;
-        for field in &record.conflicted_fields {
-            insert_conflict(conn, rid, field)?;
-        }
-    }
+    write_side_rows(conn, rid, before.as_ref(), record, false)?;
     if old.search_key != Some(key) {
         search.rows.push((rid, old.search_key.is_some(), body));
     }
@@ -329,20 +289,43 @@ fn update_kind_row(conn: &Connection, rid: i64, before: &Record, record: &Record
     Ok(())
 }
 
-fn insert_link(conn: &Connection, rid: i64, link_type: &str, dst: &str) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)")?
-        .execute(params![rid, link_type, dst])?;
-    Ok(())
-}
-
-fn insert_tag(conn: &Connection, rid: i64, tag: &str) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
-        .execute(params![rid, tag])?;
-    Ok(())
-}
-
-fn insert_conflict(conn: &Connection, rid: i64, field: &str) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
-        .execute(params![rid, field])?;
+/// Writes the links, tags and conflicted fields of record `rid` where they differ from `before`'s
+/// (all of them without `before`). `fresh`: the record is new to the table, with no rows to delete.
+fn write_side_rows(
+    conn: &Connection,
+    rid: i64,
+    before: Option<&Record>,
+    record: &Record,
+    fresh: bool,
+) -> Result<()> {
+    let clear = |sql: &str| -> Result<()> {
+        if !fresh {
+            conn.prepare_cached(sql)?.execute([rid])?;
+        }
+        Ok(())
+    };
+    if before.is_none_or(|b| b.links != record.links) {
+        clear("DELETE FROM links WHERE src = ?1")?;
+        for l in &record.links {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO links (src, type, dst) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![rid, l.link_type.as_str(), l.target])?;
+        }
+    }
+    if before.is_none_or(|b| b.tags != record.tags) {
+        clear("DELETE FROM tags WHERE rid = ?1")?;
+        for tag in &record.tags {
+            conn.prepare_cached("INSERT OR IGNORE INTO tags (rid, tag) VALUES (?1, ?2)")?
+                .execute(params![rid, tag])?;
+        }
+    }
+    if before.is_none_or(|b| b.conflicted_fields != record.conflicted_fields) {
+        clear("DELETE FROM conflicts WHERE rid = ?1")?;
+        for field in &record.conflicted_fields {
+            conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
+                .execute(params![rid, field])?;
+        }
+    }
     Ok(())
 }

@@ -156,12 +156,7 @@ impl PgStore {
     }
 
     pub async fn areas_version(&self) -> Result<i64> {
-        let c = self.pool.get().await?;
-        Ok(
-            c.query_one("SELECT value FROM meta WHERE key = 'areas_version'", &[])
-                .await?
-                .get(0),
-        )
+        read_areas_version(&self.pool.get().await?).await
     }
 
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
@@ -901,6 +896,14 @@ impl PgStore {
     }
 }
 
+async fn read_areas_version<C: GenericClient>(c: &C) -> Result<i64> {
+    Ok(
+        c.query_one("SELECT value FROM meta WHERE key = 'areas_version'", &[])
+            .await?
+            .get(0),
+    )
+}
+
 async fn bump_areas_version<C: GenericClient>(c: &C) -> Result<()> {
     c.execute(
         "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
@@ -1161,10 +1164,7 @@ async fn plan_batch<C: GenericClient>(
     jobs: &[PushJob],
 ) -> Result<Plan> {
     let t = prof::start();
-    let version: i64 = tx
-        .query_one("SELECT value FROM meta WHERE key = 'areas_version'", &[])
-        .await?
-        .get(0);
+    let version = read_areas_version(tx).await?;
     if version != engine.areas.version || engine.areas.paths.is_empty() {
         let areas = load_areas(tx).await?;
         engine.areas = AreaMap {

@@ -444,12 +444,7 @@ impl SqliteStore {
     }
 
     pub fn areas_version(&self) -> Result<i64> {
-        self.with(|c| {
-            Ok(
-                c.prepare_cached("SELECT value FROM meta WHERE key = 'areas_version'")?
-                    .query_row([], |r| r.get(0))?,
-            )
-        })
+        self.with(|c| read_areas_version(c))
     }
 
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
@@ -1130,6 +1125,13 @@ fn exists(c: &Connection, sql: &str, arg: &str) -> Result<bool> {
     Ok(c.query_row(sql, [arg], |r| r.get(0))?)
 }
 
+fn read_areas_version(c: &Connection) -> Result<i64> {
+    Ok(
+        c.prepare_cached("SELECT value FROM meta WHERE key = 'areas_version'")?
+            .query_row([], |r| r.get(0))?,
+    )
+}
+
 fn bump_areas_version(c: &Connection) -> Result<()> {
     c.execute(
         "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
@@ -1409,11 +1411,7 @@ fn write_batch(
 
 fn plan_batch(tx: &Connection, engine: &mut Engine, jobs: &[PushJob]) -> Result<Plan> {
     let t = prof::start();
-    let version: i64 = tx.query_row(
-        "SELECT value FROM meta WHERE key = 'areas_version'",
-        [],
-        |r| r.get(0),
-    )?;
+    let version = read_areas_version(tx)?;
     if version != engine.areas.version || engine.areas.paths.is_empty() {
         let areas = load_areas(tx)?;
         engine.areas = AreaMap {

@@ -34,6 +34,20 @@ enum Backend {
 
 // ---- the relay under test ----
 
+enum WriterHold {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl WriterHold {
+    async fn release(self) {
+        match self {
+            WriterHold::Sqlite(c) => c.execute_batch("COMMIT").unwrap(),
+            WriterHold::Postgres(c) => c.batch_execute("COMMIT").await.unwrap(),
+        }
+    }
+}
+
 struct Env {
     server: Option<RunningServer>,
     base: String,
@@ -41,6 +55,8 @@ struct Env {
     storage: StorageConfig,
     limits: Limits,
     tokens: HashMap<&'static str, String>,
+    /// The SQLite store's key (hex), for the tests' own SQL.
+    sqlite_key: Option<String>,
     authors: HashMap<&'static str, Author>,
     next_record: AtomicU64,
     _dir: Option<tempfile::TempDir>,
@@ -63,11 +79,12 @@ impl Env {
     }
 
     async fn with_limits(backend: Backend, limits: Limits) -> Env {
+        let sqlite_key = hex::encode(rand::random::<[u8; 32]>());
         let (storage, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 (
-                    StorageConfig::sqlite(dir.path(), RelayKey::generate()),
+                    StorageConfig::sqlite(dir.path(), RelayKey::from_hex(&sqlite_key).unwrap()),
                     Some(dir),
                 )
             }
@@ -117,6 +134,7 @@ impl Env {
             storage,
             limits,
             tokens,
+            sqlite_key: dir.as_ref().map(|_| sqlite_key),
             authors,
             next_record: AtomicU64::new(1 << 40),
             _dir: dir,
@@ -147,6 +165,48 @@ impl Env {
     async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
+        }
+    }
+
+    /// Runs the test's own SQL on the relay's database, beside the running relay: `sqlite` on the
+    /// SQLite store, `postgres` on the PostgreSQL one.
+    async fn sql(&self, sqlite: &str, postgres: &str) {
+        match (&self.storage, &self._dir) {
+            (StorageConfig::Postgres { url }, _) => {
+                pg_client(url).await.batch_execute(postgres).await.unwrap()
+            }
+            (_, Some(dir)) => {
+                let conn = rusqlite::Connection::open(dir.path().join("gridwork.db")).unwrap();
+                let key = self.sqlite_key.as_ref().unwrap();
+                conn.execute_batch(&format!(
+                    "PRAGMA key = \"x'{key}'\"; PRAGMA busy_timeout = 10000;"
+                ))
+                .unwrap();
+                conn.execute_batch(sqlite).unwrap();
+            }
+            _ => unreachable!("an SQLite store has its directory"),
+        }
+    }
+
+    /// Takes the lock the relay's writer needs for its next batch, until `release`: the writer
+    /// blocks on its next batch while later pushes queue up behind it.
+    async fn hold_writer(&self) -> WriterHold {
+        match (&self.storage, &self._dir) {
+            (StorageConfig::Postgres { url }, _) => {
+                let c = pg_client(url).await;
+                c.batch_execute("BEGIN; SELECT seq FROM log_head WHERE id = 1 FOR UPDATE;")
+                    .await
+                    .unwrap();
+                WriterHold::Postgres(c)
+            }
+            (_, Some(dir)) => {
+                let conn = rusqlite::Connection::open(dir.path().join("gridwork.db")).unwrap();
+                let key = self.sqlite_key.as_ref().unwrap();
+                conn.execute_batch(&format!("PRAGMA key = \"x'{key}'\"; BEGIN IMMEDIATE;"))
+                    .unwrap();
+                WriterHold::Sqlite(conn)
+            }
+            _ => unreachable!("an SQLite store has its directory"),
         }
     }
 
@@ -458,6 +518,104 @@ async fn idempotent_repush(b: Backend) {
     assert_eq!(again[1]["seq"], a[0]["seq"]);
     let (items, _) = env.pull_all("sup", 0, 100).await;
     assert_eq!(items.len(), 1);
+    env.stop().await;
+}
+
+/// A batch whose write fails (here: the database refuses one record) is rolled back and retried push
+/// by push: the neighbours that shared its transaction are stored, the failing push alone is answered
+/// 503, nothing of it is left behind, and the relay's document cache does not believe otherwise: the
+/// same push goes through once the database takes it, and the record's next edit after it.
+async fn failing_write_fails_only_its_push(b: Backend) {
+    let env = Env::new(b).await;
+    let (poison, mut doc, first) = env.person("wa", "g1", "Refused By The Database");
+    env.sql(
+        &format!(
+            "CREATE TRIGGER poison BEFORE INSERT ON records WHEN NEW.id = '{poison}'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
+        ),
+        &format!(
+            "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN
+               IF NEW.id = '{poison}' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER poison BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION poison();"
+        ),
+    )
+    .await;
+    let send = |who: &'static str, record: String, bytes: Vec<u8>| {
+        let req = env
+            .http
+            .post(env.url("/v1/changes"))
+            .bearer_auth(&env.tokens[who])
+            .json(&json!({"changes": [{"record": record, "bytes": B64.encode(&bytes)}]}));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The writer is held on a first push while the poisoned one and its neighbours queue up behind
+    // it, so that they share the next batch.
+    let mut neighbours = Vec::new();
+    for i in 0..12 {
+        let (id, _, bytes) = env.person("wb", "g2", &format!("Neighbour {i}"));
+        neighbours.push((id, bytes));
+    }
+    let hold = env.hold_writer().await;
+    let (blocker, _, blocker_bytes) = env.person("wb", "g2", "First In The Queue");
+    let blocked = tokio::spawn(send("wb", blocker, blocker_bytes));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        hold.release().await;
+    };
+    let (refused, answers, ()) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            send("wa", poison.clone(), first.clone()).await
+        },
+        futures_util::future::join_all(neighbours.iter().map(|(id, bytes)| {
+            let push = send("wb", id.clone(), bytes.clone());
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                push.await
+            }
+        })),
+        release,
+    );
+    let (status, v) = blocked.await.unwrap();
+    assert_eq!(
+        (status, &v["results"][0]["status"]),
+        (200, &json!("accepted"))
+    );
+    assert_eq!(refused.0, 503, "{:?}", refused.1);
+    for (status, v) in &answers {
+        assert_eq!(*status, 200, "{v}");
+        assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    }
+    assert_eq!(
+        env.stored(&poison).await,
+        (vec![], vec![]),
+        "nothing of the refused push stored"
+    );
+    let (items, _) = env.pull_all("sup", 0, 1000).await;
+    assert_eq!(
+        items.len(),
+        neighbours.len() + 1,
+        "the neighbours, each once"
+    );
+
+    env.sql(
+        "DROP TRIGGER poison;",
+        "DROP TRIGGER poison ON records; DROP FUNCTION poison();",
+    )
+    .await;
+    let again = env.push1("wa", &poison, first).await;
+    assert_eq!(again["status"], "accepted", "{again}");
+    let edit = env.edit("wa", &mut doc, "phone", "13800000000");
+    let edited = env.push1("wa", &poison, edit).await;
+    assert_eq!(edited["status"], "accepted", "{edited}");
+    let (seqs, heads) = env.stored(&poison).await;
+    assert_eq!(seqs.len(), 2);
+    assert_eq!(heads, doc.get_heads());
     env.stop().await;
 }
 
@@ -2277,6 +2435,7 @@ conformance!(
     push_pull_round_trip,
     register_binds_one_store,
     idempotent_repush,
+    failing_write_fails_only_its_push,
     malformed_rejected_alone,
     out_of_scope_push_and_pull,
     moved_record_arrives_whole,

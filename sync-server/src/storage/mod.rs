@@ -6,6 +6,7 @@
 mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -382,9 +383,17 @@ impl Store {
         dispatch!(self, s => sqlite s.bind_actor(&d, &a), pg s.bind_actor(device_id, actor))
     }
 
+    /// Records a device's last sync time with the writer's next transaction (reads never write).
     pub async fn touch_device(&self, device_id: &str, now: i64) -> Result<()> {
-        let id = device_id.to_owned();
-        dispatch!(self, s => sqlite s.touch_device(&id, now), pg s.touch_device(&id, now))
+        self.writer().touch(device_id, now);
+        Ok(())
+    }
+
+    fn writer(&self) -> &writer::Writer {
+        match self {
+            Store::Sqlite(s) => &s.writer,
+            Store::Postgres(s) => &s.writer,
+        }
     }
 
     /// Areas the caller can see (its subtree) and their ancestors.
@@ -410,10 +419,7 @@ impl Store {
 
     /// Push: the answer is sent only after the batch holding this push has committed.
     pub async fn push(&self, job: PushJob) -> Result<Vec<PushResult>> {
-        match self {
-            Store::Sqlite(s) => s.push(job).await,
-            Store::Postgres(s) => s.push(job).await,
-        }
+        self.writer().push(job).await
     }
 
     /// A page of the log for `device` (whose own plain changes are left out: it has them).
@@ -647,12 +653,9 @@ impl Store {
 
     /// Stops the writer after the pushes already queued; further pushes fail with `Unavailable`.
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => {
-                let s = s.clone();
-                let _ = tokio::task::spawn_blocking(move || s.close()).await;
-            }
-            Store::Postgres(s) => s.close().await,
+        self.writer().close().await;
+        if let Store::Postgres(s) = self {
+            s.close_pool();
         }
     }
 }

@@ -10,12 +10,11 @@ use std::collections::{HashMap, HashSet};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, Mutex};
-use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 
+use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
-use crate::engine::{AreaMap, Engine, Plan, RecordRow};
+use crate::engine::{Engine, RecordRow};
 use crate::prof::{self, Span};
 use gridwork_protocol::scope::{join_paths, scope_keys};
 
@@ -28,20 +27,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
-const BATCH_CHANGES: usize = 10_000;
-
-type Reply = oneshot::Sender<Result<Vec<PushResult>>>;
-
-enum WriterMsg {
-    Push(PushJob, Reply),
-    /// A device's last sync time, coalesced into the writer's next transaction.
-    Touch(String, i64),
-}
 
 pub struct PgStore {
     pool: Pool,
-    tx: Mutex<Option<mpsc::UnboundedSender<WriterMsg>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    pub(super) writer: Writer,
 }
 
 impl PgStore {
@@ -64,34 +53,18 @@ impl PgStore {
             let tls = connection_encrypted(&client).await?;
             tracing::info!(tls, sslmode = ?target.mode, "postgres connected");
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer_loop(pool.clone(), rx, Engine::new(limits)));
-        Ok(PgStore {
-            pool,
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-        })
+        let writer = Writer::on_task(
+            PgWriteSql {
+                pool: pool.clone(),
+                client: None,
+            },
+            Engine::new(limits),
+        );
+        Ok(PgStore { pool, writer })
     }
 
-    pub async fn push(&self, job: PushJob) -> Result<Vec<PushResult>> {
-        let (reply, rx) = oneshot::channel();
-        {
-            let g = self.tx.lock().await;
-            let tx = g
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("shutting down".into()))?;
-            tx.send(WriterMsg::Push(job, reply))
-                .map_err(|_| Error::Unavailable("writer stopped".into()))?;
-        }
-        rx.await
-            .map_err(|_| Error::Unavailable("writer stopped".into()))?
-    }
-
-    pub async fn close(&self) {
-        self.tx.lock().await.take();
-        if let Some(h) = self.writer.lock().await.take() {
-            let _ = h.await;
-        }
+    /// Closes the pool (after the writer has stopped).
+    pub fn close_pool(&self) {
         self.pool.close();
     }
 
@@ -143,13 +116,6 @@ impl PgStore {
     }
 
     /// Queues a last-sync-time update for the writer (batched with its next transaction).
-    pub async fn touch_device(&self, id: &str, now: i64) -> Result<()> {
-        if let Some(tx) = self.tx.lock().await.as_ref() {
-            let _ = tx.send(WriterMsg::Touch(id.to_owned(), now));
-        }
-        Ok(())
-    }
-
     pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
         let c = self.pool.get().await?;
         load_areas(&c).await
@@ -1045,249 +1011,174 @@ async fn drop_upload<C: GenericClient>(c: &C, device: &str, sha: &[u8; 32]) -> R
 
 // ---- the writer ----
 
-async fn writer_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<WriterMsg>, mut engine: Engine) {
-    while let Some(first) = rx.recv().await {
-        let mut touches: HashMap<String, i64> = HashMap::new();
-        let mut batch = Vec::new();
-        let mut n = 0;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMsg::Push(j, r) => {
-                    n += j.changes.len();
-                    batch.push((j, r));
-                }
-                WriterMsg::Touch(d, t) => {
-                    touches.insert(d, t);
-                }
-            }
-            if n < BATCH_CHANGES {
-                next = rx.try_recv().ok();
-            }
-        }
-        for (j, _) in &batch {
-            touches.remove(&j.device_id);
-        }
-        if !touches.is_empty() {
-            let (ids, times): (Vec<String>, Vec<i64>) = touches.into_iter().unzip();
-            let res = async {
-                pool.get()
-                    .await?
-                    .execute(
-                        "UPDATE devices d SET last_sync_at = t.at
-                         FROM UNNEST($1::text[], $2::bigint[]) AS t(id, at) WHERE d.id = t.id",
-                        &[&ids, &times],
-                    )
-                    .await?;
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "could not record last sync times");
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
-        match write_batch(&pool, &mut engine, &jobs).await {
-            Ok(results) => {
-                for (reply, res) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(res));
-                }
-            }
-            Err(e) if jobs.len() > 1 => {
-                tracing::warn!(error = %e, jobs = jobs.len(), "batch failed, retrying pushes one by one");
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let res = write_batch(&pool, &mut engine, std::slice::from_ref(&job)).await;
-                    let _ = reply.send(res.map(|mut r| r.pop().unwrap_or_default()));
-                }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(e.to_string())));
-                }
-            }
-        }
-    }
-    tracing::debug!("postgres writer stopped");
+/// The writer's connection: [`WriteSql`] on PostgreSQL. A pooled connection is held from `begin` to
+/// `commit` or `rollback`; the statements are prepared once per connection. Every batch of every
+/// relay on the database locks the `log_head` row first (see the module's notes).
+struct PgWriteSql {
+    pool: Pool,
+    client: Option<deadpool_postgres::Object>,
 }
 
-async fn write_batch(
-    pool: &Pool,
-    engine: &mut Engine,
-    jobs: &[PushJob],
-) -> Result<Vec<Vec<PushResult>>> {
-    let started = std::time::Instant::now();
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let planned = async {
-        let head: i64 = tx
-            .query_one("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])
-            .await?
-            .get(0);
-        let plan = plan_batch(&tx, engine, jobs).await?;
-        let first_seq = head + 1;
+impl PgWriteSql {
+    fn client(&self) -> Result<&deadpool_postgres::Object> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("no transaction".into()))
+    }
+
+    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let c = self.client()?;
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.execute(&st, params).await?)
+    }
+
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let c = self.client()?;
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query(&st, params).await?)
+    }
+}
+
+impl WriteSql for PgWriteSql {
+    async fn begin(&mut self) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.batch_execute("BEGIN").await?;
+        self.client = Some(c);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<()> {
         let t = prof::start();
-        write_plan(&tx, &plan, first_seq, jobs).await?;
-        t.stop(Span::InsertChanges);
-        Ok::<_, Error>((plan, first_seq))
+        self.client()?.batch_execute("COMMIT").await?;
+        t.stop(Span::Commit);
+        // Back to the pool.
+        self.client = None;
+        Ok(())
     }
-    .await;
-    let (plan, first_seq) = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            engine.aborted();
-            return Err(e);
-        }
-    };
-    let t = prof::start();
-    if let Err(e) = tx.commit().await {
-        engine.aborted();
-        return Err(e.into());
-    }
-    t.stop(Span::Commit);
-    engine.committed(&plan, first_seq);
-    prof::batch(jobs.iter().map(|j| j.changes.len()).sum());
-    tracing::debug!(
-        pushes = jobs.len(),
-        new_entries = plan.entries.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "push batch committed"
-    );
-    Ok(plan.results(first_seq))
-}
 
-async fn plan_batch<C: GenericClient>(
-    tx: &C,
-    engine: &mut Engine,
-    jobs: &[PushJob],
-) -> Result<Plan> {
-    let t = prof::start();
-    let version = read_areas_version(tx).await?;
-    if version != engine.areas.version || engine.areas.paths.is_empty() {
-        let areas = load_areas(tx).await?;
-        engine.areas = AreaMap {
-            version,
-            paths: areas.into_iter().map(|a| (a.id, a.path)).collect(),
-        };
-    }
-    let wants = Engine::wants(jobs);
-    let hashes: Vec<&[u8]> = wants.hashes.iter().map(|h| &h[..]).collect();
-    let mut existing = HashMap::new();
-    for r in tx
-        .query(
-            "SELECT hash, seq FROM changes WHERE hash = ANY($1)",
-            &[&hashes],
-        )
-        .await?
-    {
-        let h: &[u8] = r.get(0);
-        if let Ok(h) = <[u8; 32]>::try_from(h) {
-            existing.insert(h, r.get::<_, i64>(1));
+    async fn rollback(&mut self) {
+        if let Some(c) = self.client.take() {
+            if let Err(e) = c.batch_execute("ROLLBACK").await {
+                tracing::warn!(error = %e, "rollback failed, dropping the connection");
+                // Not back to the pool: its state is unknown.
+                drop(deadpool_postgres::Object::take(c));
+            }
         }
     }
-    let mut versions = HashMap::new();
-    for r in tx
-        .query(
-            "SELECT id, version FROM records WHERE id = ANY($1)",
-            &[&wants.records],
-        )
-        .await?
-    {
-        versions.insert(r.get::<_, String>(0), r.get::<_, i64>(1));
+
+    async fn first_seq(&mut self) -> Result<i64> {
+        let rows = self
+            .rows("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])
+            .await?;
+        let head: i64 = rows
+            .first()
+            .ok_or_else(|| Error::Unavailable("the log head is missing".into()))?
+            .get(0);
+        Ok(head + 1)
     }
-    t.stop(Span::Lookup);
-    let t = prof::start();
-    let stale = engine.stale(&wants.records, &versions);
-    let mut rows: HashMap<String, RecordRow> = HashMap::new();
-    if !stale.is_empty() {
-        for r in tx
-            .query(
-                "SELECT id, doc, version, paths FROM records WHERE id = ANY($1)",
-                &[&stale],
+
+    async fn areas_version(&mut self) -> Result<i64> {
+        read_areas_version(self.client()?).await
+    }
+
+    async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
+        load_areas(self.client()?).await
+    }
+
+    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
+        let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let mut out = HashMap::new();
+        for r in self
+            .rows(
+                "SELECT hash, seq FROM changes WHERE hash = ANY($1)",
+                &[&keys],
             )
             .await?
         {
-            rows.insert(
-                r.get(0),
-                RecordRow {
-                    doc: r.get(1),
-                    version: r.get(2),
-                    paths: split_paths(&r.get::<_, String>(3)),
-                },
-            );
-        }
-    }
-    t.stop(Span::LoadRows);
-    let t = prof::start();
-    let plan = engine.plan(jobs, &existing, rows);
-    t.stop(Span::Engine);
-    Ok(plan)
-}
-
-async fn write_plan<C: GenericClient>(
-    tx: &C,
-    plan: &Plan,
-    first_seq: i64,
-    jobs: &[PushJob],
-) -> Result<()> {
-    if !plan.entries.is_empty() {
-        let n = plan.entries.len();
-        let mut seqs = Vec::with_capacity(n);
-        let mut hashes: Vec<&[u8]> = Vec::with_capacity(n);
-        let mut records: Vec<&str> = Vec::with_capacity(n);
-        let mut bytes: Vec<&[u8]> = Vec::with_capacity(n);
-        let mut kinds: Vec<i16> = Vec::with_capacity(n);
-        let mut befores: Vec<Option<&str>> = Vec::with_capacity(n);
-        let mut heads: Vec<Option<&[u8]>> = Vec::with_capacity(n);
-        let mut devices: Vec<&str> = Vec::with_capacity(n);
-        let mut key_keys: Vec<&str> = Vec::new();
-        let mut key_seqs: Vec<i64> = Vec::new();
-        for (i, e) in plan.entries.iter().enumerate() {
-            let seq = first_seq + i as i64;
-            seqs.push(seq);
-            hashes.push(&e.hash[..]);
-            records.push(&e.record);
-            bytes.push(&e.bytes);
-            kinds.push(e.kind);
-            befores.push(e.before_paths.as_deref());
-            heads.push(e.heads.as_deref());
-            devices.push(&jobs[e.job].device_id);
-            for k in &e.keys {
-                key_keys.push(k);
-                key_seqs.push(seq);
+            let h: &[u8] = r.get(0);
+            if let Ok(h) = <[u8; 32]>::try_from(h) {
+                out.insert(h, r.get::<_, i64>(1));
             }
         }
+        Ok(out)
+    }
+
+    async fn record_versions(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
+        let rows = self
+            .rows(
+                "SELECT id, version FROM records WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn record_rows(&mut self, ids: &[String]) -> Result<HashMap<String, RecordRow>> {
+        let rows = self
+            .rows(
+                "SELECT id, doc, version, paths FROM records WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let row = RecordRow {
+                    doc: r.get(1),
+                    version: r.get(2),
+                    paths: split_paths(r.get::<_, &str>(3)),
+                };
+                (r.get(0), row)
+            })
+            .collect())
+    }
+
+    async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash).collect();
+        let records: Vec<&str> = rows.iter().map(|r| r.record).collect();
+        let bytes: Vec<&[u8]> = rows.iter().map(|r| r.bytes).collect();
+        let kinds: Vec<i16> = rows.iter().map(|r| r.kind).collect();
+        let befores: Vec<Option<&str>> = rows.iter().map(|r| r.before_paths).collect();
+        let heads: Vec<Option<&[u8]>> = rows.iter().map(|r| r.heads).collect();
+        let devices: Vec<&str> = rows.iter().map(|r| r.device).collect();
         // UNNEST: one round trip per table whatever the batch size.
-        tx.execute(
+        self.run(
             "INSERT INTO changes (seq, hash, record, bytes, kind, before_paths, heads, device)
              SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::text[], $4::bytea[], $5::smallint[],
                                   $6::text[], $7::bytea[], $8::text[])",
             &[&seqs, &hashes, &records, &bytes, &kinds, &befores, &heads, &devices],
         )
         .await?;
-        tx.execute(
+        if let Some(last) = seqs.last() {
+            self.run("UPDATE log_head SET seq = $1 WHERE id = 1", &[last])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_entry_keys(&mut self, rows: &[(&str, i64)]) -> Result<()> {
+        let (keys, seqs): (Vec<&str>, Vec<i64>) = rows.iter().copied().unzip();
+        self.run(
             "INSERT INTO entry_areas (key, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])
              ON CONFLICT DO NOTHING",
-            &[&key_keys, &key_seqs],
+            &[&keys, &seqs],
         )
         .await?;
-        let last = first_seq + n as i64 - 1;
-        tx.execute("UPDATE log_head SET seq = $1 WHERE id = 1", &[&last])
-            .await?;
+        Ok(())
     }
-    if !plan.records.is_empty() {
-        let ids: Vec<&str> = plan.records.iter().map(|r| r.id.as_str()).collect();
-        let docs: Vec<&[u8]> = plan.records.iter().map(|r| r.doc.as_slice()).collect();
-        let versions: Vec<i64> = plan
-            .records
-            .iter()
-            .map(|r| first_seq + r.last_entry as i64)
-            .collect();
-        let paths: Vec<String> = plan.records.iter().map(|r| join_paths(&r.paths)).collect();
-        let views: Vec<Option<&str>> = plan.records.iter().map(|r| r.view.as_deref()).collect();
-        tx.execute(
+
+    async fn upsert_records(&mut self, rows: &[RecordRowWrite<'_>]) -> Result<()> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.id).collect();
+        let docs: Vec<&[u8]> = rows.iter().map(|r| r.doc).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+        let paths: Vec<&str> = rows.iter().map(|r| r.paths.as_str()).collect();
+        let views: Vec<Option<&str>> = rows.iter().map(|r| r.view).collect();
+        self.run(
             "INSERT INTO records (id, doc, version, paths, view)
              SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[], $5::text[])
              ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version,
@@ -1295,46 +1186,37 @@ async fn write_plan<C: GenericClient>(
             &[&ids, &docs, &versions, &paths, &views],
         )
         .await?;
-        let changed: Vec<&str> = plan
-            .records
-            .iter()
-            .filter(|r| r.keys_changed && r.existed)
-            .map(|r| r.id.as_str())
-            .collect();
-        if !changed.is_empty() {
-            tx.execute(
-                "DELETE FROM record_scope WHERE record = ANY($1)",
-                &[&changed],
-            )
-            .await?;
-        }
-        let mut sk: Vec<&str> = Vec::new();
-        let mut sr: Vec<&str> = Vec::new();
-        for r in plan.records.iter().filter(|r| r.keys_changed) {
-            for k in &r.keys {
-                sk.push(k);
-                sr.push(&r.id);
-            }
-        }
-        if !sk.is_empty() {
-            tx.execute(
-                "INSERT INTO record_scope (key, record) SELECT * FROM UNNEST($1::text[], $2::text[])
-                 ON CONFLICT DO NOTHING",
-                &[&sk, &sr],
-            )
-            .await?;
-        }
+        Ok(())
     }
-    let devices: Vec<&str> = jobs
-        .iter()
-        .map(|j| j.device_id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    tx.execute(
-        "UPDATE devices SET last_sync_at = $2 WHERE id = ANY($1)",
-        &[&devices, &now_secs()],
-    )
-    .await?;
-    Ok(())
+
+    async fn clear_scope(&mut self, records: &[&str]) -> Result<()> {
+        self.run(
+            "DELETE FROM record_scope WHERE record = ANY($1)",
+            &[&records],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_scope(&mut self, rows: &[(&str, &str)]) -> Result<()> {
+        let (keys, records): (Vec<&str>, Vec<&str>) = rows.iter().copied().unzip();
+        self.run(
+            "INSERT INTO record_scope (key, record) SELECT * FROM UNNEST($1::text[], $2::text[])
+             ON CONFLICT DO NOTHING",
+            &[&keys, &records],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_devices(&mut self, rows: &[(&str, i64)]) -> Result<()> {
+        let (ids, times): (Vec<&str>, Vec<i64>) = rows.iter().copied().unzip();
+        self.run(
+            "UPDATE devices d SET last_sync_at = t.at
+             FROM UNNEST($1::text[], $2::bigint[]) AS t(id, at) WHERE d.id = t.id",
+            &[&ids, &times],
+        )
+        .await?;
+        Ok(())
+    }
 }

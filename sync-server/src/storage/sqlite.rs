@@ -8,17 +8,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 
+use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::config::{Encryption, RelayKey};
-use crate::engine::{AreaMap, Engine, Plan, RecordRow};
+use crate::engine::{Engine, RecordRow};
 use crate::prof::{self, Span};
 use gridwork_protocol::scope::{join_paths, scope_keys};
 
@@ -30,19 +29,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_record_views.sql"),
 ];
 
-/// Most changes grouped into one write transaction.
-const BATCH_CHANGES: usize = 10_000;
-
-type Reply = oneshot::Sender<Result<Vec<PushResult>>>;
-
-enum WriterMsg {
-    Push(PushJob, Reply),
-    /// Record a device's last sync time (coalesced into the writer's next transaction, so reads never
-    /// write and never contend with the writer for SQLite's lock).
-    Touch(String, i64),
-    Stop,
-}
-
 pub struct SqliteStore {
     path: PathBuf,
     encryption: Encryption,
@@ -50,8 +36,7 @@ pub struct SqliteStore {
     /// Bounds concurrent reads to the pool size: a burst of requests queues here (cheaply, on the
     /// async side) instead of opening a connection and a blocking thread per request.
     pub(super) permits: std::sync::Arc<tokio::sync::Semaphore>,
-    tx: Mutex<Option<mpsc::Sender<WriterMsg>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    pub(super) writer: Writer,
 }
 
 /// The database file in a data directory.
@@ -301,11 +286,11 @@ impl SqliteStore {
         let writer_conn = open_conn(&path, encryption)?;
         // The WAL and shared-memory files exist now: make sure they are private too.
         restrict_files(&path)?;
-        let (tx, rx) = mpsc::channel();
-        let engine = Engine::new(limits);
-        let handle = std::thread::Builder::new()
-            .name("gridwork-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, engine))?;
+        let writer = Writer::on_thread(
+            "gridwork-sqlite-writer",
+            SqliteWriteSql { conn: writer_conn },
+            Engine::new(limits),
+        )?;
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
@@ -316,8 +301,7 @@ impl SqliteStore {
             encryption: encryption.clone(),
             pool: Mutex::new(pool),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers)),
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
+            writer,
         })
     }
 
@@ -340,36 +324,6 @@ impl SqliteStore {
             }
         }
         out
-    }
-
-    pub async fn push(&self, job: PushJob) -> Result<Vec<PushResult>> {
-        let (reply, rx) = oneshot::channel();
-        {
-            let guard = self
-                .tx
-                .lock()
-                .map_err(|_| Error::Unavailable("writer poisoned".into()))?;
-            let tx = guard
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("shutting down".into()))?;
-            tx.send(WriterMsg::Push(job, reply))
-                .map_err(|_| Error::Unavailable("writer stopped".into()))?;
-        }
-        rx.await
-            .map_err(|_| Error::Unavailable("writer stopped".into()))?
-    }
-
-    pub fn close(&self) {
-        if let Ok(mut g) = self.tx.lock() {
-            if let Some(tx) = g.take() {
-                let _ = tx.send(WriterMsg::Stop);
-            }
-        }
-        if let Ok(mut w) = self.writer.lock() {
-            if let Some(h) = w.take() {
-                let _ = h.join();
-            }
-        }
     }
 
     pub fn auth(&self, token_hash: &[u8; 32]) -> Result<Option<DeviceAuth>> {
@@ -425,18 +379,6 @@ impl SqliteStore {
             tx.commit()?;
             Ok(out)
         })
-    }
-
-    /// Queues a last-sync-time update for the writer (no write transaction of its own).
-    pub fn touch_device(&self, id: &str, now: i64) -> Result<()> {
-        let guard = self
-            .tx
-            .lock()
-            .map_err(|_| Error::Unavailable("writer poisoned".into()))?;
-        if let Some(tx) = guard.as_ref() {
-            let _ = tx.send(WriterMsg::Touch(id.to_owned(), now));
-        }
-        Ok(())
     }
 
     pub fn list_areas(&self) -> Result<Vec<AreaRow>> {
@@ -1142,7 +1084,7 @@ fn bump_areas_version(c: &Connection) -> Result<()> {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.close();
+        self.writer.close_blocking();
     }
 }
 
@@ -1283,291 +1225,185 @@ fn lookup_many<K: rusqlite::ToSql>(
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriterMsg>, mut engine: Engine) {
-    let mut stop = false;
-    while !stop {
-        let mut touches: HashMap<String, i64> = HashMap::new();
-        let mut batch = Vec::new();
-        let mut n = 0;
-        match rx.recv() {
-            Ok(WriterMsg::Push(j, r)) => {
-                n += j.changes.len();
-                batch.push((j, r));
-            }
-            Ok(WriterMsg::Touch(d, t)) => {
-                touches.insert(d, t);
-            }
-            Ok(WriterMsg::Stop) | Err(_) => break,
-        }
-        // Group commit: take whatever queued up while the last batch was being written.
-        while n < BATCH_CHANGES {
-            match rx.try_recv() {
-                Ok(WriterMsg::Push(j, r)) => {
-                    n += j.changes.len();
-                    batch.push((j, r));
-                }
-                Ok(WriterMsg::Touch(d, t)) => {
-                    touches.insert(d, t);
-                }
-                Ok(WriterMsg::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            // Devices that push get their sync time in the push transaction.
-            for (j, _) in &batch {
-                touches.remove(&j.device_id);
-            }
-            run_batch(&mut conn, &mut engine, batch);
-        }
-        if !touches.is_empty() {
-            if let Err(e) = write_touches(&mut conn, &touches) {
-                tracing::warn!(error = %e, "could not record last sync times");
-            }
-        }
-    }
-    tracing::debug!("sqlite writer stopped");
+/// The writer's connection: [`WriteSql`] on SQLite (the log's head is `MAX(seq)`, under the write
+/// lock that `BEGIN IMMEDIATE` takes).
+struct SqliteWriteSql {
+    conn: Connection,
 }
 
-fn write_touches(conn: &mut Connection, touches: &HashMap<String, i64>) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut st = tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE id = ?1")?;
-        for (d, t) in touches {
-            st.execute(params![d, t])?;
-        }
+impl WriteSql for SqliteWriteSql {
+    async fn begin(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
     }
-    tx.commit()?;
-    Ok(())
-}
 
-fn run_batch(conn: &mut Connection, engine: &mut Engine, batch: Vec<(PushJob, Reply)>) {
-    let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
-    match write_batch(conn, engine, &jobs) {
-        Ok(results) => {
-            for (reply, res) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(res));
-            }
-        }
-        Err(e) if jobs.len() > 1 => {
-            // Do not let one push fail its neighbours: retry them one by one.
-            tracing::warn!(error = %e, jobs = jobs.len(), "batch failed, retrying pushes one by one");
-            for (job, reply) in jobs.into_iter().zip(replies) {
-                let res = write_batch(conn, engine, std::slice::from_ref(&job));
-                let _ = reply.send(res.map(|mut r| r.pop().unwrap_or_default()));
-            }
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(Error::Unavailable(e.to_string())));
-            }
-        }
-    }
-}
-
-fn write_batch(
-    conn: &mut Connection,
-    engine: &mut Engine,
-    jobs: &[PushJob],
-) -> Result<Vec<Vec<PushResult>>> {
-    let started = std::time::Instant::now();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let plan = match plan_batch(&tx, engine, jobs) {
-        Ok(p) => p,
-        Err(e) => {
-            engine.aborted();
-            return Err(e);
-        }
-    };
-    let first_seq: i64 =
-        tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes", [], |r| {
-            r.get(0)
-        })?;
-    let written = write_plan(&tx, &plan, first_seq, jobs).and_then(|_| {
+    async fn commit(&mut self) -> Result<()> {
         let t = prof::start();
-        tx.commit()?;
+        self.conn.execute_batch("COMMIT")?;
         t.stop(Span::Commit);
         Ok(())
-    });
-    if let Err(e) = written {
-        engine.aborted();
-        return Err(e);
     }
-    engine.committed(&plan, first_seq);
-    let total: usize = jobs.iter().map(|j| j.changes.len()).sum();
-    prof::batch(total);
-    tracing::debug!(
-        pushes = jobs.len(),
-        changes = total,
-        new_entries = plan.entries.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "push batch committed"
-    );
-    Ok(plan.results(first_seq))
-}
 
-fn plan_batch(tx: &Connection, engine: &mut Engine, jobs: &[PushJob]) -> Result<Plan> {
-    let t = prof::start();
-    let version = read_areas_version(tx)?;
-    if version != engine.areas.version || engine.areas.paths.is_empty() {
-        let areas = load_areas(tx)?;
-        engine.areas = AreaMap {
-            version,
-            paths: areas.into_iter().map(|a| (a.id, a.path)).collect(),
-        };
-    }
-    let wants = Engine::wants(jobs);
-    let mut existing = HashMap::new();
-    let hashes: Vec<&[u8]> = wants.hashes.iter().map(|h| &h[..]).collect();
-    lookup_many(
-        tx,
-        "SELECT hash, seq FROM changes WHERE hash",
-        &hashes,
-        |r| {
-            let h: Vec<u8> = r.get(0)?;
-            if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-                existing.insert(h, r.get::<_, i64>(1)?);
+    async fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback failed");
             }
-            Ok(())
-        },
-    )?;
-    let mut versions = HashMap::new();
-    lookup_many(
-        tx,
-        "SELECT id, version FROM records WHERE id",
-        &wants.records,
-        |r| {
-            versions.insert(r.get::<_, String>(0)?, r.get::<_, i64>(1)?);
-            Ok(())
-        },
-    )?;
-    t.stop(Span::Lookup);
-    let t = prof::start();
-    let stale = engine.stale(&wants.records, &versions);
-    let mut rows = HashMap::new();
-    lookup_many(
-        tx,
-        "SELECT id, doc, version, paths FROM records WHERE id",
-        &stale,
-        |r| {
-            rows.insert(
-                r.get::<_, String>(0)?,
-                RecordRow {
-                    doc: r.get(1)?,
-                    version: r.get(2)?,
-                    paths: split_paths(&r.get::<_, String>(3)?),
-                },
-            );
-            Ok(())
-        },
-    )?;
-    t.stop(Span::LoadRows);
-    let t = prof::start();
-    let plan = engine.plan(jobs, &existing, rows);
-    t.stop(Span::Engine);
-    Ok(plan)
-}
+        }
+    }
 
-fn write_plan(tx: &Connection, plan: &Plan, first_seq: i64, jobs: &[PushJob]) -> Result<()> {
-    let t = prof::start();
-    let n = plan.entries.len();
-    let seqs: Vec<i64> = (0..n as i64).map(|i| first_seq + i).collect();
-    {
-        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n * 8);
-        for (e, seq) in plan.entries.iter().zip(&seqs) {
-            p.push(seq);
-            p.push(&e.hash);
-            p.push(&e.record);
-            p.push(&e.bytes);
-            p.push(&e.kind);
-            p.push(&e.before_paths);
-            p.push(&e.heads);
-            p.push(&jobs[e.job].device_id);
+    async fn first_seq(&mut self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    async fn areas_version(&mut self) -> Result<i64> {
+        read_areas_version(&self.conn)
+    }
+
+    async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
+        load_areas(&self.conn)
+    }
+
+    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
+        let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let mut out = HashMap::new();
+        lookup_many(
+            &self.conn,
+            "SELECT hash, seq FROM changes WHERE hash",
+            &keys,
+            |r| {
+                let h = r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+                if let Ok(h) = <[u8; 32]>::try_from(h) {
+                    out.insert(h, r.get::<_, i64>(1)?);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    async fn record_versions(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
+        let mut out = HashMap::new();
+        lookup_many(
+            &self.conn,
+            "SELECT id, version FROM records WHERE id",
+            ids,
+            |r| {
+                out.insert(r.get::<_, String>(0)?, r.get::<_, i64>(1)?);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    async fn record_rows(&mut self, ids: &[String]) -> Result<HashMap<String, RecordRow>> {
+        let mut out = HashMap::new();
+        lookup_many(
+            &self.conn,
+            "SELECT id, doc, version, paths FROM records WHERE id",
+            ids,
+            |r| {
+                out.insert(
+                    r.get::<_, String>(0)?,
+                    RecordRow {
+                        doc: r.get(1)?,
+                        version: r.get(2)?,
+                        paths: split_paths(r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?),
+                    },
+                );
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {
+        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 8);
+        for r in rows {
+            p.extend_from_slice(&[
+                &r.seq as &dyn rusqlite::ToSql,
+                &r.hash,
+                &r.record,
+                &r.bytes,
+                &r.kind,
+                &r.before_paths,
+                &r.heads,
+                &r.device,
+            ]);
         }
         insert_many(
-            tx,
+            &self.conn,
             "INSERT INTO changes (seq, hash, record, bytes, kind, before_paths, heads, device)",
             "",
             8,
             &p,
-        )?;
+        )
     }
-    t.stop(Span::InsertChanges);
-    let t = prof::start();
-    {
-        // Sorted by key then seq: the rows land in index order (cheap B-tree appends).
-        let mut rows: Vec<(&str, &i64)> = Vec::new();
-        for (e, seq) in plan.entries.iter().zip(&seqs) {
-            for k in &e.keys {
-                rows.push((k.as_str(), seq));
-            }
-        }
-        rows.sort_unstable();
-        rows.dedup();
+
+    async fn insert_entry_keys(&mut self, rows: &[(&str, i64)]) -> Result<()> {
         let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 2);
-        for (k, seq) in &rows {
+        for (k, seq) in rows {
             p.push(k);
-            p.push(*seq);
+            p.push(seq);
         }
-        insert_many(tx, "INSERT INTO entry_areas (key, seq)", "", 2, &p)?;
+        insert_many(&self.conn, "INSERT INTO entry_areas (key, seq)", "", 2, &p)
     }
-    t.stop(Span::InsertKeys);
-    let t = prof::start();
-    let versions: Vec<i64> = plan
-        .records
-        .iter()
-        .map(|r| first_seq + r.last_entry as i64)
-        .collect();
-    let paths: Vec<String> = plan.records.iter().map(|r| join_paths(&r.paths)).collect();
-    {
-        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(plan.records.len() * 5);
-        for ((r, v), paths) in plan.records.iter().zip(&versions).zip(&paths) {
-            p.push(&r.id);
-            p.push(&r.doc);
-            p.push(v);
-            p.push(paths);
-            p.push(&r.view);
+
+    async fn upsert_records(&mut self, rows: &[RecordRowWrite<'_>]) -> Result<()> {
+        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 5);
+        for r in rows {
+            p.extend_from_slice(&[
+                &r.id as &dyn rusqlite::ToSql,
+                &r.doc,
+                &r.version,
+                &r.paths,
+                &r.view,
+            ]);
         }
         insert_many(
-            tx,
+            &self.conn,
             "INSERT INTO records (id, doc, version, paths, view)",
             "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version, paths = excluded.paths, view = excluded.view",
             5,
             &p,
-        )?;
+        )
     }
-    {
-        let mut del_scope = tx.prepare_cached("DELETE FROM record_scope WHERE record = ?1")?;
-        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::new();
-        for r in plan.records.iter().filter(|r| r.keys_changed) {
-            if r.existed {
-                del_scope.execute([&r.id])?;
-            }
-            for k in &r.keys {
-                p.push(k);
-                p.push(&r.id);
-            }
+
+    async fn clear_scope(&mut self, records: &[&str]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("DELETE FROM record_scope WHERE record = ?1")?;
+        for r in records {
+            st.execute([r])?;
+        }
+        Ok(())
+    }
+
+    async fn insert_scope(&mut self, rows: &[(&str, &str)]) -> Result<()> {
+        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 2);
+        for (k, r) in rows {
+            p.push(k);
+            p.push(r);
         }
         insert_many(
-            tx,
+            &self.conn,
             "INSERT OR IGNORE INTO record_scope (key, record)",
             "",
             2,
             &p,
-        )?;
+        )
     }
-    // Last sync time, at most once per device per batch.
-    let now = now_secs();
-    let mut touch = tx.prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE id = ?1")?;
-    let mut seen = std::collections::HashSet::new();
-    for j in jobs {
-        if seen.insert(j.device_id.as_str()) {
-            touch.execute(params![j.device_id, now])?;
+
+    async fn touch_devices(&mut self, rows: &[(&str, i64)]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE id = ?1")?;
+        for (d, t) in rows {
+            st.execute(params![d, t])?;
         }
+        Ok(())
     }
-    t.stop(Span::UpsertRecords);
-    Ok(())
 }

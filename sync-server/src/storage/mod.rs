@@ -5,7 +5,9 @@
 
 mod pg_tls;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+mod uploads;
 mod writer;
 
 use std::collections::HashMap;
@@ -349,6 +351,29 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs shared logic (written once, async, over the backend's SQL primitives) on a connection of the
+/// store: on a pooled SQLite connection off the async runtime, or on a PostgreSQL one.
+macro_rules! logic {
+    ($self:ident, $sql:ident => $logic:expr) => {
+        match $self {
+            Store::Sqlite(s) => {
+                let st = s.clone();
+                blocking(s, move || {
+                    st.with(|c| {
+                        let mut $sql = sqlite::SqliteSql::new(c);
+                        sql::ready($logic)
+                    })
+                })
+                .await
+            }
+            Store::Postgres(s) => {
+                let mut $sql = s.sql();
+                $logic.await
+            }
+        }
+    };
+}
+
 impl Store {
     /// Opens (creating and migrating as needed) the configured storage.
     pub async fn open(config: &StorageConfig, limits: &Limits) -> Result<Store> {
@@ -465,7 +490,7 @@ impl Store {
     /// The calling device's upload of `sha`, if it has one.
     pub async fn upload_state(&self, device: &str, sha: [u8; 32]) -> Result<Option<Upload>> {
         let d = device.to_owned();
-        dispatch!(self, s => sqlite s.upload_state(&d, &sha), pg s.upload_state(device, &sha))
+        logic!(self, sql => uploads::state(&mut sql, &d, &sha))
     }
 
     /// Opens or checks the device's session for a chunk `start..` of an attachment of `total` bytes
@@ -481,8 +506,7 @@ impl Store {
     ) -> Result<Begin> {
         let (d, r) = (device.to_owned(), record.to_owned());
         let now = now_millis();
-        dispatch!(self, s => sqlite s.upload_begin(&d, &sha, &r, start, total, now),
-            pg s.upload_begin(device, &sha, record, start, total, now))
+        logic!(self, sql => uploads::begin(&mut sql, &d, &sha, &r, start, total, now))
     }
 
     /// Appends one piece (at most [`PIECE_BYTES`]) at `offset` of the device's session.
@@ -495,39 +519,15 @@ impl Store {
     ) -> Result<Append> {
         let d = device.to_owned();
         let now = now_millis();
-        dispatch!(self, s => sqlite s.upload_append(&d, &sha, offset, &data, now),
-            pg s.upload_append(device, &sha, offset, &data, now))
+        logic!(self, sql => uploads::append(&mut sql, &d, &sha, offset, &data, now))
     }
 
     /// Finishes a full session: hashes it piece by piece; on a match stores the content (unless some
     /// device stored it already) and links it to the session's record and to `record`; on a mismatch
     /// discards the session.
     pub async fn upload_finish(&self, device: &str, sha: [u8; 32], record: &str) -> Result<Finish> {
-        let d = device.to_owned();
-        let digest = dispatch!(self, s => sqlite s.upload_digest(&d, &sha),
-            pg s.upload_digest(device, &sha))?;
-        let received = match digest {
-            Digested::Full { digest, .. } if digest != sha => {
-                let d = device.to_owned();
-                dispatch!(self, s => sqlite s.upload_discard(&d, &sha),
-                    pg s.upload_discard(device, &sha))?;
-                return Ok(Finish::HashMismatch);
-            }
-            Digested::Full { total, .. } => total,
-            Digested::Partial { received } => return Ok(Finish::Incomplete { received }),
-        };
         let (d, r) = (device.to_owned(), record.to_owned());
-        let done = dispatch!(self, s => sqlite s.upload_commit(&d, &sha, received, &r),
-            pg s.upload_commit(device, &sha, received, record))?;
-        if done {
-            return Ok(Finish::Complete { size: received });
-        }
-        // The session changed between hashing and committing (a concurrent request of the same
-        // device): nothing was stored; say where the session stands now.
-        let now = self.upload_state(device, sha).await?;
-        Ok(Finish::Incomplete {
-            received: now.map_or(0, |u| u.received),
-        })
+        logic!(self, sql => uploads::finish(&mut sql, &d, &sha, &r))
     }
 
     /// Links a complete attachment to another record (see `HEAD /v1/attachments/<sha>?record=`);

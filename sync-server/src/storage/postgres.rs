@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
-use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 
+use super::sql::Transact;
+use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::engine::{Engine, RecordRow};
@@ -54,13 +55,21 @@ impl PgStore {
             tracing::info!(tls, sslmode = ?target.mode, "postgres connected");
         }
         let writer = Writer::on_task(
-            PgWriteSql {
+            PgSql {
                 pool: pool.clone(),
                 client: None,
             },
             Engine::new(limits),
         );
         Ok(PgStore { pool, writer })
+    }
+
+    /// A connection for the shared logic.
+    pub(super) fn sql(&self) -> PgSql {
+        PgSql {
+            pool: self.pool.clone(),
+            client: None,
+        }
     }
 
     /// Closes the pool (after the writer has stopped).
@@ -271,183 +280,6 @@ impl PgStore {
             .query_opt("SELECT paths FROM records WHERE id = $1", &[&record])
             .await?;
         Ok(row.map(|r| split_paths(&r.get::<_, String>(0))))
-    }
-
-    pub async fn upload_state(&self, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
-        let c = self.pool.get().await?;
-        upload_row(&c, device, sha, false).await
-    }
-
-    pub async fn upload_begin(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        record: &str,
-        start: u64,
-        total: u64,
-        now: i64,
-    ) -> Result<Begin> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let out = match upload_row(&tx, device, sha, true).await? {
-            Some(u) if u.total != total => Begin::WrongTotal { total: u.total },
-            Some(u) if u.received != start => Begin::WrongOffset { offset: u.received },
-            Some(_) => Begin::Ready,
-            None => {
-                if let Some(size) = linked_size(&tx, sha, record).await? {
-                    return Ok(Begin::AlreadyLinked { size });
-                }
-                if start != 0 {
-                    return Ok(Begin::WrongOffset { offset: 0 });
-                }
-                evict_uploads(&tx, device, MAX_UPLOADS_PER_DEVICE - 1).await?;
-                // A concurrent first chunk of the same device may have created it: either way the
-                // appends decide, by offset.
-                tx.execute(
-                    "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
-                     VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
-                    &[&device, &&sha[..], &record, &(total as i64), &now],
-                )
-                .await?;
-                Begin::Ready
-            }
-        };
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    pub async fn upload_append(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        offset: u64,
-        data: &[u8],
-        now: i64,
-    ) -> Result<Append> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let moved = tx
-            .execute(
-                "UPDATE upload_sessions SET received = received + $4, used_ms = $5
-                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND received + $4 <= total",
-                &[
-                    &device,
-                    &&sha[..],
-                    &(offset as i64),
-                    &(data.len() as i64),
-                    &now,
-                ],
-            )
-            .await?;
-        if moved == 0 {
-            let offset = upload_row(&tx, device, sha, false)
-                .await?
-                .map_or(0, |u| u.received);
-            return Ok(Append::WrongOffset { offset });
-        }
-        tx.execute(
-            "INSERT INTO upload_chunks (device, sha256, \"offset\", data) VALUES ($1, $2, $3, $4)",
-            &[&device, &&sha[..], &(offset as i64), &data],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Append::Stored {
-            received: offset + data.len() as u64,
-        })
-    }
-
-    /// Hashes a device's session one piece per query (one piece in memory at a time).
-    pub async fn upload_digest(&self, device: &str, sha: &[u8; 32]) -> Result<Digested> {
-        let c = self.pool.get().await?;
-        let Some(u) = upload_row(&c, device, sha, false).await? else {
-            return Ok(Digested::Partial { received: 0 });
-        };
-        if u.received < u.total {
-            return Ok(Digested::Partial {
-                received: u.received,
-            });
-        }
-        let offsets: Vec<i64> = c
-            .query(
-                "SELECT \"offset\" FROM upload_chunks WHERE device = $1 AND sha256 = $2
-                 ORDER BY \"offset\"",
-                &[&device, &&sha[..]],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let piece = c
-            .prepare_cached(
-                "SELECT data FROM upload_chunks WHERE device = $1 AND sha256 = $2 AND \"offset\" = $3",
-            )
-            .await?;
-        let mut hasher = Sha256::new();
-        for off in offsets {
-            let row = c.query_one(&piece, &[&device, &&sha[..], &off]).await?;
-            hasher.update(row.get::<_, &[u8]>(0));
-        }
-        Ok(Digested::Full {
-            total: u.total,
-            digest: hasher.finalize().into(),
-        })
-    }
-
-    pub async fn upload_discard(&self, device: &str, sha: &[u8; 32]) -> Result<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        drop_upload(&tx, device, sha).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Moves a verified session of `total` bytes into the attachment (unless it is stored already) and
-    /// links it; `false` when the session is no longer the one that was hashed.
-    pub async fn upload_commit(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        total: u64,
-        record: &str,
-    ) -> Result<bool> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT record FROM upload_sessions
-                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND total = $3 FOR UPDATE",
-                &[&device, &&sha[..], &(total as i64)],
-            )
-            .await?
-        else {
-            return Ok(false);
-        };
-        let session_record: String = row.get(0);
-        // Waits for a concurrent commit of the same content by another device, then stores nothing.
-        let stored = tx
-            .execute(
-                "INSERT INTO attachments (sha256, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&&sha[..], &(total as i64)],
-            )
-            .await?;
-        if stored == 1 {
-            tx.execute(
-                "INSERT INTO attachment_chunks (sha256, \"offset\", data)
-                 SELECT sha256, \"offset\", data FROM upload_chunks WHERE device = $1 AND sha256 = $2",
-                &[&device, &&sha[..]],
-            )
-            .await?;
-        }
-        drop_upload(&tx, device, sha).await?;
-        for r in [session_record.as_str(), record] {
-            tx.execute(
-                "INSERT INTO attachment_records (sha256, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&&sha[..], &r],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Links a complete attachment to `record`; `false` when there is no complete attachment.
@@ -951,109 +783,63 @@ async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
         .collect()
 }
 
-async fn upload_row<C: GenericClient>(
-    c: &C,
-    device: &str,
-    sha: &[u8; 32],
-    lock: bool,
-) -> Result<Option<Upload>> {
-    let sql = if lock {
-        "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2 FOR UPDATE"
-    } else {
-        "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2"
-    };
-    let row = c.query_opt(sql, &[&device, &&sha[..]]).await?;
-    Ok(row.map(|r| Upload {
-        received: r.get::<_, i64>(0) as u64,
-        total: r.get::<_, i64>(1) as u64,
-    }))
-}
-
-/// Size of a complete attachment already linked to `record`.
-async fn linked_size<C: GenericClient>(c: &C, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
-    let row = c
-        .query_opt(
-            "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
-             WHERE a.sha256 = $1 AND l.record = $2",
-            &[&&sha[..], &record],
-        )
-        .await?;
-    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
-}
-
-/// Drops the device's least recently used sessions until at most `keep` remain.
-async fn evict_uploads<C: GenericClient>(c: &C, device: &str, keep: usize) -> Result<()> {
-    let stale = c
-        .query(
-            "SELECT sha256 FROM upload_sessions WHERE device = $1
-             ORDER BY used_ms DESC, sha256 OFFSET $2",
-            &[&device, &(keep as i64)],
-        )
-        .await?;
-    for r in stale {
-        if let Ok(sha) = <[u8; 32]>::try_from(r.get::<_, &[u8]>(0)) {
-            drop_upload(c, device, &sha).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn drop_upload<C: GenericClient>(c: &C, device: &str, sha: &[u8; 32]) -> Result<()> {
-    for table in ["upload_chunks", "upload_sessions"] {
-        c.execute(
-            &format!("DELETE FROM {table} WHERE device = $1 AND sha256 = $2"),
-            &[&device, &&sha[..]],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 // ---- the writer ----
 
-/// The writer's connection: [`WriteSql`] on PostgreSQL. A pooled connection is held from `begin` to
-/// `commit` or `rollback`; the statements are prepared once per connection. Every batch of every
-/// relay on the database locks the `log_head` row first (see the module's notes).
-struct PgWriteSql {
+/// A connection as the shared logic uses it ([`Transact`], [`WriteSql`], [`UploadSql`]): a pooled
+/// connection, taken at the first statement and held until `commit` or `rollback` (or the end of the
+/// call, outside a transaction); statements are prepared once per connection. Every push batch of
+/// every relay on the database locks the `log_head` row first (see the module's notes).
+pub(super) struct PgSql {
     pool: Pool,
     client: Option<deadpool_postgres::Object>,
 }
 
-impl PgWriteSql {
-    fn client(&self) -> Result<&deadpool_postgres::Object> {
+impl PgSql {
+    async fn client(&mut self) -> Result<&deadpool_postgres::Object> {
+        if self.client.is_none() {
+            self.client = Some(self.pool.get().await?);
+        }
         self.client
             .as_ref()
-            .ok_or_else(|| Error::Unavailable("no transaction".into()))
+            .ok_or_else(|| Error::Unavailable("no connection".into()))
     }
 
-    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let c = self.client()?;
+    async fn run(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let c = self.client().await?;
         let st = c.prepare_cached(sql).await?;
         Ok(c.execute(&st, params).await?)
     }
 
     async fn rows(
-        &self,
+        &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let c = self.client()?;
+        let c = self.client().await?;
         let st = c.prepare_cached(sql).await?;
         Ok(c.query(&st, params).await?)
     }
+
+    async fn row(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&st, params).await?)
+    }
 }
 
-impl WriteSql for PgWriteSql {
+impl Transact for PgSql {
     async fn begin(&mut self) -> Result<()> {
-        let c = self.pool.get().await?;
-        c.batch_execute("BEGIN").await?;
-        self.client = Some(c);
+        self.client().await?.batch_execute("BEGIN").await?;
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<()> {
         let t = prof::start();
-        self.client()?.batch_execute("COMMIT").await?;
+        self.client().await?.batch_execute("COMMIT").await?;
         t.stop(Span::Commit);
         // Back to the pool.
         self.client = None;
@@ -1069,7 +855,9 @@ impl WriteSql for PgWriteSql {
             }
         }
     }
+}
 
+impl WriteSql for PgSql {
     async fn first_seq(&mut self) -> Result<i64> {
         let rows = self
             .rows("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])
@@ -1082,11 +870,11 @@ impl WriteSql for PgWriteSql {
     }
 
     async fn areas_version(&mut self) -> Result<i64> {
-        read_areas_version(self.client()?).await
+        read_areas_version(self.client().await?).await
     }
 
     async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
-        load_areas(self.client()?).await
+        load_areas(self.client().await?).await
     }
 
     async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
@@ -1215,6 +1003,183 @@ impl WriteSql for PgWriteSql {
             "UPDATE devices d SET last_sync_at = t.at
              FROM UNNEST($1::text[], $2::bigint[]) AS t(id, at) WHERE d.id = t.id",
             &[&ids, &times],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl UploadSql for PgSql {
+    async fn session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        lock: bool,
+    ) -> Result<Option<Upload>> {
+        let sql = if lock {
+            "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2 FOR UPDATE"
+        } else {
+            "SELECT received, total FROM upload_sessions WHERE device = $1 AND sha256 = $2"
+        };
+        let row = self.row(sql, &[&device, &&sha[..]]).await?;
+        Ok(row.map(|r| Upload {
+            received: r.get::<_, i64>(0) as u64,
+            total: r.get::<_, i64>(1) as u64,
+        }))
+    }
+
+    async fn linked_size(&mut self, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
+        let row = self
+            .row(
+                "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
+                 WHERE a.sha256 = $1 AND l.record = $2",
+                &[&&sha[..], &record],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn sessions_beyond(&mut self, device: &str, keep: usize) -> Result<Vec<[u8; 32]>> {
+        let rows = self
+            .rows(
+                "SELECT sha256 FROM upload_sessions WHERE device = $1
+                 ORDER BY used_ms DESC, sha256 OFFSET $2",
+                &[&device, &(keep as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| <[u8; 32]>::try_from(r.get::<_, &[u8]>(0)).ok())
+            .collect())
+    }
+
+    async fn drop_session(&mut self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        for sql in [
+            "DELETE FROM upload_chunks WHERE device = $1 AND sha256 = $2",
+            "DELETE FROM upload_sessions WHERE device = $1 AND sha256 = $2",
+        ] {
+            self.run(sql, &[&device, &&sha[..]]).await?;
+        }
+        Ok(())
+    }
+
+    async fn open_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        record: &str,
+        total: u64,
+        now: i64,
+    ) -> Result<()> {
+        self.run(
+            "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
+             VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT DO NOTHING",
+            &[&device, &&sha[..], &record, &(total as i64), &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn advance_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        len: u64,
+        now: i64,
+    ) -> Result<bool> {
+        let moved = self
+            .run(
+                "UPDATE upload_sessions SET received = received + $4, used_ms = $5
+                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND received + $4 <= total",
+                &[&device, &&sha[..], &(offset as i64), &(len as i64), &now],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    async fn store_piece(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        self.run(
+            "INSERT INTO upload_chunks (device, sha256, \"offset\", data) VALUES ($1, $2, $3, $4)",
+            &[&device, &&sha[..], &(offset as i64), &data],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn piece_offsets(&mut self, device: &str, sha: &[u8; 32]) -> Result<Vec<i64>> {
+        let rows = self
+            .rows(
+                "SELECT \"offset\" FROM upload_chunks WHERE device = $1 AND sha256 = $2
+                 ORDER BY \"offset\"",
+                &[&device, &&sha[..]],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn piece(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: i64,
+    ) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .row(
+                "SELECT data FROM upload_chunks WHERE device = $1 AND sha256 = $2 AND \"offset\" = $3",
+                &[&device, &&sha[..], &offset],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn complete_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        total: u64,
+    ) -> Result<Option<String>> {
+        let row = self
+            .row(
+                "SELECT record FROM upload_sessions
+                 WHERE device = $1 AND sha256 = $2 AND received = $3 AND total = $3 FOR UPDATE",
+                &[&device, &&sha[..], &(total as i64)],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn add_attachment(&mut self, sha: &[u8; 32], size: u64) -> Result<bool> {
+        // Waits for a concurrent commit of the same content by another device, then stores nothing.
+        let stored = self
+            .run(
+                "INSERT INTO attachments (sha256, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&&sha[..], &(size as i64)],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn copy_pieces(&mut self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        self.run(
+            "INSERT INTO attachment_chunks (sha256, \"offset\", data)
+             SELECT sha256, \"offset\", data FROM upload_chunks WHERE device = $1 AND sha256 = $2",
+            &[&device, &&sha[..]],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn link(&mut self, sha: &[u8; 32], record: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO attachment_records (sha256, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&&sha[..], &record],
         )
         .await?;
         Ok(())

@@ -6,14 +6,16 @@
 //! other writes (admin, attachments, device touch) use a small connection pool; SQLite's busy
 //! timeout serialises them with the writer.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
+use super::sql::Transact;
+use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::config::{Encryption, RelayKey};
@@ -288,7 +290,7 @@ impl SqliteStore {
         restrict_files(&path)?;
         let writer = Writer::on_thread(
             "gridwork-sqlite-writer",
-            SqliteWriteSql { conn: writer_conn },
+            SqliteSql::new(writer_conn),
             Engine::new(limits),
         )?;
         let readers = limits.db_connections.max(1);
@@ -306,7 +308,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a pooled connection.
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let conn = self
             .pool
             .lock()
@@ -525,158 +527,6 @@ impl SqliteStore {
                 .query_row([record], |r| r.get(0))
                 .optional()?;
             Ok(p.map(|p| split_paths(&p)))
-        })
-    }
-
-    pub fn upload_state(&self, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
-        self.with(|c| upload_row(c, device, sha))
-    }
-
-    pub fn upload_begin(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        record: &str,
-        start: u64,
-        total: u64,
-        now: i64,
-    ) -> Result<Begin> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = match upload_row(&tx, device, sha)? {
-                Some(u) if u.total != total => Begin::WrongTotal { total: u.total },
-                Some(u) if u.received != start => Begin::WrongOffset { offset: u.received },
-                Some(_) => Begin::Ready,
-                None => {
-                    if let Some(size) = linked_size(&tx, sha, record)? {
-                        return Ok(Begin::AlreadyLinked { size });
-                    }
-                    if start != 0 {
-                        return Ok(Begin::WrongOffset { offset: 0 });
-                    }
-                    evict_uploads(&tx, device, MAX_UPLOADS_PER_DEVICE - 1)?;
-                    tx.execute(
-                        "INSERT INTO upload_sessions (device, sha256, record, total, received, used_ms)
-                         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                        params![device, &sha[..], record, total as i64, now],
-                    )?;
-                    Begin::Ready
-                }
-            };
-            tx.commit()?;
-            Ok(out)
-        })
-    }
-
-    pub fn upload_append(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        offset: u64,
-        data: &[u8],
-        now: i64,
-    ) -> Result<Append> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let moved = tx.execute(
-                "UPDATE upload_sessions SET received = received + ?4, used_ms = ?5
-                 WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND received + ?4 <= total",
-                params![device, &sha[..], offset as i64, data.len() as i64, now],
-            )?;
-            if moved == 0 {
-                let offset = upload_row(&tx, device, sha)?.map_or(0, |u| u.received);
-                return Ok(Append::WrongOffset { offset });
-            }
-            tx.execute(
-                "INSERT INTO upload_chunks (device, sha256, offset, data) VALUES (?1, ?2, ?3, ?4)",
-                params![device, &sha[..], offset as i64, data],
-            )?;
-            tx.commit()?;
-            Ok(Append::Stored {
-                received: offset + data.len() as u64,
-            })
-        })
-    }
-
-    /// Hashes a device's session piece by piece (one piece in memory at a time).
-    pub fn upload_digest(&self, device: &str, sha: &[u8; 32]) -> Result<Digested> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let Some(u) = upload_row(&tx, device, sha)? else {
-                return Ok(Digested::Partial { received: 0 });
-            };
-            if u.received < u.total {
-                return Ok(Digested::Partial {
-                    received: u.received,
-                });
-            }
-            let mut hasher = Sha256::new();
-            let mut st = tx.prepare_cached(
-                "SELECT data FROM upload_chunks WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
-            )?;
-            let mut rows = st.query(params![device, &sha[..]])?;
-            while let Some(r) = rows.next()? {
-                hasher.update(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
-            }
-            Ok(Digested::Full {
-                total: u.total,
-                digest: hasher.finalize().into(),
-            })
-        })
-    }
-
-    pub fn upload_discard(&self, device: &str, sha: &[u8; 32]) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            drop_upload(&tx, device, sha)?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    /// Moves a verified session of `total` bytes into the attachment (unless it is stored already) and
-    /// links it; `false` when the session is no longer the one that was hashed.
-    pub fn upload_commit(
-        &self,
-        device: &str,
-        sha: &[u8; 32],
-        total: u64,
-        record: &str,
-    ) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let session: Option<String> = tx
-                .query_row(
-                    "SELECT record FROM upload_sessions
-                     WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND total = ?3",
-                    params![device, &sha[..], total as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(session_record) = session else {
-                return Ok(false);
-            };
-            let stored = tx.execute(
-                "INSERT OR IGNORE INTO attachments (sha256, size) VALUES (?1, ?2)",
-                params![&sha[..], total as i64],
-            )?;
-            if stored == 1 {
-                tx.execute(
-                    "INSERT INTO attachment_chunks (sha256, offset, data)
-                     SELECT sha256, offset, data FROM upload_chunks
-                     WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
-                    params![device, &sha[..]],
-                )?;
-            }
-            drop_upload(&tx, device, sha)?;
-            for r in [session_record.as_str(), record] {
-                tx.execute(
-                    "INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)",
-                    params![&sha[..], r],
-                )?;
-            }
-            tx.commit()?;
-            Ok(true)
         })
     }
 
@@ -1116,66 +966,11 @@ fn load_areas(c: &Connection) -> Result<Vec<AreaRow>> {
     Ok(out)
 }
 
-fn upload_row(c: &Connection, device: &str, sha: &[u8; 32]) -> Result<Option<Upload>> {
-    let row: Option<(i64, i64)> = c
-        .prepare_cached(
-            "SELECT received, total FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
-        )?
-        .query_row(params![device, &sha[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(row.map(|(received, total)| Upload {
-        received: received as u64,
-        total: total as u64,
-    }))
-}
-
 fn attachment_exists(c: &Connection, sha: &[u8; 32]) -> Result<bool> {
     Ok(
         c.prepare_cached("SELECT 1 FROM attachments WHERE sha256 = ?1")?
             .exists([&sha[..]])?,
     )
-}
-
-/// Size of a complete attachment already linked to `record`.
-fn linked_size(c: &Connection, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
-    let size: Option<i64> = c
-        .prepare_cached(
-            "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
-             WHERE a.sha256 = ?1 AND l.record = ?2",
-        )?
-        .query_row(params![&sha[..], record], |r| r.get(0))
-        .optional()?;
-    Ok(size.map(|s| s as u64))
-}
-
-/// Drops the device's least recently used sessions until at most `keep` remain.
-fn evict_uploads(c: &Connection, device: &str, keep: usize) -> Result<()> {
-    let stale: Vec<Vec<u8>> = {
-        let mut st = c.prepare_cached(
-            "SELECT sha256 FROM upload_sessions WHERE device = ?1
-             ORDER BY used_ms DESC, sha256 LIMIT -1 OFFSET ?2",
-        )?;
-        let rows = st.query_map(params![device, keep as i64], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for sha in stale {
-        if let Ok(sha) = <[u8; 32]>::try_from(sha.as_slice()) {
-            drop_upload(c, device, &sha)?;
-        }
-    }
-    Ok(())
-}
-
-fn drop_upload(c: &Connection, device: &str, sha: &[u8; 32]) -> Result<()> {
-    c.execute(
-        "DELETE FROM upload_chunks WHERE device = ?1 AND sha256 = ?2",
-        params![device, &sha[..]],
-    )?;
-    c.execute(
-        "DELETE FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
-        params![device, &sha[..]],
-    )?;
-    Ok(())
 }
 
 // ---- the writer ----
@@ -1225,53 +1020,66 @@ fn lookup_many<K: rusqlite::ToSql>(
     Ok(())
 }
 
-/// The writer's connection: [`WriteSql`] on SQLite (the log's head is `MAX(seq)`, under the write
-/// lock that `BEGIN IMMEDIATE` takes).
-struct SqliteWriteSql {
-    conn: Connection,
+/// A connection as the shared logic uses it ([`Transact`], [`WriteSql`], [`UploadSql`]): the
+/// writer's own, or a pooled one. A write transaction is `BEGIN IMMEDIATE`, which takes SQLite's one
+/// write lock at once; the log's head is `MAX(seq)` under it.
+pub(super) struct SqliteSql<C> {
+    conn: C,
 }
 
-impl WriteSql for SqliteWriteSql {
+impl<C: BorrowMut<Connection>> SqliteSql<C> {
+    pub(super) fn new(conn: C) -> Self {
+        SqliteSql { conn }
+    }
+
+    fn c(&self) -> &Connection {
+        self.conn.borrow()
+    }
+}
+
+impl<C: BorrowMut<Connection> + Send> Transact for SqliteSql<C> {
     async fn begin(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.c().execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<()> {
         let t = prof::start();
-        self.conn.execute_batch("COMMIT")?;
+        self.c().execute_batch("COMMIT")?;
         t.stop(Span::Commit);
         Ok(())
     }
 
     async fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+        if !self.c().is_autocommit() {
+            if let Err(e) = self.c().execute_batch("ROLLBACK") {
                 tracing::warn!(error = %e, "rollback failed");
             }
         }
     }
+}
 
+impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
     async fn first_seq(&mut self) -> Result<i64> {
         Ok(self
-            .conn
+            .c()
             .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes")?
             .query_row([], |r| r.get(0))?)
     }
 
     async fn areas_version(&mut self) -> Result<i64> {
-        read_areas_version(&self.conn)
+        read_areas_version(self.c())
     }
 
     async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
-        load_areas(&self.conn)
+        load_areas(self.c())
     }
 
     async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
         let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
         let mut out = HashMap::new();
         lookup_many(
-            &self.conn,
+            self.c(),
             "SELECT hash, seq FROM changes WHERE hash",
             &keys,
             |r| {
@@ -1288,7 +1096,7 @@ impl WriteSql for SqliteWriteSql {
     async fn record_versions(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
         let mut out = HashMap::new();
         lookup_many(
-            &self.conn,
+            self.c(),
             "SELECT id, version FROM records WHERE id",
             ids,
             |r| {
@@ -1302,7 +1110,7 @@ impl WriteSql for SqliteWriteSql {
     async fn record_rows(&mut self, ids: &[String]) -> Result<HashMap<String, RecordRow>> {
         let mut out = HashMap::new();
         lookup_many(
-            &self.conn,
+            self.c(),
             "SELECT id, doc, version, paths FROM records WHERE id",
             ids,
             |r| {
@@ -1335,7 +1143,7 @@ impl WriteSql for SqliteWriteSql {
             ]);
         }
         insert_many(
-            &self.conn,
+            self.c(),
             "INSERT INTO changes (seq, hash, record, bytes, kind, before_paths, heads, device)",
             "",
             8,
@@ -1349,7 +1157,7 @@ impl WriteSql for SqliteWriteSql {
             p.push(k);
             p.push(seq);
         }
-        insert_many(&self.conn, "INSERT INTO entry_areas (key, seq)", "", 2, &p)
+        insert_many(self.c(), "INSERT INTO entry_areas (key, seq)", "", 2, &p)
     }
 
     async fn upsert_records(&mut self, rows: &[RecordRowWrite<'_>]) -> Result<()> {
@@ -1364,7 +1172,7 @@ impl WriteSql for SqliteWriteSql {
             ]);
         }
         insert_many(
-            &self.conn,
+            self.c(),
             "INSERT INTO records (id, doc, version, paths, view)",
             "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, version = excluded.version, paths = excluded.paths, view = excluded.view",
             5,
@@ -1374,7 +1182,7 @@ impl WriteSql for SqliteWriteSql {
 
     async fn clear_scope(&mut self, records: &[&str]) -> Result<()> {
         let mut st = self
-            .conn
+            .c()
             .prepare_cached("DELETE FROM record_scope WHERE record = ?1")?;
         for r in records {
             st.execute([r])?;
@@ -1389,7 +1197,7 @@ impl WriteSql for SqliteWriteSql {
             p.push(r);
         }
         insert_many(
-            &self.conn,
+            self.c(),
             "INSERT OR IGNORE INTO record_scope (key, record)",
             "",
             2,
@@ -1399,11 +1207,188 @@ impl WriteSql for SqliteWriteSql {
 
     async fn touch_devices(&mut self, rows: &[(&str, i64)]) -> Result<()> {
         let mut st = self
-            .conn
+            .c()
             .prepare_cached("UPDATE devices SET last_sync_at = ?2 WHERE id = ?1")?;
         for (d, t) in rows {
             st.execute(params![d, t])?;
         }
+        Ok(())
+    }
+}
+
+impl<C: BorrowMut<Connection> + Send> UploadSql for SqliteSql<C> {
+    async fn session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        _lock: bool,
+    ) -> Result<Option<Upload>> {
+        let row: Option<(i64, i64)> = self
+            .c()
+            .prepare_cached(
+                "SELECT received, total FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
+            )?
+            .query_row(params![device, &sha[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(received, total)| Upload {
+            received: received as u64,
+            total: total as u64,
+        }))
+    }
+
+    async fn linked_size(&mut self, sha: &[u8; 32], record: &str) -> Result<Option<u64>> {
+        let size: Option<i64> = self
+            .c()
+            .prepare_cached(
+                "SELECT a.size FROM attachments a JOIN attachment_records l ON l.sha256 = a.sha256
+                 WHERE a.sha256 = ?1 AND l.record = ?2",
+            )?
+            .query_row(params![&sha[..], record], |r| r.get(0))
+            .optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn sessions_beyond(&mut self, device: &str, keep: usize) -> Result<Vec<[u8; 32]>> {
+        let mut st = self.c().prepare_cached(
+            "SELECT sha256 FROM upload_sessions WHERE device = ?1
+             ORDER BY used_ms DESC, sha256 LIMIT -1 OFFSET ?2",
+        )?;
+        let rows = st.query_map(params![device, keep as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for sha in rows {
+            if let Ok(sha) = <[u8; 32]>::try_from(sha?.as_slice()) {
+                out.push(sha);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn drop_session(&mut self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        for sql in [
+            "DELETE FROM upload_chunks WHERE device = ?1 AND sha256 = ?2",
+            "DELETE FROM upload_sessions WHERE device = ?1 AND sha256 = ?2",
+        ] {
+            self.c()
+                .prepare_cached(sql)?
+                .execute(params![device, &sha[..]])?;
+        }
+        Ok(())
+    }
+
+    async fn open_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        record: &str,
+        total: u64,
+        now: i64,
+    ) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT OR IGNORE INTO upload_sessions (device, sha256, record, total, received, used_ms)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )?
+            .execute(params![device, &sha[..], record, total as i64, now])?;
+        Ok(())
+    }
+
+    async fn advance_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        len: u64,
+        now: i64,
+    ) -> Result<bool> {
+        let moved = self
+            .c()
+            .prepare_cached(
+                "UPDATE upload_sessions SET received = received + ?4, used_ms = ?5
+                 WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND received + ?4 <= total",
+            )?
+            .execute(params![device, &sha[..], offset as i64, len as i64, now])?;
+        Ok(moved == 1)
+    }
+
+    async fn store_piece(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO upload_chunks (device, sha256, offset, data) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![device, &sha[..], offset as i64, data])?;
+        Ok(())
+    }
+
+    async fn piece_offsets(&mut self, device: &str, sha: &[u8; 32]) -> Result<Vec<i64>> {
+        let mut st = self.c().prepare_cached(
+            "SELECT offset FROM upload_chunks WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
+        )?;
+        let rows = st.query_map(params![device, &sha[..]], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn piece(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        offset: i64,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "SELECT data FROM upload_chunks WHERE device = ?1 AND sha256 = ?2 AND offset = ?3",
+            )?
+            .query_row(params![device, &sha[..], offset], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn complete_session(
+        &mut self,
+        device: &str,
+        sha: &[u8; 32],
+        total: u64,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "SELECT record FROM upload_sessions
+                 WHERE device = ?1 AND sha256 = ?2 AND received = ?3 AND total = ?3",
+            )?
+            .query_row(params![device, &sha[..], total as i64], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn add_attachment(&mut self, sha: &[u8; 32], size: u64) -> Result<bool> {
+        let stored = self
+            .c()
+            .prepare_cached("INSERT OR IGNORE INTO attachments (sha256, size) VALUES (?1, ?2)")?
+            .execute(params![&sha[..], size as i64])?;
+        Ok(stored == 1)
+    }
+
+    async fn copy_pieces(&mut self, device: &str, sha: &[u8; 32]) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO attachment_chunks (sha256, offset, data)
+                 SELECT sha256, offset, data FROM upload_chunks
+                 WHERE device = ?1 AND sha256 = ?2 ORDER BY offset",
+            )?
+            .execute(params![device, &sha[..]])?;
+        Ok(())
+    }
+
+    async fn link(&mut self, sha: &[u8; 32], record: &str) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)",
+            )?
+            .execute(params![&sha[..], record])?;
         Ok(())
     }
 }

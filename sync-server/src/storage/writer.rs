@@ -11,6 +11,7 @@ use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::sql::{in_transaction, Transact};
 use super::{now_secs, AreaRow};
 use crate::engine::{AreaMap, Engine, Plan, PushJob, PushResult, RecordRow};
 use crate::error::{Error, Result};
@@ -50,15 +51,8 @@ pub(crate) struct RecordRowWrite<'a> {
     pub view: Option<&'a str>,
 }
 
-/// The SQL of the push path: primitives without decisions. A writer runs at most one transaction at a
-/// time (`begin` .. `commit` or `rollback`), and every other call happens inside one.
-pub(crate) trait WriteSql: Send {
-    /// Starts a write transaction (taking the database's write lock where it has one).
-    fn begin(&mut self) -> impl Future<Output = Result<()>> + Send;
-    fn commit(&mut self) -> impl Future<Output = Result<()>> + Send;
-    /// Abandons the transaction; a connection that cannot even do that is not reused.
-    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
-
+/// The SQL of the push path: primitives without decisions, called inside a transaction.
+pub(crate) trait WriteSql: Transact {
     /// The seq of the batch's first entry. Where several relays share the database this also takes
     /// the lock that orders their batches, so it is called before anything is read.
     fn first_seq(&mut self) -> impl Future<Output = Result<i64>> + Send;
@@ -233,27 +227,6 @@ async fn run<S: WriteSql>(
         }
     }
     tracing::debug!("writer stopped");
-}
-
-/// Runs `f` in a write transaction: committed when it succeeds, rolled back when anything fails.
-async fn in_transaction<S: WriteSql, T>(
-    sql: &mut S,
-    f: impl AsyncFnOnce(&mut S) -> Result<T>,
-) -> Result<T> {
-    sql.begin().await?;
-    match f(sql).await {
-        Ok(v) => match sql.commit().await {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                sql.rollback().await;
-                Err(e)
-            }
-        },
-        Err(e) => {
-            sql.rollback().await;
-            Err(e)
-        }
-    }
 }
 
 async fn run_batch<S: WriteSql>(sql: &mut S, engine: &mut Engine, batch: Vec<(PushJob, Reply)>) {

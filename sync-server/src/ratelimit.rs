@@ -6,7 +6,10 @@
 //! failed authentications per client address (1/s, burst 20), so a flood of unknown tokens costs
 //! the database nothing once its address is out of tokens, and never slows down devices elsewhere.
 //!
-//! Hand-written rather than the `governor` crate: it is not in this build's offline registry.
+//! Hand-written rather than the `governor` crate: the failed-authentication limit must look at an
+//! address's bucket without taking from it (`exhausted`, `check_known`: an unknown token is refused
+//! before the database is asked, and only a failure costs a token), and governor has no such peek
+//! (boinkor-net/governor issue 15; the pull request adding one, 211, is still open).
 
 use std::collections::HashMap;
 use std::hash::Hash;

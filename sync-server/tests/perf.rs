@@ -9,7 +9,8 @@
 //! Without the variable it measures the relay built with this test. A build's path may be followed by
 //! arguments for its every command (`after=/path/gridwork-server --insecure-no-encryption`).
 //! GRIDWORK_BENCH_ROUNDS (default 3) runs the builds alternately that many times, so a shared machine's
-//! load falls on both alike.
+//! load falls on both alike. With GRIDWORK_BENCH_POSTGRES=URL every relay process runs on PostgreSQL
+//! instead (a fresh schema of that database per run, `--database`), e.g. to compare builds there.
 
 mod common;
 
@@ -530,20 +531,41 @@ fn relay_builds() -> Vec<(String, String)> {
     }
 }
 
-/// `gridwork-server <subcommand> --data DIR <args> <the build's args>`.
+/// Where a measured relay keeps its data: a directory of its own, or a PostgreSQL schema of its own.
+enum RelayStore {
+    Dir(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl RelayStore {
+    async fn fresh() -> RelayStore {
+        match std::env::var("GRIDWORK_BENCH_POSTGRES") {
+            Ok(url) => RelayStore::Postgres(common::fresh_pg(&url).await),
+            Err(_) => RelayStore::Dir(tempfile::tempdir().unwrap()),
+        }
+    }
+}
+
+/// `gridwork-server <subcommand> --data DIR <args> <the build's args>` (the database URL in the
+/// environment instead of `--data` for PostgreSQL).
 fn relay_command(
     bin: &str,
     subcommand: &str,
-    dir: &std::path::Path,
+    store: &RelayStore,
     args: &[&str],
 ) -> std::process::Command {
     let mut parts = bin.split_whitespace();
     let mut cmd = std::process::Command::new(parts.next().expect("a path"));
-    cmd.args([subcommand, "--data"])
-        .arg(dir)
-        .args(args)
-        .args(parts)
-        .env("RUST_LOG", "warn");
+    cmd.arg(subcommand);
+    match store {
+        RelayStore::Dir(dir) => {
+            cmd.arg("--data").arg(dir.path());
+        }
+        RelayStore::Postgres(url) => {
+            cmd.env("GRIDWORK_DATABASE_URL", url);
+        }
+    }
+    cmd.args(args).args(parts).env("RUST_LOG", "warn");
     cmd
 }
 
@@ -551,13 +573,13 @@ fn relay_command(
 /// build, older or newer, can be measured). Killed when dropped.
 struct RelayProcess {
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    _store: RelayStore,
     base: String,
 }
 
 impl RelayProcess {
-    fn admin(bin: &str, dir: &std::path::Path, args: &[&str]) -> String {
-        let out = relay_command(bin, "admin", dir, args).output().unwrap();
+    fn admin(bin: &str, store: &RelayStore, args: &[&str]) -> String {
+        let out = relay_command(bin, "admin", store, args).output().unwrap();
         assert!(
             out.status.success(),
             "admin {args:?}: {}",
@@ -568,8 +590,8 @@ impl RelayProcess {
 
     /// A relay with d1 > s1 > c1 > g0..g{n-1} and one worker device per grid.
     async fn start(bin: &str, n: usize) -> (RelayProcess, Vec<Dev>) {
-        let dir = tempfile::tempdir().unwrap();
-        let admin = |args: &[&str]| Self::admin(bin, dir.path(), args);
+        let store = RelayStore::fresh().await;
+        let admin = |args: &[&str]| Self::admin(bin, &store, args);
         admin(&["area", "add", "d1", "--level", "district", "--name", "D"]);
         for (id, parent, level) in [("s1", "d1", "street"), ("c1", "s1", "community")] {
             admin(&[
@@ -597,7 +619,7 @@ impl RelayProcess {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let child = relay_command(bin, "serve", dir.path(), &["--listen", &listen])
+        let child = relay_command(bin, "serve", &store, &["--listen", &listen])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -614,7 +636,7 @@ impl RelayProcess {
         }
         let relay = RelayProcess {
             child,
-            _dir: dir,
+            _store: store,
             base,
         };
         (relay, devs)

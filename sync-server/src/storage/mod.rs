@@ -3,6 +3,7 @@
 //! Pushes go through one writer per process that groups concurrent pushes into one transaction (group
 //! commit); all protocol decisions are made by [`crate::engine::Engine`]. Reads run concurrently.
 
+mod admin;
 mod pg_tls;
 pub mod postgres;
 mod sql;
@@ -565,11 +566,11 @@ impl Store {
     }
 
     pub async fn add_area(&self, area: AreaRowInput) -> Result<AreaRow> {
-        dispatch!(self, s => sqlite s.add_area(&area), pg s.add_area(&area))
+        logic!(self, sql => admin::add_area(&mut sql, &area))
     }
 
     pub async fn add_user(&self, user: UserRow) -> Result<()> {
-        dispatch!(self, s => sqlite s.add_user(&user), pg s.add_user(&user))
+        logic!(self, sql => admin::add_user(&mut sql, &user))
     }
 
     pub async fn add_device(
@@ -580,8 +581,7 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let (d, u) = (device_id.to_owned(), user_id.to_owned());
-        dispatch!(self, s => sqlite s.add_device(&d, &u, &token_hash, now),
-            pg s.add_device(&d, &u, &token_hash, now))
+        logic!(self, sql => admin::add_device(&mut sql, &d, &u, &token_hash, now))
     }
 
     /// Revokes a device; `false` when it does not exist.
@@ -615,7 +615,7 @@ impl Store {
     /// Applies `changes` to a user (`NotFound` for an unknown user, `Invalid` for an unknown area).
     pub async fn update_user(&self, id: &str, changes: &UserChanges) -> Result<()> {
         let (u, c) = (id.to_owned(), changes.clone());
-        dispatch!(self, s => sqlite s.update_user(&u, &c), pg s.update_user(id, changes))
+        logic!(self, sql => admin::update_user(&mut sql, &u, &c))
     }
 
     /// Disables (`Some(time)`) or re-enables (`None`) a user; `false` when the user does not exist.
@@ -627,19 +627,19 @@ impl Store {
     /// Renames an area; `false` when it does not exist.
     pub async fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
         let (a, n) = (id.to_owned(), name.to_owned());
-        dispatch!(self, s => sqlite s.rename_area(&a, &n), pg s.rename_area(id, name))
+        logic!(self, sql => admin::rename_area(&mut sql, &a, &n))
     }
 
     /// Moves an area (and its subtree) under another parent. See [`plan_area_move`].
     pub async fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
         let (a, p) = (id.to_owned(), parent.to_owned());
-        dispatch!(self, s => sqlite s.move_area(&a, &p), pg s.move_area(id, parent))
+        logic!(self, sql => admin::move_area(&mut sql, &a, &p))
     }
 
     /// Removes an area that has no child areas, no users and no records.
     pub async fn remove_area(&self, id: &str) -> Result<()> {
         let a = id.to_owned();
-        dispatch!(self, s => sqlite s.remove_area(&a), pg s.remove_area(id))
+        logic!(self, sql => admin::remove_area(&mut sql, &a))
     }
 
     /// Whether the database connections are encrypted in transit: `Some` for PostgreSQL (from the

@@ -11,13 +11,13 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 
+use super::admin::{AdminSql, Held, Row};
 use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::engine::{Engine, RecordRow};
 use crate::prof::{self, Span};
-use gridwork_protocol::scope::{join_paths, scope_keys};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -365,109 +365,6 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    pub async fn add_area(&self, input: &AreaRowInput) -> Result<AreaRow> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        // Bumping the version first also serialises concurrent area creation.
-        tx.execute(
-            "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
-            &[],
-        )
-        .await?;
-        let parent = match &input.parent {
-            None => None,
-            Some(p) => tx
-                .query_opt("SELECT level, path FROM areas WHERE id = $1", &[p])
-                .await?
-                .and_then(|r| Some((AreaLevel::from_rank(r.get(0))?, r.get::<_, String>(1)))),
-        };
-        let path = child_path(input, parent)?;
-        if tx
-            .query_opt("SELECT 1 FROM areas WHERE id = $1", &[&input.id])
-            .await?
-            .is_some()
-        {
-            return Err(Error::Conflict(format!("area {}", input.id)));
-        }
-        tx.execute(
-            "INSERT INTO areas (id, parent, level, name, path) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &input.id,
-                &input.parent,
-                &input.level.rank(),
-                &input.name,
-                &path,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(AreaRow {
-            id: input.id.clone(),
-            parent: input.parent.clone(),
-            level: input.level,
-            name: input.name.clone(),
-            path,
-        })
-    }
-
-    pub async fn add_user(&self, user: &UserRow) -> Result<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        if tx
-            .query_opt("SELECT 1 FROM areas WHERE id = $1", &[&user.area])
-            .await?
-            .is_none()
-        {
-            return Err(Error::Invalid(format!("area {} does not exist", user.area)));
-        }
-        if tx
-            .query_opt("SELECT 1 FROM users WHERE id = $1", &[&user.id])
-            .await?
-            .is_some()
-        {
-            return Err(Error::Conflict(format!("user {}", user.id)));
-        }
-        tx.execute(
-            "INSERT INTO users (id, name, role, area) VALUES ($1, $2, $3, $4)",
-            &[&user.id, &user.name, &user.role.as_str(), &user.area],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn add_device(
-        &self,
-        id: &str,
-        user: &str,
-        token_hash: &[u8; 32],
-        now: i64,
-    ) -> Result<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        if tx
-            .query_opt("SELECT 1 FROM users WHERE id = $1", &[&user])
-            .await?
-            .is_none()
-        {
-            return Err(Error::Invalid(format!("user {user} does not exist")));
-        }
-        if tx
-            .query_opt("SELECT 1 FROM devices WHERE id = $1", &[&id])
-            .await?
-            .is_some()
-        {
-            return Err(Error::Conflict(format!("device {id}")));
-        }
-        tx.execute(
-            "INSERT INTO devices (id, user_id, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-            &[&id, &user, &&token_hash[..], &now],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn revoke_device(&self, id: &str, now: i64) -> Result<bool> {
         let c = self.pool.get().await?;
         let n = c
@@ -547,32 +444,6 @@ impl PgStore {
             .is_some())
     }
 
-    pub async fn update_user(&self, id: &str, ch: &UserChanges) -> Result<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        if let Some(area) = &ch.area {
-            if tx
-                .query_opt("SELECT 1 FROM areas WHERE id = $1", &[area])
-                .await?
-                .is_none()
-            {
-                return Err(Error::Invalid(format!("area {area} does not exist")));
-            }
-        }
-        let n = tx
-            .execute(
-                "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role),
-                                  area = COALESCE($4, area) WHERE id = $1",
-                &[&id, &ch.name, &ch.role.map(|r| r.as_str()), &ch.area],
-            )
-            .await?;
-        if n == 0 {
-            return Err(Error::NotFound(format!("user {id}")));
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn set_user_disabled(&self, id: &str, at: Option<i64>) -> Result<bool> {
         let c = self.pool.get().await?;
         Ok(c.execute(
@@ -581,116 +452,6 @@ impl PgStore {
         )
         .await?
             > 0)
-    }
-
-    pub async fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        bump_areas_version(&tx).await?;
-        let n = tx
-            .execute("UPDATE areas SET name = $2 WHERE id = $1", &[&id, &name])
-            .await?;
-        tx.commit().await?;
-        Ok(n > 0)
-    }
-
-    /// Moves an area: the paths of its subtree, the paths and scope keys of the records in it, and the
-    /// area version change in one transaction, which holds the log head like a push does, so no push of
-    /// any relay process computes paths with the old tree meanwhile. Past log entries keep their keys.
-    pub async fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        tx.execute("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])
-            .await?;
-        bump_areas_version(&tx).await?;
-        let (old, new) = plan_area_move(&load_areas(&tx).await?, id, parent)?;
-        if old == new {
-            return Ok(AreaMoved {
-                areas: 0,
-                records: 0,
-            });
-        }
-        tx.execute(
-            "UPDATE areas SET parent = $2 WHERE id = $1",
-            &[&id, &parent],
-        )
-        .await?;
-        let areas = tx
-            .execute(
-                "UPDATE areas SET path = $2 || substr(path, length($1) + 1)
-                 WHERE substr(path, 1, length($1)) = $1",
-                &[&old, &new],
-            )
-            .await?;
-        let rows = tx
-            .query(
-                "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
-                 WHERE s.key = $1",
-                &[&old],
-            )
-            .await?;
-        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
-        let mut paths: Vec<String> = Vec::with_capacity(rows.len());
-        let (mut key_keys, mut key_records): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        for r in &rows {
-            let id: String = r.get(0);
-            let moved = moved_paths(&split_paths(r.get::<_, &str>(1)), &old, &new);
-            for k in scope_keys(&moved) {
-                key_keys.push(k);
-                key_records.push(id.clone());
-            }
-            paths.push(join_paths(&moved));
-            ids.push(id);
-        }
-        tx.execute(
-            "UPDATE records r SET paths = t.paths
-             FROM UNNEST($1::text[], $2::text[]) AS t(id, paths) WHERE r.id = t.id",
-            &[&ids, &paths],
-        )
-        .await?;
-        tx.execute("DELETE FROM record_scope WHERE record = ANY($1)", &[&ids])
-            .await?;
-        tx.execute(
-            "INSERT INTO record_scope (key, record) SELECT * FROM UNNEST($1::text[], $2::text[])",
-            &[&key_keys, &key_records],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(AreaMoved {
-            areas,
-            records: ids.len() as u64,
-        })
-    }
-
-    pub async fn remove_area(&self, id: &str) -> Result<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        bump_areas_version(&tx).await?;
-        let path: String = tx
-            .query_opt("SELECT path FROM areas WHERE id = $1 FOR UPDATE", &[&id])
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("area {id}")))?
-            .get(0);
-        let count = async |sql: &str, arg: &str| -> Result<i64> {
-            Ok(tx.query_one(sql, &[&arg]).await?.get(0))
-        };
-        let held = AreaContents {
-            children: count("SELECT count(*) FROM areas WHERE parent = $1", id).await?,
-            users: count("SELECT count(*) FROM users WHERE area = $1", id).await?,
-            records: count("SELECT count(*) FROM record_scope WHERE key = $1", &path).await?,
-        };
-        held.check_empty(id)?;
-        // The area's own scope keys on past entries go too: an area created later with the same id
-        // and place must not inherit this one's history.
-        tx.execute(
-            "DELETE FROM entry_areas WHERE key >= $1 AND key < $2",
-            &[&path, &prefix_end(&path)],
-        )
-        .await?;
-        tx.execute("DELETE FROM areas WHERE id = $1", &[&id])
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 
@@ -1180,6 +941,142 @@ impl UploadSql for PgSql {
         self.run(
             "INSERT INTO attachment_records (sha256, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&&sha[..], &record],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl AdminSql for PgSql {
+    async fn exists(&mut self, row: Row, id: &str) -> Result<bool> {
+        let sql = match row {
+            Row::Area => "SELECT 1 FROM areas WHERE id = $1",
+            Row::User => "SELECT 1 FROM users WHERE id = $1",
+            Row::Device => "SELECT 1 FROM devices WHERE id = $1",
+        };
+        Ok(self.row(sql, &[&id]).await?.is_some())
+    }
+
+    async fn area_place(&mut self, id: &str) -> Result<Option<(i64, String)>> {
+        let row = self
+            .row(
+                "SELECT level, path FROM areas WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn bump_areas_version(&mut self) -> Result<()> {
+        bump_areas_version(self.client().await?).await
+    }
+
+    async fn insert_area(&mut self, a: &AreaRow) -> Result<()> {
+        self.run(
+            "INSERT INTO areas (id, parent, level, name, path) VALUES ($1, $2, $3, $4, $5)",
+            &[&a.id, &a.parent, &a.level.rank(), &a.name, &a.path],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn rename_area(&mut self, id: &str, name: &str) -> Result<u64> {
+        self.run("UPDATE areas SET name = $2 WHERE id = $1", &[&id, &name])
+            .await
+    }
+
+    async fn set_area_parent(&mut self, id: &str, parent: &str) -> Result<()> {
+        self.run(
+            "UPDATE areas SET parent = $2 WHERE id = $1",
+            &[&id, &parent],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn rewrite_area_paths(&mut self, old: &str, new: &str) -> Result<u64> {
+        self.run(
+            "UPDATE areas SET path = $2 || substr(path, length($1) + 1)
+             WHERE substr(path, 1, length($1)) = $1",
+            &[&old, &new],
+        )
+        .await
+    }
+
+    async fn records_under(&mut self, key: &str) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .rows(
+                "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
+                 WHERE s.key = $1",
+                &[&key],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn set_record_paths(&mut self, rows: &[(&str, &str)]) -> Result<()> {
+        let (ids, paths): (Vec<&str>, Vec<&str>) = rows.iter().copied().unzip();
+        self.run(
+            "UPDATE records r SET paths = t.paths
+             FROM UNNEST($1::text[], $2::text[]) AS t(id, paths) WHERE r.id = t.id",
+            &[&ids, &paths],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn count(&mut self, held: Held, arg: &str) -> Result<i64> {
+        let sql = match held {
+            Held::Children => "SELECT count(*) FROM areas WHERE parent = $1",
+            Held::Users => "SELECT count(*) FROM users WHERE area = $1",
+            Held::Records => "SELECT count(*) FROM record_scope WHERE key = $1",
+        };
+        let row = self.row(sql, &[&arg]).await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
+        self.run(
+            "DELETE FROM entry_areas WHERE key >= $1 AND key < $2",
+            &[&from, &to],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_area(&mut self, id: &str) -> Result<()> {
+        self.run("DELETE FROM areas WHERE id = $1", &[&id]).await?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &UserRow) -> Result<()> {
+        self.run(
+            "INSERT INTO users (id, name, role, area) VALUES ($1, $2, $3, $4)",
+            &[&u.id, &u.name, &u.role.as_str(), &u.area],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, id: &str, ch: &UserChanges) -> Result<u64> {
+        self.run(
+            "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role),
+                              area = COALESCE($4, area) WHERE id = $1",
+            &[&id, &ch.name, &ch.role.map(|r| r.as_str()), &ch.area],
+        )
+        .await
+    }
+
+    async fn insert_device(
+        &mut self,
+        id: &str,
+        user: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<()> {
+        self.run(
+            "INSERT INTO devices (id, user_id, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+            &[&id, &user, &&token_hash[..], &now],
         )
         .await?;
         Ok(())

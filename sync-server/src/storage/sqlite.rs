@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::admin::{AdminSql, Held, Row};
 use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
@@ -21,7 +22,6 @@ use super::*;
 use crate::config::{Encryption, RelayKey};
 use crate::engine::{Engine, RecordRow};
 use crate::prof::{self, Span};
-use gridwork_protocol::scope::{join_paths, scope_keys};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -611,102 +611,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn add_area(&self, input: &AreaRowInput) -> Result<AreaRow> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let parent = match &input.parent {
-                None => None,
-                Some(p) => tx
-                    .query_row("SELECT level, path FROM areas WHERE id = ?1", [p], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                    })
-                    .optional()?
-                    .and_then(|(l, path)| Some((AreaLevel::from_rank(l)?, path))),
-            };
-            let path = child_path(input, parent)?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM areas WHERE id = ?1)",
-                [&input.id],
-                |r| r.get(0),
-            )?;
-            if exists {
-                return Err(Error::Conflict(format!("area {}", input.id)));
-            }
-            tx.execute(
-                "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![input.id, input.parent, input.level.rank(), input.name, path],
-            )?;
-            tx.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'areas_version'",
-                [],
-            )?;
-            tx.commit()?;
-            Ok(AreaRow {
-                id: input.id.clone(),
-                parent: input.parent.clone(),
-                level: input.level,
-                name: input.name.clone(),
-                path,
-            })
-        })
-    }
-
-    pub fn add_user(&self, user: &UserRow) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let area: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM areas WHERE id = ?1)",
-                [&user.area],
-                |r| r.get(0),
-            )?;
-            if !area {
-                return Err(Error::Invalid(format!("area {} does not exist", user.area)));
-            }
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
-                [&user.id],
-                |r| r.get(0),
-            )?;
-            if exists {
-                return Err(Error::Conflict(format!("user {}", user.id)));
-            }
-            tx.execute(
-                "INSERT INTO users (id, name, role, area) VALUES (?1, ?2, ?3, ?4)",
-                params![user.id, user.name, user.role.as_str(), user.area],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    pub fn add_device(&self, id: &str, user: &str, token_hash: &[u8; 32], now: i64) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let u: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
-                [user],
-                |r| r.get(0),
-            )?;
-            if !u {
-                return Err(Error::Invalid(format!("user {user} does not exist")));
-            }
-            let d: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM devices WHERE id = ?1)",
-                [id],
-                |r| r.get(0),
-            )?;
-            if d {
-                return Err(Error::Conflict(format!("device {id}")));
-            }
-            tx.execute(
-                "INSERT INTO devices (id, user_id, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id, user, &token_hash[..], now],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
     pub fn revoke_device(&self, id: &str, now: i64) -> Result<bool> {
         self.with(|c| {
             let n = c.execute(
@@ -777,31 +681,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn update_user(&self, id: &str, ch: &UserChanges) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(area) = &ch.area {
-                if !exists(
-                    &tx,
-                    "SELECT EXISTS(SELECT 1 FROM areas WHERE id = ?1)",
-                    area,
-                )? {
-                    return Err(Error::Invalid(format!("area {area} does not exist")));
-                }
-            }
-            let n = tx.execute(
-                "UPDATE users SET name = COALESCE(?2, name), role = COALESCE(?3, role),
-                                  area = COALESCE(?4, area) WHERE id = ?1",
-                params![id, ch.name, ch.role.map(|r| r.as_str()), ch.area],
-            )?;
-            if n == 0 {
-                return Err(Error::NotFound(format!("user {id}")));
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
     pub fn set_user_disabled(&self, id: &str, at: Option<i64>) -> Result<bool> {
         self.with(|c| {
             Ok(c.execute(
@@ -810,111 +689,12 @@ impl SqliteStore {
             )? > 0)
         })
     }
-
-    pub fn rename_area(&self, id: &str, name: &str) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE areas SET name = ?2 WHERE id = ?1",
-                params![id, name],
-            )?;
-            bump_areas_version(&tx)?;
-            tx.commit()?;
-            Ok(n > 0)
-        })
-    }
-
-    /// Moves an area: the paths of its subtree, the paths and scope keys of the records in it, and the
-    /// area version (so the push path reloads its area map) change in one transaction. Past log entries
-    /// keep their scope keys.
-    pub fn move_area(&self, id: &str, parent: &str) -> Result<AreaMoved> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (old, new) = plan_area_move(&load_areas(&tx)?, id, parent)?;
-            if old == new {
-                return Ok(AreaMoved {
-                    areas: 0,
-                    records: 0,
-                });
-            }
-            tx.execute(
-                "UPDATE areas SET parent = ?2 WHERE id = ?1",
-                params![id, parent],
-            )?;
-            let areas = tx.execute(
-                "UPDATE areas SET path = ?2 || substr(path, length(?1) + 1)
-                 WHERE substr(path, 1, length(?1)) = ?1",
-                params![old, new],
-            )?;
-            let records: Vec<(String, String)> = {
-                let mut st = tx.prepare(
-                    "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
-                     WHERE s.key = ?1",
-                )?;
-                let rows = st.query_map([&old], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            {
-                let mut set_paths = tx.prepare("UPDATE records SET paths = ?2 WHERE id = ?1")?;
-                let mut del = tx.prepare("DELETE FROM record_scope WHERE record = ?1")?;
-                let mut ins =
-                    tx.prepare("INSERT INTO record_scope (key, record) VALUES (?1, ?2)")?;
-                for (rec, paths) in &records {
-                    let paths = moved_paths(&split_paths(paths), &old, &new);
-                    set_paths.execute(params![rec, join_paths(&paths)])?;
-                    del.execute([rec])?;
-                    for k in scope_keys(&paths) {
-                        ins.execute(params![k, rec])?;
-                    }
-                }
-            }
-            bump_areas_version(&tx)?;
-            tx.commit()?;
-            Ok(AreaMoved {
-                areas: areas as u64,
-                records: records.len() as u64,
-            })
-        })
-    }
-
-    pub fn remove_area(&self, id: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let path: String = tx
-                .query_row("SELECT path FROM areas WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| Error::NotFound(format!("area {id}")))?;
-            let count = |sql: &str, arg: &str| -> Result<i64> {
-                Ok(tx.query_row(sql, [arg], |r| r.get(0))?)
-            };
-            let held = AreaContents {
-                children: count("SELECT count(*) FROM areas WHERE parent = ?1", id)?,
-                users: count("SELECT count(*) FROM users WHERE area = ?1", id)?,
-                records: count("SELECT count(*) FROM record_scope WHERE key = ?1", &path)?,
-            };
-            held.check_empty(id)?;
-            // The area's own scope keys on past entries go too: an area created later with the same
-            // id and place must not inherit this one's history.
-            tx.execute(
-                "DELETE FROM entry_areas WHERE key >= ?1 AND key < ?2",
-                params![path, prefix_end(&path)],
-            )?;
-            tx.execute("DELETE FROM areas WHERE id = ?1", [id])?;
-            bump_areas_version(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
 }
 
 fn parse_role(s: String) -> rusqlite::Result<Role> {
     s.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
     })
-}
-
-fn exists(c: &Connection, sql: &str, arg: &str) -> Result<bool> {
-    Ok(c.query_row(sql, [arg], |r| r.get(0))?)
 }
 
 fn read_areas_version(c: &Connection) -> Result<i64> {
@@ -1389,6 +1169,137 @@ impl<C: BorrowMut<Connection> + Send> UploadSql for SqliteSql<C> {
                 "INSERT OR IGNORE INTO attachment_records (sha256, record) VALUES (?1, ?2)",
             )?
             .execute(params![&sha[..], record])?;
+        Ok(())
+    }
+}
+
+impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
+    async fn exists(&mut self, row: Row, id: &str) -> Result<bool> {
+        let sql = match row {
+            Row::Area => "SELECT EXISTS(SELECT 1 FROM areas WHERE id = ?1)",
+            Row::User => "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
+            Row::Device => "SELECT EXISTS(SELECT 1 FROM devices WHERE id = ?1)",
+        };
+        Ok(self
+            .c()
+            .prepare_cached(sql)?
+            .query_row([id], |r| r.get(0))?)
+    }
+
+    async fn area_place(&mut self, id: &str) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT level, path FROM areas WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    async fn bump_areas_version(&mut self) -> Result<()> {
+        bump_areas_version(self.c())
+    }
+
+    async fn insert_area(&mut self, a: &AreaRow) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO areas (id, parent, level, name, path) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.id, a.parent, a.level.rank(), a.name, a.path],
+        )?;
+        Ok(())
+    }
+
+    async fn rename_area(&mut self, id: &str, name: &str) -> Result<u64> {
+        Ok(self.c().execute(
+            "UPDATE areas SET name = ?2 WHERE id = ?1",
+            params![id, name],
+        )? as u64)
+    }
+
+    async fn set_area_parent(&mut self, id: &str, parent: &str) -> Result<()> {
+        self.c().execute(
+            "UPDATE areas SET parent = ?2 WHERE id = ?1",
+            params![id, parent],
+        )?;
+        Ok(())
+    }
+
+    async fn rewrite_area_paths(&mut self, old: &str, new: &str) -> Result<u64> {
+        Ok(self.c().execute(
+            "UPDATE areas SET path = ?2 || substr(path, length(?1) + 1)
+             WHERE substr(path, 1, length(?1)) = ?1",
+            params![old, new],
+        )? as u64)
+    }
+
+    async fn records_under(&mut self, key: &str) -> Result<Vec<(String, String)>> {
+        let mut st = self.c().prepare(
+            "SELECT r.id, r.paths FROM record_scope s JOIN records r ON r.id = s.record
+             WHERE s.key = ?1",
+        )?;
+        let rows = st.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn set_record_paths(&mut self, rows: &[(&str, &str)]) -> Result<()> {
+        let mut st = self
+            .c()
+            .prepare_cached("UPDATE records SET paths = ?2 WHERE id = ?1")?;
+        for (id, paths) in rows {
+            st.execute(params![id, paths])?;
+        }
+        Ok(())
+    }
+
+    async fn count(&mut self, held: Held, arg: &str) -> Result<i64> {
+        let sql = match held {
+            Held::Children => "SELECT count(*) FROM areas WHERE parent = ?1",
+            Held::Users => "SELECT count(*) FROM users WHERE area = ?1",
+            Held::Records => "SELECT count(*) FROM record_scope WHERE key = ?1",
+        };
+        Ok(self
+            .c()
+            .prepare_cached(sql)?
+            .query_row([arg], |r| r.get(0))?)
+    }
+
+    async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
+        self.c().execute(
+            "DELETE FROM entry_areas WHERE key >= ?1 AND key < ?2",
+            params![from, to],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_area(&mut self, id: &str) -> Result<()> {
+        self.c().execute("DELETE FROM areas WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &UserRow) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO users (id, name, role, area) VALUES (?1, ?2, ?3, ?4)",
+            params![u.id, u.name, u.role.as_str(), u.area],
+        )?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, id: &str, ch: &UserChanges) -> Result<u64> {
+        Ok(self.c().execute(
+            "UPDATE users SET name = COALESCE(?2, name), role = COALESCE(?3, role),
+                              area = COALESCE(?4, area) WHERE id = ?1",
+            params![id, ch.name, ch.role.map(|r| r.as_str()), ch.area],
+        )? as u64)
+    }
+
+    async fn insert_device(
+        &mut self,
+        id: &str,
+        user: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO devices (id, user_id, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, user, &token_hash[..], now],
+        )?;
         Ok(())
     }
 }

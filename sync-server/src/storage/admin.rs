@@ -1,0 +1,245 @@
+//! The operator's changes of the area tree, users and devices, one logic for both backends: what
+//! must exist, what must not, and what an area move rewrites. A backend only supplies the SQL:
+//! [`AdminSql`] (with the push path's [`WriteSql`] for the area map and the scope index).
+
+use std::future::Future;
+
+use super::sql::in_transaction;
+use super::writer::WriteSql;
+use super::{
+    child_path, moved_paths, plan_area_move, prefix_end, AreaContents, AreaMoved, AreaRow,
+    AreaRowInput, UserChanges, UserRow,
+};
+use crate::error::{Error, Result};
+use gridwork_protocol::scope::{join_paths, scope_keys, split_paths};
+use gridwork_protocol::AreaLevel;
+
+/// Rows whose existence the logic checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Row {
+    Area,
+    User,
+    Device,
+}
+
+/// What an area holds, counted before it is removed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Held {
+    /// Areas whose parent is the area (by id).
+    Children,
+    /// Users whose area is the area (by id).
+    Users,
+    /// Records under the area (by path).
+    Records,
+}
+
+/// The SQL of the operator's changes: primitives without decisions, inside a transaction.
+pub(crate) trait AdminSql: WriteSql {
+    fn exists(&mut self, row: Row, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// An area's level (rank) and path.
+    fn area_place(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<(i64, String)>>> + Send;
+    /// Makes the area tree's version move on (and, where rows lock, serialises changes of the tree).
+    fn bump_areas_version(&mut self) -> impl Future<Output = Result<()>> + Send;
+    fn insert_area(&mut self, area: &AreaRow) -> impl Future<Output = Result<()>> + Send;
+    fn rename_area(&mut self, id: &str, name: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn set_area_parent(
+        &mut self,
+        id: &str,
+        parent: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces the prefix `old` of every area path starting with it by `new`; how many changed.
+    fn rewrite_area_paths(
+        &mut self,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Records under the path `key` (scope index): id and stored paths.
+    fn records_under(
+        &mut self,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    /// New stored paths of records: `(id, paths)`.
+    fn set_record_paths(
+        &mut self,
+        rows: &[(&str, &str)],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn count(&mut self, held: Held, arg: &str) -> impl Future<Output = Result<i64>> + Send;
+    /// Drops the log's scope keys in `from..to`.
+    fn delete_entry_keys(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn delete_area(&mut self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn insert_user(&mut self, user: &UserRow) -> impl Future<Output = Result<()>> + Send;
+    /// Applies the given changes; how many users matched.
+    fn update_user(
+        &mut self,
+        id: &str,
+        changes: &UserChanges,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    fn insert_device(
+        &mut self,
+        id: &str,
+        user: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+pub(crate) async fn add_area<S: AdminSql>(sql: &mut S, input: &AreaRowInput) -> Result<AreaRow> {
+    in_transaction(sql, async |sql: &mut S| {
+        // First: serialises concurrent changes of the tree.
+        sql.bump_areas_version().await?;
+        let parent = match &input.parent {
+            None => None,
+            Some(p) => sql
+                .area_place(p)
+                .await?
+                .and_then(|(rank, path)| Some((AreaLevel::from_rank(rank)?, path))),
+        };
+        let path = child_path(input, parent)?;
+        if sql.exists(Row::Area, &input.id).await? {
+            return Err(Error::Conflict(format!("area {}", input.id)));
+        }
+        let area = AreaRow {
+            id: input.id.clone(),
+            parent: input.parent.clone(),
+            level: input.level,
+            name: input.name.clone(),
+            path,
+        };
+        sql.insert_area(&area).await?;
+        Ok(area)
+    })
+    .await
+}
+
+/// Renames an area; `false` when it does not exist.
+pub(crate) async fn rename_area<S: AdminSql>(sql: &mut S, id: &str, name: &str) -> Result<bool> {
+    in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
+        Ok(sql.rename_area(id, name).await? > 0)
+    })
+    .await
+}
+
+/// Moves an area: the paths of its subtree, the paths and scope keys of the records in it, and the
+/// area version (so every relay's push path reloads its area map) change in one transaction, which
+/// holds the log like a push does, so no push computes paths with the old tree meanwhile. Past log
+/// entries keep their scope keys.
+pub(crate) async fn move_area<S: AdminSql>(
+    sql: &mut S,
+    id: &str,
+    parent: &str,
+) -> Result<AreaMoved> {
+    in_transaction(sql, async |sql: &mut S| {
+        sql.first_seq().await?;
+        sql.bump_areas_version().await?;
+        let (old, new) = plan_area_move(&sql.load_areas().await?, id, parent)?;
+        if old == new {
+            return Ok(AreaMoved {
+                areas: 0,
+                records: 0,
+            });
+        }
+        sql.set_area_parent(id, parent).await?;
+        let areas = sql.rewrite_area_paths(&old, &new).await?;
+        let records = sql.records_under(&old).await?;
+        let mut paths = Vec::with_capacity(records.len());
+        let mut keys = Vec::new();
+        for (rec, stored) in &records {
+            let moved = moved_paths(&split_paths(stored), &old, &new);
+            keys.extend(scope_keys(&moved).into_iter().map(|k| (k, rec.as_str())));
+            paths.push((rec.as_str(), join_paths(&moved)));
+        }
+        let rows: Vec<(&str, &str)> = paths.iter().map(|(r, p)| (*r, p.as_str())).collect();
+        sql.set_record_paths(&rows).await?;
+        let ids: Vec<&str> = records.iter().map(|(r, _)| r.as_str()).collect();
+        sql.clear_scope(&ids).await?;
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        sql.insert_scope(&keys).await?;
+        Ok(AreaMoved {
+            areas,
+            records: records.len() as u64,
+        })
+    })
+    .await
+}
+
+/// Removes an area that has no child areas, no users and no records.
+pub(crate) async fn remove_area<S: AdminSql>(sql: &mut S, id: &str) -> Result<()> {
+    in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
+        let (_, path) = sql
+            .area_place(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("area {id}")))?;
+        let held = AreaContents {
+            children: sql.count(Held::Children, id).await?,
+            users: sql.count(Held::Users, id).await?,
+            records: sql.count(Held::Records, &path).await?,
+        };
+        held.check_empty(id)?;
+        // The area's own scope keys on past entries go too: an area created later with the same id
+        // and place must not inherit this one's history.
+        sql.delete_entry_keys(&path, &prefix_end(&path)).await?;
+        sql.delete_area(id).await
+    })
+    .await
+}
+
+pub(crate) async fn add_user<S: AdminSql>(sql: &mut S, user: &UserRow) -> Result<()> {
+    in_transaction(sql, async |sql: &mut S| {
+        if !sql.exists(Row::Area, &user.area).await? {
+            return Err(Error::Invalid(format!("area {} does not exist", user.area)));
+        }
+        if sql.exists(Row::User, &user.id).await? {
+            return Err(Error::Conflict(format!("user {}", user.id)));
+        }
+        sql.insert_user(user).await
+    })
+    .await
+}
+
+/// Applies `changes` to a user (`NotFound` for an unknown user, `Invalid` for an unknown area).
+pub(crate) async fn update_user<S: AdminSql>(
+    sql: &mut S,
+    id: &str,
+    changes: &UserChanges,
+) -> Result<()> {
+    in_transaction(sql, async |sql: &mut S| {
+        if let Some(area) = &changes.area {
+            if !sql.exists(Row::Area, area).await? {
+                return Err(Error::Invalid(format!("area {area} does not exist")));
+            }
+        }
+        if sql.update_user(id, changes).await? == 0 {
+            return Err(Error::NotFound(format!("user {id}")));
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn add_device<S: AdminSql>(
+    sql: &mut S,
+    id: &str,
+    user: &str,
+    token_hash: &[u8; 32],
+    now: i64,
+) -> Result<()> {
+    in_transaction(sql, async |sql: &mut S| {
+        if !sql.exists(Row::User, user).await? {
+            return Err(Error::Invalid(format!("user {user} does not exist")));
+        }
+        if sql.exists(Row::Device, id).await? {
+            return Err(Error::Conflict(format!("device {id}")));
+        }
+        sql.insert_device(id, user, token_hash, now).await
+    })
+    .await
+}

@@ -6,6 +6,7 @@
 mod admin;
 mod pg_tls;
 pub mod postgres;
+mod reads;
 mod sql;
 pub mod sqlite;
 mod uploads;
@@ -458,8 +459,7 @@ impl Store {
     ) -> Result<PullPage> {
         let sc = scope.clone();
         let dev = device.to_owned();
-        let raw = dispatch!(self, s => sqlite s.pull(&sc, &dev, after, limit),
-            pg s.pull(&sc, device, after, limit))?;
+        let raw = logic!(self, sql => reads::pull(&mut sql, &sc, &dev, after, limit))?;
         if raw.docs.is_empty() {
             return Ok(finish_pull(raw, scope, after, limit));
         }
@@ -478,8 +478,7 @@ impl Store {
     ) -> Result<SnapshotPage> {
         let sc = scope.clone();
         let ar = after_record.clone();
-        dispatch!(self, s => sqlite s.snapshot(&sc, ar.as_deref(), limit),
-            pg s.snapshot(&sc, after_record.as_deref(), limit))
+        logic!(self, sql => reads::snapshot(&mut sql, &sc, ar.as_deref(), limit))
     }
 
     /// Current area paths of a record, `None` when the relay has never seen it.

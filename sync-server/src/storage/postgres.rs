@@ -5,13 +5,14 @@
 //! safe) and serialises pushes across processes, so two relays never apply changes to the same
 //! document concurrently. Each process still groups its concurrent pushes into one transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 
 use super::admin::{AdminSql, Held, Row};
+use super::reads::{ReadSql, Take};
 use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
@@ -137,143 +138,6 @@ impl PgStore {
     /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
     /// page is full (see [`PageRows`]): rows are streamed, so a page never holds much more than its
     /// byte limit.
-    pub async fn pull(
-        &self,
-        scope: &Scope,
-        device: &str,
-        after: i64,
-        limit: PageLimit,
-    ) -> Result<RawPull> {
-        let c = self.pool.get().await?;
-        // Seqs are handed out under the log_head lock and committed in order, so every entry up to
-        // the committed head is visible once the head is.
-        let head: i64 = c
-            .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
-            .await?
-            .get(0);
-        let n = (limit.items + 1) as i64;
-        let device = device.to_owned();
-        // Entries other than plain changes may be delivered as the whole document: their weight is
-        // the document's.
-        let columns = "c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads,
-                       c.device IS NOT DISTINCT FROM $4,
-                       CASE WHEN c.kind <> 0
-                            THEN (SELECT octet_length(doc)::bigint FROM records WHERE id = c.record) END,
-                       (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
-        let rows = if scope.is_operator() {
-            let st = c
-                .prepare_cached(&format!(
-                    "SELECT {columns} FROM changes c
-                     WHERE c.seq > $1 AND c.seq <= $2 AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
-                     ORDER BY c.seq LIMIT $3"
-                ))
-                .await?;
-            let params: [&(dyn ToSql + Sync); 4] = [&after, &head, &n, &device];
-            c.query_raw(&st, params).await?
-        } else {
-            let st = c
-                .prepare_cached(&format!(
-                    "SELECT {columns}
-                     FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                     WHERE e.key = $5 AND e.seq > $1 AND e.seq <= $2
-                       AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
-                     ORDER BY e.seq LIMIT $3"
-                ))
-                .await?;
-            let params: [&(dyn ToSql + Sync); 5] = [&after, &head, &n, &device, &scope.prefix];
-            c.query_raw(&st, params).await?
-        };
-        let mut rows = std::pin::pin!(rows);
-        let mut page = PageRows::new(limit);
-        while let Some(r) = rows.try_next().await? {
-            let e = RawEntry {
-                seq: r.get(0),
-                record: r.get(1),
-                bytes: r.get(2),
-                kind: r.get(3),
-                before_paths: r.get(4),
-                heads: r.get(5),
-                own: r.get(6),
-                doc_len: r.get(7),
-                view: r.get(8),
-            };
-            let size = e.page_bytes(scope);
-            if !page.push(e, size) {
-                break;
-            }
-        }
-        let need: Vec<String> = page
-            .rows
-            .iter()
-            .filter(|e| e.needs_doc(scope))
-            .map(|e| e.record.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut docs = HashMap::new();
-        if !need.is_empty() {
-            for r in c
-                .query("SELECT id, doc FROM records WHERE id = ANY($1)", &[&need])
-                .await?
-            {
-                docs.insert(r.get::<_, String>(0), r.get::<_, Vec<u8>>(1));
-            }
-        }
-        Ok(RawPull {
-            head,
-            entries: page.rows,
-            complete: page.complete,
-            docs,
-        })
-    }
-
-    /// Records in scope after `after`, by id, streamed until the page is full (see [`PageRows`]).
-    pub async fn snapshot(
-        &self,
-        scope: &Scope,
-        after: Option<&str>,
-        limit: PageLimit,
-    ) -> Result<SnapshotPage> {
-        let c = self.pool.get().await?;
-        let head: i64 = c
-            .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
-            .await?
-            .get(0);
-        let after = after.unwrap_or("").to_owned();
-        let n = (limit.items + 1) as i64;
-        let rows = if scope.is_operator() {
-            let params: [&(dyn ToSql + Sync); 2] = [&after, &n];
-            c.query_raw(
-                "SELECT id, doc, view FROM records WHERE id > $1 AND length(doc) > 0 ORDER BY id LIMIT $2",
-                params,
-            )
-            .await?
-        } else {
-            let params: [&(dyn ToSql + Sync); 3] = [&after, &n, &scope.prefix];
-            c.query_raw(
-                "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
-                 WHERE s.key = $3 AND s.record > $1 AND length(r.doc) > 0
-                 ORDER BY s.record LIMIT $2",
-                params,
-            )
-            .await?
-        };
-        let mut rows = std::pin::pin!(rows);
-        let mut page = PageRows::new(limit);
-        while let Some(r) = rows.try_next().await? {
-            let row = SnapshotRow {
-                id: r.get(0),
-                doc: r.get(1),
-                view: r.get(2),
-            };
-            let size = row.weight();
-            if !page.push(row, size) {
-                break;
-            }
-        }
-        Ok(finish_snapshot(head, page, limit))
-    }
-
     pub async fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {
         let c = self.pool.get().await?;
         let row = c
@@ -1079,6 +943,130 @@ impl AdminSql for PgSql {
             &[&id, &user, &&token_hash[..], &now],
         )
         .await?;
+        Ok(())
+    }
+}
+
+impl ReadSql for PgSql {
+    async fn begin_read(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn end_read(&mut self) {}
+
+    async fn log_head(&mut self) -> Result<i64> {
+        let row = self
+            .row("SELECT seq FROM log_head WHERE id = 1", &[])
+            .await?
+            .ok_or_else(|| Error::Unavailable("the log head is missing".into()))?;
+        Ok(row.get(0))
+    }
+
+    async fn log_entries(
+        &mut self,
+        scope: &Scope,
+        device: &str,
+        after: i64,
+        head: i64,
+        n: i64,
+        take: Take<'_, RawEntry>,
+    ) -> Result<()> {
+        // Entries other than plain changes may be delivered as the whole document: their weight is
+        // the document's.
+        let columns = "c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads,
+                       c.device IS NOT DISTINCT FROM $4,
+                       CASE WHEN c.kind <> 0
+                            THEN (SELECT octet_length(doc)::bigint FROM records WHERE id = c.record) END,
+                       (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
+        let c = self.client().await?;
+        let rows = if scope.is_operator() {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM changes c
+                     WHERE c.seq > $1 AND c.seq <= $2 AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
+                     ORDER BY c.seq LIMIT $3"
+                ))
+                .await?;
+            let params: [&(dyn ToSql + Sync); 4] = [&after, &head, &n, &device];
+            c.query_raw(&st, params).await?
+        } else {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {columns}
+                     FROM entry_areas e JOIN changes c ON c.seq = e.seq
+                     WHERE e.key = $5 AND e.seq > $1 AND e.seq <= $2
+                       AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
+                     ORDER BY e.seq LIMIT $3"
+                ))
+                .await?;
+            let params: [&(dyn ToSql + Sync); 5] = [&after, &head, &n, &device, &scope.prefix];
+            c.query_raw(&st, params).await?
+        };
+        let mut rows = std::pin::pin!(rows);
+        while let Some(r) = rows.try_next().await? {
+            let e = RawEntry {
+                seq: r.get(0),
+                record: r.get(1),
+                bytes: r.get(2),
+                kind: r.get(3),
+                before_paths: r.get(4),
+                heads: r.get(5),
+                own: r.get(6),
+                doc_len: r.get(7),
+                view: r.get(8),
+            };
+            if !take(e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn docs(&mut self, ids: &[String]) -> Result<HashMap<String, Vec<u8>>> {
+        let rows = self
+            .rows("SELECT id, doc FROM records WHERE id = ANY($1)", &[&ids])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn records(
+        &mut self,
+        scope: &Scope,
+        after: &str,
+        n: i64,
+        take: Take<'_, SnapshotRow>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let rows = if scope.is_operator() {
+            let st = c
+                .prepare_cached(
+                    "SELECT id, doc, view FROM records WHERE id > $1 AND length(doc) > 0 ORDER BY id LIMIT $2",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 2] = [&after, &n];
+            c.query_raw(&st, params).await?
+        } else {
+            let st = c
+                .prepare_cached(
+                    "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
+                     WHERE s.key = $3 AND s.record > $1 AND length(r.doc) > 0
+                     ORDER BY s.record LIMIT $2",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 3] = [&after, &n, &scope.prefix];
+            c.query_raw(&st, params).await?
+        };
+        let mut rows = std::pin::pin!(rows);
+        while let Some(r) = rows.try_next().await? {
+            let row = SnapshotRow {
+                id: r.get(0),
+                doc: r.get(1),
+                view: r.get(2),
+            };
+            if !take(row) {
+                break;
+            }
+        }
         Ok(())
     }
 }

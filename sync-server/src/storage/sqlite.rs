@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::admin::{AdminSql, Held, Row};
+use super::reads::{ReadSql, Take};
 use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
@@ -389,135 +390,6 @@ impl SqliteStore {
 
     pub fn areas_version(&self) -> Result<i64> {
         self.with(|c| read_areas_version(c))
-    }
-
-    /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the
-    /// page is full (see [`PageRows`]).
-    pub fn pull(
-        &self,
-        scope: &Scope,
-        device: &str,
-        after: i64,
-        limit: PageLimit,
-    ) -> Result<RawPull> {
-        self.with(|c| {
-            // One read transaction: the head and the entries come from the same snapshot.
-            let tx = c.transaction()?;
-            let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                r.get(0)
-            })?;
-            let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawEntry> {
-                Ok(RawEntry {
-                    seq: r.get(0)?,
-                    record: r.get(1)?,
-                    bytes: r.get(2)?,
-                    kind: r.get(3)?,
-                    before_paths: r.get(4)?,
-                    heads: r.get(5)?,
-                    own: r.get(6)?,
-                    doc_len: r.get(7)?,
-                    view: r.get(8)?,
-                })
-            };
-            let n = (limit.items + 1) as i64;
-            // Entries other than plain changes may be delivered as the whole document: their weight
-            // is the document's.
-            let doc_len = "CASE WHEN c.kind <> 0 THEN (SELECT length(doc) FROM records WHERE id = c.record) END,
-                 (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
-            let mut st = if scope.is_operator() {
-                tx.prepare_cached(&format!(
-                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {doc_len}
-                     FROM changes c
-                     WHERE c.seq > ?1 AND c.seq <= ?2 AND (c.kind <> 0 OR c.device IS NOT ?4)
-                     ORDER BY c.seq LIMIT ?3"
-                ))?
-            } else {
-                tx.prepare_cached(&format!(
-                    "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {doc_len}
-                     FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                     WHERE e.key = ?5 AND e.seq > ?1 AND e.seq <= ?2
-                       AND (c.kind <> 0 OR c.device IS NOT ?4)
-                     ORDER BY e.seq LIMIT ?3"
-                ))?
-            };
-            let mut rows = if scope.is_operator() {
-                st.query(params![after, head, n, device])?
-            } else {
-                st.query(params![after, head, n, device, scope.prefix])?
-            };
-            let mut page = PageRows::new(limit);
-            while let Some(r) = rows.next()? {
-                let e = map(r)?;
-                let size = e.page_bytes(scope);
-                if !page.push(e, size) {
-                    break;
-                }
-            }
-            drop(rows);
-            drop(st);
-            let mut docs = HashMap::new();
-            for e in page.rows.iter().filter(|e| e.needs_doc(scope)) {
-                if !docs.contains_key(&e.record) {
-                    let doc: Option<Vec<u8>> = tx
-                        .prepare_cached("SELECT doc FROM records WHERE id = ?1")?
-                        .query_row([&e.record], |r| r.get(0))
-                        .optional()?;
-                    if let Some(d) = doc {
-                        docs.insert(e.record.clone(), d);
-                    }
-                }
-            }
-            Ok(RawPull {
-                head,
-                entries: page.rows,
-                complete: page.complete,
-                docs,
-            })
-        })
-    }
-
-    /// Records in scope after `after`, by id, read until the page is full (see [`PageRows`]).
-    pub fn snapshot(
-        &self,
-        scope: &Scope,
-        after: Option<&str>,
-        limit: PageLimit,
-    ) -> Result<SnapshotPage> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?;
-            let after = after.unwrap_or("");
-            let n = (limit.items + 1) as i64;
-            let mut st = if scope.is_operator() {
-                tx.prepare_cached(
-                    "SELECT id, doc, view FROM records WHERE id > ?1 AND length(doc) > 0 ORDER BY id LIMIT ?2",
-                )?
-            } else {
-                tx.prepare_cached(
-                    "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
-                     WHERE s.key = ?3 AND s.record > ?1 AND length(r.doc) > 0
-                     ORDER BY s.record LIMIT ?2",
-                )?
-            };
-            let mut rows = if scope.is_operator() {
-                st.query(params![after, n])?
-            } else {
-                st.query(params![after, n, scope.prefix])?
-            };
-            let mut page = PageRows::new(limit);
-            while let Some(r) = rows.next()? {
-                let row = SnapshotRow {
-                    id: r.get(0)?,
-                    doc: r.get(1)?,
-                    view: r.get(2)?,
-                };
-                let size = row.weight();
-                if !page.push(row, size) {
-                    break;
-                }
-            }
-            Ok(finish_snapshot(head, page, limit))
-        })
     }
 
     pub fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {
@@ -1300,6 +1172,127 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
             "INSERT INTO devices (id, user_id, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, user, &token_hash[..], now],
         )?;
+        Ok(())
+    }
+}
+
+impl<C: BorrowMut<Connection> + Send> ReadSql for SqliteSql<C> {
+    async fn begin_read(&mut self) -> Result<()> {
+        self.c().execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    async fn end_read(&mut self) {
+        if !self.c().is_autocommit() {
+            let _ = self.c().execute_batch("COMMIT");
+        }
+    }
+
+    async fn log_head(&mut self) -> Result<i64> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    async fn log_entries(
+        &mut self,
+        scope: &Scope,
+        device: &str,
+        after: i64,
+        head: i64,
+        n: i64,
+        take: Take<'_, RawEntry>,
+    ) -> Result<()> {
+        // Entries other than plain changes may be delivered as the whole document: their weight is
+        // the document's.
+        let extra =
+            "CASE WHEN c.kind <> 0 THEN (SELECT length(doc) FROM records WHERE id = c.record) END,
+             (SELECT view FROM records WHERE id = c.record AND version = c.seq)";
+        let c = self.c();
+        let mut st = if scope.is_operator() {
+            c.prepare_cached(&format!(
+                "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {extra}
+                 FROM changes c
+                 WHERE c.seq > ?1 AND c.seq <= ?2 AND (c.kind <> 0 OR c.device IS NOT ?4)
+                 ORDER BY c.seq LIMIT ?3"
+            ))?
+        } else {
+            c.prepare_cached(&format!(
+                "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {extra}
+                 FROM entry_areas e JOIN changes c ON c.seq = e.seq
+                 WHERE e.key = ?5 AND e.seq > ?1 AND e.seq <= ?2
+                   AND (c.kind <> 0 OR c.device IS NOT ?4)
+                 ORDER BY e.seq LIMIT ?3"
+            ))?
+        };
+        let mut rows = if scope.is_operator() {
+            st.query(params![after, head, n, device])?
+        } else {
+            st.query(params![after, head, n, device, scope.prefix])?
+        };
+        while let Some(r) = rows.next()? {
+            let e = RawEntry {
+                seq: r.get(0)?,
+                record: r.get(1)?,
+                bytes: r.get(2)?,
+                kind: r.get(3)?,
+                before_paths: r.get(4)?,
+                heads: r.get(5)?,
+                own: r.get(6)?,
+                doc_len: r.get(7)?,
+                view: r.get(8)?,
+            };
+            if !take(e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn docs(&mut self, ids: &[String]) -> Result<HashMap<String, Vec<u8>>> {
+        let mut out = HashMap::new();
+        lookup_many(self.c(), "SELECT id, doc FROM records WHERE id", ids, |r| {
+            out.insert(r.get(0)?, r.get(1)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    async fn records(
+        &mut self,
+        scope: &Scope,
+        after: &str,
+        n: i64,
+        take: Take<'_, SnapshotRow>,
+    ) -> Result<()> {
+        let c = self.c();
+        let mut st = if scope.is_operator() {
+            c.prepare_cached(
+                "SELECT id, doc, view FROM records WHERE id > ?1 AND length(doc) > 0 ORDER BY id LIMIT ?2",
+            )?
+        } else {
+            c.prepare_cached(
+                "SELECT r.id, r.doc, r.view FROM record_scope s JOIN records r ON r.id = s.record
+                 WHERE s.key = ?3 AND s.record > ?1 AND length(r.doc) > 0
+                 ORDER BY s.record LIMIT ?2",
+            )?
+        };
+        let mut rows = if scope.is_operator() {
+            st.query(params![after, n])?
+        } else {
+            st.query(params![after, n, scope.prefix])?
+        };
+        while let Some(r) = rows.next()? {
+            let row = SnapshotRow {
+                id: r.get(0)?,
+                doc: r.get(1)?,
+                view: r.get(2)?,
+            };
+            if !take(row) {
+                break;
+            }
+        }
         Ok(())
     }
 }

@@ -50,6 +50,17 @@ pub(crate) trait ReadSql: Transact {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Runs `f` as one read ([`ReadSql::begin_read`]).
+async fn in_read<S: ReadSql, T>(
+    sql: &mut S,
+    f: impl AsyncFnOnce(&mut S) -> Result<T>,
+) -> Result<T> {
+    sql.begin_read().await?;
+    let out = f(sql).await;
+    sql.end_read().await;
+    out
+}
+
 /// Entries after `after` visible to `scope`, except `device`'s own plain changes, read until the page
 /// is full, and the documents of those delivered whole.
 pub(crate) async fn pull<S: ReadSql>(
@@ -59,46 +70,36 @@ pub(crate) async fn pull<S: ReadSql>(
     after: i64,
     limit: PageLimit,
 ) -> Result<RawPull> {
-    sql.begin_read().await?;
-    let out = pull_in(sql, scope, device, after, limit).await;
-    sql.end_read().await;
-    out
-}
-
-async fn pull_in<S: ReadSql>(
-    sql: &mut S,
-    scope: &Scope,
-    device: &str,
-    after: i64,
-    limit: PageLimit,
-) -> Result<RawPull> {
-    let head = sql.log_head().await?;
-    let mut page = PageRows::new(limit);
-    let n = (limit.items + 1) as i64;
-    sql.log_entries(scope, device, after, head, n, &mut |e: RawEntry| {
-        let size = e.page_bytes(scope);
-        page.push(e, size)
+    in_read(sql, async |sql: &mut S| {
+        let head = sql.log_head().await?;
+        let mut page = PageRows::new(limit);
+        let n = (limit.items + 1) as i64;
+        sql.log_entries(scope, device, after, head, n, &mut |e: RawEntry| {
+            let size = e.page_bytes(scope);
+            page.push(e, size)
+        })
+        .await?;
+        let need: Vec<String> = page
+            .rows
+            .iter()
+            .filter(|e| e.needs_doc(scope))
+            .map(|e| e.record.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let docs = if need.is_empty() {
+            HashMap::new()
+        } else {
+            sql.docs(&need).await?
+        };
+        Ok(RawPull {
+            head,
+            entries: page.rows,
+            complete: page.complete,
+            docs,
+        })
     })
-    .await?;
-    let need: Vec<String> = page
-        .rows
-        .iter()
-        .filter(|e| e.needs_doc(scope))
-        .map(|e| e.record.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let docs = if need.is_empty() {
-        HashMap::new()
-    } else {
-        sql.docs(&need).await?
-    };
-    Ok(RawPull {
-        head,
-        entries: page.rows,
-        complete: page.complete,
-        docs,
-    })
+    .await
 }
 
 /// Records in scope after `after`, by id, read until the page is full.
@@ -108,25 +109,16 @@ pub(crate) async fn snapshot<S: ReadSql>(
     after: Option<&str>,
     limit: PageLimit,
 ) -> Result<SnapshotPage> {
-    sql.begin_read().await?;
-    let out = snapshot_in(sql, scope, after, limit).await;
-    sql.end_read().await;
-    out
-}
-
-async fn snapshot_in<S: ReadSql>(
-    sql: &mut S,
-    scope: &Scope,
-    after: Option<&str>,
-    limit: PageLimit,
-) -> Result<SnapshotPage> {
-    let head = sql.log_head().await?;
-    let mut page = PageRows::new(limit);
-    let n = (limit.items + 1) as i64;
-    sql.records(scope, after.unwrap_or(""), n, &mut |row: SnapshotRow| {
-        let size = row.weight();
-        page.push(row, size)
+    in_read(sql, async |sql: &mut S| {
+        let head = sql.log_head().await?;
+        let mut page = PageRows::new(limit);
+        let n = (limit.items + 1) as i64;
+        sql.records(scope, after.unwrap_or(""), n, &mut |row: SnapshotRow| {
+            let size = row.weight();
+            page.push(row, size)
+        })
+        .await?;
+        Ok(finish_snapshot(head, page, limit))
     })
-    .await?;
-    Ok(finish_snapshot(head, page, limit))
+    .await
 }

@@ -1,7 +1,17 @@
 //! Storage: one [`Store`] over two backends with the same behaviour, embedded SQLite and PostgreSQL.
 //!
-//! Pushes go through one writer per process that groups concurrent pushes into one transaction (group
-//! commit); all protocol decisions are made by [`crate::engine::Engine`]. Reads run concurrently.
+//! The logic is written once, as async code over traits of SQL primitives that each backend
+//! implements (SQLite synchronously, on a pooled connection off the async runtime; PostgreSQL over
+//! the network):
+//! - `writer`: every push goes through one writer per process that groups concurrent pushes into one
+//!   transaction (group commit), retries a failed batch push by push, and keeps the document cache in
+//!   step with commits; all protocol decisions are made by [`crate::engine::Engine`];
+//! - `reads`: pull and snapshot pages, bounded in items and bytes while they are read;
+//! - `uploads`: the resumable attachment upload state machine;
+//! - `admin`: the operator's changes of the area tree, users and devices.
+//!
+//! `sqlite` and `postgres` hold the SQL, their files or connections, and their migrations; the
+//! conformance suite (`tests/conformance.rs`) runs every test against both.
 
 mod admin;
 mod pg_tls;

@@ -152,7 +152,7 @@ fn fmt_lat(l: &Lat, errors: usize, secs: f64) -> String {
 /// the wall time.
 async fn devices_run(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[&str],
     devices: &[Dev],
     window: Duration,
     round: usize,
@@ -162,7 +162,9 @@ async fn devices_run(
     let mut set = tokio::task::JoinSet::new();
     let n = devices.len();
     for (i, dev) in devices.iter().enumerate() {
-        let (http, base, tok) = (http.clone(), base.to_owned(), dev.token.clone());
+        // Device i talks to relay i mod the number of relays.
+        let base = bases[i % bases.len()].to_owned();
+        let (http, tok) = (http.clone(), dev.token.clone());
         let body = serde_json::to_vec(&json!({"changes": changes_for(&dev.author, &format!("{:032x}", 10_000_000 * round + i), &format!("g{i}"), 20)})).unwrap();
         let delay = window.mul_f64(i as f64 / n as f64);
         set.spawn(async move {
@@ -394,10 +396,10 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
 
     // 2. 1,000 devices, each pushing 20 changes then pulling: all at once (burst) and arriving
     // uniformly over 5 s (realistic); baseline: GET /v1/health twice per device, same arrival.
-    let burst = devices_run(&http, &base, &devs, Duration::ZERO, 1, false).await;
-    let burst_base = devices_run(&http, &base, &devs, Duration::ZERO, 2, true).await;
-    let spread = devices_run(&http, &base, &devs, Duration::from_secs(5), 3, false).await;
-    let spread_base = devices_run(&http, &base, &devs, Duration::from_secs(5), 4, true).await;
+    let burst = devices_run(&http, &[base.as_str()], &devs, Duration::ZERO, 1, false).await;
+    let burst_base = devices_run(&http, &[base.as_str()], &devs, Duration::ZERO, 2, true).await;
+    let spread = devices_run(&http, &[base.as_str()], &devs, Duration::from_secs(5), 3, false).await;
+    let spread_base = devices_run(&http, &[base.as_str()], &devs, Duration::from_secs(5), 4, true).await;
 
     // 3. Snapshot of the grid-0 worker's records (4,000).
     let started = Instant::now();
@@ -613,13 +615,18 @@ impl RelayProcess {
                 author: Author::new(&user, &device),
             });
         }
+        (RelayProcess::serve(bin, store, &[]).await, devs)
+    }
+
+    /// `gridwork-server serve <args>` on a free loopback port, once it answers.
+    async fn serve(bin: &str, store: RelayStore, args: &[&str]) -> RelayProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let child = relay_command(bin, "serve", &store, &["--listen", &listen])
+        let child = relay_command(bin, "serve", &store, &[&["--listen", &listen], args].concat())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -634,12 +641,11 @@ impl RelayProcess {
             assert!(Instant::now() < deadline, "relay {bin} did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let relay = RelayProcess {
+        RelayProcess {
             child,
             _store: store,
             base,
-        };
-        (relay, devs)
+        }
     }
 
     /// Peak resident memory of the relay process (VmHWM), in MB.
@@ -1018,6 +1024,77 @@ async fn hostile_real_relay() {
                 if honest_ok.is_ok() { "" } else { " (failed)" },
                 relay.peak_mb()
             );
+        }
+    }
+}
+
+/// 1,000 devices starting at once (each pushes 20 changes, then pulls) against real relay processes:
+/// one on its encrypted SQLite store, and, with GRIDWORK_TEST_POSTGRES_URL, one and two over one
+/// PostgreSQL database (device i talks to relay i mod n), run alternately; baseline: the same devices
+/// each GETting /v1/health twice, in the same run.
+///   GRIDWORK_TEST_POSTGRES_URL=... cargo test --release -p gridwork-server --test perf -- --ignored \
+///     burst_real_relays --nocapture
+/// The relay build is the first of GRIDWORK_SERVER_BINS (its arguments are not used), else the one
+/// built with this test.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn burst_real_relays() {
+    let pg = std::env::var("GRIDWORK_TEST_POSTGRES_URL").ok();
+    let build = relay_builds().remove(0).1;
+    let bin = build.split_whitespace().next().unwrap().to_owned();
+    let rounds: usize = std::env::var("GRIDWORK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(2000)
+        .build()
+        .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let mut setups = vec![("SQLite", 1)];
+    if pg.is_some() {
+        setups.extend([("PostgreSQL", 1), ("PostgreSQL", 2)]);
+    }
+    println!("\n| store | relays | round | 1,000 devices at t=0: push 20 + pull, per request | baseline: GET /v1/health x2 |");
+    println!("|---|---|---|---|---|");
+    for round in 1..=rounds {
+        for &(backend, relays) in &setups {
+            let mut procs = Vec::new();
+            let devs = match (backend, &pg) {
+                ("PostgreSQL", Some(url)) => {
+                    let db = common::fresh_pg(url).await;
+                    let devs = setup(&StorageConfig::Postgres { url: db.clone() }, 1000).await;
+                    for _ in 0..relays {
+                        let store = RelayStore::Postgres(db.clone());
+                        procs.push(RelayProcess::serve(&bin, store, &[]).await);
+                    }
+                    devs
+                }
+                _ => {
+                    let key = gridwork_server::RelayKey::generate();
+                    let key_file = keys.path().join(format!("relay-{round}.key"));
+                    key.write_new_file(&key_file).unwrap();
+                    let data = tempfile::tempdir().unwrap();
+                    let devs = setup(&StorageConfig::sqlite(data.path(), key), 1000).await;
+                    let key_file = key_file.to_str().unwrap().to_owned();
+                    let args = ["--key-file", key_file.as_str()];
+                    procs.push(RelayProcess::serve(&bin, RelayStore::Dir(data), &args).await);
+                    devs
+                }
+            };
+            let bases: Vec<&str> = procs.iter().map(|p| p.base.as_str()).collect();
+            for (i, d) in devs.iter().enumerate() {
+                let r = common::register(&http, bases[i % bases.len()], &d.token, &d.author).await;
+                assert_eq!(r.status(), 200);
+            }
+            let burst = devices_run(&http, &bases, &devs, Duration::ZERO, 1, false).await;
+            let health = devices_run(&http, &bases, &devs, Duration::ZERO, 2, true).await;
+            println!(
+                "| {backend} | {relays} | {round} | {} | {} |",
+                fmt_lat(&burst.0, burst.1, burst.2),
+                fmt_lat(&health.0, health.1, health.2)
+            );
+            assert_eq!(burst.1, 0, "requests failed");
         }
     }
 }

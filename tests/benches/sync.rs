@@ -10,6 +10,9 @@
 //!    relay share of the time).
 //! 2. An edit on A visible on the supervisor's device after A pushes and it pulls, 100 rounds, both
 //!    stores full (N records); baseline: one `GET /v1/health` round trip on the same loopback.
+//! 3. Peak memory (VmHWM) of a process that does nothing but bootstrap another new device of the
+//!    supervisor (this binary run again as a child); baseline: a child that only downloads and decodes
+//!    the same snapshot pages.
 use gridwork_core::*;
 use gridwork_tests::*;
 use std::time::{Duration, Instant};
@@ -29,9 +32,86 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The child of part 3: `GRIDWORK_BENCH_CHILD=bootstrap|download`, with the relay's address, a
+/// supervisor's token and a store path in `GRIDWORK_BENCH_CHILD_ARGS` (`url token path`). Prints its
+/// peak memory in MB.
+fn child(what: &str) {
+    let args = std::env::var("GRIDWORK_BENCH_CHILD_ARGS").unwrap();
+    let mut args = args.split(' ');
+    let (url, token, path) = (
+        args.next().unwrap(),
+        args.next().unwrap(),
+        args.next().unwrap(),
+    );
+    if what == "bootstrap" {
+        let store = Store::open(
+            StoreOptions::new(path, StoreKey::Raw([4; 32])).identity(Identity {
+                user_id: "zhou".into(),
+                device_id: "zhou-phone".into(),
+                role: Role::Supervisor,
+                area: "c1".into(),
+            }),
+        )
+        .unwrap();
+        let mut cfg = SyncConfig::new(url, token);
+        cfg.page_size = 2000;
+        let report = store.sync(&cfg, &NoProgress, &CancelToken::new()).unwrap();
+        assert!(report.bootstrapped > 0);
+    } else {
+        let http = reqwest::blocking::Client::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = http
+                .get(format!("{url}/v1/snapshot"))
+                .bearer_auth(token)
+                .query(&[("limit", "2000")]);
+            if let Some(a) = &after {
+                req = req.query(&[("after_record", a)]);
+            }
+            let body: gridwork_core::sync::SnapshotResponse = req.send().unwrap().json().unwrap();
+            match body.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    println!("{:.1}", peak_mb());
+}
+
+/// Runs part 3's child `what` and returns its peak memory in MB.
+fn child_peak(what: &str, url: &str, token: &str, path: &std::path::Path) -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("GRIDWORK_BENCH_CHILD", what)
+        .env(
+            "GRIDWORK_BENCH_CHILD_ARGS",
+            format!("{url} {token} {}", path.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if let Ok(what) = std::env::var("GRIDWORK_BENCH_CHILD") {
+        return child(&what);
     }
     let n: usize = env_or("GRIDWORK_BENCH_N", 100_000);
     let grids: usize = env_or("GRIDWORK_BENCH_GRIDS", 200);
@@ -184,6 +264,11 @@ fn main() {
         .filter(|d| **d > Duration::from_millis(500))
         .count();
 
+    // --- 3. memory of a bootstrapping device, in a process of its own
+    let phone = relay.add_device("zhou", Role::Supervisor, "c1", "zhou-phone");
+    let download_mb = child_peak("download", &relay.url(), &phone, &dir.path().join("none.db"));
+    let bootstrap_mb = child_peak("bootstrap", &relay.url(), &phone, &dir.path().join("phone.db"));
+
     println!("| benchmark | result | baseline (same run) | target |");
     println!("|---|---|---|---|");
     println!(
@@ -201,5 +286,8 @@ fn main() {
         ms(percentile(&edit, 0.95)),
         ms(*edit.last().unwrap()),
         ms(percentile(&health, 0.5)),
+    );
+    println!(
+        "| peak memory (VmHWM) of a device process bootstrapping {records} records | {bootstrap_mb:.1} MB | a process downloading and decoding the same pages: {download_mb:.1} MB | <= 64 MB |"
     );
 }

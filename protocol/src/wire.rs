@@ -51,6 +51,10 @@ pub struct MeResponse {
     /// holds the tree of that version need not fetch it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub areas_version: Option<String>,
+    /// [`crate::schedules_version`] of the follow-up schedules `GET /v1/schedules` answers this
+    /// device now (absent from relays that predate schedules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules_version: Option<String>,
 }
 
 /// `POST /v1/me`: binds the device token to the store presenting `actor` (first call), or checks that
@@ -71,6 +75,13 @@ pub struct WireArea {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AreasResponse {
     pub areas: Vec<WireArea>,
+}
+
+/// `GET /v1/schedules`: the follow-up schedules of the caller's areas and of their ancestors (a
+/// schedule covers its area's subtree).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchedulesResponse {
+    pub schedules: Vec<crate::Schedule>,
 }
 
 /// A digest of an area tree as `GET /v1/areas` sends it (hex SHA-256): equal for the same areas in

@@ -12,7 +12,7 @@ use crate::storage::{
     check_display_name, now_secs, AreaMoved, AreaRow, AreaRowInput, DeviceInfo, Store, UserChanges,
     UserInfo, UserRow,
 };
-use gridwork_protocol::{AreaLevel, Role};
+use gridwork_protocol::{AreaLevel, Role, Schedule};
 
 /// A device just created: the token is shown once and never stored (only its SHA-256).
 #[derive(Debug, Clone)]
@@ -230,6 +230,27 @@ impl Admin {
 
     /// Whether the database connections are encrypted in transit (PostgreSQL, from the server's own
     /// `pg_stat_ssl`); `None` for the embedded store.
+    /// Defines a follow-up schedule for an area's subtree, or replaces the one with the same id.
+    /// Devices in or above the area receive it at their next sync.
+    pub async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
+        let id = schedule.id.clone();
+        self.store.put_schedule(schedule).await?;
+        tracing::info!(schedule = %id, "schedule defined");
+        Ok(())
+    }
+
+    /// Every follow-up schedule, by id.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.store.list_schedules().await
+    }
+
+    /// Removes a follow-up schedule.
+    pub async fn remove_schedule(&self, id: &str) -> Result<()> {
+        self.store.remove_schedule(id).await?;
+        tracing::info!(schedule = %id, "schedule removed");
+        Ok(())
+    }
+
     pub async fn transport_encrypted(&self) -> Result<Option<bool>> {
         self.store.transport_encrypted().await
     }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use gridwork_server::config::KEY_ENV;
 use gridwork_server::{
-    start, Admin, AreaLevel, Encryption, Error, Limits, RelayKey, Role, ServerConfig,
-    StorageConfig, UserChanges,
+    start, Admin, AreaLevel, Encryption, Error, Every, Kind, Limits, RelayKey, Role, Schedule,
+    ServerConfig, StorageConfig, UserChanges,
 };
 
 #[derive(Parser)]
@@ -141,6 +141,9 @@ enum AdminCmd {
     /// Devices: a phone or tablet of a user, holding one bearer token.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Follow-up schedules: which records of an area's subtree must be visited how often.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Encrypt an existing plaintext SQLite store in place with the key (--data and --key-file or
     /// GRIDWORK_RELAY_KEY). Stop the relay first. The plaintext file and its WAL are removed.
     Encrypt,
@@ -186,6 +189,36 @@ enum AreaCmd {
         parent: String,
     },
     /// Remove an area that holds no child area, no user and no record.
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCmd {
+    /// Define a schedule, or replace the one with the same id. Example:
+    /// schedule add alone-weekly --area c1 --kind person --tag "lives alone" --every weekly
+    /// --name "People living alone: a visit a week"
+    Add {
+        /// Schedule id: 1-64 of [a-z0-9_-].
+        id: String,
+        /// The area whose subtree it covers.
+        #[arg(long)]
+        area: String,
+        /// Kind of record followed up: person | place | object | organisation | event.
+        #[arg(long)]
+        kind: String,
+        /// Only records with this tag (all records of the kind without it).
+        #[arg(long)]
+        tag: Option<String>,
+        /// How often: weekly | monthly | quarterly | yearly | <n>d | <n>w | <n>m.
+        #[arg(long)]
+        every: String,
+        /// Display name, shown with what is due.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the schedules.
+    List,
+    /// Remove a schedule.
     Remove { id: String },
 }
 
@@ -344,6 +377,7 @@ async fn admin_cmd(admin: &Admin, what: AdminCmd) -> gridwork_server::Result<()>
         AdminCmd::Area(cmd) => area_cmd(admin, cmd).await,
         AdminCmd::User(cmd) => user_cmd(admin, cmd).await,
         AdminCmd::Device(cmd) => device_cmd(admin, cmd).await,
+        AdminCmd::Schedule(cmd) => schedule_cmd(admin, cmd).await,
         // Handled before the store is opened.
         AdminCmd::Encrypt | AdminCmd::Keygen { .. } => Ok(()),
     }
@@ -379,6 +413,52 @@ async fn area_cmd(admin: &Admin, cmd: AreaCmd) -> gridwork_server::Result<()> {
         AreaCmd::Remove { id } => {
             admin.remove_area(&id).await?;
             println!("area {id} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn schedule_cmd(admin: &Admin, cmd: ScheduleCmd) -> gridwork_server::Result<()> {
+    match cmd {
+        ScheduleCmd::Add {
+            id,
+            area,
+            kind,
+            tag,
+            every,
+            name,
+        } => {
+            let kind = Kind::parse(&kind)
+                .ok_or_else(|| Error::Invalid(format!("unknown kind {kind:?}")))?;
+            let every = Every::parse(&every).map_err(Error::Invalid)?;
+            admin
+                .put_schedule(Schedule {
+                    id: id.clone(),
+                    area: area.clone(),
+                    name,
+                    kind,
+                    tag,
+                    every,
+                })
+                .await?;
+            println!("schedule {id} defined for {area}");
+        }
+        ScheduleCmd::List => {
+            for s in admin.list_schedules().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    s.area,
+                    s.kind.as_str(),
+                    s.tag.as_deref().unwrap_or("-"),
+                    s.every,
+                    s.name
+                );
+            }
+        }
+        ScheduleCmd::Remove { id } => {
+            admin.remove_schedule(&id).await?;
+            println!("schedule {id} removed");
         }
     }
     Ok(())

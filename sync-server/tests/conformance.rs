@@ -19,7 +19,8 @@ use common::*;
 use gridwork_protocol::change::bombs::{billion_op_change, chunk, deflate_bomb};
 use gridwork_protocol::doc::{self as layout, ChangeNote};
 use gridwork_server::{
-    start, Admin, AreaLevel, Limits, RelayKey, Role, RunningServer, ServerConfig, StorageConfig,
+    start, Admin, AreaLevel, Every, Kind, Limits, RelayKey, Role, RunningServer, Schedule,
+    ServerConfig, StorageConfig,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -2259,6 +2260,153 @@ async fn snapshot_ids(env: &Env, who: &str) -> Vec<String> {
         .collect()
 }
 
+/// Follow-up schedules: defined by the operator per area, each device gets those of its areas and
+/// their ancestors (a schedule covers its area's subtree), `/v1/me` names them by a version that
+/// follows every change, bad definitions are refused with what is wrong, and an area with a schedule
+/// is not removed.
+async fn follow_up_schedules(b: Backend) {
+    let env = Env::new(b).await;
+    let admin = Admin::open(&env.storage).await.unwrap();
+    let schedule = |id: &str, area: &str, kind: Kind, tag: Option<&str>, every: Every| Schedule {
+        id: id.into(),
+        area: area.into(),
+        name: format!("Schedule {id}"),
+        kind,
+        tag: tag.map(str::to_owned),
+        every,
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (_, empty) = env.get("wa", "/v1/me").await;
+    for s in [
+        schedule(
+            "alone",
+            "c1",
+            Kind::Person,
+            Some("lives alone"),
+            Every::Days(7),
+        ),
+        schedule(
+            "hazards",
+            "g1",
+            Kind::Object,
+            Some("hazard"),
+            Every::Months(1),
+        ),
+        schedule("elsewhere", "s2", Kind::Person, None, Every::Days(30)),
+        schedule("district", "d1", Kind::Place, None, Every::Months(12)),
+    ] {
+        admin.put_schedule(s).await.unwrap();
+    }
+    let (s, wa) = env.get("wa", "/v1/schedules").await;
+    assert_eq!(s, 200, "{wa}");
+    assert_eq!(
+        ids(&wa),
+        ["alone", "district", "hazards"],
+        "g1's, and its ancestors'"
+    );
+    let alone = wa["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "alone")
+        .unwrap();
+    assert_eq!(alone["every"], json!({"days": 7}));
+    assert_eq!(alone["tag"], "lives alone");
+    assert_eq!(
+        ids(&env.get("wb", "/v1/schedules").await.1),
+        ["alone", "district"]
+    );
+    assert_eq!(
+        ids(&env.get("sst", "/v1/schedules").await.1),
+        ["alone", "district", "hazards"],
+        "a street supervisor's subtree"
+    );
+    assert_eq!(
+        ids(&env.get("sup2", "/v1/schedules").await.1),
+        ["district", "elsewhere"]
+    );
+    assert_eq!(ids(&env.get("op", "/v1/schedules").await.1).len(), 4);
+    // The version in /v1/me is the digest of what /v1/schedules answers, and follows changes.
+    let (_, me) = env.get("wa", "/v1/me").await;
+    let version = |v: &Value| {
+        let list: Vec<Schedule> = serde_json::from_value(v["schedules"].clone()).unwrap();
+        gridwork_protocol::schedules_version(&list)
+    };
+    assert_eq!(me["schedules_version"], version(&wa));
+    assert_ne!(me["schedules_version"], empty["schedules_version"]);
+    admin
+        .put_schedule(schedule(
+            "alone",
+            "c1",
+            Kind::Person,
+            Some("lives alone"),
+            Every::Days(14),
+        ))
+        .await
+        .unwrap();
+    let (_, me2) = env.get("wa", "/v1/me").await;
+    assert_ne!(me2["schedules_version"], me["schedules_version"]);
+    let (_, wa2) = env.get("wa", "/v1/schedules").await;
+    assert_eq!(me2["schedules_version"], version(&wa2));
+    // A schedule of another street changes nothing for wa.
+    admin.remove_schedule("elsewhere").await.unwrap();
+    assert_eq!(
+        env.get("wa", "/v1/me").await.1["schedules_version"],
+        me2["schedules_version"]
+    );
+    // Refused, with what is wrong; nothing stored changes.
+    for bad in [
+        schedule("Bad Id", "c1", Kind::Person, None, Every::Days(7)),
+        schedule("novisit", "c1", Kind::Visit, None, Every::Days(7)),
+        schedule("zero", "c1", Kind::Person, None, Every::Days(0)),
+        schedule("toolong", "c1", Kind::Person, None, Every::Months(25)),
+        schedule(
+            "nowhere",
+            "no-such-area",
+            Kind::Person,
+            None,
+            Every::Days(7),
+        ),
+    ] {
+        assert!(is_invalid(admin.put_schedule(bad).await));
+    }
+    assert!(is_not_found(admin.remove_schedule("nope").await));
+    assert_eq!(
+        env.get("wa", "/v1/me").await.1["schedules_version"],
+        me2["schedules_version"]
+    );
+    // An area with a schedule stays until the schedule goes.
+    admin
+        .add_area("g4", Some("c1"), AreaLevel::Grid, "Grid 4")
+        .await
+        .unwrap();
+    admin
+        .put_schedule(schedule(
+            "g4-weekly",
+            "g4",
+            Kind::Person,
+            None,
+            Every::Days(7),
+        ))
+        .await
+        .unwrap();
+    let err = admin.remove_area("g4").await.unwrap_err().to_string();
+    assert!(err.contains("1 schedule(s)"), "{err}");
+    admin.remove_schedule("g4-weekly").await.unwrap();
+    admin.remove_area("g4").await.unwrap();
+    admin.close().await;
+    env.stop().await;
+}
+
 async fn admin_area_tree(b: Backend) {
     let env = Env::new(b).await;
     let admin = Admin::open(&env.storage).await.unwrap();
@@ -2464,4 +2612,5 @@ conformance!(
     attachment_limits,
     admin_users_and_devices,
     admin_area_tree,
+    follow_up_schedules,
 );

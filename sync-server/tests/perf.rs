@@ -398,8 +398,24 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
     // uniformly over 5 s (realistic); baseline: GET /v1/health twice per device, same arrival.
     let burst = devices_run(&http, &[base.as_str()], &devs, Duration::ZERO, 1, false).await;
     let burst_base = devices_run(&http, &[base.as_str()], &devs, Duration::ZERO, 2, true).await;
-    let spread = devices_run(&http, &[base.as_str()], &devs, Duration::from_secs(5), 3, false).await;
-    let spread_base = devices_run(&http, &[base.as_str()], &devs, Duration::from_secs(5), 4, true).await;
+    let spread = devices_run(
+        &http,
+        &[base.as_str()],
+        &devs,
+        Duration::from_secs(5),
+        3,
+        false,
+    )
+    .await;
+    let spread_base = devices_run(
+        &http,
+        &[base.as_str()],
+        &devs,
+        Duration::from_secs(5),
+        4,
+        true,
+    )
+    .await;
 
     // 3. Snapshot of the grid-0 worker's records (4,000).
     let started = Instant::now();
@@ -626,10 +642,15 @@ impl RelayProcess {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let child = relay_command(bin, "serve", &store, &[&["--listen", &listen], args].concat())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = relay_command(
+            bin,
+            "serve",
+            &store,
+            &[&["--listen", &listen], args].concat(),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -54,14 +54,14 @@ fn child(what: &str) {
         args.next().unwrap(),
     );
     if what == "bootstrap" {
-        let store = Store::open(
-            StoreOptions::new(path, StoreKey::Raw([4; 32])).identity(Identity {
+        let store = Store::open(StoreOptions::new(path, StoreKey::Raw([4; 32])).identity(
+            Identity {
                 user_id: "zhou".into(),
                 device_id: "zhou-phone".into(),
                 role: Role::Supervisor,
                 area: "c1".into(),
-            }),
-        )
+            },
+        ))
         .unwrap();
         let mut cfg = SyncConfig::new(url, token);
         cfg.page_size = 2000;
@@ -266,8 +266,18 @@ fn main() {
 
     // --- 3. memory of a bootstrapping device, in a process of its own
     let phone = relay.add_device("zhou", Role::Supervisor, "c1", "zhou-phone");
-    let download_mb = child_peak("download", &relay.url(), &phone, &dir.path().join("none.db"));
-    let bootstrap_mb = child_peak("bootstrap", &relay.url(), &phone, &dir.path().join("phone.db"));
+    let download_mb = child_peak(
+        "download",
+        &relay.url(),
+        &phone,
+        &dir.path().join("none.db"),
+    );
+    let bootstrap_mb = child_peak(
+        "bootstrap",
+        &relay.url(),
+        &phone,
+        &dir.path().join("phone.db"),
+    );
 
     println!("| benchmark | result | baseline (same run) | target |");
     println!("|---|---|---|---|");

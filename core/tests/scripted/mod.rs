@@ -41,6 +41,7 @@ impl Script {
                 area_path: "d1/s1/c1/g1/".into(),
                 actor: None,
                 areas_version: None,
+                schedules_version: None,
             },
             areas: tree(&["d1", "s1", "c1", "g1"]),
             snapshot: Vec::new(),

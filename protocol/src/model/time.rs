@@ -36,6 +36,18 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `secs` plus `months` calendar months, at the same time of day: the same day of the month, or the
+/// month's last day when it has fewer days (Jan 31 + 1 month = Feb 28 or 29).
+pub fn add_months(secs: i64, months: u32) -> i64 {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let total = y * 12 + i64::from(m - 1) + i64::from(months);
+    let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
+    let nd = d.min(days_in_month(ny, nm));
+    days_from_civil(ny, nm, nd) * 86_400 + rem
+}
+
 pub fn iso_from_secs(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -107,6 +119,17 @@ mod tests {
             assert_eq!(parse_iso(&iso), Some(secs), "{iso}");
         }
         assert_eq!(iso_from_secs(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn adds_calendar_months() {
+        let at = |s: &str| parse_iso(s).unwrap();
+        let plus = |s: &str, m: u32| iso_from_secs(add_months(at(s), m));
+        assert_eq!(plus("2026-01-31T08:30:00Z", 1), "2026-02-28T08:30:00Z");
+        assert_eq!(plus("2028-01-31T08:30:00Z", 1), "2028-02-29T08:30:00Z");
+        assert_eq!(plus("2026-11-15T00:00:00Z", 2), "2027-01-15T00:00:00Z");
+        assert_eq!(plus("2026-03-31T23:59:59Z", 12), "2027-03-31T23:59:59Z");
+        assert_eq!(plus("2026-05-10T10:00:00Z", 0), "2026-05-10T10:00:00Z");
     }
 
     #[test]

@@ -31,9 +31,10 @@ use crate::storage::{now_secs, Bind, DeviceAuth, PageLimit, Store};
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
     areas_version, AreasResponse, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest,
-    PushResponse, PushResult as WireResult, PushStatus, RegisterRequest, SnapshotRecord,
-    SnapshotResponse, WireArea, RETRY_AFTER_MS_HEADER,
+    PushResponse, PushResult as WireResult, PushStatus, RegisterRequest, SchedulesResponse,
+    SnapshotRecord, SnapshotResponse, WireArea, RETRY_AFTER_MS_HEADER,
 };
+use gridwork_protocol::{schedules_version, Schedule};
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 /// `last_sync_at` is refreshed by reads at most this often (seconds).
 const TOUCH_EVERY: i64 = 60;
@@ -56,10 +57,13 @@ struct AreasCache {
     by_scope: std::collections::HashMap<String, Arc<ScopeAreas>>,
 }
 
-/// The area tree of one scope as sent, and its `areas_version`.
+/// The area tree of one scope as sent, and its `areas_version`; the follow-up schedules of those
+/// areas, and their `schedules_version`.
 struct ScopeAreas {
     areas: Vec<WireArea>,
     version: String,
+    schedules: Vec<Schedule>,
+    schedules_version: String,
 }
 
 /// Scopes kept at most (each a few KB); past it the cache starts again.
@@ -87,6 +91,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/openapi.yaml", get(openapi)),
         ("/v1/me", get(me).post(register)),
         ("/v1/areas", get(areas)),
+        ("/v1/schedules", get(schedules)),
         ("/v1/changes", get(pull).post(push)),
         ("/v1/snapshot", get(snapshot)),
         (
@@ -348,6 +353,7 @@ async fn me_response(st: &AppState, c: DeviceAuth) -> Result<MeResponse, ApiErro
     let areas = wire_areas(st, &c).await?;
     Ok(MeResponse {
         areas_version: Some(areas.version.clone()),
+        schedules_version: Some(areas.schedules_version.clone()),
         device_id: c.device_id,
         user_id: c.user_id,
         user_name: c.user_name,
@@ -439,9 +445,20 @@ async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Arc<ScopeAreas>, Ap
             name: a.name,
         })
         .collect();
+    // The schedules of the caller's areas and their ancestors: each covers its area's subtree.
+    let ids: std::collections::HashSet<&str> = areas.iter().map(|a| a.id.as_str()).collect();
+    let schedules: Vec<Schedule> = st
+        .store
+        .list_schedules()
+        .await?
+        .into_iter()
+        .filter(|s| ids.contains(s.area.as_str()))
+        .collect();
     let entry = Arc::new(ScopeAreas {
         version: areas_version(&areas),
+        schedules_version: schedules_version(&schedules),
         areas,
+        schedules,
     });
     let mut cache = st.areas.lock().expect("areas cache");
     if cache.version != version || cache.by_scope.len() >= AREAS_CACHE_SCOPES {
@@ -455,6 +472,13 @@ async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Arc<ScopeAreas>, Ap
 async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, ApiError> {
     Ok(Json(AreasResponse {
         areas: wire_areas(&st, &c).await?.areas.clone(),
+    }))
+}
+
+/// `GET /v1/schedules`: the follow-up schedules of the caller's areas and their ancestors.
+async fn schedules(State(st): St, Caller(c): Caller) -> Result<Json<SchedulesResponse>, ApiError> {
+    Ok(Json(SchedulesResponse {
+        schedules: wire_areas(&st, &c).await?.schedules.clone(),
     }))
 }
 

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use gridwork_protocol::scope::{join_paths, scope_keys, split_paths};
-use gridwork_protocol::AreaLevel;
+use gridwork_protocol::{AreaLevel, Schedule};
 
 /// Rows whose existence the logic checks.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,8 @@ pub(crate) enum Held {
     Users,
     /// Records under the area (by path).
     Records,
+    /// Follow-up schedules of the area (by id).
+    Schedules,
 }
 
 /// The SQL of the operator's changes: primitives without decisions, inside a transaction.
@@ -88,6 +90,15 @@ pub(crate) trait AdminSql: WriteSql {
         token_hash: &[u8; 32],
         now: i64,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Inserts or replaces a schedule (its definition as JSON).
+    fn put_schedule(
+        &mut self,
+        id: &str,
+        area: &str,
+        definition: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes a schedule; how many there were.
+    fn delete_schedule(&mut self, id: &str) -> impl Future<Output = Result<u64>> + Send;
 }
 
 pub(crate) async fn add_area<S: AdminSql>(sql: &mut S, input: &AreaRowInput) -> Result<AreaRow> {
@@ -182,6 +193,7 @@ pub(crate) async fn remove_area<S: AdminSql>(sql: &mut S, id: &str) -> Result<()
             children: sql.count(Held::Children, id).await?,
             users: sql.count(Held::Users, id).await?,
             records: sql.count(Held::Records, &path).await?,
+            schedules: sql.count(Held::Schedules, id).await?,
         };
         held.check_empty(id)?;
         // The area's own scope keys on past entries go too: an area created later with the same id
@@ -240,6 +252,37 @@ pub(crate) async fn add_device<S: AdminSql>(
             return Err(Error::Conflict(format!("device {id}")));
         }
         sql.insert_device(id, user, token_hash, now).await
+    })
+    .await
+}
+
+/// Defines a follow-up schedule, or replaces the one with its id: checked (see [`Schedule::check`])
+/// and in an existing area. The tree's version moves on, so every relay answers devices afresh.
+pub(crate) async fn put_schedule<S: AdminSql>(sql: &mut S, schedule: &Schedule) -> Result<()> {
+    schedule.check().map_err(Error::Invalid)?;
+    let definition = serde_json::to_string(schedule).map_err(|e| Error::Invalid(e.to_string()))?;
+    in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
+        if !sql.exists(Row::Area, &schedule.area).await? {
+            return Err(Error::Invalid(format!(
+                "area {} does not exist",
+                schedule.area
+            )));
+        }
+        sql.put_schedule(&schedule.id, &schedule.area, &definition)
+            .await
+    })
+    .await
+}
+
+/// Removes a schedule (`NotFound` when there is none with that id).
+pub(crate) async fn remove_schedule<S: AdminSql>(sql: &mut S, id: &str) -> Result<()> {
+    in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
+        if sql.delete_schedule(id).await? == 0 {
+            return Err(Error::NotFound(format!("schedule {id}")));
+        }
+        Ok(())
     })
     .await
 }

@@ -29,7 +29,7 @@ use crate::config::{Limits, StorageConfig};
 use crate::engine::{doc_at, PushJob, PushResult, KIND_MOVE, KIND_RELEASE};
 use crate::error::{Error, Result};
 use gridwork_protocol::scope::{split_paths, Scope};
-use gridwork_protocol::{AreaLevel, Role};
+use gridwork_protocol::{AreaLevel, Role, Schedule};
 
 /// The device behind a bearer token: everything the relay knows about the caller comes from here.
 #[derive(Debug, Clone)]
@@ -445,6 +445,30 @@ impl Store {
             .collect())
     }
 
+    /// Every follow-up schedule, by id.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        let defs =
+            dispatch!(self, s => sqlite s.schedule_definitions(), pg s.schedule_definitions())?;
+        defs.iter()
+            .map(|d| {
+                serde_json::from_str(d).map_err(|e| {
+                    Error::Unavailable(format!("a stored schedule does not read: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Defines a follow-up schedule, or replaces the one with its id.
+    pub async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
+        logic!(self, sql => admin::put_schedule(&mut sql, &schedule))
+    }
+
+    /// Removes a follow-up schedule (`NotFound` when there is none).
+    pub async fn remove_schedule(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        logic!(self, sql => admin::remove_schedule(&mut sql, &id))
+    }
+
     pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
         dispatch!(self, s => sqlite s.list_areas(), pg s.list_areas())
     }
@@ -765,16 +789,17 @@ pub struct AreaContents {
     pub children: i64,
     pub users: i64,
     pub records: i64,
+    pub schedules: i64,
 }
 
 impl AreaContents {
     pub fn check_empty(&self, id: &str) -> Result<()> {
-        if self.children == 0 && self.users == 0 && self.records == 0 {
+        if self.children == 0 && self.users == 0 && self.records == 0 && self.schedules == 0 {
             return Ok(());
         }
         Err(Error::NotEmpty(format!(
-            "area {id} holds {} child area(s), {} user(s) and {} record(s); move or remove them first",
-            self.children, self.users, self.records
+            "area {id} holds {} child area(s), {} user(s), {} record(s) and {} schedule(s); move or remove them first",
+            self.children, self.users, self.records, self.schedules
         )))
     }
 }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_authority.sql"),
     include_str!("../../migrations/postgres/0004_upload_sessions.sql"),
     include_str!("../../migrations/postgres/0005_record_views.sql"),
+    include_str!("../../migrations/postgres/0006_schedules.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -126,6 +127,15 @@ impl PgStore {
     }
 
     /// Queues a last-sync-time update for the writer (batched with its next transaction).
+    /// Every follow-up schedule's definition (JSON), by id.
+    pub async fn schedule_definitions(&self) -> Result<Vec<String>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT definition FROM schedules ORDER BY id", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
         let c = self.pool.get().await?;
         load_areas(&c).await
@@ -894,6 +904,7 @@ impl AdminSql for PgSql {
             Held::Children => "SELECT count(*) FROM areas WHERE parent = $1",
             Held::Users => "SELECT count(*) FROM users WHERE area = $1",
             Held::Records => "SELECT count(*) FROM record_scope WHERE key = $1",
+            Held::Schedules => "SELECT count(*) FROM schedules WHERE area = $1",
         };
         let row = self.row(sql, &[&arg]).await?;
         Ok(row.map_or(0, |r| r.get(0)))
@@ -944,6 +955,21 @@ impl AdminSql for PgSql {
         )
         .await?;
         Ok(())
+    }
+
+    async fn put_schedule(&mut self, id: &str, area: &str, definition: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO schedules (id, area, definition) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition",
+            &[&id, &area, &definition],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_schedule(&mut self, id: &str) -> Result<u64> {
+        self.run("DELETE FROM schedules WHERE id = $1", &[&id])
+            .await
     }
 }
 

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_authority.sql"),
     include_str!("../../migrations/sqlite/0004_upload_sessions.sql"),
     include_str!("../../migrations/sqlite/0005_record_views.sql"),
+    include_str!("../../migrations/sqlite/0006_schedules.sql"),
 ];
 
 pub struct SqliteStore {
@@ -381,6 +382,15 @@ impl SqliteStore {
             };
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    /// Every follow-up schedule's definition (JSON), by id.
+    pub fn schedule_definitions(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT definition FROM schedules ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 
@@ -1125,6 +1135,7 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
             Held::Children => "SELECT count(*) FROM areas WHERE parent = ?1",
             Held::Users => "SELECT count(*) FROM users WHERE area = ?1",
             Held::Records => "SELECT count(*) FROM record_scope WHERE key = ?1",
+            Held::Schedules => "SELECT count(*) FROM schedules WHERE area = ?1",
         };
         Ok(self
             .c()
@@ -1173,6 +1184,21 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
             params![id, user, &token_hash[..], now],
         )?;
         Ok(())
+    }
+
+    async fn put_schedule(&mut self, id: &str, area: &str, definition: &str) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO schedules (id, area, definition) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition",
+            params![id, area, definition],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_schedule(&mut self, id: &str) -> Result<u64> {
+        Ok(self
+            .c()
+            .execute("DELETE FROM schedules WHERE id = ?1", [id])? as u64)
     }
 }
 

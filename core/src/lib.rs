@@ -13,9 +13,9 @@ pub use error::{Error, Result};
 pub use model::*;
 pub use store::GeoPoint;
 pub use store::{
-    ApplyReport, DiscardReport, DroppedEdit, Durability, ListQuery, NewRecord, OutboxChange, Page,
-    QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions,
-    Update,
+    ApplyReport, DiscardReport, DroppedEdit, Durability, Followup, FollowupQuery, ListQuery,
+    NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk,
+    Store, StoreKey, StoreOptions, Update,
 };
 pub use sync::{
     CancelToken, IdentityClaims, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase,

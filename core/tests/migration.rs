@@ -343,6 +343,7 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
         "links",
         "tags",
         "conflicts",
+        "visited",
         "held_changes",
     ];
     tables.extend(Kind::ALL.iter().map(|k| k.table()));
@@ -468,6 +469,37 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
     // Reopening does not migrate or reproject again.
     let again = Store::open(StoreOptions::new(&v1, key())).unwrap();
     assert_eq!(again.conflicts().unwrap().len(), 1);
+}
+
+/// A version-5 store (record views kept, no `visited` index) upgrades without re-projecting: the
+/// visits' records come from their stored views.
+#[test]
+fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let (original, _) = original_store(dir.path());
+    drop(original);
+    let path = dir.path().join("wang.db");
+    let conn = raw(&path);
+    let before = table_rows(&conn, "visited", &[]);
+    assert_eq!(before.len(), 1, "the fixture's visit included one record");
+    conn.execute_batch(
+        "DROP TABLE visited; DROP TABLE schedules; DELETE FROM meta WHERE key = 'reproject';
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    let mut conn = conn;
+    assert_eq!(schema::migrate_to(&mut conn, schema::VERSION).unwrap(), 5);
+    assert_eq!(table_rows(&conn, "visited", &[]), before);
+    let reproject: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM meta WHERE key = 'reproject'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reproject, 0, "no re-projection is asked for");
+    drop(conn);
+    drop(Store::open(StoreOptions::new(&path, key())).unwrap());
 }
 
 #[test]

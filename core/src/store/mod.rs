@@ -6,6 +6,7 @@
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
 mod events;
+mod followups;
 mod identity;
 mod merge;
 mod projection;
@@ -20,6 +21,7 @@ pub mod schema;
 pub mod search;
 mod visits;
 
+pub use followups::{Followup, FollowupQuery};
 pub use merge::{ApplyReport, OutboxChange, RemoteChunk};
 pub use quarantine::{DiscardReport, DroppedEdit, QuarantineOrigin, QuarantinedChange};
 pub use records::new_record_id;
@@ -454,7 +456,7 @@ impl Store {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for table in ["links", "tags", "conflicts"] {
+        for table in ["links", "tags", "conflicts", "visited"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         for kind in Kind::ALL {

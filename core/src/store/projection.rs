@@ -289,7 +289,7 @@ fn update_kind_row(conn: &Connection, rid: i64, before: &Record, record: &Record
     Ok(())
 }
 
-/// Writes the links, tags and conflicted fields of record `rid` where they differ from `before`'s
+/// Writes the links, tags, conflicted fields and visited records of record `rid` where they differ from `before`'s
 /// (all of them without `before`). `fresh`: the record is new to the table, with no rows to delete.
 fn write_side_rows(
     conn: &Connection,
@@ -325,6 +325,13 @@ fn write_side_rows(
         for field in &record.conflicted_fields {
             conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
                 .execute(params![rid, field])?;
+        }
+    }
+    if before.is_none_or(|b| b.visited != record.visited) {
+        clear("DELETE FROM visited WHERE visit = ?1")?;
+        for visited in &record.visited {
+            conn.prepare_cached("INSERT OR IGNORE INTO visited (visit, record) VALUES (?1, ?2)")?
+                .execute(params![rid, visited])?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 use crate::model::Kind;
 use rusqlite::{Connection, Transaction};
 
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Version 1: records with their documents, the outbox, areas, sync state and the projection.
 fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -114,8 +114,28 @@ fn v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 6: follow-up schedules as the relay sent them (`definition`: JSON of
+/// `gridwork_protocol::Schedule`), and the records each visit included (`visited`, from the visit's
+/// `visited` map), so what is due is one query. Existing visits fill it from their stored views; a
+/// store with visits written before views were kept re-projects once.
+fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
+         CREATE TABLE visited (
+             visit INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (visit, record)) WITHOUT ROWID;
+         CREATE INDEX visited_record ON visited (record);
+         INSERT OR IGNORE INTO visited (visit, record)
+             SELECT r.rid, j.value FROM records r, json_each(r.view, '$.visited') j
+             WHERE r.kind = 'visit' AND r.view IS NOT NULL;
+         INSERT INTO meta (key, value)
+             SELECT 'reproject', '1' WHERE EXISTS (
+                 SELECT 1 FROM records WHERE kind = 'visit' AND view IS NULL)
+             ON CONFLICT (key) DO UPDATE SET value = '1';",
+    )
+}
+
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5];
+const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5, v6];
 
 /// Brings the schema from its current version up to `target`. Returns the version found.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {

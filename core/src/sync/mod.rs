@@ -12,7 +12,7 @@
 //! [`SyncError::DeviceInUse`]; a revoked device or disabled user makes the store wipe itself.
 
 use crate::error::{Error, Result};
-use crate::model::{Identity, Record, Role};
+use crate::model::{schedules_version, Identity, Record, Role};
 use crate::rules::Reason;
 use crate::store::{RemoteChunk, Store, StoreOptions};
 use base64::Engine;
@@ -299,6 +299,12 @@ impl Client {
         self.json(self.send(|h| h.get(self.url("/areas"))).await?)
             .await
     }
+
+    /// `GET /v1/schedules`: the follow-up schedules of the user's areas and their ancestors.
+    async fn schedules(&self) -> Result<SchedulesResponse, SyncError> {
+        self.json(self.send(|h| h.get(self.url("/schedules"))).await?)
+            .await
+    }
 }
 
 /// What `init` may say about the user of a store made from the relay: each claim given must agree
@@ -534,6 +540,14 @@ impl Store {
             _ => Some(client.areas().await?.areas),
         };
         let scope = self.adopt_relay_identity(&me, areas.as_deref())?;
+        // The follow-up schedules only when the relay's differ from the ones the store holds (a relay
+        // that names none predates schedules: the store keeps what it has).
+        if let Some(v) = &me.schedules_version {
+            if self.schedules_version()?.as_ref() != Some(v) {
+                let sent = client.schedules().await?.schedules;
+                self.adopt_schedules(&sent, &schedules_version(&sent))?;
+            }
+        }
         tracing::info!(device = %me.device_id, role = %me.role, "sync started");
         if scope.gained && self.sync_state(CURSOR)?.is_some() {
             // Records of the areas now in scope are not in the log after our cursor: start again from

@@ -1,0 +1,184 @@
+//! Follow-up schedules end to end on a real relay process: an operator defines a schedule for a
+//! community, the grid worker's and the supervisor's devices receive it at sync, residents tagged
+//! for it are due a visit, a finished visit that includes one moves its due date by the visit's end
+//! time (on both devices, whenever the visit synced), and changing the schedule or the record's tags
+//! moves what is due.
+use gridwork_core::*;
+use gridwork_tests::*;
+
+const DAY: i64 = 86_400;
+
+fn due(store: &Store, now: i64) -> Vec<Followup> {
+    store
+        .followups(&FollowupQuery {
+            now: Some(now),
+            utc_offset_minutes: 480,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+fn ids(f: &[Followup]) -> Vec<(&str, &str)> {
+    f.iter()
+        .map(|f| (f.schedule_id.as_str(), f.title.as_str()))
+        .collect()
+}
+
+#[test]
+fn schedules_reach_devices_and_visits_fulfil_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    relay.admin(&[
+        "schedule",
+        "add",
+        "alone",
+        "--area",
+        "c1",
+        "--kind",
+        "person",
+        "--tag",
+        "lives alone",
+        "--every",
+        "weekly",
+        "--name",
+        "Living alone: weekly visit",
+    ]);
+    // Another community's schedule never reaches these devices.
+    relay.add_area_tree(&OTHER_DISTRICT);
+    relay.admin(&[
+        "schedule",
+        "add",
+        "oak",
+        "--area",
+        "c9",
+        "--kind",
+        "person",
+        "--every",
+        "monthly",
+        "--name",
+        "Oak residents",
+    ]);
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");
+    wang.sync();
+    let schedules = wang.store.schedules().unwrap();
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    assert_eq!(schedules[0].every, Every::Days(7));
+    assert_eq!(schedules[0].tag.as_deref(), Some("lives alone"));
+
+    let alone = wang
+        .store
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "Li Hua")
+                .tag("lives alone"),
+        )
+        .unwrap();
+    wang.store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Wang Fang"))
+        .unwrap();
+    let now = time::now_secs();
+    // Never visited: due now.
+    let f = due(&wang.store, now);
+    assert_eq!(ids(&f), [("alone", "Li Hua")]);
+    assert_eq!(
+        (f[0].state, f[0].due_at.as_deref()),
+        (DueState::Overdue, None)
+    );
+    assert_eq!(f[0].area, "g1");
+
+    // A finished visit that includes her: due a week after it ended.
+    let visit = wang.store.start_visit("g1", "weekly check", None).unwrap();
+    wang.store.add_visited(&visit, &alone).unwrap();
+    assert_eq!(due(&wang.store, now)[0].due_at, None, "not finished yet");
+    wang.store.finish_visit(&visit, Some("all well")).unwrap();
+    let f = due(&wang.store, now);
+    let ended = time::parse_iso(f[0].last_visit.as_deref().unwrap()).unwrap();
+    assert!((ended - now).abs() < 120, "the visit's end time");
+    assert_eq!(
+        f[0].due_at.as_deref(),
+        Some(time::iso_from_secs(ended + 7 * DAY).as_str())
+    );
+    assert_eq!(f[0].state, DueState::Later);
+    assert_eq!(
+        due(&wang.store, ended + 6 * DAY)[0].state,
+        DueState::ThisWeek
+    );
+    assert_eq!(due(&wang.store, ended + 7 * DAY)[0].state, DueState::Today);
+    assert_eq!(
+        due(&wang.store, ended + 9 * DAY)[0].state,
+        DueState::Overdue
+    );
+    // Lists by state and by area.
+    let overdue = wang
+        .store
+        .followups(&FollowupQuery {
+            now: Some(ended + 9 * DAY),
+            states: vec![DueState::Overdue],
+            utc_offset_minutes: 480,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(overdue.len(), 1);
+    let in_area = |store: &Store, area: &str| {
+        store.followups(&FollowupQuery {
+            area: Some(area.into()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(in_area(&wang.store, "g1").unwrap().len(), 1);
+    // g2 is not in the worker's tree: a typed error, not an empty list.
+    assert!(matches!(
+        in_area(&wang.store, "g2"),
+        Err(Error::UnknownArea(_))
+    ));
+
+    // The supervisor's device sees the same, by the visit's time, after the worker synced.
+    wang.sync();
+    zhou.sync();
+    let z = due(&zhou.store, now);
+    assert_eq!(ids(&z), [("alone", "Li Hua")]);
+    assert_eq!(z[0].last_visit, f[0].last_visit);
+    assert_eq!(z[0].due_at, f[0].due_at);
+    assert_eq!(in_area(&zhou.store, "g1").unwrap().len(), 1);
+    assert!(in_area(&zhou.store, "g2").unwrap().is_empty());
+
+    // The operator makes it every three days: the due date follows at the next sync.
+    relay.admin(&[
+        "schedule",
+        "add",
+        "alone",
+        "--area",
+        "c1",
+        "--kind",
+        "person",
+        "--tag",
+        "lives alone",
+        "--every",
+        "3d",
+        "--name",
+        "Living alone: every three days",
+    ]);
+    zhou.sync();
+    let z = due(&zhou.store, now);
+    assert_eq!(z[0].schedule_name, "Living alone: every three days");
+    assert_eq!(
+        z[0].due_at.as_deref(),
+        Some(time::iso_from_secs(ended + 3 * DAY).as_str())
+    );
+
+    // Her tag goes: nothing is due for her.
+    wang.store
+        .update(&alone, Update::new().remove_tag("lives alone"))
+        .unwrap();
+    assert!(due(&wang.store, now).is_empty());
+    wang.sync();
+    zhou.sync();
+    assert!(due(&zhou.store, now).is_empty());
+
+    // The schedule goes: the devices drop it.
+    relay.admin(&["schedule", "remove", "alone"]);
+    wang.sync();
+    assert!(wang.store.schedules().unwrap().is_empty());
+}

@@ -140,6 +140,12 @@ pub enum Command {
     /// Events: the lifecycle reported > assigned > in progress > resolved > verified > closed.
     #[command(subcommand, after_long_help = cmd::events::EXAMPLES)]
     Event(cmd::events::EventCommand),
+    /// Follow-up visits due under the schedules, overdue first: by state (overdue, today, this week)
+    /// and area.
+    #[command(after_long_help = cmd::followups::EXAMPLES)]
+    Due(cmd::followups::DueArgs),
+    /// The follow-up schedules this device has from the relay.
+    Schedules,
 
     /// Who changed a record, when, and what.
     History(cmd::changes::HistoryArgs),
@@ -217,6 +223,8 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Unlink(a) => cmd::records::link(&ctx, a, false),
         Command::Visit(c) => cmd::visits::run(&ctx, c),
         Command::Event(c) => cmd::events::run(&ctx, c),
+        Command::Due(a) => cmd::followups::due(&ctx, a),
+        Command::Schedules => cmd::followups::schedules(&ctx),
         Command::History(a) => cmd::changes::history(&ctx, a),
         Command::Conflicts => cmd::changes::conflicts(&ctx),
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),

@@ -941,6 +941,7 @@ fn hex_of(bytes: &[u8]) -> String {
 /// d1 > s1 > c1 > {g1, g2}, users wang (worker of g1) and zhao (supervisor of c1), and device tokens.
 struct TestRelay {
     url: String,
+    storage: gridwork_server::StorageConfig,
     runtime: tokio::runtime::Runtime,
     server: Option<gridwork_server::RunningServer>,
     tokens: std::collections::HashMap<&'static str, String>,
@@ -990,11 +991,12 @@ impl TestRelay {
         let server = runtime
             .block_on(gridwork_server::start(ServerConfig::new(
                 "127.0.0.1:0".parse().unwrap(),
-                storage,
+                storage.clone(),
             )))
             .unwrap();
         TestRelay {
             url: format!("http://{}", server.local_addr()),
+            storage,
             runtime,
             server: Some(server),
             tokens,
@@ -1003,6 +1005,15 @@ impl TestRelay {
 
     fn token(&self, name: &str) -> &str {
         &self.tokens[name]
+    }
+
+    /// Defines a follow-up schedule, as an operator does with `gridwork-server admin schedule add`.
+    fn put_schedule(&self, schedule: gridwork_server::Schedule) {
+        self.runtime.block_on(async {
+            let admin = gridwork_server::Admin::open(&self.storage).await.unwrap();
+            admin.put_schedule(schedule).await.unwrap();
+            admin.close().await;
+        });
     }
 }
 
@@ -1165,4 +1176,72 @@ fn init_from_the_relay_takes_the_identity_of_the_token() {
         (Some(0), Some(0))
     );
     assert_eq!(titles(&offline), ["Relay Made"]);
+}
+
+#[test]
+fn due_lists_what_the_relays_schedules_make_due() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(root.path());
+    relay.put_schedule(gridwork_server::Schedule {
+        id: "alone".into(),
+        area: "c1".into(),
+        name: "Living alone: weekly visit".into(),
+        kind: gridwork_server::Kind::Person,
+        tag: Some("lives alone".into()),
+        every: gridwork_server::Every::Days(7),
+    });
+    let wang = Dev::new(root.path(), "wang");
+    wang.ok(&[
+        "init",
+        "--server",
+        &relay.url,
+        "--token",
+        relay.token("wang"),
+        "--remember",
+    ]);
+    assert!(wang.ok(&["due"]).contains("nothing due"));
+    wang.json(&["sync", "--quiet"]);
+    let schedules = wang.ok(&["schedules"]);
+    assert!(
+        schedules.contains("alone") && schedules.contains("weekly"),
+        "{schedules}"
+    );
+    let li = wang.add(&[
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=Li Hua",
+        "--tag",
+        "lives alone",
+    ]);
+    wang.add(&["person", "--area", "g1", "--set", "name=Not Tagged"]);
+    let table = wang.ok(&["due"]);
+    assert!(
+        table.contains("Li Hua") && table.contains("never visited"),
+        "{table}"
+    );
+    assert!(!table.contains("Not Tagged"), "{table}");
+    let due = wang.json(&["due", "--overdue"]);
+    assert_eq!(due.as_array().unwrap().len(), 1, "{due}");
+    assert_eq!(due[0]["record_id"], li.as_str());
+    assert_eq!(due[0]["state"], "overdue");
+    // A finished visit that includes her: due a week later, not overdue now.
+    let v = wang.ok(&["visit", "start", "--area", "g1", "--purpose", "weekly"]);
+    let v = v.trim();
+    wang.ok(&["visit", "record", v, &li]);
+    wang.ok(&["visit", "finish", v]);
+    assert!(wang
+        .json(&["due", "--overdue"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let later = wang.json(&["due"]);
+    assert!(later[0]["due_at"].is_string(), "{later}");
+    let at = "2099-01-01T00:00:00Z";
+    assert_eq!(
+        wang.json(&["due", "--overdue", "--at", at])[0]["record_id"],
+        li.as_str()
+    );
+    wang.fails(2, &["due", "--utc-offset", "+99:00"]);
 }

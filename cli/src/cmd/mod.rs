@@ -3,6 +3,7 @@
 pub mod changes;
 pub mod demo;
 pub mod events;
+pub mod followups;
 pub mod records;
 pub mod setup;
 pub mod sync;

@@ -1,0 +1,160 @@
+//! `due` and `schedules`: what the follow-up schedules make due, from this device's records and visits.
+use crate::ctx::{CliResult, Ctx};
+use crate::output::{self, count, Table};
+use clap::Args;
+use gridwork_core::{time, DueState, FollowupQuery};
+
+pub const EXAMPLES: &str = "\
+EXAMPLES:
+  gridwork --store ./wang due                     # everything due, overdue first
+  gridwork --store ./wang due --overdue --today   # what needs a visit today
+  gridwork --store ./zhao due --week --area g2    # one grid of a supervisor's community
+  gridwork --store ./wang --json due --at 2026-12-01T09:00:00Z";
+
+#[derive(Args, Debug)]
+pub struct DueArgs {
+    /// Only follow-ups due before today.
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only follow-ups due today.
+    #[arg(long)]
+    pub today: bool,
+    /// Only follow-ups due in the six days after today.
+    #[arg(long)]
+    pub week: bool,
+    /// Only records in this area's subtree (a grid, a community).
+    #[arg(long, value_name = "AREA")]
+    pub area: Option<String>,
+    /// Judge at this moment (ISO-8601 UTC, e.g. 2026-12-01T09:00:00Z) instead of now.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<i64>,
+    /// The office's offset from UTC, for what "today" is: +08:00 (China Standard Time) unless given.
+    #[arg(
+        long,
+        value_name = "±HH:MM",
+        default_value = "+08:00",
+        allow_hyphen_values = true,
+        value_parser = offset_minutes
+    )]
+    pub utc_offset: i32,
+}
+
+fn parse_at(s: &str) -> Result<i64, String> {
+    time::parse_iso(s).ok_or_else(|| format!("{s:?}: use 2026-12-01T09:00:00Z"))
+}
+
+/// `+08:00`, `-05:30`, `+8`, `0` -> minutes east of UTC.
+fn offset_minutes(s: &str) -> Result<i32, String> {
+    let bad = || format!("UTC offset {s:?}: use +08:00, -05:30 or 0");
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'+') => (1, &s[1..]),
+        _ => (1, s),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
+    let mut states = Vec::new();
+    for (on, state) in [
+        (a.overdue, DueState::Overdue),
+        (a.today, DueState::Today),
+        (a.week, DueState::ThisWeek),
+    ] {
+        if on {
+            states.push(state);
+        }
+    }
+    let query = FollowupQuery {
+        area: a.area.clone(),
+        states,
+        now: a.at,
+        utc_offset_minutes: a.utc_offset,
+    };
+    let items = ctx.store.followups(&query)?;
+    ctx.print(&items, || {
+        if items.is_empty() {
+            return "nothing due".into();
+        }
+        let mut t = Table::new([
+            "DUE",
+            "WHEN",
+            "RECORD",
+            "TITLE",
+            "AREA",
+            "LAST VISIT",
+            "SCHEDULE",
+        ]);
+        for f in &items {
+            t.row([
+                f.state.as_str().replace('_', " "),
+                f.due_at
+                    .as_deref()
+                    .map(output::short_time)
+                    .unwrap_or_else(|| "now (never visited)".into()),
+                f.record_id.clone(),
+                output::truncate(&f.title, 24),
+                f.area.clone(),
+                f.last_visit
+                    .as_deref()
+                    .map(output::short_time)
+                    .unwrap_or_else(|| "-".into()),
+                output::truncate(&f.schedule_name, 32),
+            ]);
+        }
+        let overdue = items
+            .iter()
+            .filter(|f| f.state == DueState::Overdue)
+            .count();
+        format!(
+            "{}\n{} ({overdue} overdue); times in UTC\n",
+            t.render(),
+            count(items.len(), "follow-up")
+        )
+    });
+    Ok(())
+}
+
+pub fn schedules(ctx: &Ctx) -> CliResult<()> {
+    let items = ctx.store.schedules()?;
+    ctx.print(&items, || {
+        if items.is_empty() {
+            return "no follow-up schedules (an operator defines them on the relay; they arrive at sync)"
+                .into();
+        }
+        let mut t = Table::new(["ID", "AREA", "KIND", "TAG", "EVERY", "NAME"]);
+        for s in &items {
+            t.row([
+                s.id.clone(),
+                s.area.clone(),
+                s.kind.as_str().into(),
+                s.tag.clone().unwrap_or_else(|| "-".into()),
+                s.every.to_string(),
+                s.name.clone(),
+            ]);
+        }
+        t.render()
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset_minutes;
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(offset_minutes("+08:00"), Ok(480));
+        assert_eq!(offset_minutes("-05:30"), Ok(-330));
+        assert_eq!(offset_minutes("8"), Ok(480));
+        assert_eq!(offset_minutes("0"), Ok(0));
+        for bad in ["", "+8h", "+15:00", "+08:75", "x"] {
+            assert!(offset_minutes(bad).is_err(), "{bad}");
+        }
+    }
+}

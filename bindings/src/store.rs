@@ -322,6 +322,22 @@ impl GridworkStore {
         Ok(summaries(self.store.review_queue(limit)?))
     }
 
+    // ------------------------------------------------------------------- follow-ups
+
+    /// The follow-up schedules this device has from the relay (they arrive at sync).
+    pub fn schedules(&self) -> Result<Vec<gridwork_core::Schedule>> {
+        Ok(self.store.schedules()?)
+    }
+
+    /// What the schedules make due in this user's scope, overdue first: for the "due today", "this
+    /// week" and "overdue" lists of a worker or of one grid.
+    pub fn followups(
+        &self,
+        query: gridwork_core::FollowupQuery,
+    ) -> Result<Vec<gridwork_core::Followup>> {
+        Ok(self.store.followups(&query)?)
+    }
+
     // ------------------------------------------------------------------- merge and conflicts
 
     /// Every unresolved conflict in the store.

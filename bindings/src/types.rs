@@ -6,9 +6,10 @@
 //! builder-style options are mirrored as FFI records with `From` conversions.
 use gridwork_core as core;
 use gridwork_core::{
-    Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit,
-    EventAction, EventStatus, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType,
-    QuarantineOrigin, QuarantinedChange, ReviewState, Role, TimelineEntry,
+    Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
+    EventAction, EventStatus, Every, Followup, FollowupQuery, GeoPoint, HistoryEntry, Identity,
+    Kind, Link, LinkEdge, LinkType, QuarantineOrigin, QuarantinedChange, ReviewState, Role,
+    Schedule, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -81,7 +82,59 @@ pub enum ReviewState {
     Returned,
 }
 
+/// Where a follow-up stands on the caller's calendar day.
+#[uniffi::remote(Enum)]
+pub enum DueState {
+    Overdue,
+    Today,
+    ThisWeek,
+    Later,
+}
+
+/// How often a schedule's records are due a visit: every n days, or every n calendar months.
+#[uniffi::remote(Enum)]
+pub enum Every {
+    Days(u32),
+    Months(u32),
+}
+
 // ------------------------------------------------------------------- records carried as they are
+
+/// A follow-up schedule an operator defined on the relay for an area's subtree.
+#[uniffi::remote(Record)]
+pub struct Schedule {
+    pub id: String,
+    pub area: String,
+    pub name: String,
+    pub kind: Kind,
+    pub tag: Option<String>,
+    pub every: Every,
+}
+
+/// Which follow-ups to list: an area's subtree, some states (all when empty), the moment to judge at
+/// (now when absent) and the caller's offset from UTC in minutes (480 in China) for "today".
+#[uniffi::remote(Record)]
+pub struct FollowupQuery {
+    pub area: Option<String>,
+    pub states: Vec<DueState>,
+    pub now: Option<i64>,
+    pub utc_offset_minutes: i32,
+}
+
+/// One record due a visit under one schedule; `due_at` is absent for a record never visited (due
+/// now). Times are ISO-8601 UTC.
+#[uniffi::remote(Record)]
+pub struct Followup {
+    pub schedule_id: String,
+    pub schedule_name: String,
+    pub record_id: String,
+    pub kind: Kind,
+    pub title: String,
+    pub area: String,
+    pub last_visit: Option<String>,
+    pub due_at: Option<String>,
+    pub state: DueState,
+}
 
 #[uniffi::remote(Record)]
 pub struct Identity {

@@ -2,7 +2,7 @@
 // conflict is resolved once and the resolution syncs everywhere; a supervisor reviews a worker's visit;
 // the identity comes from the relay (a store made from a token, an offline store corrected, a second
 // store refused), a refused change is discarded, a revoked device wipes its store. Progress and
-// cancellation too.
+// cancellation too. A follow-up schedule from the relay makes a tagged resident due; a visit fulfils it.
 //
 // Needs -Dgridwork.server=<path to the gridwork-server binary>.
 package org.gridwork.core.test
@@ -60,6 +60,8 @@ class SyncTest {
                 admin("user", "add", user, "--name", user.replaceFirstChar { it.uppercase() }, "--role", "worker", "--area", "g1")
             }
             admin("user", "add", "zhou", "--name", "Zhou", "--role", "supervisor", "--area", "c1")
+            admin("schedule", "add", "alone", "--area", "c1", "--kind", "person", "--tag", "lives alone",
+                "--every", "weekly", "--name", "Living alone: weekly visit")
             val port = freePort()
             url = "http://127.0.0.1:$port"
             server = ProcessBuilder(binary, "serve", "--data", data.path, "--listen", "127.0.0.1:$port")
@@ -266,6 +268,37 @@ class SyncTest {
                 w.sync(wangConfig, null)
                 assertEquals("returned", w.get(visit).fields["review_state"])
                 assertEquals("zhou", w.get(visit).fields["reviewer"])
+            }
+        }
+    }
+
+    @Test
+    fun aScheduleFromTheRelayMakesATaggedResidentDue_andAVisitFulfilsIt() {
+        val dir = tempDir("gw-followups")
+        val (wang, wangConfig) = device(dir, "wang")
+        wang.use { w ->
+            w.sync(wangConfig, null)
+            val schedule = w.schedules().single()
+            assertEquals("alone", schedule.id)
+            assertEquals(Every.Days(7u), schedule.every)
+            val alone = w.create(person("g1", "李华").copy(tags = listOf("lives alone")))
+            w.create(person("g1", "Not Tagged"))
+            val beijing = 480
+            val due = w.followups(FollowupQuery(area = null, states = listOf(), now = null, utcOffsetMinutes = beijing))
+            assertEquals(listOf(alone), due.map { it.recordId })
+            assertEquals(DueState.OVERDUE, due.single().state)
+            assertNull(due.single().dueAt, "never visited: due now")
+            val visit = w.startVisit("g1", "weekly check", null)
+            w.addVisited(visit, alone)
+            w.finishVisit(visit, null)
+            val after = w.followups(FollowupQuery(area = "g1", states = listOf(), now = null, utcOffsetMinutes = beijing)).single()
+            assertEquals(DueState.LATER, after.state)
+            assertNotNull(after.lastVisit)
+            val overdueNextMonth = w.followups(
+                FollowupQuery(area = null, states = listOf(DueState.OVERDUE), now = System.currentTimeMillis() / 1000 + 30 * 86_400L, utcOffsetMinutes = beijing))
+            assertEquals(listOf(alone), overdueNextMonth.map { it.recordId })
+            assertFailsWith<GridworkException.NotFound> {
+                w.followups(FollowupQuery(area = "g2", states = listOf(), now = null, utcOffsetMinutes = beijing))
             }
         }
     }

@@ -487,6 +487,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -706,6 +722,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func finishVisit(visitId: String, notes: String?) throws 
     
     /**
+     * What the schedules make due in this user's scope, overdue first: for the "due today", "this
+     * week" and "overdue" lists of a worker or of one grid.
+     */
+    func followups(query: FollowupQuery) throws  -> [Followup]
+    
+    /**
      * The record as its document says, including tombstoned records.
      */
     func get(id: String) throws  -> Record
@@ -777,6 +799,11 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      * Approves or returns (with a comment) a visit: supervisors only.
      */
     func reviewVisit(visitId: String, state: ReviewState, comment: String?) throws 
+    
+    /**
+     * The follow-up schedules this device has from the relay (they arrive at sync).
+     */
+    func schedules() throws  -> [Schedule]
     
     /**
      * Full-text search (Chinese and Latin text) over every kind, or one.
@@ -1167,6 +1194,20 @@ open func finishVisit(visitId: String, notes: String?)throws   {try rustCallWith
 }
     
     /**
+     * What the schedules make due in this user's scope, overdue first: for the "due today", "this
+     * week" and "overdue" lists of a worker or of one grid.
+     */
+open func followups(query: FollowupQuery)throws  -> [Followup]  {
+    return try  FfiConverterSequenceTypeFollowup.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_followups(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeFollowupQuery_lower(query),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The record as its document says, including tombstoned records.
      */
 open func get(id: String)throws  -> Record  {
@@ -1363,6 +1404,18 @@ open func reviewVisit(visitId: String, state: ReviewState, comment: String?)thro
         FfiConverterOptionString.lower(comment),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * The follow-up schedules this device has from the relay (they arrive at sync).
+     */
+open func schedules()throws  -> [Schedule]  {
+    return try  FfiConverterSequenceTypeSchedule.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_schedules(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2341,6 +2394,158 @@ public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffe
 }
 
 
+/**
+ * One record due a visit under one schedule; `due_at` is absent for a record never visited (due
+ * now). Times are ISO-8601 UTC.
+ */
+public struct Followup: Equatable, Hashable {
+    public let scheduleId: String
+    public let scheduleName: String
+    public let recordId: String
+    public let kind: Kind
+    public let title: String
+    public let area: String
+    public let lastVisit: String?
+    public let dueAt: String?
+    public let state: DueState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(scheduleId: String, scheduleName: String, recordId: String, kind: Kind, title: String, area: String, lastVisit: String?, dueAt: String?, state: DueState) {
+        self.scheduleId = scheduleId
+        self.scheduleName = scheduleName
+        self.recordId = recordId
+        self.kind = kind
+        self.title = title
+        self.area = area
+        self.lastVisit = lastVisit
+        self.dueAt = dueAt
+        self.state = state
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Followup: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFollowup: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Followup {
+        return
+            try Followup(
+                scheduleId: FfiConverterString.read(from: &buf), 
+                scheduleName: FfiConverterString.read(from: &buf), 
+                recordId: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeKind.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                area: FfiConverterString.read(from: &buf), 
+                lastVisit: FfiConverterOptionString.read(from: &buf), 
+                dueAt: FfiConverterOptionString.read(from: &buf), 
+                state: FfiConverterTypeDueState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Followup, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.scheduleId, into: &buf)
+        FfiConverterString.write(value.scheduleName, into: &buf)
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterTypeKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterString.write(value.area, into: &buf)
+        FfiConverterOptionString.write(value.lastVisit, into: &buf)
+        FfiConverterOptionString.write(value.dueAt, into: &buf)
+        FfiConverterTypeDueState.write(value.state, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowup_lift(_ buf: RustBuffer) throws -> Followup {
+    return try FfiConverterTypeFollowup.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowup_lower(_ value: Followup) -> RustBuffer {
+    return FfiConverterTypeFollowup.lower(value)
+}
+
+
+/**
+ * Which follow-ups to list: an area's subtree, some states (all when empty), the moment to judge at
+ * (now when absent) and the caller's offset from UTC in minutes (480 in China) for "today".
+ */
+public struct FollowupQuery: Equatable, Hashable {
+    public let area: String?
+    public let states: [DueState]
+    public let now: Int64?
+    public let utcOffsetMinutes: Int32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(area: String?, states: [DueState], now: Int64?, utcOffsetMinutes: Int32) {
+        self.area = area
+        self.states = states
+        self.now = now
+        self.utcOffsetMinutes = utcOffsetMinutes
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension FollowupQuery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFollowupQuery: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FollowupQuery {
+        return
+            try FollowupQuery(
+                area: FfiConverterOptionString.read(from: &buf), 
+                states: FfiConverterSequenceTypeDueState.read(from: &buf), 
+                now: FfiConverterOptionInt64.read(from: &buf), 
+                utcOffsetMinutes: FfiConverterInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: FollowupQuery, into buf: inout [UInt8]) {
+        FfiConverterOptionString.write(value.area, into: &buf)
+        FfiConverterSequenceTypeDueState.write(value.states, into: &buf)
+        FfiConverterOptionInt64.write(value.now, into: &buf)
+        FfiConverterInt32.write(value.utcOffsetMinutes, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowupQuery_lift(_ buf: RustBuffer) throws -> FollowupQuery {
+    return try FfiConverterTypeFollowupQuery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowupQuery_lower(_ value: FollowupQuery) -> RustBuffer {
+    return FfiConverterTypeFollowupQuery.lower(value)
+}
+
+
 public struct GeoPoint: Equatable, Hashable {
     public let lat: Double
     public let lon: Double
@@ -3174,6 +3379,79 @@ public func FfiConverterTypeRecordSummary_lower(_ value: RecordSummary) -> RustB
 
 
 /**
+ * A follow-up schedule an operator defined on the relay for an area's subtree.
+ */
+public struct Schedule: Equatable, Hashable {
+    public let id: String
+    public let area: String
+    public let name: String
+    public let kind: Kind
+    public let tag: String?
+    public let every: Every
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, area: String, name: String, kind: Kind, tag: String?, every: Every) {
+        self.id = id
+        self.area = area
+        self.name = name
+        self.kind = kind
+        self.tag = tag
+        self.every = every
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Schedule: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSchedule: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Schedule {
+        return
+            try Schedule(
+                id: FfiConverterString.read(from: &buf), 
+                area: FfiConverterString.read(from: &buf), 
+                name: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeKind.read(from: &buf), 
+                tag: FfiConverterOptionString.read(from: &buf), 
+                every: FfiConverterTypeEvery.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Schedule, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.area, into: &buf)
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterTypeKind.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.tag, into: &buf)
+        FfiConverterTypeEvery.write(value.every, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSchedule_lift(_ buf: RustBuffer) throws -> Schedule {
+    return try FfiConverterTypeSchedule.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSchedule_lower(_ value: Schedule) -> RustBuffer {
+    return FfiConverterTypeSchedule.lower(value)
+}
+
+
+/**
  * Where and as whom to sync. Leave the tuning fields unset for the core's defaults.
  */
 public struct SyncConfig: Equatable, Hashable {
@@ -3715,6 +3993,89 @@ public func FfiConverterTypeAreaLevel_lower(_ value: AreaLevel) -> RustBuffer {
 
 
 
+/**
+ * Where a follow-up stands on the caller's calendar day.
+ */
+
+public enum DueState: Equatable, Hashable {
+    
+    case overdue
+    case today
+    case thisWeek
+    case later
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DueState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDueState: FfiConverterRustBuffer {
+    typealias SwiftType = DueState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DueState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .overdue
+        
+        case 2: return .today
+        
+        case 3: return .thisWeek
+        
+        case 4: return .later
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DueState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .overdue:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .today:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .thisWeek:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .later:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDueState_lift(_ buf: RustBuffer) throws -> DueState {
+    return try FfiConverterTypeDueState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDueState_lower(_ value: DueState) -> RustBuffer {
+    return FfiConverterTypeDueState.lower(value)
+}
+
+
+
 
 public enum EventAction: Equatable, Hashable {
     
@@ -3947,6 +4308,81 @@ public func FfiConverterTypeEventStatus_lift(_ buf: RustBuffer) throws -> EventS
 #endif
 public func FfiConverterTypeEventStatus_lower(_ value: EventStatus) -> RustBuffer {
     return FfiConverterTypeEventStatus.lower(value)
+}
+
+
+
+/**
+ * How often a schedule's records are due a visit: every n days, or every n calendar months.
+ */
+
+public enum Every: Equatable, Hashable {
+    
+    case days(UInt32
+    )
+    case months(UInt32
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension Every: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEvery: FfiConverterRustBuffer {
+    typealias SwiftType = Every
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Every {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .days(try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        case 2: return .months(try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Every, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .days(v1):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt32.write(v1, into: &buf)
+            
+        
+        case let .months(v1):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(v1, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEvery_lift(_ buf: RustBuffer) throws -> Every {
+    return try FfiConverterTypeEvery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEvery_lower(_ value: Every) -> RustBuffer {
+    return FfiConverterTypeEvery.lower(value)
 }
 
 
@@ -5149,6 +5585,31 @@ fileprivate struct FfiConverterSequenceTypeDroppedEdit: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeFollowup: FfiConverterRustBuffer {
+    typealias SwiftType = [Followup]
+
+    public static func write(_ value: [Followup], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeFollowup.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Followup] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Followup]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeFollowup.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeHistoryEntry: FfiConverterRustBuffer {
     typealias SwiftType = [HistoryEntry]
 
@@ -5274,6 +5735,31 @@ fileprivate struct FfiConverterSequenceTypeRecordSummary: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeSchedule: FfiConverterRustBuffer {
+    typealias SwiftType = [Schedule]
+
+    public static func write(_ value: [Schedule], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSchedule.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Schedule] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Schedule]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSchedule.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeTimelineEntry: FfiConverterRustBuffer {
     typealias SwiftType = [TimelineEntry]
 
@@ -5291,6 +5777,31 @@ fileprivate struct FfiConverterSequenceTypeTimelineEntry: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeTimelineEntry.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDueState: FfiConverterRustBuffer {
+    typealias SwiftType = [DueState]
+
+    public static func write(_ value: [DueState], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDueState.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DueState] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DueState]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDueState.read(from: &buf))
         }
         return seq
     }
@@ -5388,6 +5899,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_finish_visit() != 43294) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_followups() != 9662) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_get() != 2321) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5434,6 +5948,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_review_visit() != 29235) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_schedules() != 46420) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_search() != 34806) {

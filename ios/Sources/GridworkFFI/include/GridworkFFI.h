@@ -369,6 +369,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_fetch_attachment(uint64_t
 void uniffi_gridwork_ffi_fn_method_gridworkstore_finish_visit(uint64_t ptr, RustBuffer visit_id, RustBuffer notes, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_FOLLOWUPS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_FOLLOWUPS
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_followups(uint64_t ptr, RustBuffer query, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_GET
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_GET
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_get(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -447,6 +452,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_review_queue(uint64_t ptr
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_REVIEW_VISIT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_REVIEW_VISIT
 void uniffi_gridwork_ffi_fn_method_gridworkstore_review_visit(uint64_t ptr, RustBuffer visit_id, RustBuffer state, RustBuffer comment, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_SCHEDULES
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_SCHEDULES
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_schedules(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_SEARCH
@@ -921,6 +931,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_finish_visit(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_FOLLOWUPS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_FOLLOWUPS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_followups(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_GET
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_GET
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_get(void
@@ -1014,6 +1030,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_review_queue(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_REVIEW_VISIT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_REVIEW_VISIT
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_review_visit(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_SCHEDULES
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_SCHEDULES
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_schedules(void
     
 );
 #endif

@@ -108,6 +108,7 @@ pub struct Schedule {
     pub name: String,
     pub kind: Kind,
     pub tag: Option<String>,
+    pub category: Option<String>,
     pub every: Every,
 }
 

@@ -1188,6 +1188,7 @@ fn due_lists_what_the_relays_schedules_make_due() {
         name: "Living alone: weekly visit".into(),
         kind: gridwork_server::Kind::Person,
         tag: Some("lives alone".into()),
+        category: None,
         every: gridwork_server::Every::Days(7),
     });
     let wang = Dev::new(root.path(), "wang");

@@ -209,6 +209,10 @@ enum ScheduleCmd {
         /// Only records with this tag (all records of the kind without it).
         #[arg(long)]
         tag: Option<String>,
+        /// Events only: closed events of this category are due one re-check visit `--every` after
+        /// closing (incident | dispute | hazard_report | service_request).
+        #[arg(long)]
+        category: Option<String>,
         /// How often: weekly | monthly | quarterly | yearly | <n>d | <n>w | <n>m.
         #[arg(long)]
         every: String,
@@ -425,6 +429,7 @@ async fn schedule_cmd(admin: &Admin, cmd: ScheduleCmd) -> gridwork_server::Resul
             area,
             kind,
             tag,
+            category,
             every,
             name,
         } => {
@@ -438,6 +443,7 @@ async fn schedule_cmd(admin: &Admin, cmd: ScheduleCmd) -> gridwork_server::Resul
                     name,
                     kind,
                     tag,
+                    category,
                     every,
                 })
                 .await?;
@@ -446,11 +452,12 @@ async fn schedule_cmd(admin: &Admin, cmd: ScheduleCmd) -> gridwork_server::Resul
         ScheduleCmd::List => {
             for s in admin.list_schedules().await? {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     s.id,
                     s.area,
                     s.kind.as_str(),
                     s.tag.as_deref().unwrap_or("-"),
+                    s.category.as_deref().unwrap_or("-"),
                     s.every,
                     s.name
                 );

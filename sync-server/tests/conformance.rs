@@ -2273,6 +2273,7 @@ async fn follow_up_schedules(b: Backend) {
         name: format!("Schedule {id}"),
         kind,
         tag: tag.map(str::to_owned),
+        category: None,
         every,
     };
     let ids = |v: &Value| -> Vec<String> {

@@ -254,7 +254,7 @@ impl Relay {
     }
 
     /// `gridwork-server admin <storage> <args>`.
-    fn admin_command(&self, args: &[&str]) -> Command {
+    pub fn admin_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(server_bin());
         cmd.arg("admin");
         self.storage.apply(&mut cmd);

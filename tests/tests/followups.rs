@@ -182,3 +182,123 @@ fn schedules_reach_devices_and_visits_fulfil_them() {
     wang.sync();
     assert!(wang.store.schedules().unwrap().is_empty());
 }
+
+/// A hazard report is re-checked a month after it was closed: due then, done by a visit that includes
+/// it after the close; another category and open events are not due.
+#[test]
+fn closed_events_are_due_a_recheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    relay.admin(&[
+        "schedule",
+        "add",
+        "hazard-recheck",
+        "--area",
+        "c1",
+        "--kind",
+        "event",
+        "--category",
+        "hazard_report",
+        "--every",
+        "1m",
+        "--name",
+        "Hazards: re-check a month after closing",
+    ]);
+    // A category that is not an event category, or a category on people: refused by the relay.
+    for bad in [
+        ["--kind", "event", "--category", "fireworks"],
+        ["--kind", "person", "--category", "hazard_report"],
+    ] {
+        let out = relay
+            .admin_command(
+                &[
+                    &[
+                        "schedule", "add", "bad", "--area", "c1", "--every", "1m", "--name", "Bad",
+                    ][..],
+                    &bad,
+                ]
+                .concat(),
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("category"));
+    }
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");
+    wang.sync();
+    let report = |title: &str, category: &str| {
+        wang.store
+            .create(
+                NewRecord::new(Kind::Event, "g1")
+                    .field("title", title)
+                    .field("category", category),
+            )
+            .unwrap()
+    };
+    let stair = report("Broken stair light", "hazard_report");
+    let noise = report("Noise at night", "dispute");
+    // Still open: not due a re-check.
+    report("Loose railing", "hazard_report");
+    let now = time::now_secs();
+    assert!(due(&wang.store, now).is_empty(), "nothing is closed yet");
+    for ev in [&stair, &noise] {
+        wang.store
+            .transition(
+                ev,
+                EventAction::Assign {
+                    assignee: "wang".into(),
+                },
+                None,
+            )
+            .unwrap();
+        wang.store.transition(ev, EventAction::Start, None).unwrap();
+        wang.store
+            .transition(ev, EventAction::Resolve, Some("fixed"))
+            .unwrap();
+    }
+    wang.sync();
+    zhou.sync();
+    for ev in [&stair, &noise] {
+        zhou.store
+            .transition(ev, EventAction::Verify, None)
+            .unwrap();
+        zhou.store
+            .transition(ev, EventAction::Close, Some("done"))
+            .unwrap();
+    }
+    zhou.sync();
+    wang.sync();
+    let f = due(&wang.store, now);
+    assert_eq!(ids(&f), [("hazard-recheck", "Broken stair light")], "{f:?}");
+    let closed = time::parse_iso(
+        &wang
+            .store
+            .get(&stair)
+            .unwrap()
+            .timeline
+            .iter()
+            .rev()
+            .find(|t| t.action == "close")
+            .unwrap()
+            .at,
+    )
+    .unwrap();
+    assert_eq!(
+        f[0].due_at.as_deref(),
+        Some(time::iso_from_secs(time::add_months(closed, 1)).as_str())
+    );
+    assert_eq!(f[0].state, DueState::Later);
+    assert_eq!(due(&zhou.store, now + 40 * DAY)[0].state, DueState::Overdue);
+    // The re-check visit: done, on both devices.
+    let visit = wang.store.start_visit("g1", "re-check", None).unwrap();
+    wang.store.add_visited(&visit, &stair).unwrap();
+    wang.store
+        .finish_visit(&visit, Some("light works"))
+        .unwrap();
+    assert!(due(&wang.store, now).is_empty());
+    wang.sync();
+    zhou.sync();
+    assert!(due(&zhou.store, now + 40 * DAY).is_empty());
+}

@@ -1,8 +1,10 @@
 //! Follow-ups: the schedules the relay sent (an operator defines them per area; each covers its area's
 //! subtree) applied to this device's records and visits. A record a schedule covers is due a visit
 //! one interval after the last finished visit that included it, by the visit's end time (whenever it
-//! was synced); a record never visited is due now. Changing a schedule or a record's tags moves what
-//! is due at once: nothing is stored but the schedules.
+//! was synced); a record never visited is due now. A closed event a re-check schedule covers is due
+//! one visit an interval after it was closed, until a visit that includes it ends after the close.
+//! Changing a schedule or a record's tags moves what is due at once: nothing is stored but the
+//! schedules.
 use super::{meta, set_meta, Store};
 use crate::error::{Error, Result};
 use crate::model::{time, DueState, Kind, Schedule};
@@ -94,74 +96,105 @@ impl Store {
     pub fn followups(&self, query: &FollowupQuery) -> Result<Vec<Followup>> {
         let schedules = self.schedules()?;
         let now = query.now.unwrap_or_else(time::now_secs);
-        let inner = self.lock();
-        let path_of = |area: &str| inner.area_paths.get(area).cloned();
-        let within = match &query.area {
-            Some(a) => Some(path_of(a).ok_or_else(|| Error::UnknownArea(a.clone()))?),
-            None => None,
-        };
-        let in_scope = inner.scope();
-        let mut out = Vec::new();
-        for s in &schedules {
-            let Some(covered) = path_of(&s.area) else {
-                continue;
+        // Candidates (schedule, record, area, title, last visit) under the lock; closed events' times
+        // are read after it, from the events themselves.
+        let mut candidates = Vec::new();
+        {
+            let inner = self.lock();
+            let path_of = |area: &str| inner.area_paths.get(area).cloned();
+            let within = match &query.area {
+                Some(a) => Some(path_of(a).ok_or_else(|| Error::UnknownArea(a.clone()))?),
+                None => None,
             };
-            let kind = s.kind;
-            let sql = format!(
-                "SELECT r.id, r.area, COALESCE(p.{title}, ''),
-                        (SELECT max(pv.ended_at) FROM visited v
-                           JOIN p_visit pv ON pv.rid = v.visit
-                           JOIN records vr ON vr.rid = v.visit
-                          WHERE v.record = r.id AND pv.ended_at IS NOT NULL AND vr.deleted = 0)
-                 FROM records r LEFT JOIN {table} p ON p.rid = r.rid
-                 WHERE r.kind = ?1 AND r.deleted = 0
-                   AND (?2 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.rid = r.rid AND t.tag = ?2))",
-                title = kind.title_field(),
-                table = kind.table(),
-            );
-            let mut stmt = inner.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![kind.as_str(), s.tag], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (record_id, area, title, last_visit) = row?;
-                let Some(path) = path_of(&area) else {
+            let in_scope = inner.scope();
+            for (i, s) in schedules.iter().enumerate() {
+                let Some(covered) = path_of(&s.area) else {
                     continue;
                 };
-                if !path.starts_with(&covered)
-                    || within.as_ref().is_some_and(|w| !path.starts_with(w))
-                    || !in_scope(&area)
-                {
-                    continue;
-                }
-                let due = last_visit
-                    .as_deref()
-                    .and_then(time::parse_iso)
-                    .map(|t| s.every.after(t));
-                let state = match due {
-                    Some(due) => DueState::of(due, now, query.utc_offset_minutes),
-                    None => DueState::Overdue,
+                let kind = s.kind;
+                // Events: closed ones (of the category) only.
+                let event = if kind == Kind::Event {
+                    "AND p.status = 'closed' AND (?3 IS NULL OR p.category = ?3)"
+                } else {
+                    "AND ?3 IS NULL"
                 };
-                if !query.states.is_empty() && !query.states.contains(&state) {
-                    continue;
+                let sql = format!(
+                    "SELECT r.id, r.area, COALESCE(p.{title}, ''),
+                            (SELECT max(pv.ended_at) FROM visited v
+                               JOIN p_visit pv ON pv.rid = v.visit
+                               JOIN records vr ON vr.rid = v.visit
+                              WHERE v.record = r.id AND pv.ended_at IS NOT NULL AND vr.deleted = 0)
+                     FROM records r LEFT JOIN {table} p ON p.rid = r.rid
+                     WHERE r.kind = ?1 AND r.deleted = 0 {event}
+                       AND (?2 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.rid = r.rid AND t.tag = ?2))",
+                    title = kind.title_field(),
+                    table = kind.table(),
+                );
+                let mut stmt = inner.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![kind.as_str(), s.tag, s.category], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (record_id, area, title, last_visit) = row?;
+                    let Some(path) = path_of(&area) else {
+                        continue;
+                    };
+                    if path.starts_with(&covered)
+                        && within.as_ref().is_none_or(|w| path.starts_with(w))
+                        && in_scope(&area)
+                    {
+                        candidates.push((i, record_id, area, title, last_visit));
+                    }
                 }
-                out.push(Followup {
-                    schedule_id: s.id.clone(),
-                    schedule_name: s.name.clone(),
-                    record_id,
-                    kind,
-                    title,
-                    area,
-                    last_visit,
-                    due_at: due.map(time::iso_from_secs),
-                    state,
-                });
             }
+        }
+        let mut out = Vec::new();
+        for (i, record_id, area, title, last_visit) in candidates {
+            let s = &schedules[i];
+            let last = last_visit.as_deref().and_then(time::parse_iso);
+            let due = if s.kind == Kind::Event {
+                // One re-check after closing: due `every` after the (last) close, done by a visit
+                // that ended after it.
+                let record = self.get(&record_id)?;
+                let Some(closed) = record
+                    .timeline
+                    .iter()
+                    .rev()
+                    .find(|t| t.action == "close")
+                    .and_then(|t| time::parse_iso(&t.at))
+                else {
+                    continue;
+                };
+                if last.is_some_and(|v| v >= closed) {
+                    continue;
+                }
+                Some(s.every.after(closed))
+            } else {
+                last.map(|t| s.every.after(t))
+            };
+            let state = match due {
+                Some(due) => DueState::of(due, now, query.utc_offset_minutes),
+                None => DueState::Overdue,
+            };
+            if !query.states.is_empty() && !query.states.contains(&state) {
+                continue;
+            }
+            out.push(Followup {
+                schedule_id: s.id.clone(),
+                schedule_name: s.name.clone(),
+                record_id,
+                kind: s.kind,
+                title,
+                area,
+                last_visit,
+                due_at: due.map(time::iso_from_secs),
+                state,
+            });
         }
         // Overdue first; never visited before the rest of its state; then by due time and title.
         out.sort_by(|a, b| {

@@ -3387,16 +3387,18 @@ public struct Schedule: Equatable, Hashable {
     public let name: String
     public let kind: Kind
     public let tag: String?
+    public let category: String?
     public let every: Every
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: String, area: String, name: String, kind: Kind, tag: String?, every: Every) {
+    public init(id: String, area: String, name: String, kind: Kind, tag: String?, category: String?, every: Every) {
         self.id = id
         self.area = area
         self.name = name
         self.kind = kind
         self.tag = tag
+        self.category = category
         self.every = every
     }
 
@@ -3421,6 +3423,7 @@ public struct FfiConverterTypeSchedule: FfiConverterRustBuffer {
                 name: FfiConverterString.read(from: &buf), 
                 kind: FfiConverterTypeKind.read(from: &buf), 
                 tag: FfiConverterOptionString.read(from: &buf), 
+                category: FfiConverterOptionString.read(from: &buf), 
                 every: FfiConverterTypeEvery.read(from: &buf)
         )
     }
@@ -3431,6 +3434,7 @@ public struct FfiConverterTypeSchedule: FfiConverterRustBuffer {
         FfiConverterString.write(value.name, into: &buf)
         FfiConverterTypeKind.write(value.kind, into: &buf)
         FfiConverterOptionString.write(value.tag, into: &buf)
+        FfiConverterOptionString.write(value.category, into: &buf)
         FfiConverterTypeEvery.write(value.every, into: &buf)
     }
 }

@@ -78,9 +78,11 @@ impl std::fmt::Display for Every {
     }
 }
 
-/// A follow-up schedule: records of `kind` (with `tag`, if given) in the subtree of `area` are due a
-/// visit `every` interval after the last finished visit that included them (or after they were
-/// registered, until the first one).
+/// A follow-up schedule for the subtree of `area`:
+/// - records of `kind` (with `tag`, if given) are due a visit `every` interval after the last finished
+///   visit that included them (a record never visited is due now);
+/// - for `kind` event: closed events (of `category`, if given) are due one re-check visit `every`
+///   interval after they were closed, done by a finished visit that includes the event after that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     pub id: String,
@@ -89,6 +91,9 @@ pub struct Schedule {
     pub kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Events only: their category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub every: Every,
 }
 
@@ -115,6 +120,19 @@ impl Schedule {
         }
         if self.kind == Kind::Visit {
             return Err("visits are not followed up: choose the kind of record visited".into());
+        }
+        if let Some(c) = &self.category {
+            if self.kind != Kind::Event {
+                return Err(
+                    "a category is for schedules of events (re-checks after closing)".into(),
+                );
+            }
+            if !super::kind::EVENT_CATEGORY.contains(&c.as_str()) {
+                return Err(format!(
+                    "event category {c:?} is not one of {}",
+                    super::kind::EVENT_CATEGORY.join(", ")
+                ));
+            }
         }
         self.every.check()
     }
@@ -184,6 +202,7 @@ mod tests {
             name: "People living alone, weekly".into(),
             kind: Kind::Person,
             tag: Some("lives alone".into()),
+            category: None,
             every: Every::Days(7),
         }
     }
@@ -244,6 +263,13 @@ mod tests {
         for s in bad {
             assert!(s.check().is_err(), "{s:?}");
         }
+        let recheck = Schedule {
+            kind: Kind::Event,
+            tag: None,
+            category: Some("hazard_report".into()),
+            ..schedule()
+        };
+        assert_eq!(recheck.check(), Ok(()));
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! edit the same person at the same time, report an event and hand it over); then everyone syncs and the
 //! demo prints what each one sees: the merged record, the conflict, the supervisor's review queue.
 use crate::ctx::{CliError, CliResult};
+use crate::output;
 use clap::Args;
 use gridwork_core::{
-    CancelToken, EventAction, GeoPoint, Identity, Kind, LinkType, ListQuery, NewRecord, NoProgress,
-    ReviewState, Role, Store, StoreKey, StoreOptions, SyncConfig, Update,
+    CancelToken, EventAction, FollowupQuery, GeoPoint, Identity, Kind, LinkType, ListQuery,
+    NewRecord, NoProgress, ReviewState, Role, Store, StoreKey, StoreOptions, SyncConfig, Update,
 };
 use gridwork_server::{Admin, AreaLevel, ServerConfig, StorageConfig};
 use std::path::PathBuf;
@@ -114,6 +115,18 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
             .await?;
         admin
             .add_user("zhao", "Zhao Min", gridwork_server::Role::Supervisor, "c1")
+            .await?;
+        // Residents living alone are visited every week (a follow-up schedule for the community).
+        admin
+            .put_schedule(gridwork_server::Schedule {
+                id: "alone-weekly".into(),
+                area: "c1".into(),
+                name: "Living alone: a visit a week".into(),
+                kind: Kind::Person,
+                tag: Some("lives alone".into()),
+                category: None,
+                every: gridwork_server::Every::Days(7),
+            })
             .await?;
         let mut tokens = Vec::new();
         for (user, device) in [
@@ -362,6 +375,30 @@ fn story(devices: &[Device]) -> CliResult<()> {
     zhao.store
         .resolve_conflict(&grandpa, "birth_date", "1941-06-12")?;
     println!("  zhao approves the visit and resolves the birth date to 1941-06-12");
+
+    section(
+        "Follow-ups: residents living alone are visited every week (a schedule from the relay)",
+    );
+    for f in zhao.store.followups(&FollowupQuery {
+        utc_offset_minutes: 480,
+        ..Default::default()
+    })? {
+        println!(
+            "  {}: {} in {}, last visit {}, next due {} ({})",
+            f.schedule_name,
+            f.title,
+            f.area,
+            f.last_visit
+                .as_deref()
+                .map(output::short_time)
+                .unwrap_or_else(|| "never".into()),
+            f.due_at
+                .as_deref()
+                .map(output::short_time)
+                .unwrap_or_else(|| "now".into()),
+            f.state.as_str().replace('_', " ")
+        );
+    }
 
     section("Final sync");
     for d in [zhao, wang, li, zhao] {

@@ -127,13 +127,14 @@ pub fn schedules(ctx: &Ctx) -> CliResult<()> {
             return "no follow-up schedules (an operator defines them on the relay; they arrive at sync)"
                 .into();
         }
-        let mut t = Table::new(["ID", "AREA", "KIND", "TAG", "EVERY", "NAME"]);
+        let mut t = Table::new(["ID", "AREA", "KIND", "TAG", "CATEGORY", "EVERY", "NAME"]);
         for s in &items {
             t.row([
                 s.id.clone(),
                 s.area.clone(),
                 s.kind.as_str().into(),
                 s.tag.clone().unwrap_or_else(|| "-".into()),
+                s.category.clone().unwrap_or_else(|| "-".into()),
                 s.every.to_string(),
                 s.name.clone(),
             ]);

@@ -1246,3 +1246,18 @@ fn due_lists_what_the_relays_schedules_make_due() {
     );
     wang.fails(2, &["due", "--utc-offset", "+99:00"]);
 }
+
+/// The README's first command: the whole story on an embedded relay, ending with every device equal.
+#[test]
+fn the_demo_runs_to_the_end() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("王建国 in g1, last visit"), "{stdout}");
+    assert!(stdout.contains("conflicts: 0, birth date 1941-06-12"), "{stdout}");
+    assert!(stdout.contains("nothing entered offline was lost"), "{stdout}");
+}

@@ -313,7 +313,8 @@ impl From<core::Record> for Record {
     }
 }
 
-/// One row of a list: the projection's view of a record.
+/// One row of a list: the projection's view of a record, sensitive fields (ID-document numbers) masked
+/// to their last four characters as every list shows them; `get` returns the record in full.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct RecordSummary {
     pub id: String,
@@ -335,7 +336,12 @@ impl From<core::RecordSummary> for RecordSummary {
             responsible: s.responsible,
             deleted: s.deleted,
             title: s.title,
-            fields: to_hash(s.fields),
+            // As lists show them: an ID-document number masked (`get` gives the record in full).
+            fields: s
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), s.kind.list_value(k, v)))
+                .collect(),
         }
     }
 }

@@ -159,16 +159,7 @@ fn relative(ago: i64) -> String {
     }
 }
 
-/// Hides all but the last 4 characters of a sensitive value (all of it when it is that short).
-pub fn mask(value: &str) -> String {
-    let n = value.chars().count();
-    if n <= 4 {
-        "****".into()
-    } else {
-        let tail: String = value.chars().skip(n - 4).collect();
-        format!("****{tail}")
-    }
-}
+pub use gridwork_core::mask;
 
 /// A field value for a list row: sensitive values masked, times shortened.
 pub fn list_value(kind: Kind, field: &str, value: &str) -> String {

@@ -1258,6 +1258,12 @@ fn the_demo_runs_to_the_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("王建国 in g1, last visit"), "{stdout}");
-    assert!(stdout.contains("conflicts: 0, birth date 1941-06-12"), "{stdout}");
-    assert!(stdout.contains("nothing entered offline was lost"), "{stdout}");
+    assert!(
+        stdout.contains("conflicts: 0, birth date 1941-06-12"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nothing entered offline was lost"),
+        "{stdout}"
+    );
 }

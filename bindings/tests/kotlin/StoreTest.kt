@@ -40,7 +40,8 @@ class StoreTest {
             )
             // Its residents, living there.
             val grandma = store.create(
-                person("g1", "王秀英", "sex" to "female", "birth_date" to "1941-05-09", "home_place" to household)
+                person("g1", "王秀英", "sex" to "female", "birth_date" to "1941-05-09", "home_place" to household,
+                    "id_number" to "110105194105090021")
                     .copy(tags = listOf("lives alone", "needs care"), notes = "Hard of hearing; knock loudly.")
             )
             val grandson = store.create(person("g1", "王磊", "sex" to "male", "phone" to "+86 138 0013 8000"))
@@ -62,6 +63,9 @@ class StoreTest {
             // Lists and search, as the app's screens use them.
             val people = store.list(ListQuery(kind = Kind.PERSON, area = "g1"))
             assertEquals(setOf("王秀英", "王磊"), people.items.map { it.title }.toSet())
+            // A list masks the ID number as the CLI does; the record itself has it in full.
+            assertEquals("****0021", people.items.single { it.id == grandma }.fields["id_number"])
+            assertEquals("110105194105090021", store.get(grandma).fields["id_number"])
             assertNull(people.nextOffset)
             assertEquals(1, store.list(ListQuery(kind = Kind.PERSON, tag = "needs care")).items.size)
             assertEquals(listOf(grandma), store.search("秀英", Kind.PERSON, 10u).map { it.id })

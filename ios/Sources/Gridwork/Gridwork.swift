@@ -3296,7 +3296,8 @@ public func FfiConverterTypeRecord_lower(_ value: Record) -> RustBuffer {
 
 
 /**
- * One row of a list: the projection's view of a record.
+ * One row of a list: the projection's view of a record, sensitive fields (ID-document numbers) masked
+ * to their last four characters as every list shows them; `get` returns the record in full.
  */
 public struct RecordSummary: Equatable, Hashable {
     public let id: String

@@ -226,6 +226,15 @@ impl Kind {
             })
     }
 
+    /// `value` of `field` as a list shows it: a sensitive field (an ID-document number) masked to its
+    /// last four characters ([`mask`]), any other as it is. A record's own page shows it in full.
+    pub fn list_value(self, field: &str, value: &str) -> String {
+        match self.spec(field) {
+            Ok(spec) if spec.sensitive => mask(value),
+            _ => value.to_owned(),
+        }
+    }
+
     /// The field that names a record of this kind in lists.
     pub fn title_field(self) -> &'static str {
         match self {
@@ -427,5 +436,16 @@ mod tests {
         assert!(LinkType::LivesAt.allows(Kind::Person, Kind::Place));
         assert!(!LinkType::LivesAt.allows(Kind::Place, Kind::Person));
         assert!(LinkType::InvolvedIn.allows(Kind::Person, Kind::Event));
+    }
+}
+
+/// Hides all but the last 4 characters of a sensitive value (all of it when it is that short).
+pub fn mask(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= 4 {
+        "****".into()
+    } else {
+        let tail: String = value.chars().skip(n - 4).collect();
+        format!("****{tail}")
     }
 }

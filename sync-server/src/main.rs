@@ -119,6 +119,13 @@ enum Cmd {
         /// Requests a device token may make at once before the rate applies (the bucket's size).
         #[arg(long, value_name = "N", default_value_t = Limits::default().rate_burst)]
         rate_burst: f64,
+        /// Failed authentications each client address may make per second before it gets 429 (a
+        /// token bucket, as for devices; behind a proxy every client shares the proxy's address).
+        #[arg(long, value_name = "N", default_value_t = Limits::default().auth_fail_per_sec)]
+        auth_fail_per_sec: f64,
+        /// Failed authentications a client address may make at once before that rate applies.
+        #[arg(long, value_name = "N", default_value_t = Limits::default().auth_fail_burst)]
+        auth_fail_burst: f64,
     },
     /// Manage areas, users and devices (works while a relay is running), convert a plaintext store
     /// (`encrypt`), make a key (`keygen`).
@@ -315,10 +322,17 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             listen,
             rate_per_sec,
             rate_burst,
+            auth_fail_per_sec,
+            auth_fail_burst,
         } => {
             if !(rate_per_sec > 0.0 && rate_burst >= 1.0) {
                 return Err(Error::Invalid(
                     "--rate-per-sec must be above 0 and --rate-burst at least 1".into(),
+                ));
+            }
+            if !(auth_fail_per_sec > 0.0 && auth_fail_burst >= 1.0) {
+                return Err(Error::Invalid(
+                    "--auth-fail-per-sec must be above 0 and --auth-fail-burst at least 1".into(),
                 ));
             }
             let config = ServerConfig {
@@ -327,6 +341,8 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
                 limits: Limits {
                     rate_per_sec,
                     rate_burst,
+                    auth_fail_per_sec,
+                    auth_fail_burst,
                     ..Limits::default()
                 },
             };

@@ -7,9 +7,9 @@
 use gridwork_core as core;
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
-    EventAction, EventStatus, Every, Followup, FollowupQuery, GeoPoint, HistoryEntry, Identity,
-    Kind, Link, LinkEdge, LinkType, QuarantineOrigin, QuarantinedChange, ReviewState, Role,
-    Schedule, TimelineEntry,
+    EventAction, EventStatus, Every, FieldChange, Followup, FollowupQuery, GeoPoint, HistoryEntry,
+    Identity, Kind, Link, LinkEdge, LinkType, QuarantineOrigin, QuarantinedChange, ReviewState,
+    Role, Schedule, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -200,6 +200,15 @@ pub struct HistoryEntry {
     pub time: i64,
     pub action: String,
     pub fields: Vec<String>,
+    pub changes: Vec<FieldChange>,
+}
+
+/// One value a change set, replaced or removed (absent: not set).
+#[uniffi::remote(Record)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
 }
 
 #[uniffi::remote(Record)]

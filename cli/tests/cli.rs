@@ -778,11 +778,21 @@ fn history_outbox_and_export_as_standard_automerge() {
         .unwrap()
         .iter()
         .all(|h| h["user"] == "wang" && h["device"] == "wang-phone"));
+    // What each change did, old and new.
+    assert_eq!(
+        history[1]["changes"],
+        serde_json::json!([{"field": "sex", "old": null, "new": "male"}])
+    );
+    assert_eq!(
+        history[2]["changes"],
+        serde_json::json!([{"field": "deleted", "old": "false", "new": "true"}])
+    );
     let table = wang.ok(&["history", &p]);
     assert!(
         table.contains("wang-phone") && table.contains("4 changes"),
         "{table}"
     );
+    assert!(table.contains("sex  - -> male"), "{table}");
 
     let outbox = wang.json(&["outbox"]);
     assert_eq!(outbox["count"], 4);

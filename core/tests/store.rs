@@ -675,3 +675,73 @@ fn disagreeing_offline_transitions_both_stay_and_surface_as_a_conflict() {
     assert!(sup2.conflicts().unwrap().is_empty());
     assert_eq!(sup2.get(&ev).unwrap().field("status"), Some("returned"));
 }
+
+/// History says what each change did: the old and new value of every field, attribute, tag and note
+/// it touched, read from the document before and after it, with who and when. A concurrent edit from
+/// another device shows the value its author replaced, as that author saw it.
+#[test]
+fn history_shows_old_and_new_values_with_who_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let wang = open(dir.path(), "wang", Role::Worker, "g1");
+    let p = wang
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "王小明")
+                .field("phone", "13800138000")
+                .tag("lives alone"),
+        )
+        .unwrap();
+    wang.update(
+        &p,
+        Update::new()
+            .set("phone", "13800138001")
+            .set("sex", "male")
+            .attr("hukou", "local")
+            .add_tag("needs care")
+            .notes("Knock loudly."),
+    )
+    .unwrap();
+    wang.update(&p, Update::new().set("sex", "")).unwrap();
+    let li = open(dir.path(), "li", Role::Worker, "g1");
+    exchange(&wang, &li);
+    li.update(&p, Update::new().set("phone", "13900000000"))
+        .unwrap();
+    exchange(&li, &wang);
+
+    let change = |field: &str, old: Option<&str>, new: Option<&str>| FieldChange {
+        field: field.into(),
+        old: old.map(str::to_owned),
+        new: new.map(str::to_owned),
+    };
+    let h = wang.history(&p).unwrap();
+    assert_eq!(h.len(), 4);
+    assert_eq!(
+        (h[0].action.as_str(), h[0].user.as_str()),
+        ("create", "wang")
+    );
+    assert!(h[0].changes.contains(&change("name", None, Some("王小明"))));
+    assert!(h[0]
+        .changes
+        .contains(&change("tags", None, Some("lives alone"))));
+    assert!(h[0].changes.contains(&change("area", None, Some("g1"))));
+    assert_eq!(
+        h[1].changes,
+        [
+            change("phone", Some("13800138000"), Some("13800138001")),
+            change("sex", None, Some("male")),
+            change("attrs.hukou", None, Some("local")),
+            change("tags", Some("lives alone"), Some("lives alone, needs care")),
+            change("notes", None, Some("Knock loudly.")),
+        ]
+    );
+    assert_eq!(h[2].changes, [change("sex", Some("male"), None)]);
+    assert_eq!(
+        (h[3].user.as_str(), h[3].device.as_str()),
+        ("li", "li-phone")
+    );
+    assert_eq!(
+        h[3].changes,
+        [change("phone", Some("13800138001"), Some("13900000000"))]
+    );
+    assert!(h.iter().all(|e| e.time > 1_700_000_000));
+}

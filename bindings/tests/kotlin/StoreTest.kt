@@ -59,6 +59,10 @@ class StoreTest {
 
             store.update(grandson, Update(fields = mapOf("phone" to "139-0000-1111"), addTags = listOf("volunteer")))
             assertEquals("139-0000-1111", store.get(grandson).fields["phone"])
+            // The history says what changed, from what to what.
+            val last = store.history(grandson).last()
+            assertTrue(FieldChange("phone", "+86 138 0013 8000", "139-0000-1111") in last.changes, "${last.changes}")
+            assertTrue(FieldChange("tags", null, "volunteer") in last.changes, "${last.changes}")
 
             // Lists and search, as the app's screens use them.
             val people = store.list(ListQuery(kind = Kind.PERSON, area = "g1"))

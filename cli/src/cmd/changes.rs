@@ -74,18 +74,31 @@ pub struct OutboxArgs {
 pub fn history(ctx: &Ctx, args: &HistoryArgs) -> CliResult<()> {
     let entries = ctx.store.history(&args.id)?;
     ctx.print(&entries, || {
-        let mut t = Table::new(["WHEN (UTC)", "USER", "DEVICE", "ACTION", "FIELDS", "CHANGE"]);
+        let value = |v: &Option<String>| match v {
+            Some(v) => output::truncate(&v.replace('\n', " "), 40),
+            None => "-".into(),
+        };
+        let mut out = String::new();
         for h in &entries {
-            t.row([
+            out.push_str(&format!(
+                "{}  {}  {}  {}  {}\n",
                 output::short_time(&gridwork_core::time::iso_from_secs(h.time)),
-                h.user.clone(),
-                h.device.clone(),
-                h.action.clone(),
-                h.fields.join(", "),
-                h.hash.chars().take(12).collect(),
-            ]);
+                h.user,
+                h.device,
+                h.action,
+                h.hash.chars().take(12).collect::<String>(),
+            ));
+            let width = h.changes.iter().map(|c| c.field.len()).max().unwrap_or(0);
+            for c in &h.changes {
+                out.push_str(&format!(
+                    "    {:<width$}  {} -> {}\n",
+                    c.field,
+                    value(&c.old),
+                    value(&c.new)
+                ));
+            }
         }
-        format!("{}\n{}\n", t.render(), count(entries.len(), "change"))
+        format!("{out}{} (times in UTC)\n", count(entries.len(), "change"))
     });
     Ok(())
 }

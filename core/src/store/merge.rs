@@ -7,7 +7,7 @@ use super::records::{obj, put_field, put_superseding};
 use super::{projection, ChangeNote, Store};
 use crate::doc::{self, ATTRS, FIELDS};
 use crate::error::{Error, Result};
-use crate::model::{Conflict, ConflictValue, HistoryEntry, Kind, Record};
+use crate::model::{Conflict, ConflictValue, FieldChange, HistoryEntry, Kind, Record};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc, Value, ROOT};
 use gridwork_protocol::rules;
 use rusqlite::{params, OptionalExtension};
@@ -554,7 +554,8 @@ impl Store {
         })
     }
 
-    /// Who changed what and when, in causal order (a change always after the changes it builds on).
+    /// Who changed what and when, in causal order (a change always after the changes it builds on),
+    /// with the old and new value of everything each change touched.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
         let mut inner = self.lock();
         let doc = inner.doc(id)?;
@@ -570,6 +571,7 @@ impl Store {
                     time: m.timestamp,
                     action: note.action,
                     fields: note.fields,
+                    changes: value_changes(doc, &m.deps, &[m.hash]),
                 }
             })
             .collect();
@@ -627,4 +629,65 @@ fn field_location<'a>(doc: &Automerge, field: &'a str) -> Result<(automerge::Obj
     let fields =
         doc::root_obj(doc, FIELDS).ok_or_else(|| Error::Corrupt("document lacks fields".into()))?;
     Ok((fields, field))
+}
+
+/// The values that differ between the document at `before` and at `after`: root scalars, typed fields,
+/// attributes, tags and notes (see [`HistoryEntry::changes`]).
+fn value_changes(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -> Vec<FieldChange> {
+    let text = |v: Option<(Value<'_>, automerge::ObjId)>| -> Option<String> {
+        match v? {
+            (Value::Scalar(s), _) => match s.as_ref() {
+                automerge::ScalarValue::Str(t) => Some(t.to_string()),
+                automerge::ScalarValue::Null => None,
+                other => Some(other.to_string()),
+            },
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    let mut compare = |field: String, old: Option<String>, new: Option<String>| {
+        if old != new {
+            out.push(FieldChange { field, old, new });
+        }
+    };
+    for key in [doc::AREA, doc::RESPONSIBLE, doc::DELETED] {
+        compare(
+            key.into(),
+            text(doc.get_at(ROOT, key, before).ok().flatten()),
+            text(doc.get_at(ROOT, key, after).ok().flatten()),
+        );
+    }
+    let object = |key: &str| match doc.get(ROOT, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    };
+    for (key, prefix) in [(FIELDS, ""), (ATTRS, "attrs.")] {
+        let Some(map) = object(key) else {
+            continue;
+        };
+        let mut names: Vec<String> = doc.keys_at(&map, before).collect();
+        names.extend(doc.keys_at(&map, after));
+        names.sort();
+        names.dedup();
+        for name in names {
+            compare(
+                format!("{prefix}{name}"),
+                text(doc.get_at(&map, name.as_str(), before).ok().flatten()),
+                text(doc.get_at(&map, name.as_str(), after).ok().flatten()),
+            );
+        }
+    }
+    if let Some(tags) = object(doc::TAGS) {
+        let set = |heads: &[ChangeHash]| {
+            let mut t: Vec<String> = doc.keys_at(&tags, heads).collect();
+            t.sort();
+            (!t.is_empty()).then(|| t.join(", "))
+        };
+        compare(doc::TAGS.into(), set(before), set(after));
+    }
+    if let Some(notes) = object(doc::NOTES) {
+        let at = |heads: &[ChangeHash]| doc.text_at(&notes, heads).ok().filter(|t| !t.is_empty());
+        compare(doc::NOTES.into(), at(before), at(after));
+    }
+    out
 }

@@ -2395,6 +2395,67 @@ public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffe
 
 
 /**
+ * One value a change set, replaced or removed (absent: not set).
+ */
+public struct FieldChange: Equatable, Hashable {
+    public let field: String
+    public let old: String?
+    public let new: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(field: String, old: String?, new: String?) {
+        self.field = field
+        self.old = old
+        self.new = new
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension FieldChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFieldChange: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FieldChange {
+        return
+            try FieldChange(
+                field: FfiConverterString.read(from: &buf), 
+                old: FfiConverterOptionString.read(from: &buf), 
+                new: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: FieldChange, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.field, into: &buf)
+        FfiConverterOptionString.write(value.old, into: &buf)
+        FfiConverterOptionString.write(value.new, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFieldChange_lift(_ buf: RustBuffer) throws -> FieldChange {
+    return try FfiConverterTypeFieldChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFieldChange_lower(_ value: FieldChange) -> RustBuffer {
+    return FfiConverterTypeFieldChange.lower(value)
+}
+
+
+/**
  * One record due a visit under one schedule; `due_at` is absent for a record never visited (due
  * now). Times are ISO-8601 UTC.
  */
@@ -2611,16 +2672,18 @@ public struct HistoryEntry: Equatable, Hashable {
     public let time: Int64
     public let action: String
     public let fields: [String]
+    public let changes: [FieldChange]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(hash: String, device: String, user: String, time: Int64, action: String, fields: [String]) {
+    public init(hash: String, device: String, user: String, time: Int64, action: String, fields: [String], changes: [FieldChange]) {
         self.hash = hash
         self.device = device
         self.user = user
         self.time = time
         self.action = action
         self.fields = fields
+        self.changes = changes
     }
 
     
@@ -2644,7 +2707,8 @@ public struct FfiConverterTypeHistoryEntry: FfiConverterRustBuffer {
                 user: FfiConverterString.read(from: &buf), 
                 time: FfiConverterInt64.read(from: &buf), 
                 action: FfiConverterString.read(from: &buf), 
-                fields: FfiConverterSequenceString.read(from: &buf)
+                fields: FfiConverterSequenceString.read(from: &buf), 
+                changes: FfiConverterSequenceTypeFieldChange.read(from: &buf)
         )
     }
 
@@ -2655,6 +2719,7 @@ public struct FfiConverterTypeHistoryEntry: FfiConverterRustBuffer {
         FfiConverterInt64.write(value.time, into: &buf)
         FfiConverterString.write(value.action, into: &buf)
         FfiConverterSequenceString.write(value.fields, into: &buf)
+        FfiConverterSequenceTypeFieldChange.write(value.changes, into: &buf)
     }
 }
 
@@ -5582,6 +5647,31 @@ fileprivate struct FfiConverterSequenceTypeDroppedEdit: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeDroppedEdit.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeFieldChange: FfiConverterRustBuffer {
+    typealias SwiftType = [FieldChange]
+
+    public static func write(_ value: [FieldChange], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeFieldChange.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [FieldChange] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [FieldChange]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeFieldChange.read(from: &buf))
         }
         return seq
     }

@@ -231,6 +231,19 @@ pub struct HistoryEntry {
     pub time: i64,
     pub action: String,
     pub fields: Vec<String>,
+    /// What the change did to each value it touched, read from the document before and after it:
+    /// typed fields by name, attributes as `attrs.<name>`, and `area`, `responsible`, `deleted`,
+    /// `tags` (sorted, comma-separated) and `notes`.
+    #[serde(default)]
+    pub changes: Vec<FieldChange>,
+}
+
+/// One value a change set, replaced or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
 }
 
 /// One of the concurrent values of a conflicted field.

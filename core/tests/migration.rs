@@ -344,6 +344,7 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
         "tags",
         "conflicts",
         "visited",
+        "numbers",
         "held_changes",
     ];
     tables.extend(Kind::ALL.iter().map(|k| k.table()));
@@ -471,8 +472,8 @@ fn a_version_1_store_upgrades_to_the_fresh_schema_with_the_same_content() {
     assert_eq!(again.conflicts().unwrap().len(), 1);
 }
 
-/// A version-5 store (record views kept, no `visited` index) upgrades without re-projecting: the
-/// visits' records come from their stored views.
+/// A version-5 store (record views kept, no `visited` or `numbers` index) upgrades without
+/// re-projecting: the visits' records come from their stored views, the numbers from the projection.
 #[test]
 fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
     let dir = tempfile::tempdir().unwrap();
@@ -482,8 +483,11 @@ fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
     let conn = raw(&path);
     let before = table_rows(&conn, "visited", &[]);
     assert_eq!(before.len(), 1, "the fixture's visit included one record");
+    let numbers_before = table_rows(&conn, "numbers", &[]);
+    assert_eq!(numbers_before.len(), 2, "the fixture's phone and ID number");
     conn.execute_batch(
-        "DROP TABLE visited; DROP TABLE schedules; DELETE FROM meta WHERE key = 'reproject';
+        "DROP TABLE visited; DROP TABLE schedules; DROP TABLE numbers;
+         DELETE FROM meta WHERE key IN ('reproject', 'renumber');
          PRAGMA user_version = 5;",
     )
     .unwrap();
@@ -500,6 +504,17 @@ fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
     assert_eq!(reproject, 0, "no re-projection is asked for");
     drop(conn);
     drop(Store::open(StoreOptions::new(&path, key())).unwrap());
+    // The number index is filled from the projection when the store opens.
+    let conn = raw(&path);
+    assert_eq!(table_rows(&conn, "numbers", &[]), numbers_before);
+    let renumber: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM meta WHERE key = 'renumber'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(renumber, 0);
 }
 
 #[test]

@@ -745,3 +745,59 @@ fn history_shows_old_and_new_values_with_who_and_when() {
     );
     assert!(h.iter().all(|e| e.time > 1_700_000_000));
 }
+
+/// A phone or ID-document number typed the way people type them finds its record exactly, whether
+/// with spaces, dashes, a country code or a lower-case check letter; part of a number does not.
+#[test]
+fn search_finds_exact_phone_and_id_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    let p = s
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "王小明")
+                .field("phone", "138-0013-8000")
+                .field("id_number", "11010519491231002X"),
+        )
+        .unwrap();
+    let org = s
+        .create(
+            NewRecord::new(Kind::Organisation, "g1")
+                .field("name", "Residents' committee")
+                .field("contact_phone", "010 6552 9988"),
+        )
+        .unwrap();
+    let found = |q: &str| -> Vec<String> {
+        s.search(q, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    for q in [
+        "13800138000",
+        "138 0013 8000",
+        "+86 138-0013-8000",
+        "11010519491231002x",
+    ] {
+        assert_eq!(found(q), [p.clone()], "{q}");
+    }
+    assert_eq!(found("(010) 6552-9988"), [org.clone()]);
+    assert!(
+        found("1380013").is_empty(),
+        "part of a number finds nothing"
+    );
+    assert!(s
+        .search("13800138000", Some(Kind::Place), 10)
+        .unwrap()
+        .is_empty());
+    // A changed number is found by its new value only; a deleted record not at all.
+    s.update(&p, Update::new().set("phone", "13900000000"))
+        .unwrap();
+    assert!(found("13800138000").is_empty());
+    assert_eq!(found("139 0000 0000"), [p.clone()]);
+    s.delete(&p, None).unwrap();
+    assert!(found("13900000000").is_empty());
+    // Names are still found as before.
+    assert_eq!(found("committee"), [org]);
+}

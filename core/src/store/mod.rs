@@ -278,6 +278,9 @@ impl Store {
                 .conn
                 .execute("DELETE FROM meta WHERE key = 'reproject'", [])?;
         }
+        if meta(&store.lock().conn, "renumber")?.as_deref() == Some("1") {
+            store.lock().fill_numbers()?;
+        }
         Ok(store)
     }
 
@@ -456,7 +459,7 @@ impl Store {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for table in ["links", "tags", "conflicts", "visited"] {
+        for table in ["links", "tags", "conflicts", "visited", "numbers"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         for kind in Kind::ALL {
@@ -483,6 +486,40 @@ impl Store {
 }
 
 impl Inner {
+    /// Fills the search's number index from the projection tables (a store made before it had one),
+    /// in one transaction: no document is read.
+    fn fill_numbers(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM numbers", [])?;
+        for kind in Kind::ALL {
+            for spec in kind
+                .fields()
+                .iter()
+                .filter(|f| kind.is_number_field(f.name))
+            {
+                let rows: Vec<(i64, String)> = {
+                    let mut st = tx.prepare(&format!(
+                        "SELECT rid, {c} FROM {t} WHERE {c} IS NOT NULL AND {c} <> ''",
+                        c = spec.name,
+                        t = kind.table()
+                    ))?;
+                    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                let mut ins =
+                    tx.prepare("INSERT OR IGNORE INTO numbers (number, rid) VALUES (?1, ?2)")?;
+                for (rid, value) in rows {
+                    if let Some(n) = crate::model::search_number(&value) {
+                        ins.execute(rusqlite::params![n, rid])?;
+                    }
+                }
+            }
+        }
+        tx.execute("DELETE FROM meta WHERE key = 'renumber'", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn area_path(&self, area: &str) -> Option<&str> {
         self.area_paths.get(area).map(String::as_str)
     }

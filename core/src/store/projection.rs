@@ -3,7 +3,7 @@
 use super::search;
 use crate::doc;
 use crate::error::{Error, Result};
-use crate::model::{time, Record};
+use crate::model::{search_number, time, Record};
 use automerge::Automerge;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::hash::{Hash, Hasher};
@@ -325,6 +325,25 @@ fn write_side_rows(
         for field in &record.conflicted_fields {
             conn.prepare_cached("INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)")?
                 .execute(params![rid, field])?;
+        }
+    }
+    let numbers = |r: &Record| -> Vec<String> {
+        let mut n: Vec<String> = r
+            .fields
+            .iter()
+            .filter(|(k, _)| r.kind.is_number_field(k))
+            .filter_map(|(_, v)| search_number(v))
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let now = numbers(record);
+    if before.is_none_or(|b| numbers(b) != now) {
+        clear("DELETE FROM numbers WHERE rid = ?1")?;
+        for n in &now {
+            conn.prepare_cached("INSERT OR IGNORE INTO numbers (number, rid) VALUES (?1, ?2)")?
+                .execute(params![n, rid])?;
         }
     }
     if before.is_none_or(|b| b.visited != record.visited) {

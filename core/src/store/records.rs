@@ -648,21 +648,35 @@ impl Store {
 
     /// Full-text search over names, addresses and notes of every kind (or one kind).
     pub fn search(&self, text: &str, kind: Option<Kind>, limit: u32) -> Result<Vec<RecordSummary>> {
-        let Some(query) = search::match_query(text) else {
-            return Ok(Vec::new());
-        };
+        let limit = limit.clamp(1, 1000);
+        let kind = kind.map(Kind::as_str);
         let inner = self.lock();
-        let rids: Vec<i64> = {
+        // A phone or ID-document number typed in any of its usual forms finds its records exactly.
+        let mut rids: Vec<i64> = match crate::model::search_number(text) {
+            Some(number) => {
+                let mut stmt = inner.conn.prepare_cached(
+                    "SELECT r.rid FROM numbers n JOIN records r ON r.rid = n.rid
+                     WHERE n.number = ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2)
+                     ORDER BY r.rid LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![number, kind, limit], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            }
+            None => Vec::new(),
+        };
+        if let Some(query) = search::match_query(text) {
             let mut stmt = inner.conn.prepare_cached(
                 "SELECT r.rid FROM search s JOIN records r ON r.rid = s.rowid
                  WHERE search MATCH ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2) LIMIT ?3",
             )?;
-            let rows = stmt.query_map(
-                rusqlite::params![query, kind.map(Kind::as_str), limit.clamp(1, 1000)],
-                |r| r.get(0),
-            )?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+            let rows = stmt.query_map(rusqlite::params![query, kind, limit], |r| r.get(0))?;
+            for rid in rows {
+                let rid = rid?;
+                if rids.len() < limit as usize && !rids.contains(&rid) {
+                    rids.push(rid);
+                }
+            }
+        }
         summaries(&inner, &rids)
     }
 }

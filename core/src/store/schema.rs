@@ -117,10 +117,17 @@ fn v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// Version 6: follow-up schedules as the relay sent them (`definition`: JSON of
 /// `gridwork_protocol::Schedule`), and the records each visit included (`visited`, from the visit's
 /// `visited` map), so what is due is one query. Existing visits fill it from their stored views; a
-/// store with visits written before views were kept re-projects once.
+/// store with visits written before views were kept re-projects once. And `numbers`: the phone and
+/// ID-document numbers of records as search looks them up (`gridwork_protocol::search_number`),
+/// filled from the projection tables when the store opens (`renumber`).
 fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
-        "CREATE TABLE schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
+        "CREATE TABLE numbers (
+             number TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (number, rid)) WITHOUT ROWID;
+         CREATE INDEX numbers_rid ON numbers (rid);
+         INSERT INTO meta (key, value) SELECT 'renumber', '1' WHERE EXISTS (SELECT 1 FROM records)
+             ON CONFLICT (key) DO UPDATE SET value = '1';
+         CREATE TABLE schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
          CREATE TABLE visited (
              visit INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (visit, record)) WITHOUT ROWID;
          CREATE INDEX visited_record ON visited (record);

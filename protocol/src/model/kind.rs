@@ -226,6 +226,12 @@ impl Kind {
             })
     }
 
+    /// Whether values of `field` are looked up as numbers by search (phones, ID-document numbers).
+    pub fn is_number_field(self, field: &str) -> bool {
+        self.spec(field)
+            .is_ok_and(|s| s.ty == FieldType::Phone || s.sensitive)
+    }
+
     /// `value` of `field` as a list shows it: a sensitive field (an ID-document number) masked to its
     /// last four characters ([`mask`]), any other as it is. A record's own page shows it in full.
     pub fn list_value(self, field: &str, value: &str) -> String {
@@ -439,6 +445,35 @@ mod tests {
     }
 }
 
+/// A phone or ID-document number as it is searched for: its digits (and an ID's check letter X),
+/// without spaces, dashes, brackets or a leading + / 0086 / 86 country code on an 11-digit Chinese
+/// mobile number. `None` for anything with fewer than 5 such characters or with letters other than
+/// X: not a number to look up.
+pub fn search_number(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            'x' | 'X' => out.push('X'),
+            ' ' | '-' | '+' | '(' | ')' | '.' => {}
+            _ => return None,
+        }
+    }
+    if out.contains('X')
+        && !(out.len() == 18 && out.ends_with('X') && out.matches('X').count() == 1)
+    {
+        return None;
+    }
+    for prefix in ["0086", "86"] {
+        if let Some(rest) = out.strip_prefix(prefix) {
+            if rest.len() == 11 && rest.starts_with('1') {
+                return Some(rest.to_owned());
+            }
+        }
+    }
+    (out.len() >= 5).then_some(out)
+}
+
 /// Hides all but the last 4 characters of a sensitive value (all of it when it is that short).
 pub fn mask(value: &str) -> String {
     let n = value.chars().count();
@@ -447,5 +482,32 @@ pub fn mask(value: &str) -> String {
     } else {
         let tail: String = value.chars().skip(n - 4).collect();
         format!("****{tail}")
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_searched_as_their_digits() {
+        for (typed, number) in [
+            ("138 0013 8000", "13800138000"),
+            ("+86 138-0013-8000", "13800138000"),
+            ("0086 13800138000", "13800138000"),
+            ("(010) 6552-9988", "01065529988"),
+            ("11010519491231002x", "11010519491231002X"),
+            ("110105194912310021", "110105194912310021"),
+            ("8612345", "8612345"),
+        ] {
+            assert_eq!(search_number(typed).as_deref(), Some(number), "{typed}");
+        }
+        for not_a_number in ["王小明", "1234", "12a45678", "X1234567", "Road 12", ""] {
+            assert_eq!(search_number(not_a_number), None, "{not_a_number}");
+        }
+        assert!(Kind::Person.is_number_field("phone"));
+        assert!(Kind::Person.is_number_field("id_number"));
+        assert!(Kind::Organisation.is_number_field("contact_phone"));
+        assert!(!Kind::Person.is_number_field("name"));
     }
 }

@@ -7,7 +7,7 @@ pub mod time;
 
 pub use area::{check_placement, Area, AreaLevel};
 pub use event::{EventAction, EventStatus};
-pub use kind::{mask, FieldSpec, FieldType, Kind, LinkType, ReviewState};
+pub use kind::{mask, search_number, FieldSpec, FieldType, Kind, LinkType, ReviewState};
 pub use schedule::{
     schedules_version, DueState, Every, Schedule, MAX_EVERY_DAYS, MAX_EVERY_MONTHS,
 };

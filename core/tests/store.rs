@@ -801,3 +801,29 @@ fn search_finds_exact_phone_and_id_numbers() {
     // Names are still found as before.
     assert_eq!(found("committee"), [org]);
 }
+
+/// A grid's list of people reads in pinyin order, Latin names in the same alphabet, page after page.
+#[test]
+fn lists_sort_chinese_names_by_pinyin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "wang", Role::Worker, "g1");
+    for name in ["张伟", "Anna Smith", "王芳", "李华", "阿兰", "Zoe", "陈静", "bob"] {
+        s.create(NewRecord::new(Kind::Person, "g1").field("name", name))
+            .unwrap();
+    }
+    let mut q = ListQuery::new(Kind::Person);
+    q.limit = 3;
+    let mut names = Vec::new();
+    loop {
+        let page = s.list(&q).unwrap();
+        names.extend(page.items.into_iter().map(|r| r.title));
+        match page.next_offset {
+            Some(next) => q.offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        names,
+        ["阿兰", "Anna Smith", "bob", "陈静", "李华", "王芳", "张伟", "Zoe"]
+    );
+}

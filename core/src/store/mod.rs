@@ -170,6 +170,8 @@ pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> R
         r.get::<_, i64>(0)
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Lists sort names the way Chinese readers expect (see `search::sort_key`).
+    conn.create_collation("PINYIN", search::compare_names)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Corrupt(format!(

@@ -611,7 +611,7 @@ impl Store {
         }
         let limit = query.limit.clamp(1, 10_000);
         sql.push_str(&format!(
-            " ORDER BY p.{} COLLATE NOCASE, r.rid LIMIT {} OFFSET {}",
+            " ORDER BY p.{} COLLATE PINYIN, r.rid LIMIT {} OFFSET {}",
             kind.title_field(),
             limit + 1,
             query.offset

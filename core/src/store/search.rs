@@ -55,6 +55,30 @@ fn runs(text: &str) -> Vec<Run<'_>> {
     out
 }
 
+/// How names sort in lists: Chinese characters by their pinyin with the tone (王 as `wang2`), every
+/// other character case-insensitively, so that a grid's mixed list reads in one alphabetical order:
+/// Li Wei, 黎明 (li2), 李华 (li3), 王芳, Zhang San. A syllable written in Latin letters, without a
+/// tone, comes before the same syllable in characters.
+pub fn sort_key(s: &str) -> String {
+    use pinyin::ToPinyin;
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        match c.to_pinyin() {
+            Some(p) => {
+                out.push_str(p.with_tone_num_end());
+                out.push(' ');
+            }
+            None => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
+/// The `PINYIN` collation of the store's connections: [`sort_key`] order, ties by the text itself.
+pub fn compare_names(a: &str, b: &str) -> std::cmp::Ordering {
+    sort_key(a).cmp(&sort_key(b)).then_with(|| a.cmp(b))
+}
+
 /// The text handed to FTS5 for indexing.
 pub fn index_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -111,6 +135,37 @@ mod tests {
             index_text("Li Wei 李伟, 幸福路12号"),
             "Li Wei 李伟 李 伟 幸福 福路 幸 福 路 12 号 "
         );
+    }
+
+    #[test]
+    fn names_sort_by_pinyin_and_latin_letters_alike() {
+        let mut names = vec![
+            "Zhang San",
+            "王芳",
+            "李华",
+            "Li Wei",
+            "阿兰",
+            "bob",
+            "Anna",
+            "王",
+            "黎明",
+        ];
+        names.sort_by(|a, b| compare_names(a, b));
+        assert_eq!(
+            names,
+            [
+                "阿兰",
+                "Anna",
+                "bob",
+                "Li Wei",
+                "黎明",
+                "李华",
+                "王",
+                "王芳",
+                "Zhang San"
+            ]
+        );
+        assert_eq!(sort_key("王芳"), "wang2 fang1 ");
     }
 
     #[test]

@@ -324,6 +324,18 @@ impl GridworkStore {
 
     // ------------------------------------------------------------------- follow-ups
 
+    /// What reached this user and is not marked seen (show it after each sync): events assigned or
+    /// handed down to them, their visits returned, follow-ups due today or overdue on their calendar
+    /// day (`utc_offset_minutes`, 480 in China).
+    pub fn new_for_me(&self, utc_offset_minutes: i32) -> Result<Vec<gridwork_core::NewForMe>> {
+        Ok(self.store.new_for_me(None, utc_offset_minutes)?)
+    }
+
+    /// Marks items of `new_for_me` (by their keys) seen; they do not come back.
+    pub fn mark_new_for_me_seen(&self, keys: Vec<String>) -> Result<()> {
+        Ok(self.store.mark_new_for_me_seen(&keys)?)
+    }
+
     /// The follow-up schedules this device has from the relay (they arrive at sync).
     pub fn schedules(&self) -> Result<Vec<gridwork_core::Schedule>> {
         Ok(self.store.schedules()?)

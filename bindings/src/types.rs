@@ -8,8 +8,8 @@ use gridwork_core as core;
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
     EventAction, EventStatus, Every, FieldChange, Followup, FollowupQuery, GeoPoint, HistoryEntry,
-    Identity, Kind, Link, LinkEdge, LinkType, QuarantineOrigin, QuarantinedChange, ReviewState,
-    Role, Schedule, TimelineEntry,
+    Identity, Kind, Link, LinkEdge, LinkType, NewForMe, NewForMeKind, QuarantineOrigin,
+    QuarantinedChange, ReviewState, Role, Schedule, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -91,6 +91,15 @@ pub enum DueState {
     Later,
 }
 
+/// Why an item is in the "new for me" list.
+#[uniffi::remote(Enum)]
+pub enum NewForMeKind {
+    Assigned,
+    HandedDown,
+    VisitReturned,
+    FollowupDue,
+}
+
 /// How often a schedule's records are due a visit: every n days, or every n calendar months.
 #[uniffi::remote(Enum)]
 pub enum Every {
@@ -99,6 +108,20 @@ pub enum Every {
 }
 
 // ------------------------------------------------------------------- records carried as they are
+
+/// One item of the "new for me" list: what, which record, when, by whom, with which comment; `key`
+/// names it for `mark_new_for_me_seen`.
+#[uniffi::remote(Record)]
+pub struct NewForMe {
+    pub what: NewForMeKind,
+    pub record_id: String,
+    pub kind: Kind,
+    pub title: String,
+    pub at: Option<String>,
+    pub by: Option<String>,
+    pub comment: Option<String>,
+    pub key: String,
+}
 
 /// A follow-up schedule an operator defined on the relay for an area's subtree.
 #[uniffi::remote(Record)]

@@ -146,6 +146,9 @@ pub enum Command {
     Due(cmd::followups::DueArgs),
     /// The follow-up schedules this device has from the relay.
     Schedules,
+    /// What is new for you: events assigned or handed down to you, your visits returned, follow-ups
+    /// due. `--seen` marks them seen.
+    Inbox(cmd::followups::InboxArgs),
 
     /// Who changed a record, when, and what.
     History(cmd::changes::HistoryArgs),
@@ -225,6 +228,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Event(c) => cmd::events::run(&ctx, c),
         Command::Due(a) => cmd::followups::due(&ctx, a),
         Command::Schedules => cmd::followups::schedules(&ctx),
+        Command::Inbox(a) => cmd::followups::inbox(&ctx, a),
         Command::History(a) => cmd::changes::history(&ctx, a),
         Command::Conflicts => cmd::changes::conflicts(&ctx),
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),

@@ -1255,6 +1255,22 @@ fn due_lists_what_the_relays_schedules_make_due() {
         li.as_str()
     );
     wang.fails(2, &["due", "--utc-offset", "+99:00"]);
+    // New for wang: nothing but what is due (her visit is not due for a week), then nothing.
+    let other = wang.add(&[
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=Zhou Min",
+        "--tag",
+        "lives alone",
+    ]);
+    let inbox = wang.json(&["inbox"]);
+    assert_eq!(inbox.as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox[0]["what"], "followup_due");
+    assert_eq!(inbox[0]["record_id"], other.as_str());
+    assert!(wang.ok(&["inbox", "--seen"]).contains("now marked seen"));
+    assert!(wang.ok(&["inbox"]).contains("nothing new"));
 }
 
 /// The README's first command: the whole story on an embedded relay, ending with every device equal.

@@ -14,8 +14,8 @@ pub use model::*;
 pub use store::GeoPoint;
 pub use store::{
     ApplyReport, DiscardReport, DroppedEdit, Durability, Followup, FollowupQuery, ListQuery,
-    NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk,
-    Store, StoreKey, StoreOptions, Update,
+    NewForMe, NewForMeKind, NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange,
+    RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions, Update,
 };
 pub use sync::{
     CancelToken, IdentityClaims, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase,

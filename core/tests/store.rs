@@ -807,7 +807,16 @@ fn search_finds_exact_phone_and_id_numbers() {
 fn lists_sort_chinese_names_by_pinyin() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), "wang", Role::Worker, "g1");
-    for name in ["张伟", "Anna Smith", "王芳", "李华", "阿兰", "Zoe", "陈静", "bob"] {
+    for name in [
+        "张伟",
+        "Anna Smith",
+        "王芳",
+        "李华",
+        "阿兰",
+        "Zoe",
+        "陈静",
+        "bob",
+    ] {
         s.create(NewRecord::new(Kind::Person, "g1").field("name", name))
             .unwrap();
     }
@@ -824,6 +833,15 @@ fn lists_sort_chinese_names_by_pinyin() {
     }
     assert_eq!(
         names,
-        ["阿兰", "Anna Smith", "bob", "陈静", "李华", "王芳", "张伟", "Zoe"]
+        [
+            "阿兰",
+            "Anna Smith",
+            "bob",
+            "陈静",
+            "李华",
+            "王芳",
+            "张伟",
+            "Zoe"
+        ]
     );
 }

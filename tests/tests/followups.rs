@@ -302,3 +302,127 @@ fn closed_events_are_due_a_recheck() {
     zhou.sync();
     assert!(due(&zhou.store, now + 40 * DAY).is_empty());
 }
+
+/// "New for me" after a sync: an event the supervisor handed down to the worker's grid and assigned to
+/// the worker, the worker's visit returned with a comment, a follow-up due; marked seen, they stay
+/// away, and a later step brings only itself back.
+#[test]
+fn new_for_me_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    relay.admin(&[
+        "schedule",
+        "add",
+        "alone",
+        "--area",
+        "c1",
+        "--kind",
+        "person",
+        "--tag",
+        "lives alone",
+        "--every",
+        "weekly",
+        "--name",
+        "Living alone: weekly visit",
+    ]);
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");
+    let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");
+    for d in [&wang, &li, &zhou] {
+        d.sync();
+    }
+    let inbox = |d: &Device| d.store.new_for_me(None, 480).unwrap();
+    assert!(inbox(&wang).is_empty());
+
+    let event = li
+        .store
+        .create(
+            NewRecord::new(Kind::Event, "g1")
+                .field("category", "hazard_report")
+                .field("title", "Stairwell light broken"),
+        )
+        .unwrap();
+    li.store
+        .transition(&event, EventAction::Escalate, Some("needs an electrician"))
+        .unwrap();
+    let visit = wang.store.start_visit("g1", "weekly check", None).unwrap();
+    wang.store.finish_visit(&visit, None).unwrap();
+    for d in [&li, &wang, &zhou] {
+        d.sync();
+    }
+    zhou.store
+        .transition(
+            &event,
+            EventAction::HandDown { area: "g1".into() },
+            Some("electrician booked for Tuesday"),
+        )
+        .unwrap();
+    zhou.store
+        .transition(
+            &event,
+            EventAction::Assign {
+                assignee: "wang".into(),
+            },
+            None,
+        )
+        .unwrap();
+    zhou.store
+        .review_visit(&visit, ReviewState::Returned, Some("add the meter photo"))
+        .unwrap();
+    zhou.sync();
+    wang.sync();
+
+    let items = inbox(&wang);
+    let what: Vec<(NewForMeKind, &str)> = items
+        .iter()
+        .map(|i| (i.what, i.record_id.as_str()))
+        .collect();
+    for expected in [
+        (NewForMeKind::Assigned, event.as_str()),
+        (NewForMeKind::HandedDown, event.as_str()),
+        (NewForMeKind::VisitReturned, visit.as_str()),
+    ] {
+        assert!(what.contains(&expected), "{expected:?} in {what:?}");
+    }
+    assert_eq!(items.len(), 3, "{what:?}");
+    let returned = items
+        .iter()
+        .find(|i| i.what == NewForMeKind::VisitReturned)
+        .unwrap();
+    assert_eq!(returned.comment.as_deref(), Some("add the meter photo"));
+    assert_eq!(returned.by.as_deref(), Some("zhou"));
+    let handed = items
+        .iter()
+        .find(|i| i.what == NewForMeKind::HandedDown)
+        .unwrap();
+    assert_eq!(
+        handed.comment.as_deref(),
+        Some("electrician booked for Tuesday")
+    );
+    // The supervisor's own steps are not new for the supervisor.
+    assert!(inbox(&zhou).is_empty(), "{:?}", inbox(&zhou));
+
+    let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
+    wang.store.mark_new_for_me_seen(&keys).unwrap();
+    assert!(inbox(&wang).is_empty());
+    // A record under a schedule, never visited: due now, new until seen.
+    let alone = wang
+        .store
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "Li Hua")
+                .tag("lives alone"),
+        )
+        .unwrap();
+    let items = inbox(&wang);
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].what, items[0].record_id.as_str()),
+        (NewForMeKind::FollowupDue, alone.as_str())
+    );
+    assert!(matches!(
+        wang.store.mark_new_for_me_seen(&["nonsense".into()]),
+        Err(Error::InvalidInput(_))
+    ));
+}

@@ -268,6 +268,13 @@ class SyncTest {
                 w.sync(wangConfig, null)
                 assertEquals("returned", w.get(visit).fields["review_state"])
                 assertEquals("zhou", w.get(visit).fields["reviewer"])
+                // New for the worker after the sync: the returned visit, with the comment.
+                val news = w.newForMe(480)
+                val returned = news.single { it.what == NewForMeKind.VISIT_RETURNED }
+                assertEquals(visit, returned.recordId)
+                assertEquals("add the photo of the meter", returned.comment)
+                w.markNewForMeSeen(news.map { it.key })
+                assertTrue(w.newForMe(480).isEmpty())
             }
         }
     }

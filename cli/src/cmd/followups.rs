@@ -2,7 +2,7 @@
 use crate::ctx::{CliResult, Ctx};
 use crate::output::{self, count, Table};
 use clap::Args;
-use gridwork_core::{time, DueState, FollowupQuery};
+use gridwork_core::{time, DueState, FollowupQuery, NewForMeKind};
 
 pub const EXAMPLES: &str = "\
 EXAMPLES:
@@ -115,6 +115,66 @@ pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
             "{}\n{} ({overdue} overdue); times in UTC\n",
             t.render(),
             count(items.len(), "follow-up")
+        )
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// Mark everything listed as seen: it does not come back.
+    #[arg(long)]
+    pub seen: bool,
+    /// The office's offset from UTC, for which follow-ups are due today: +08:00 unless given.
+    #[arg(
+        long,
+        value_name = "±HH:MM",
+        default_value = "+08:00",
+        allow_hyphen_values = true,
+        value_parser = offset_minutes
+    )]
+    pub utc_offset: i32,
+}
+
+/// `inbox`: what is new for this user since they last marked it seen.
+pub fn inbox(ctx: &Ctx, a: &InboxArgs) -> CliResult<()> {
+    let items = ctx.store.new_for_me(None, a.utc_offset)?;
+    if a.seen {
+        let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
+        ctx.store.mark_new_for_me_seen(&keys)?;
+    }
+    ctx.print(&items, || {
+        if items.is_empty() {
+            return "nothing new".into();
+        }
+        let mut t = Table::new(["WHAT", "RECORD", "TITLE", "WHEN", "BY", "COMMENT"]);
+        for i in &items {
+            let what = match i.what {
+                NewForMeKind::Assigned => "assigned to you",
+                NewForMeKind::HandedDown => "handed down",
+                NewForMeKind::VisitReturned => "visit returned",
+                NewForMeKind::FollowupDue => "follow-up due",
+            };
+            t.row([
+                what.to_owned(),
+                i.record_id.clone(),
+                output::truncate(&i.title, 24),
+                i.at.as_deref()
+                    .map(output::short_time)
+                    .unwrap_or_else(|| "now".into()),
+                i.by.clone().unwrap_or_else(|| "-".into()),
+                output::truncate(i.comment.as_deref().unwrap_or("-"), 40),
+            ]);
+        }
+        format!(
+            "{}\n{} new{}; times in UTC\n",
+            t.render(),
+            count(items.len(), "item"),
+            if a.seen {
+                ", now marked seen"
+            } else {
+                " (--seen marks them seen)"
+            }
         )
     });
     Ok(())

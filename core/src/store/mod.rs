@@ -8,6 +8,7 @@ mod attachments;
 mod events;
 mod followups;
 mod identity;
+mod inbox;
 mod merge;
 mod projection;
 mod purge;
@@ -22,6 +23,7 @@ pub mod search;
 mod visits;
 
 pub use followups::{Followup, FollowupQuery};
+pub use inbox::{NewForMe, NewForMeKind};
 pub use merge::{ApplyReport, OutboxChange, RemoteChunk};
 pub use quarantine::{DiscardReport, DroppedEdit, QuarantineOrigin, QuarantinedChange};
 pub use records::new_record_id;

@@ -119,7 +119,8 @@ fn v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// `visited` map), so what is due is one query. Existing visits fill it from their stored views; a
 /// store with visits written before views were kept re-projects once. And `numbers`: the phone and
 /// ID-document numbers of records as search looks them up (`gridwork_protocol::search_number`),
-/// filled from the projection tables when the store opens (`renumber`).
+/// filled from the projection tables when the store opens (`renumber`). And `seen_items`: the "new for
+/// me" items the user has looked at.
 fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TABLE numbers (
@@ -127,6 +128,7 @@ fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          CREATE INDEX numbers_rid ON numbers (rid);
          INSERT INTO meta (key, value) SELECT 'renumber', '1' WHERE EXISTS (SELECT 1 FROM records)
              ON CONFLICT (key) DO UPDATE SET value = '1';
+         CREATE TABLE seen_items (key TEXT PRIMARY KEY, record TEXT NOT NULL);
          CREATE TABLE schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
          CREATE TABLE visited (
              visit INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (visit, record)) WITHOUT ROWID;

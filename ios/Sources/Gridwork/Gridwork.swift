@@ -763,9 +763,21 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func list(query: ListQuery) throws  -> Page
     
     /**
+     * Marks items of `new_for_me` (by their keys) seen; they do not come back.
+     */
+    func markNewForMeSeen(keys: [String]) throws 
+    
+    /**
      * Moves a record to another home area; both must be in the user's scope.
      */
     func moveRecord(id: String, area: String) throws 
+    
+    /**
+     * What reached this user and is not marked seen (show it after each sync): events assigned or
+     * handed down to them, their visits returned, follow-ups due today or overdue on their calendar
+     * day (`utc_offset_minutes`, 480 in China).
+     */
+    func newForMe(utcOffsetMinutes: Int32) throws  -> [NewForMe]
     
     /**
      * Local changes not yet accepted by the relay.
@@ -1306,6 +1318,18 @@ open func list(query: ListQuery)throws  -> Page  {
 }
     
     /**
+     * Marks items of `new_for_me` (by their keys) seen; they do not come back.
+     */
+open func markNewForMeSeen(keys: [String])throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_mark_new_for_me_seen(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(keys),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Moves a record to another home area; both must be in the user's scope.
      */
 open func moveRecord(id: String, area: String)throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
@@ -1316,6 +1340,21 @@ open func moveRecord(id: String, area: String)throws   {try rustCallWithError(Ff
         FfiConverterString.lower(area),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * What reached this user and is not marked seen (show it after each sync): events assigned or
+     * handed down to them, their visits returned, follow-ups due today or overdue on their calendar
+     * day (`utc_offset_minutes`, 480 in China).
+     */
+open func newForMe(utcOffsetMinutes: Int32)throws  -> [NewForMe]  {
+    return try  FfiConverterSequenceTypeNewForMe.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_new_for_me(
+            self.uniffiCloneHandle(),
+        FfiConverterInt32.lower(utcOffsetMinutes),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2996,6 +3035,88 @@ public func FfiConverterTypeListQuery_lift(_ buf: RustBuffer) throws -> ListQuer
 #endif
 public func FfiConverterTypeListQuery_lower(_ value: ListQuery) -> RustBuffer {
     return FfiConverterTypeListQuery.lower(value)
+}
+
+
+/**
+ * One item of the "new for me" list: what, which record, when, by whom, with which comment; `key`
+ * names it for `mark_new_for_me_seen`.
+ */
+public struct NewForMe: Equatable, Hashable {
+    public let what: NewForMeKind
+    public let recordId: String
+    public let kind: Kind
+    public let title: String
+    public let at: String?
+    public let by: String?
+    public let comment: String?
+    public let key: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(what: NewForMeKind, recordId: String, kind: Kind, title: String, at: String?, by: String?, comment: String?, key: String) {
+        self.what = what
+        self.recordId = recordId
+        self.kind = kind
+        self.title = title
+        self.at = at
+        self.by = by
+        self.comment = comment
+        self.key = key
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension NewForMe: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNewForMe: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NewForMe {
+        return
+            try NewForMe(
+                what: FfiConverterTypeNewForMeKind.read(from: &buf), 
+                recordId: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeKind.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                at: FfiConverterOptionString.read(from: &buf), 
+                by: FfiConverterOptionString.read(from: &buf), 
+                comment: FfiConverterOptionString.read(from: &buf), 
+                key: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: NewForMe, into buf: inout [UInt8]) {
+        FfiConverterTypeNewForMeKind.write(value.what, into: &buf)
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterTypeKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterOptionString.write(value.at, into: &buf)
+        FfiConverterOptionString.write(value.by, into: &buf)
+        FfiConverterOptionString.write(value.comment, into: &buf)
+        FfiConverterString.write(value.key, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewForMe_lift(_ buf: RustBuffer) throws -> NewForMe {
+    return try FfiConverterTypeNewForMe.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewForMe_lower(_ value: NewForMe) -> RustBuffer {
+    return FfiConverterTypeNewForMe.lower(value)
 }
 
 
@@ -4957,6 +5078,89 @@ public func FfiConverterTypeLinkType_lower(_ value: LinkType) -> RustBuffer {
 
 
 
+/**
+ * Why an item is in the "new for me" list.
+ */
+
+public enum NewForMeKind: Equatable, Hashable {
+    
+    case assigned
+    case handedDown
+    case visitReturned
+    case followupDue
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension NewForMeKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNewForMeKind: FfiConverterRustBuffer {
+    typealias SwiftType = NewForMeKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NewForMeKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .assigned
+        
+        case 2: return .handedDown
+        
+        case 3: return .visitReturned
+        
+        case 4: return .followupDue
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: NewForMeKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .assigned:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .handedDown:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .visitReturned:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .followupDue:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewForMeKind_lift(_ buf: RustBuffer) throws -> NewForMeKind {
+    return try FfiConverterTypeNewForMeKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewForMeKind_lower(_ value: NewForMeKind) -> RustBuffer {
+    return FfiConverterTypeNewForMeKind.lower(value)
+}
+
+
+
 
 public enum QuarantineOrigin: Equatable, Hashable {
     
@@ -5780,6 +5984,31 @@ fileprivate struct FfiConverterSequenceTypeLinkEdge: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeNewForMe: FfiConverterRustBuffer {
+    typealias SwiftType = [NewForMe]
+
+    public static func write(_ value: [NewForMe], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeNewForMe.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [NewForMe] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [NewForMe]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeNewForMe.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeQuarantinedChange: FfiConverterRustBuffer {
     typealias SwiftType = [QuarantinedChange]
 
@@ -6021,7 +6250,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_list() != 19240) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_new_for_me_seen() != 59073) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_move_record() != 53397) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_new_for_me() != 27574) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_outbox_len() != 7604) {

@@ -414,9 +414,19 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_links_of(uint64_t ptr, Ru
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_list(uint64_t ptr, RustBuffer query, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
+void uniffi_gridwork_ffi_fn_method_gridworkstore_mark_new_for_me_seen(uint64_t ptr, RustBuffer keys, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_RECORD
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_RECORD
 void uniffi_gridwork_ffi_fn_method_gridworkstore_move_record(uint64_t ptr, RustBuffer id, RustBuffer area, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_NEW_FOR_ME
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_NEW_FOR_ME
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_new_for_me(uint64_t ptr, int32_t utc_offset_minutes, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_OUTBOX_LEN
@@ -985,9 +995,21 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_list(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_new_for_me_seen(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MOVE_RECORD
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MOVE_RECORD
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_move_record(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_NEW_FOR_ME
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_NEW_FOR_ME
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_new_for_me(void
     
 );
 #endif

@@ -6,6 +6,7 @@
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
 mod events;
+mod export;
 mod followups;
 mod identity;
 mod inbox;
@@ -22,6 +23,7 @@ pub mod schema;
 pub mod search;
 mod visits;
 
+pub use export::{ExportFormat, ExportQuery, MAX_EXPORT_ROWS};
 pub use followups::{Followup, FollowupQuery};
 pub use inbox::{NewForMe, NewForMeKind};
 pub use merge::{ApplyReport, OutboxChange, RemoteChunk};

@@ -322,6 +322,17 @@ impl GridworkStore {
         Ok(summaries(self.store.review_queue(limit)?))
     }
 
+    // ------------------------------------------------------------------- exports
+
+    /// A kind's records in scope as a file (CSV with BOM, XLSX or GeoJSON) an app can save and share.
+    pub fn export_records(
+        &self,
+        query: gridwork_core::ExportQuery,
+        format: gridwork_core::ExportFormat,
+    ) -> Result<Vec<u8>> {
+        Ok(self.store.export_records(&query, format)?)
+    }
+
     // ------------------------------------------------------------------- follow-ups
 
     /// What reached this user and is not marked seen (show it after each sync): events assigned or

@@ -7,9 +7,9 @@
 use gridwork_core as core;
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
-    EventAction, EventStatus, Every, FieldChange, Followup, FollowupQuery, GeoPoint, HistoryEntry,
-    Identity, Kind, Link, LinkEdge, LinkType, NewForMe, NewForMeKind, QuarantineOrigin,
-    QuarantinedChange, ReviewState, Role, Schedule, TimelineEntry,
+    EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange, Followup,
+    FollowupQuery, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType, NewForMe,
+    NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role, Schedule, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -91,6 +91,14 @@ pub enum DueState {
     Later,
 }
 
+/// The file format of an export.
+#[uniffi::remote(Enum)]
+pub enum ExportFormat {
+    Csv,
+    Xlsx,
+    GeoJson,
+}
+
 /// Why an item is in the "new for me" list.
 #[uniffi::remote(Enum)]
 pub enum NewForMeKind {
@@ -121,6 +129,19 @@ pub struct NewForMe {
     pub by: Option<String>,
     pub comment: Option<String>,
     pub key: String,
+}
+
+/// What to export: a kind, optionally an area's subtree, a tag, and for visits and events a period
+/// (`from` inclusive, `until` exclusive, seconds since the epoch); ID numbers in full only for
+/// supervisors and operators who ask.
+#[uniffi::remote(Record)]
+pub struct ExportQuery {
+    pub kind: Kind,
+    pub area: Option<String>,
+    pub tag: Option<String>,
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+    pub unmasked: bool,
 }
 
 /// A follow-up schedule an operator defined on the relay for an area's subtree.

@@ -149,6 +149,10 @@ pub enum Command {
     /// What is new for you: events assigned or handed down to you, your visits returned, follow-ups
     /// due. `--seen` marks them seen.
     Inbox(cmd::followups::InboxArgs),
+    /// Export a kind's records (by area, tag, period) to CSV, XLSX or GeoJSON for a spreadsheet,
+    /// another department or a map.
+    #[command(after_long_help = cmd::followups::REPORT_EXAMPLES)]
+    Report(cmd::followups::ReportArgs),
 
     /// Who changed a record, when, and what.
     History(cmd::changes::HistoryArgs),
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Due(a) => cmd::followups::due(&ctx, a),
         Command::Schedules => cmd::followups::schedules(&ctx),
         Command::Inbox(a) => cmd::followups::inbox(&ctx, a),
+        Command::Report(a) => cmd::followups::report(&ctx, a),
         Command::History(a) => cmd::changes::history(&ctx, a),
         Command::Conflicts => cmd::changes::conflicts(&ctx),
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),

@@ -1293,3 +1293,106 @@ fn the_demo_runs_to_the_end() {
         "{stdout}"
     );
 }
+
+#[test]
+fn report_writes_csv_xlsx_and_geojson_files() {
+    let root = tempfile::tempdir().unwrap();
+    let zhao = Dev::new(root.path(), "zhao");
+    zhao.init("zhao", "supervisor", "c1");
+    zhao.add(&[
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=王小明",
+        "--set",
+        "id_number=110105194912310021",
+        "--tag",
+        "lives alone",
+    ]);
+    zhao.add(&[
+        "place",
+        "--area",
+        "g1",
+        "--set",
+        "name=幸福路12号",
+        "--set",
+        "lat=31.23",
+        "--set",
+        "lon=121.47",
+    ]);
+    let out = root.path().join("people.csv");
+    let o = out.to_str().unwrap();
+    let written = zhao.json(&["report", "person", "--format", "csv", "--out", o]);
+    assert!(written["bytes"].as_u64().unwrap() > 3);
+    let csv = std::fs::read(&out).unwrap();
+    assert!(csv.starts_with(b"\xEF\xBB\xBF"));
+    let text = String::from_utf8_lossy(&csv);
+    assert!(
+        text.contains("王小明") && text.contains("****0021"),
+        "{text}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    zhao.ok(&[
+        "report",
+        "person",
+        "--format",
+        "csv",
+        "--out",
+        o,
+        "--unmasked",
+    ]);
+    assert!(String::from_utf8_lossy(&std::fs::read(&out).unwrap()).contains("110105194912310021"));
+    let x = root.path().join("people.xlsx");
+    zhao.ok(&[
+        "report",
+        "person",
+        "--format",
+        "xlsx",
+        "--out",
+        x.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&x).unwrap().starts_with(b"PK"),
+        "a zip container"
+    );
+    let g = root.path().join("places.geojson");
+    zhao.ok(&[
+        "report",
+        "place",
+        "--format",
+        "geojson",
+        "--out",
+        g.to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&std::fs::read(&g).unwrap()).unwrap();
+    assert_eq!(
+        v["features"][0]["geometry"]["coordinates"],
+        serde_json::json!([121.47, 31.23])
+    );
+    // A worker's export masks, and asking for more is refused.
+    let wang = Dev::new(root.path(), "wang");
+    wang.init("wang", "worker", "g1");
+    let err = wang.fails(
+        1,
+        &[
+            "report",
+            "person",
+            "--format",
+            "csv",
+            "--out",
+            o,
+            "--unmasked",
+        ],
+    );
+    assert!(err.contains("supervisors and operators"), "{err}");
+    let err = wang.fails(1, &["report", "person", "--format", "geojson", "--out", o]);
+    assert!(err.contains("coordinates"), "{err}");
+}

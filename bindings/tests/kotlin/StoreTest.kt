@@ -70,6 +70,11 @@ class StoreTest {
             // A list masks the ID number as the CLI does; the record itself has it in full.
             assertEquals("****0021", people.items.single { it.id == grandma }.fields["id_number"])
             assertEquals("110105194105090021", store.get(grandma).fields["id_number"])
+            // An export an app can save and share: CSV with a byte-order mark, ID numbers masked.
+            val csv = store.exportRecords(ExportQuery(Kind.PERSON, "g1", null, null, null, false), ExportFormat.CSV)
+            assertEquals(listOf(0xEF.toByte(), 0xBB.toByte(), 0xBF.toByte()), csv.take(3))
+            val text = csv.drop(3).toByteArray().toString(Charsets.UTF_8)
+            assertTrue("王秀英" in text && "****0021" in text && "110105194105090021" !in text, text)
             assertNull(people.nextOffset)
             assertEquals(1, store.list(ListQuery(kind = Kind.PERSON, tag = "needs care")).items.size)
             assertEquals(listOf(grandma), store.search("秀英", Kind.PERSON, 10u).map { it.id })

@@ -219,3 +219,69 @@ mod tests {
         }
     }
 }
+
+pub const REPORT_EXAMPLES: &str = "\
+EXAMPLES:
+  gridwork --store ./zhao report person --tag 'lives alone' --format xlsx --out alone.xlsx
+  gridwork --store ./zhao report person --area g2 --format csv --out g2-people.csv --unmasked
+  gridwork --store ./zhao report visit --from 2026-11-01T00:00:00Z --until 2026-12-01T00:00:00Z \\
+      --format geojson --out november-visits.geojson";
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Xlsx,
+    Geojson,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The kind of record to export.
+    pub kind: crate::cmd::records::KindArg,
+    /// csv (UTF-8 with BOM, opens in spreadsheet programs), xlsx, or geojson (places and visits).
+    #[arg(long, value_enum)]
+    pub format: FormatArg,
+    /// The file to write (created with mode 0600: it holds personal data).
+    #[arg(long, value_name = "FILE")]
+    pub out: std::path::PathBuf,
+    /// Only records in this area's subtree.
+    #[arg(long, value_name = "AREA")]
+    pub area: Option<String>,
+    /// Only records with this tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Visits by start, events by report time: from this moment (ISO-8601 UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub from: Option<i64>,
+    /// ... until this moment (exclusive).
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub until: Option<i64>,
+    /// ID numbers in full (supervisors and operators only; lists and exports mask them otherwise).
+    #[arg(long)]
+    pub unmasked: bool,
+}
+
+/// `report`: a list exported to a file for a spreadsheet, another department or a map.
+pub fn report(ctx: &Ctx, a: &ReportArgs) -> CliResult<()> {
+    let query = gridwork_core::ExportQuery {
+        kind: a.kind.into(),
+        area: a.area.clone(),
+        tag: a.tag.clone(),
+        from: a.from,
+        until: a.until,
+        unmasked: a.unmasked,
+    };
+    let format = match a.format {
+        FormatArg::Csv => gridwork_core::ExportFormat::Csv,
+        FormatArg::Xlsx => gridwork_core::ExportFormat::Xlsx,
+        FormatArg::Geojson => gridwork_core::ExportFormat::GeoJson,
+    };
+    let bytes = ctx.store.export_records(&query, format)?;
+    crate::cmd::write_private(&a.out, &bytes)?;
+    let path = a.out.display().to_string();
+    ctx.print(
+        &serde_json::json!({"file": path, "bytes": bytes.len()}),
+        || format!("wrote {path} ({} bytes)", bytes.len()),
+    );
+    Ok(())
+}

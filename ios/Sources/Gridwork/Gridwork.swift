@@ -712,6 +712,11 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func exportDocument(id: String) throws  -> Data
     
     /**
+     * A kind's records in scope as a file (CSV with BOM, XLSX or GeoJSON) an app can save and share.
+     */
+    func exportRecords(query: ExportQuery, format: ExportFormat) throws  -> Data
+    
+    /**
      * Downloads an attachment on demand (checked against its hash) and keeps it.
      */
     func fetchAttachment(config: SyncConfig, recordId: String, sha256: String) throws  -> Data
@@ -1173,6 +1178,20 @@ open func exportDocument(id: String)throws  -> Data  {
     uniffi_gridwork_ffi_fn_method_gridworkstore_export_document(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(id),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A kind's records in scope as a file (CSV with BOM, XLSX or GeoJSON) an app can save and share.
+     */
+open func exportRecords(query: ExportQuery, format: ExportFormat)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_export_records(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeExportQuery_lower(query),
+        FfiConverterTypeExportFormat_lower(format),uniffiCallStatus
     )
 })
 }
@@ -2430,6 +2449,81 @@ public func FfiConverterTypeDroppedEdit_lift(_ buf: RustBuffer) throws -> Droppe
 #endif
 public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffer {
     return FfiConverterTypeDroppedEdit.lower(value)
+}
+
+
+/**
+ * What to export: a kind, optionally an area's subtree, a tag, and for visits and events a period
+ * (`from` inclusive, `until` exclusive, seconds since the epoch); ID numbers in full only for
+ * supervisors and operators who ask.
+ */
+public struct ExportQuery: Equatable, Hashable {
+    public let kind: Kind
+    public let area: String?
+    public let tag: String?
+    public let from: Int64?
+    public let until: Int64?
+    public let unmasked: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(kind: Kind, area: String?, tag: String?, from: Int64?, until: Int64?, unmasked: Bool) {
+        self.kind = kind
+        self.area = area
+        self.tag = tag
+        self.from = from
+        self.until = until
+        self.unmasked = unmasked
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ExportQuery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeExportQuery: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ExportQuery {
+        return
+            try ExportQuery(
+                kind: FfiConverterTypeKind.read(from: &buf), 
+                area: FfiConverterOptionString.read(from: &buf), 
+                tag: FfiConverterOptionString.read(from: &buf), 
+                from: FfiConverterOptionInt64.read(from: &buf), 
+                until: FfiConverterOptionInt64.read(from: &buf), 
+                unmasked: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ExportQuery, into buf: inout [UInt8]) {
+        FfiConverterTypeKind.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.area, into: &buf)
+        FfiConverterOptionString.write(value.tag, into: &buf)
+        FfiConverterOptionInt64.write(value.from, into: &buf)
+        FfiConverterOptionInt64.write(value.until, into: &buf)
+        FfiConverterBool.write(value.unmasked, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeExportQuery_lift(_ buf: RustBuffer) throws -> ExportQuery {
+    return try FfiConverterTypeExportQuery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeExportQuery_lower(_ value: ExportQuery) -> RustBuffer {
+    return FfiConverterTypeExportQuery.lower(value)
 }
 
 
@@ -4579,6 +4673,82 @@ public func FfiConverterTypeEvery_lower(_ value: Every) -> RustBuffer {
 
 
 /**
+ * The file format of an export.
+ */
+
+public enum ExportFormat: Equatable, Hashable {
+    
+    case csv
+    case xlsx
+    case geoJson
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ExportFormat: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeExportFormat: FfiConverterRustBuffer {
+    typealias SwiftType = ExportFormat
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ExportFormat {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .csv
+        
+        case 2: return .xlsx
+        
+        case 3: return .geoJson
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ExportFormat, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .csv:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .xlsx:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .geoJson:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeExportFormat_lift(_ buf: RustBuffer) throws -> ExportFormat {
+    return try FfiConverterTypeExportFormat.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeExportFormat_lower(_ value: ExportFormat) -> RustBuffer {
+    return FfiConverterTypeExportFormat.lower(value)
+}
+
+
+
+/**
  * What went wrong, in terms a mobile app can act on. Kotlin sees `GridworkException.NotFound` etc.,
  * Swift `GridworkError.NotFound`.
  */
@@ -6215,6 +6385,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_document() != 53036) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_records() != 43991) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_fetch_attachment() != 24926) {

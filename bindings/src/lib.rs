@@ -12,6 +12,7 @@
 //! (`Dispatchers.IO` on Android, a `Task`/actor off the main actor on iOS).
 uniffi::setup_scaffolding!();
 
+mod asynchronous;
 pub mod error;
 pub mod store;
 pub mod sync;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 #[derive(uniffi::Object)]
 pub struct GridworkStore {
     // Shared with a background sync thread (`start_sync`).
-    store: Arc<Store>,
-    syncing: Arc<AtomicBool>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) syncing: Arc<AtomicBool>,
 }
 
 /// Where the last sync got to.

@@ -56,6 +56,23 @@ class AndroidLayerTest {
     }
 
     @Test
+    fun bulkImportAndExportAreSuspendFunctions() = runBlocking<Unit> {
+        GridworkClient(Fixtures.openWorker(tempDir("gw-bulk"), newKey())).use { client ->
+            addAreaTree(client.store)
+            val ids = client.createMany((1..200).map { person("g1", "居民$it") })
+            assertEquals(200, ids.toSet().size)
+            assertEquals(200, client.list(ListQuery(kind = Kind.PERSON, limit = 500u)).items.size)
+            // All or none: one bad record, nothing stored.
+            assertFailsWith<GridworkException.InvalidInput> {
+                client.createMany(listOf(person("g1", "好"), person("g1", "坏", "sex" to "robot")))
+            }
+            assertEquals(200, client.list(ListQuery(kind = Kind.PERSON, limit = 500u)).items.size)
+            val csv = client.exportRecords(ExportQuery(Kind.PERSON, null, null, null, null, false), ExportFormat.CSV)
+            assertEquals(201, csv.drop(3).toByteArray().toString(Charsets.UTF_8).trim().lines().size, "a header and 200 rows")
+        }
+    }
+
+    @Test
     fun cancellingTheCallerCancelsASuspendedSync() = runBlocking<Unit> {
         GridworkClient(Fixtures.openWorker(tempDir("gw-cancel2"), newKey())).use { client ->
             val t0 = System.nanoTime()

@@ -644,6 +644,23 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
  */
 public protocol GridworkStoreProtocol: AnyObject, Sendable {
     
+    /**
+     * Creates many records at once (a grid's bulk import), in one transaction: all or none. Returns
+     * their ids in order.
+     */
+    func createManyAsync(records: [NewRecord]) async throws  -> [String]
+    
+    /**
+     * `export_records` without holding the caller's thread.
+     */
+    func exportRecordsAsync(query: ExportQuery, format: ExportFormat) async throws  -> Data
+    
+    /**
+     * Syncs; `suspend` in Kotlin, `async` in Swift. Cancelling the caller cancels the sync (it then
+     * fails with `Cancelled`). A second sync of the same store while one runs is refused.
+     */
+    func syncAsync(config: SyncConfig, observer: SyncObserver?) async throws  -> SyncReport
+    
     func addVisited(visitId: String, recordId: String) throws 
     
     /**
@@ -993,6 +1010,65 @@ public static func openExisting(path: String, key: Data)throws  -> GridworkStore
 }
     
 
+    
+    /**
+     * Creates many records at once (a grid's bulk import), in one transaction: all or none. Returns
+     * their ids in order.
+     */
+open func createManyAsync(records: [NewRecord])async throws  -> [String]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_gridwork_ffi_fn_method_gridworkstore_create_many_async(
+                        self.uniffiCloneHandle(),FfiConverterSequenceTypeNewRecord.lower(records)
+                )
+            },
+            pollFunc: ffi_gridwork_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_gridwork_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_gridwork_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceString.lift,
+            errorHandler: FfiConverterTypeGridworkError_lift
+        )
+}
+    
+    /**
+     * `export_records` without holding the caller's thread.
+     */
+open func exportRecordsAsync(query: ExportQuery, format: ExportFormat)async throws  -> Data  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_gridwork_ffi_fn_method_gridworkstore_export_records_async(
+                        self.uniffiCloneHandle(),FfiConverterTypeExportQuery_lower(query),FfiConverterTypeExportFormat_lower(format)
+                )
+            },
+            pollFunc: ffi_gridwork_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_gridwork_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_gridwork_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterData.lift,
+            errorHandler: FfiConverterTypeGridworkError_lift
+        )
+}
+    
+    /**
+     * Syncs; `suspend` in Kotlin, `async` in Swift. Cancelling the caller cancels the sync (it then
+     * fails with `Cancelled`). A second sync of the same store while one runs is refused.
+     */
+open func syncAsync(config: SyncConfig, observer: SyncObserver?)async throws  -> SyncReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_gridwork_ffi_fn_method_gridworkstore_sync_async(
+                        self.uniffiCloneHandle(),FfiConverterTypeSyncConfig_lower(config),FfiConverterOptionTypeSyncObserver.lower(observer)
+                )
+            },
+            pollFunc: ffi_gridwork_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_gridwork_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_gridwork_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeSyncReport_lift,
+            errorHandler: FfiConverterTypeGridworkError_lift
+        )
+}
     
 open func addVisited(visitId: String, recordId: String)throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
         uniffiCallStatus in
@@ -6179,6 +6255,31 @@ fileprivate struct FfiConverterSequenceTypeNewForMe: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeNewRecord: FfiConverterRustBuffer {
+    typealias SwiftType = [NewRecord]
+
+    public static func write(_ value: [NewRecord], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeNewRecord.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [NewRecord] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [NewRecord]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeNewRecord.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeQuarantinedChange: FfiConverterRustBuffer {
     typealias SwiftType = [QuarantinedChange]
 
@@ -6326,6 +6427,54 @@ fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
         return dict
     }
 }
+private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
+private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
+
+fileprivate let uniffiContinuationHandleMap = UniffiHandleMap<UnsafeContinuation<Int8, Never>>()
+
+fileprivate func uniffiRustCallAsync<F, T>(
+    rustFutureFunc: () -> UInt64,
+    pollFunc: (UInt64, @escaping UniffiRustFutureContinuationCallback, UInt64) -> (),
+    completeFunc: (UInt64, UnsafeMutablePointer<RustCallStatus>) -> F,
+    freeFunc: (UInt64) -> (),
+    liftFunc: (F) throws -> T,
+    errorHandler: ((RustBuffer) throws -> Swift.Error)?
+) async throws -> T {
+    // Make sure to call the ensure init function since future creation doesn't have a
+    // RustCallStatus param, so doesn't use makeRustCall()
+    uniffiEnsureGridworkFfiInitialized()
+    let rustFuture = rustFutureFunc()
+    defer {
+        freeFunc(rustFuture)
+    }
+    var pollResult: Int8;
+    repeat {
+        pollResult = await withUnsafeContinuation {
+            pollFunc(
+                rustFuture,
+                { handle, pollResult in
+                    uniffiFutureContinuationCallback(handle: handle, pollResult: pollResult)
+                },
+                uniffiContinuationHandleMap.insert(obj: $0)
+            )
+        }
+    } while pollResult != UNIFFI_RUST_FUTURE_POLL_READY
+
+    return try liftFunc(makeRustCall(
+        { completeFunc(rustFuture, $0) },
+        errorHandler: errorHandler
+    ))
+}
+
+// Callback handlers for an async calls.  These are invoked by Rust when the future is ready.  They
+// lift the return value or error and resume the suspended function.
+fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: Int8) {
+    if let continuation = try? uniffiContinuationHandleMap.remove(handle: handle) {
+        continuation.resume(returning: pollResult)
+    } else {
+        print("uniffiFutureContinuationCallback invalid handle")
+    }
+}
 
 private enum InitializationResult {
     case ok
@@ -6341,6 +6490,15 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_gridwork_ffi_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_create_many_async() != 31318) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_records_async() != 62679) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_sync_async() != 12696) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_add_visited() != 60890) {
         return InitializationResult.apiChecksumMismatch

@@ -1,6 +1,7 @@
-// The idiomatic Kotlin layer over the generated bindings (org.gridwork.core): suspend functions that run
-// the blocking store calls on Dispatchers.IO, and sync as a Flow of progress whose cancellation cancels
-// the sync. Plain Kotlin + kotlinx.coroutines (no android.* imports), so the JVM tests compile and run
+// The idiomatic Kotlin layer over the generated bindings (org.gridwork.core): the short, blocking store
+// calls as suspend functions on Dispatchers.IO, and sync as a Flow of progress whose cancellation
+// cancels the sync. The long calls (sync, bulk import, export) are the bindings' own suspend functions
+// (uniffi async); this layer only adds what uniffi cannot: the IO hop and the progress Flow. Plain Kotlin + kotlinx.coroutines (no android.* imports), so the JVM tests compile and run
 // it too (bindings/scripts/test-kotlin.sh).
 package org.gridwork.android
 
@@ -8,12 +9,9 @@ import kotlinx.coroutines.CoroutineDispatcher
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.channels.awaitClose
-import kotlinx.coroutines.currentCoroutineContext
-import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
-import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import org.gridwork.core.*
 
@@ -75,19 +73,12 @@ class GridworkClient(
     suspend fun outboxLen(): ULong = call { outboxLen() }
 
     /**
-     * Syncs and returns the report. Cancelling the calling coroutine cancels the sync (at its next
-     * request boundary); [onProgress] is called on the sync thread.
+     * Syncs and returns the report (the bindings' `suspend fun syncAsync`: no thread is held while it
+     * runs). Cancelling the calling coroutine cancels the sync; [onProgress] is called on the sync's
+     * thread.
      */
-    suspend fun sync(config: SyncConfig, onProgress: (SyncProgress) -> Unit = {}): SyncReport {
-        val handle = withContext(io) { store.startSync(config, observer(onProgress)) }
-        return handle.use { h ->
-            try {
-                withContext(io) { awaitReport(h) }
-            } finally {
-                h.cancel() // no-op once finished; stops the sync when the caller was cancelled
-            }
-        }
-    }
+    suspend fun sync(config: SyncConfig, onProgress: (SyncProgress) -> Unit = {}): SyncReport =
+        store.syncAsync(config, observer(onProgress))
 
     /**
      * Syncs, emitting progress. The flow completes when the sync is done and fails with the sync's
@@ -95,21 +86,22 @@ class GridworkClient(
      * the sync.
      */
     fun syncProgress(config: SyncConfig): Flow<SyncProgress> = callbackFlow {
-        val handle = store.startSync(config, observer { trySend(it) })
-        launch(io) {
-            val error = try {
-                awaitReport(handle)
-                null
-            } catch (e: GridworkException) {
-                e
-            }
-            close(error)
+        val error = try {
+            store.syncAsync(config, observer { trySend(it) })
+            null
+        } catch (e: GridworkException) {
+            e
         }
-        awaitClose {
-            handle.cancel()
-            handle.close()
-        }
+        close(error)
+        awaitClose {}
     }.buffer(Channel.UNLIMITED)
+
+    /** A grid's bulk import, in one transaction: all or none (`createManyAsync`). */
+    suspend fun createMany(records: List<NewRecord>): List<String> = store.createManyAsync(records)
+
+    /** A list exported as CSV, XLSX or GeoJSON bytes for the app to save and share. */
+    suspend fun exportRecords(query: ExportQuery, format: ExportFormat): ByteArray =
+        store.exportRecordsAsync(query, format)
 
     override fun close() = store.close()
 
@@ -121,13 +113,5 @@ class GridworkClient(
             } catch (_: Throwable) {
             }
         }
-    }
-}
-
-/** Waits for the sync without blocking cancellation for more than a few milliseconds. */
-private suspend fun awaitReport(handle: SyncHandle): SyncReport {
-    while (true) {
-        handle.waitTimeout(50u)?.let { return it }
-        currentCoroutineContext().ensureActive()
     }
 }

@@ -322,6 +322,17 @@ impl GridworkStore {
         Ok(summaries(self.store.review_queue(limit)?))
     }
 
+    // ------------------------------------------------------------------- statistics
+
+    /// Statistics of an area and period over this device's records: the numbers the relay gives for
+    /// the same data.
+    pub fn statistics(
+        &self,
+        query: gridwork_core::stats::StatsQuery,
+    ) -> Result<crate::types::Stats> {
+        Ok(self.store.statistics(&query)?.into())
+    }
+
     // ------------------------------------------------------------------- exports
 
     /// A kind's records in scope as a file (CSV with BOM, XLSX or GeoJSON) an app can save and share.

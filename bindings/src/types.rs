@@ -5,6 +5,7 @@
 //! added in the core fails this build instead of drifting. Types with `BTreeMap` fields, generics or
 //! builder-style options are mirrored as FFI records with `From` conversions.
 use gridwork_core as core;
+use gridwork_core::stats::{EventCounts, ScheduleCoverage, StatsQuery};
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
     EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange, Followup,
@@ -142,6 +143,60 @@ pub struct ExportQuery {
     pub from: Option<i64>,
     pub until: Option<i64>,
     pub unmasked: bool,
+}
+
+/// What statistics count: an area's subtree (else all on the device), a period (`from` inclusive,
+/// `until` exclusive, seconds since the epoch) and the moment `at` (default now) that open, overdue
+/// and up to date are judged at.
+#[uniffi::remote(Record)]
+pub struct StatsQuery {
+    pub area: Option<String>,
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+    pub at: Option<i64>,
+}
+
+#[uniffi::remote(Record)]
+pub struct EventCounts {
+    pub reported: u64,
+    pub open: u64,
+    pub overdue: u64,
+    pub closed: u64,
+}
+
+#[uniffi::remote(Record)]
+pub struct ScheduleCoverage {
+    pub schedule_id: String,
+    pub name: String,
+    pub records: u64,
+    pub up_to_date: u64,
+    pub share: f64,
+}
+
+/// Statistics of an area and period, the same numbers the relay gives (`GET /v1/stats`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Stats {
+    pub query: StatsQuery,
+    pub records_per_kind: HashMap<String, u64>,
+    pub visits_per_worker: HashMap<String, u64>,
+    pub events_by_category: HashMap<String, EventCounts>,
+    pub escalations_per_level: HashMap<String, u64>,
+    pub median_close_secs: Option<i64>,
+    pub coverage: Vec<ScheduleCoverage>,
+}
+
+impl From<gridwork_core::stats::Stats> for Stats {
+    fn from(s: gridwork_core::stats::Stats) -> Self {
+        Stats {
+            query: s.query,
+            records_per_kind: s.records_per_kind.into_iter().collect(),
+            visits_per_worker: s.visits_per_worker.into_iter().collect(),
+            events_by_category: s.events_by_category.into_iter().collect(),
+            escalations_per_level: s.escalations_per_level.into_iter().collect(),
+            median_close_secs: s.median_close_secs,
+            coverage: s.coverage,
+        }
+    }
 }
 
 /// A follow-up schedule an operator defined on the relay for an area's subtree.

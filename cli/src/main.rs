@@ -153,6 +153,9 @@ pub enum Command {
     /// another department or a map.
     #[command(after_long_help = cmd::followups::REPORT_EXAMPLES)]
     Report(cmd::followups::ReportArgs),
+    /// Statistics of an area and period: records, visits per worker, events by category, escalations,
+    /// time to close, follow-up coverage (the relay counts the same with GET /v1/stats).
+    Stats(cmd::followups::StatsArgs),
 
     /// Who changed a record, when, and what.
     History(cmd::changes::HistoryArgs),
@@ -234,6 +237,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Schedules => cmd::followups::schedules(&ctx),
         Command::Inbox(a) => cmd::followups::inbox(&ctx, a),
         Command::Report(a) => cmd::followups::report(&ctx, a),
+        Command::Stats(a) => cmd::followups::stats(&ctx, a),
         Command::History(a) => cmd::changes::history(&ctx, a),
         Command::Conflicts => cmd::changes::conflicts(&ctx),
         Command::Resolve(a) => cmd::changes::resolve(&ctx, a),

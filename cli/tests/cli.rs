@@ -1271,6 +1271,13 @@ fn due_lists_what_the_relays_schedules_make_due() {
     assert_eq!(inbox[0]["record_id"], other.as_str());
     assert!(wang.ok(&["inbox", "--seen"]).contains("now marked seen"));
     assert!(wang.ok(&["inbox"]).contains("nothing new"));
+    // Statistics, as the relay would count them.
+    let s = wang.json(&["stats"]);
+    assert_eq!(s["records_per_kind"]["person"], 3);
+    assert_eq!(s["visits_per_worker"]["wang"], 1);
+    assert_eq!(s["coverage"][0]["records"], 2);
+    assert_eq!(s["coverage"][0]["up_to_date"], 1);
+    assert!(wang.ok(&["stats"]).contains("UP TO DATE"));
 }
 
 /// The README's first command: the whole story on an embedded relay, ending with every device equal.

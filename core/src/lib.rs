@@ -5,7 +5,7 @@
 //! - [`store`]: the SQLite store: documents, outbox, projection, search, merge primitives
 //! - [`sync`]: the client of the relay's HTTP API
 pub mod error;
-pub use gridwork_protocol::{doc, limits, model, rules, scope};
+pub use gridwork_protocol::{doc, limits, model, rules, scope, stats};
 pub mod store;
 pub mod sync;
 

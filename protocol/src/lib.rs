@@ -20,6 +20,7 @@ pub mod limits;
 pub mod model;
 pub mod rules;
 pub mod scope;
+pub mod stats;
 pub mod wire;
 
 pub use error::Invalid;

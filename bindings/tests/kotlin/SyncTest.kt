@@ -301,6 +301,13 @@ class SyncTest {
             val after = w.followups(FollowupQuery(area = "g1", states = listOf(), now = null, utcOffsetMinutes = beijing)).single()
             assertEquals(DueState.LATER, after.state)
             assertNotNull(after.lastVisit)
+            // Statistics: the same function the relay runs over its views.
+            val stats = w.statistics(StatsQuery(area = null, from = null, until = null, at = null))
+            // (The relay is shared with the other tests: wang's grid holds their records too.)
+            val people = w.list(ListQuery(kind = Kind.PERSON, limit = 1000u)).items.size.toULong()
+            assertEquals(people, stats.recordsPerKind["person"])
+            assertTrue((stats.visitsPerWorker["wang"] ?: 0uL) >= 1uL, "${stats.visitsPerWorker}")
+            assertTrue(stats.coverage.single().upToDate >= 1uL, "${stats.coverage}")
             val overdueNextMonth = w.followups(
                 FollowupQuery(area = null, states = listOf(DueState.OVERDUE), now = System.currentTimeMillis() / 1000 + 30 * 86_400L, utcOffsetMinutes = beijing))
             assertEquals(listOf(alone), overdueNextMonth.map { it.recordId })

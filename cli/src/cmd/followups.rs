@@ -285,3 +285,74 @@ pub fn report(ctx: &Ctx, a: &ReportArgs) -> CliResult<()> {
     );
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// An area's subtree (default: everything on this device).
+    #[arg(long, value_name = "AREA")]
+    pub area: Option<String>,
+    /// Period start (ISO-8601 UTC): visits by start, events by report, escalations by time.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub from: Option<i64>,
+    /// Period end (exclusive).
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub until: Option<i64>,
+    /// Judge open, overdue and up to date at this moment instead of now.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<i64>,
+}
+
+/// `stats`: the numbers a supervisor is assessed on, for an area and period, as the relay counts them.
+pub fn stats(ctx: &Ctx, a: &StatsArgs) -> CliResult<()> {
+    let s = ctx.store.statistics(&gridwork_core::stats::StatsQuery {
+        area: a.area.clone(),
+        from: a.from,
+        until: a.until,
+        at: a.at,
+    })?;
+    ctx.print(&s, || {
+        let mut out = String::new();
+        let mut t = Table::new(["KIND", "RECORDS"]);
+        for (k, n) in &s.records_per_kind {
+            t.row([k.clone(), n.to_string()]);
+        }
+        out.push_str(&t.render());
+        let mut t = Table::new(["WORKER", "VISITS"]);
+        for (w, n) in &s.visits_per_worker {
+            t.row([w.clone(), n.to_string()]);
+        }
+        out.push_str(&format!("\n{}", t.render()));
+        let mut t = Table::new(["EVENT CATEGORY", "REPORTED", "OPEN", "OVERDUE", "CLOSED"]);
+        for (c, e) in &s.events_by_category {
+            t.row([
+                c.clone(),
+                e.reported.to_string(),
+                e.open.to_string(),
+                e.overdue.to_string(),
+                e.closed.to_string(),
+            ]);
+        }
+        out.push_str(&format!("\n{}", t.render()));
+        let mut t = Table::new(["ESCALATED TO", "COUNT"]);
+        for (l, n) in &s.escalations_per_level {
+            t.row([l.clone(), n.to_string()]);
+        }
+        out.push_str(&format!("\n{}", t.render()));
+        let median = s.median_close_secs.map_or("-".to_owned(), |m| {
+            format!("{}h {:02}m", m / 3600, m % 3600 / 60)
+        });
+        out.push_str(&format!("\nmedian time from report to close: {median}\n"));
+        let mut t = Table::new(["SCHEDULE", "RECORDS", "UP TO DATE", "SHARE"]);
+        for c in &s.coverage {
+            t.row([
+                output::truncate(&c.name, 40),
+                c.records.to_string(),
+                c.up_to_date.to_string(),
+                format!("{:.0}%", c.share * 100.0),
+            ]);
+        }
+        out.push_str(&format!("\n{}", t.render()));
+        out
+    });
+    Ok(())
+}

@@ -16,6 +16,7 @@ mod purge;
 mod quarantine;
 mod records;
 mod rulebook;
+mod stats;
 mod template;
 
 use rulebook::Judged;

@@ -855,6 +855,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func startVisit(area: String, purpose: String, location: GeoPoint?) throws  -> String
     
     /**
+     * Statistics of an area and period over this device's records: the numbers the relay gives for
+     * the same data.
+     */
+    func statistics(query: StatsQuery) throws  -> Stats
+    
+    /**
      * Syncs now, blocking the calling thread until done. A second sync of the same store while one
      * runs is refused with `InvalidInput`.
      */
@@ -1592,6 +1598,20 @@ open func startVisit(area: String, purpose: String, location: GeoPoint?)throws  
         FfiConverterString.lower(area),
         FfiConverterString.lower(purpose),
         FfiConverterOptionTypeGeoPoint.lower(location),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Statistics of an area and period over this device's records: the numbers the relay gives for
+     * the same data.
+     */
+open func statistics(query: StatsQuery)throws  -> Stats  {
+    return try  FfiConverterTypeStats_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_statistics(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeStatsQuery_lower(query),uniffiCallStatus
     )
 })
 }
@@ -2525,6 +2545,68 @@ public func FfiConverterTypeDroppedEdit_lift(_ buf: RustBuffer) throws -> Droppe
 #endif
 public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffer {
     return FfiConverterTypeDroppedEdit.lower(value)
+}
+
+
+public struct EventCounts: Equatable, Hashable {
+    public let reported: UInt64
+    public let `open`: UInt64
+    public let overdue: UInt64
+    public let closed: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(reported: UInt64, `open`: UInt64, overdue: UInt64, closed: UInt64) {
+        self.reported = reported
+        self.`open` = `open`
+        self.overdue = overdue
+        self.closed = closed
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension EventCounts: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEventCounts: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EventCounts {
+        return
+            try EventCounts(
+                reported: FfiConverterUInt64.read(from: &buf), 
+                open: FfiConverterUInt64.read(from: &buf), 
+                overdue: FfiConverterUInt64.read(from: &buf), 
+                closed: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: EventCounts, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.reported, into: &buf)
+        FfiConverterUInt64.write(value.`open`, into: &buf)
+        FfiConverterUInt64.write(value.overdue, into: &buf)
+        FfiConverterUInt64.write(value.closed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEventCounts_lift(_ buf: RustBuffer) throws -> EventCounts {
+    return try FfiConverterTypeEventCounts.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEventCounts_lower(_ value: EventCounts) -> RustBuffer {
+    return FfiConverterTypeEventCounts.lower(value)
 }
 
 
@@ -3809,6 +3891,216 @@ public func FfiConverterTypeSchedule_lift(_ buf: RustBuffer) throws -> Schedule 
 #endif
 public func FfiConverterTypeSchedule_lower(_ value: Schedule) -> RustBuffer {
     return FfiConverterTypeSchedule.lower(value)
+}
+
+
+public struct ScheduleCoverage: Equatable, Hashable {
+    public let scheduleId: String
+    public let name: String
+    public let records: UInt64
+    public let upToDate: UInt64
+    public let share: Double
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(scheduleId: String, name: String, records: UInt64, upToDate: UInt64, share: Double) {
+        self.scheduleId = scheduleId
+        self.name = name
+        self.records = records
+        self.upToDate = upToDate
+        self.share = share
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ScheduleCoverage: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeScheduleCoverage: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ScheduleCoverage {
+        return
+            try ScheduleCoverage(
+                scheduleId: FfiConverterString.read(from: &buf), 
+                name: FfiConverterString.read(from: &buf), 
+                records: FfiConverterUInt64.read(from: &buf), 
+                upToDate: FfiConverterUInt64.read(from: &buf), 
+                share: FfiConverterDouble.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ScheduleCoverage, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.scheduleId, into: &buf)
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterUInt64.write(value.records, into: &buf)
+        FfiConverterUInt64.write(value.upToDate, into: &buf)
+        FfiConverterDouble.write(value.share, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScheduleCoverage_lift(_ buf: RustBuffer) throws -> ScheduleCoverage {
+    return try FfiConverterTypeScheduleCoverage.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeScheduleCoverage_lower(_ value: ScheduleCoverage) -> RustBuffer {
+    return FfiConverterTypeScheduleCoverage.lower(value)
+}
+
+
+/**
+ * Statistics of an area and period, the same numbers the relay gives (`GET /v1/stats`).
+ */
+public struct Stats: Equatable, Hashable {
+    public let query: StatsQuery
+    public let recordsPerKind: [String: UInt64]
+    public let visitsPerWorker: [String: UInt64]
+    public let eventsByCategory: [String: EventCounts]
+    public let escalationsPerLevel: [String: UInt64]
+    public let medianCloseSecs: Int64?
+    public let coverage: [ScheduleCoverage]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(query: StatsQuery, recordsPerKind: [String: UInt64], visitsPerWorker: [String: UInt64], eventsByCategory: [String: EventCounts], escalationsPerLevel: [String: UInt64], medianCloseSecs: Int64?, coverage: [ScheduleCoverage]) {
+        self.query = query
+        self.recordsPerKind = recordsPerKind
+        self.visitsPerWorker = visitsPerWorker
+        self.eventsByCategory = eventsByCategory
+        self.escalationsPerLevel = escalationsPerLevel
+        self.medianCloseSecs = medianCloseSecs
+        self.coverage = coverage
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Stats: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeStats: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Stats {
+        return
+            try Stats(
+                query: FfiConverterTypeStatsQuery.read(from: &buf), 
+                recordsPerKind: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                visitsPerWorker: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                eventsByCategory: FfiConverterDictionaryStringTypeEventCounts.read(from: &buf), 
+                escalationsPerLevel: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                medianCloseSecs: FfiConverterOptionInt64.read(from: &buf), 
+                coverage: FfiConverterSequenceTypeScheduleCoverage.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Stats, into buf: inout [UInt8]) {
+        FfiConverterTypeStatsQuery.write(value.query, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.recordsPerKind, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.visitsPerWorker, into: &buf)
+        FfiConverterDictionaryStringTypeEventCounts.write(value.eventsByCategory, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.escalationsPerLevel, into: &buf)
+        FfiConverterOptionInt64.write(value.medianCloseSecs, into: &buf)
+        FfiConverterSequenceTypeScheduleCoverage.write(value.coverage, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStats_lift(_ buf: RustBuffer) throws -> Stats {
+    return try FfiConverterTypeStats.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStats_lower(_ value: Stats) -> RustBuffer {
+    return FfiConverterTypeStats.lower(value)
+}
+
+
+/**
+ * What statistics count: an area's subtree (else all on the device), a period (`from` inclusive,
+ * `until` exclusive, seconds since the epoch) and the moment `at` (default now) that open, overdue
+ * and up to date are judged at.
+ */
+public struct StatsQuery: Equatable, Hashable {
+    public let area: String?
+    public let from: Int64?
+    public let until: Int64?
+    public let at: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(area: String?, from: Int64?, until: Int64?, at: Int64?) {
+        self.area = area
+        self.from = from
+        self.until = until
+        self.at = at
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension StatsQuery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeStatsQuery: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> StatsQuery {
+        return
+            try StatsQuery(
+                area: FfiConverterOptionString.read(from: &buf), 
+                from: FfiConverterOptionInt64.read(from: &buf), 
+                until: FfiConverterOptionInt64.read(from: &buf), 
+                at: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: StatsQuery, into buf: inout [UInt8]) {
+        FfiConverterOptionString.write(value.area, into: &buf)
+        FfiConverterOptionInt64.write(value.from, into: &buf)
+        FfiConverterOptionInt64.write(value.until, into: &buf)
+        FfiConverterOptionInt64.write(value.at, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStatsQuery_lift(_ buf: RustBuffer) throws -> StatsQuery {
+    return try FfiConverterTypeStatsQuery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStatsQuery_lower(_ value: StatsQuery) -> RustBuffer {
+    return FfiConverterTypeStatsQuery.lower(value)
 }
 
 
@@ -6355,6 +6647,31 @@ fileprivate struct FfiConverterSequenceTypeSchedule: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeScheduleCoverage: FfiConverterRustBuffer {
+    typealias SwiftType = [ScheduleCoverage]
+
+    public static func write(_ value: [ScheduleCoverage], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeScheduleCoverage.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ScheduleCoverage] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ScheduleCoverage]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeScheduleCoverage.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeTimelineEntry: FfiConverterRustBuffer {
     typealias SwiftType = [TimelineEntry]
 
@@ -6405,6 +6722,32 @@ fileprivate struct FfiConverterSequenceTypeDueState: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterDictionaryStringUInt64: FfiConverterRustBuffer {
+    public static func write(_ value: [String: UInt64], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterUInt64.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: UInt64] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: UInt64]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterUInt64.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
     public static func write(_ value: [String: String], into buf: inout [UInt8]) {
         let len = Int32(value.count)
@@ -6422,6 +6765,32 @@ fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
         for _ in 0..<len {
             let key = try FfiConverterString.read(from: &buf)
             let value = try FfiConverterString.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringTypeEventCounts: FfiConverterRustBuffer {
+    public static func write(_ value: [String: EventCounts], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterTypeEventCounts.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: EventCounts] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: EventCounts]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterTypeEventCounts.read(from: &buf)
             dict[key] = value
         }
         return dict
@@ -6621,6 +6990,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_start_visit() != 32926) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_statistics() != 42152) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_sync() != 14885) {

@@ -92,6 +92,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/me", get(me).post(register)),
         ("/v1/areas", get(areas)),
         ("/v1/schedules", get(schedules)),
+        ("/v1/stats", get(stats)),
         ("/v1/changes", get(pull).post(push)),
         ("/v1/snapshot", get(snapshot)),
         (
@@ -473,6 +474,53 @@ async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, 
     Ok(Json(AreasResponse {
         areas: wire_areas(&st, &c).await?.areas.clone(),
     }))
+}
+
+/// `GET /v1/stats?area=&from=&until=&at=`: statistics of an area's subtree (of the caller's scope) and
+/// period, computed by the same function a device runs over its own records
+/// (`gridwork_protocol::stats::compute`), over the record views the relay keeps for the caller's scope.
+async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
+    let p = params(q)?;
+    let query = gridwork_protocol::stats::StatsQuery {
+        area: p.get("area").filter(|a| !a.is_empty()).cloned(),
+        from: int_param(&p, "from")?,
+        until: int_param(&p, "until")?,
+        at: int_param(&p, "at")?,
+    };
+    let scope = c.scope();
+    let areas: HashMap<String, gridwork_protocol::stats::AreaPlace> = st
+        .store
+        .areas_for(&scope)
+        .await?
+        .into_iter()
+        .map(|a| {
+            (
+                a.id,
+                gridwork_protocol::stats::AreaPlace {
+                    path: a.path,
+                    level: a.level.as_str().to_owned(),
+                },
+            )
+        })
+        .collect();
+    if let Some(a) = &query.area {
+        // An area outside what the caller sees reads as unknown: its name is not confirmed either.
+        let inside = areas
+            .get(a)
+            .is_some_and(|p| scope.is_operator() || p.path.starts_with(&scope.prefix));
+        if !inside {
+            return Err(ApiError::not_found(format!("no area {a} in your scope")));
+        }
+    }
+    let schedules = wire_areas(&st, &c).await?.schedules.clone();
+    let records = st.store.scope_records(&scope).await?;
+    let out = tokio::task::spawn_blocking(move || {
+        gridwork_protocol::stats::compute(&records, &areas, &schedules, &query)
+    })
+    .await
+    .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
+    touch(&st, &c);
+    Ok(Json(out).into_response())
 }
 
 /// `GET /v1/schedules`: the follow-up schedules of the caller's areas and their ancestors.

@@ -515,6 +515,15 @@ impl Store {
         logic!(self, sql => reads::snapshot(&mut sql, &sc, ar.as_deref(), limit))
     }
 
+    /// Every record visible to `scope`, as the record views devices keep (for statistics).
+    pub async fn scope_records(
+        &self,
+        scope: &Scope,
+    ) -> Result<Vec<gridwork_protocol::model::Record>> {
+        let sc = scope.clone();
+        logic!(self, sql => reads::scope_records(&mut sql, &sc))
+    }
+
     /// Current area paths of a record, `None` when the relay has never seen it.
     pub async fn record_paths(&self, record: &str) -> Result<Option<Vec<String>>> {
         let r = record.to_owned();

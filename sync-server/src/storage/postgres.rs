@@ -1055,6 +1055,40 @@ impl ReadSql for PgSql {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn record_views(
+        &mut self,
+        scope: &Scope,
+        take: Take<'_, (String, Option<String>, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let doc = "CASE WHEN r.view IS NULL THEN r.doc END";
+        let rows = if scope.is_operator() {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT r.id, r.view, {doc} FROM records r WHERE length(r.doc) > 0"
+                ))
+                .await?;
+            c.query_raw(&st, std::iter::empty::<&(dyn ToSql + Sync)>())
+                .await?
+        } else {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT r.id, r.view, {doc} FROM record_scope s JOIN records r ON r.id = s.record
+                     WHERE s.key = $1 AND length(r.doc) > 0"
+                ))
+                .await?;
+            let params: [&(dyn ToSql + Sync); 1] = [&scope.prefix];
+            c.query_raw(&st, params).await?
+        };
+        let mut rows = std::pin::pin!(rows);
+        while let Some(r) = rows.try_next().await? {
+            if !take((r.get(0), r.get(1), r.get(2))) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     async fn records(
         &mut self,
         scope: &Scope,

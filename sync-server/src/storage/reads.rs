@@ -39,6 +39,13 @@ pub(crate) trait ReadSql: Transact {
         &mut self,
         ids: &[String],
     ) -> impl Future<Output = Result<HashMap<String, Vec<u8>>>> + Send;
+    /// Every record visible to `scope`: its id, its view, and its document when it has no view (rows
+    /// written before views were kept), each given to `take`.
+    fn record_views(
+        &mut self,
+        scope: &Scope,
+        take: Take<'_, (String, Option<String>, Option<Vec<u8>>)>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Records visible to `scope` with an id after `after`, in id order, at most `n`, each given to
     /// `take` until it says stop.
     fn records(
@@ -119,6 +126,34 @@ pub(crate) async fn snapshot<S: ReadSql>(
         })
         .await?;
         Ok(finish_snapshot(head, page, limit))
+    })
+    .await
+}
+
+/// Every record visible to `scope`, read from its view (or, without one, from its document), for
+/// statistics: the same record views the devices keep.
+pub(crate) async fn scope_records<S: ReadSql>(
+    sql: &mut S,
+    scope: &Scope,
+) -> Result<Vec<gridwork_protocol::model::Record>> {
+    in_read(sql, async |sql: &mut S| {
+        let mut out = Vec::new();
+        sql.record_views(scope, &mut |(id, view, doc)| {
+            let record = match (view, doc) {
+                (Some(v), _) => serde_json::from_str(&v).ok(),
+                (None, Some(d)) => automerge::Automerge::load(&d)
+                    .ok()
+                    .and_then(|doc| gridwork_protocol::doc::read_record(&id, &doc)),
+                (None, None) => None,
+            };
+            // A record that does not read is left out, as a device would not list it either.
+            if let Some(r) = record {
+                out.push(r);
+            }
+            true
+        })
+        .await?;
+        Ok(out)
     })
     .await
 }

@@ -1285,6 +1285,36 @@ impl<C: BorrowMut<Connection> + Send> ReadSql for SqliteSql<C> {
         Ok(out)
     }
 
+    async fn record_views(
+        &mut self,
+        scope: &Scope,
+        take: Take<'_, (String, Option<String>, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let c = self.c();
+        let doc = "CASE WHEN r.view IS NULL THEN r.doc END";
+        let mut st = if scope.is_operator() {
+            c.prepare_cached(&format!(
+                "SELECT r.id, r.view, {doc} FROM records r WHERE length(r.doc) > 0"
+            ))?
+        } else {
+            c.prepare_cached(&format!(
+                "SELECT r.id, r.view, {doc} FROM record_scope s JOIN records r ON r.id = s.record
+                 WHERE s.key = ?1 AND length(r.doc) > 0"
+            ))?
+        };
+        let mut rows = if scope.is_operator() {
+            st.query([])?
+        } else {
+            st.query([&scope.prefix])?
+        };
+        while let Some(r) = rows.next()? {
+            if !take((r.get(0)?, r.get(1)?, r.get(2)?)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     async fn records(
         &mut self,
         scope: &Scope,

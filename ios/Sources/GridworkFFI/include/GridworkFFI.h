@@ -504,6 +504,11 @@ uint64_t uniffi_gridwork_ffi_fn_method_gridworkstore_start_sync(uint64_t ptr, Ru
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_start_visit(uint64_t ptr, RustBuffer area, RustBuffer purpose, RustBuffer location, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_STATISTICS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_STATISTICS
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_statistics(uint64_t ptr, RustBuffer query, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_SYNC
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_SYNC
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_sync(uint64_t ptr, RustBuffer config, RustBuffer observer, RustCallStatus *_Nonnull out_status
@@ -1120,6 +1125,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_start_sync(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_START_VISIT
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_START_VISIT
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_start_visit(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_STATISTICS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_STATISTICS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_statistics(void
     
 );
 #endif

@@ -5,6 +5,7 @@
 //! the projection rows are rewritten, all or nothing. The document is the truth; the projection is a pure
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
+mod duplicates;
 mod events;
 mod export;
 mod followups;
@@ -24,6 +25,7 @@ pub mod schema;
 pub mod search;
 mod visits;
 
+pub use duplicates::{name_key, DuplicateCandidate, DuplicateReason};
 pub use export::{ExportFormat, ExportQuery, MAX_EXPORT_ROWS};
 pub use followups::{Followup, FollowupQuery};
 pub use inbox::{NewForMe, NewForMeKind};
@@ -143,7 +145,7 @@ pub(crate) use gridwork_protocol::doc::ChangeNote;
 /// checks, and errors reach the caller typed instead. `GRIDWORK_SQLCIPHER_LOG=ERROR` (or WARN, INFO,
 /// DEBUG) has it say on stderr why it refused a key or a page, for diagnosing; it names operations and
 /// page numbers, never keys or values.
-fn sqlcipher_logging(conn: &Connection) {
+fn sqlcipher_process_init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let pragmas = match std::env::var("GRIDWORK_SQLCIPHER_LOG").ok().as_deref() {
@@ -152,24 +154,53 @@ fn sqlcipher_logging(conn: &Connection) {
             }
             _ => "PRAGMA cipher_log_level = NONE;".to_owned(),
         };
+        // On a connection of its own, never a store's: the logging pragmas are process-wide, and
+        // keying this one first initialises the crypto provider on one thread before any store is
+        // keyed (an intermittent `PRAGMA key` failure was seen with several stores keyed at once).
         // A build without SQLCipher has no such pragmas; nothing to set then.
-        let _ = conn.execute_batch(&pragmas);
+        if let Ok(c) = Connection::open_in_memory() {
+            let _ = c.execute_batch(&pragmas);
+            let _ = c.execute_batch("PRAGMA key = 'gridwork-warm-up';");
+            let _ = c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        }
     });
+}
+
+/// Opens `path` and sets its key. A failure to set the key is tried again on a new connection (twice,
+/// a moment apart) before it is reported: SQLCipher may leave a connection whose codec failed to
+/// initialise in an error state, and the failures seen under load were transient.
+fn open_keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
+    let mut attempt = 0;
+    loop {
+        let conn = Connection::open(path)?;
+        let result = match key {
+            StoreKey::None => Ok(()),
+            StoreKey::Raw(bytes) => {
+                conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(bytes)))
+            }
+            StoreKey::Passphrase(p) => conn.pragma_update(None, "key", p),
+        };
+        match result {
+            Ok(()) => return Ok(conn),
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "setting the store key failed; trying again");
+                drop(conn);
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Opens the SQLite connection of a store with its key and pragmas, without migrating or reading it.
 /// Public for tests and tools that build stores of older schema versions.
 #[doc(hidden)]
 pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    sqlcipher_logging(&conn);
-    match key {
-        StoreKey::None => {}
-        StoreKey::Raw(bytes) => {
-            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(bytes)))?
-        }
-        StoreKey::Passphrase(p) => conn.pragma_update(None, "key", p)?,
-    }
+    sqlcipher_process_init();
+    let conn = open_keyed(path, key)?;
     // The first read fails with NotADatabase on a wrong key or a foreign file.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)

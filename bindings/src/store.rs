@@ -322,6 +322,21 @@ impl GridworkStore {
         Ok(summaries(self.store.review_queue(limit)?))
     }
 
+    /// Records on this device that may be the same person, place or organisation as `record`
+    /// (same ID number, same name with the same birth date or home, same name at the same address;
+    /// names also compared by pinyin): ask before registering, or warn after.
+    pub fn duplicate_candidates(
+        &self,
+        record: NewRecord,
+    ) -> Result<Vec<crate::types::DuplicateCandidate>> {
+        Ok(self
+            .store
+            .duplicate_candidates(&record.into())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
     // ------------------------------------------------------------------- statistics
 
     /// Statistics of an area and period over this device's records: the numbers the relay gives for

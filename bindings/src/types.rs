@@ -8,9 +8,10 @@ use gridwork_core as core;
 use gridwork_core::stats::{EventCounts, ScheduleCoverage, StatsQuery};
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
-    EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange, Followup,
-    FollowupQuery, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType, NewForMe,
-    NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role, Schedule, TimelineEntry,
+    DuplicateReason, EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange,
+    Followup, FollowupQuery, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType,
+    NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role, Schedule,
+    TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,6 +91,34 @@ pub enum DueState {
     Today,
     ThisWeek,
     Later,
+}
+
+/// Why a record may be the same as one being registered.
+#[uniffi::remote(Enum)]
+pub enum DuplicateReason {
+    SameIdNumber,
+    SameNameAndBirthDate,
+    SameNameAndHome,
+    SameNameAndAddress,
+    SameNameAndPlace,
+    SameNameAndPhone,
+}
+
+/// A record on this device that may be the same person, place or organisation as one being
+/// registered (its ID number masked, as lists show it).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DuplicateCandidate {
+    pub record: RecordSummary,
+    pub reasons: Vec<DuplicateReason>,
+}
+
+impl From<gridwork_core::DuplicateCandidate> for DuplicateCandidate {
+    fn from(c: gridwork_core::DuplicateCandidate) -> Self {
+        DuplicateCandidate {
+            record: c.record.into(),
+            reasons: c.reasons,
+        }
+    }
 }
 
 /// The file format of an export.

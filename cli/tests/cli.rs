@@ -1403,3 +1403,48 @@ fn report_writes_csv_xlsx_and_geojson_files() {
     let err = wang.fails(1, &["report", "person", "--format", "geojson", "--out", o]);
     assert!(err.contains("coordinates"), "{err}");
 }
+
+#[test]
+fn add_warns_of_a_possible_duplicate() {
+    let root = tempfile::tempdir().unwrap();
+    let wang = Dev::new(root.path(), "wang");
+    wang.init("wang", "worker", "g1");
+    let first = wang.add(&[
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=王芳",
+        "--set",
+        "birth_date=1950-03-02",
+    ]);
+    let out = wang.run(&[
+        "add",
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=汪芳",
+        "--set",
+        "birth_date=1950-03-02",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("may be the same person as {first}"))
+            && stderr.contains("same name and birth date"),
+        "{stderr}"
+    );
+    let v = wang.json(&[
+        "add",
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=Wang Fang",
+        "--set",
+        "birth_date=1950-03-02",
+    ]);
+    assert_eq!(v["duplicates"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["duplicates"][0]["reasons"][0], "same_name_and_birth_date");
+}

@@ -70,6 +70,10 @@ class StoreTest {
             // A list masks the ID number as the CLI does; the record itself has it in full.
             assertEquals("****0021", people.items.single { it.id == grandma }.fields["id_number"])
             assertEquals("110105194105090021", store.get(grandma).fields["id_number"])
+            // Registering her again (as written in Latin letters, same birth date): a candidate.
+            val dup = store.duplicateCandidates(person("g1", "Wang Xiuying", "birth_date" to "1941-05-09"))
+            assertEquals(listOf(grandma), dup.map { it.record.id })
+            assertEquals(listOf(DuplicateReason.SAME_NAME_AND_BIRTH_DATE), dup.single().reasons)
             // An export an app can save and share: CSV with a byte-order mark, ID numbers masked.
             val csv = store.exportRecords(ExportQuery(Kind.PERSON, "g1", null, null, null, false), ExportFormat.CSV)
             assertEquals(listOf(0xEF.toByte(), 0xBB.toByte(), 0xBF.toByte()), csv.take(3))

@@ -303,10 +303,25 @@ pub fn add(ctx: &Ctx, args: &AddArgs) -> CliResult<()> {
     if let Some(n) = &args.notes {
         new = new.notes(n.clone());
     }
+    // Offline, the device can only warn: the record is registered, and the candidates named so the
+    // worker can check (and a supervisor merge) them.
+    let duplicates = ctx.store.duplicate_candidates(&new)?;
     let id = ctx.store.create(new)?;
-    ctx.print(&serde_json::json!({ "id": id, "kind": kind }), || {
-        id.clone()
-    });
+    for d in &duplicates {
+        let why: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
+        eprintln!(
+            "warning: may be the same {} as {} ({}, in {}): {}",
+            kind.as_str(),
+            d.record.id,
+            d.record.title,
+            d.record.area,
+            why.join(", ")
+        );
+    }
+    ctx.print(
+        &serde_json::json!({ "id": id, "kind": kind, "duplicates": duplicates }),
+        || id.clone(),
+    );
     Ok(())
 }
 

@@ -724,6 +724,13 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func discardQuarantined(hash: String) throws  -> DiscardReport
     
     /**
+     * Records on this device that may be the same person, place or organisation as `record`
+     * (same ID number, same name with the same birth date or home, same name at the same address;
+     * names also compared by pinyin): ask before registering, or warn after.
+     */
+    func duplicateCandidates(record: NewRecord) throws  -> [DuplicateCandidate]
+    
+    /**
      * The record's standard Automerge document bytes.
      */
     func exportDocument(id: String) throws  -> Data
@@ -1247,6 +1254,21 @@ open func discardQuarantined(hash: String)throws  -> DiscardReport  {
     uniffi_gridwork_ffi_fn_method_gridworkstore_discard_quarantined(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(hash),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Records on this device that may be the same person, place or organisation as `record`
+     * (same ID number, same name with the same birth date or home, same name at the same address;
+     * names also compared by pinyin): ask before registering, or warn after.
+     */
+open func duplicateCandidates(record: NewRecord)throws  -> [DuplicateCandidate]  {
+    return try  FfiConverterSequenceTypeDuplicateCandidate.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_duplicate_candidates(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeNewRecord_lower(record),uniffiCallStatus
     )
 })
 }
@@ -2545,6 +2567,64 @@ public func FfiConverterTypeDroppedEdit_lift(_ buf: RustBuffer) throws -> Droppe
 #endif
 public func FfiConverterTypeDroppedEdit_lower(_ value: DroppedEdit) -> RustBuffer {
     return FfiConverterTypeDroppedEdit.lower(value)
+}
+
+
+/**
+ * A record on this device that may be the same person, place or organisation as one being
+ * registered (its ID number masked, as lists show it).
+ */
+public struct DuplicateCandidate: Equatable, Hashable {
+    public let record: RecordSummary
+    public let reasons: [DuplicateReason]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(record: RecordSummary, reasons: [DuplicateReason]) {
+        self.record = record
+        self.reasons = reasons
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DuplicateCandidate: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDuplicateCandidate: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DuplicateCandidate {
+        return
+            try DuplicateCandidate(
+                record: FfiConverterTypeRecordSummary.read(from: &buf), 
+                reasons: FfiConverterSequenceTypeDuplicateReason.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DuplicateCandidate, into buf: inout [UInt8]) {
+        FfiConverterTypeRecordSummary.write(value.record, into: &buf)
+        FfiConverterSequenceTypeDuplicateReason.write(value.reasons, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateCandidate_lift(_ buf: RustBuffer) throws -> DuplicateCandidate {
+    return try FfiConverterTypeDuplicateCandidate.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateCandidate_lower(_ value: DuplicateCandidate) -> RustBuffer {
+    return FfiConverterTypeDuplicateCandidate.lower(value)
 }
 
 
@@ -4729,6 +4809,103 @@ public func FfiConverterTypeDueState_lower(_ value: DueState) -> RustBuffer {
 
 
 
+/**
+ * Why a record may be the same as one being registered.
+ */
+
+public enum DuplicateReason: Equatable, Hashable {
+    
+    case sameIdNumber
+    case sameNameAndBirthDate
+    case sameNameAndHome
+    case sameNameAndAddress
+    case sameNameAndPlace
+    case sameNameAndPhone
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DuplicateReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDuplicateReason: FfiConverterRustBuffer {
+    typealias SwiftType = DuplicateReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DuplicateReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .sameIdNumber
+        
+        case 2: return .sameNameAndBirthDate
+        
+        case 3: return .sameNameAndHome
+        
+        case 4: return .sameNameAndAddress
+        
+        case 5: return .sameNameAndPlace
+        
+        case 6: return .sameNameAndPhone
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DuplicateReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .sameIdNumber:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .sameNameAndBirthDate:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .sameNameAndHome:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .sameNameAndAddress:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .sameNameAndPlace:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .sameNameAndPhone:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateReason_lift(_ buf: RustBuffer) throws -> DuplicateReason {
+    return try FfiConverterTypeDuplicateReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateReason_lower(_ value: DuplicateReason) -> RustBuffer {
+    return FfiConverterTypeDuplicateReason.lower(value)
+}
+
+
+
 
 public enum EventAction: Equatable, Hashable {
     
@@ -6397,6 +6574,31 @@ fileprivate struct FfiConverterSequenceTypeDroppedEdit: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDuplicateCandidate: FfiConverterRustBuffer {
+    typealias SwiftType = [DuplicateCandidate]
+
+    public static func write(_ value: [DuplicateCandidate], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDuplicateCandidate.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DuplicateCandidate] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DuplicateCandidate]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDuplicateCandidate.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeFieldChange: FfiConverterRustBuffer {
     typealias SwiftType = [FieldChange]
 
@@ -6722,6 +6924,31 @@ fileprivate struct FfiConverterSequenceTypeDueState: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDuplicateReason: FfiConverterRustBuffer {
+    typealias SwiftType = [DuplicateReason]
+
+    public static func write(_ value: [DuplicateReason], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDuplicateReason.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DuplicateReason] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DuplicateReason]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDuplicateReason.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterDictionaryStringUInt64: FfiConverterRustBuffer {
     public static func write(_ value: [String: UInt64], into buf: inout [UInt8]) {
         let len = Int32(value.count)
@@ -6909,6 +7136,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_discard_quarantined() != 44086) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_duplicate_candidates() != 62703) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_document() != 53036) {

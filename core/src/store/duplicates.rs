@@ -1,0 +1,197 @@
+//! Duplicate candidates, offline: before (or after) a person, place or organisation is registered, the
+//! records on this device that may be the same one. People: the same ID number; the same name with the
+//! same birth date; the same name at the same home. Places: the same name at the same address.
+//! Organisations: the same name at the same place or with the same contact phone. Names are compared
+//! as written (spaces and case aside) and by their pinyin without tones, so 王芳, 汪芳 and Wang Fang
+//! meet.
+use super::records::{summaries, NewRecord, RecordSummary};
+use super::Store;
+use crate::error::Result;
+use crate::model::{search_number, Kind};
+use serde::{Deserialize, Serialize};
+
+/// Why a record may be the same as the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateReason {
+    SameIdNumber,
+    SameNameAndBirthDate,
+    SameNameAndHome,
+    SameNameAndAddress,
+    SameNameAndPlace,
+    SameNameAndPhone,
+}
+
+impl DuplicateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DuplicateReason::SameIdNumber => "same ID number",
+            DuplicateReason::SameNameAndBirthDate => "same name and birth date",
+            DuplicateReason::SameNameAndHome => "same name and home",
+            DuplicateReason::SameNameAndAddress => "same name and address",
+            DuplicateReason::SameNameAndPlace => "same name and place",
+            DuplicateReason::SameNameAndPhone => "same name and phone",
+        }
+    }
+}
+
+/// A record that may be the same as the one being registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateCandidate {
+    pub record: RecordSummary,
+    pub reasons: Vec<DuplicateReason>,
+}
+
+/// A name as duplicates compare it: its pinyin without tones for Chinese characters, other letters
+/// lower-case, without spaces or punctuation.
+pub fn name_key(name: &str) -> String {
+    use pinyin::ToPinyin;
+    let mut out = String::new();
+    for c in name.chars() {
+        match c.to_pinyin() {
+            Some(p) => out.push_str(p.plain()),
+            None if c.is_alphanumeric() => out.extend(c.to_lowercase()),
+            None => {}
+        }
+    }
+    out
+}
+
+fn same_text(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    !a.trim().is_empty() && norm(a) == norm(b)
+}
+
+impl Store {
+    /// The records on this device (in this user's scope, not deleted) that may be the same person,
+    /// place or organisation as `new`, with why; none for other kinds.
+    pub fn duplicate_candidates(&self, new: &NewRecord) -> Result<Vec<DuplicateCandidate>> {
+        let Some(kind) = new.kind else {
+            return Ok(Vec::new());
+        };
+        let field = |k: &str| new.fields.get(k).map(String::as_str).unwrap_or("").trim();
+        let name = field("name");
+        let key = name_key(name);
+        let same_name = |other: &str| {
+            !name.is_empty()
+                && (same_text(name, other) || (!key.is_empty() && name_key(other) == key))
+        };
+        // (field to compare, reason), for the kind.
+        let rules: &[(&str, DuplicateReason)] = match kind {
+            Kind::Person => &[
+                ("birth_date", DuplicateReason::SameNameAndBirthDate),
+                ("home_place", DuplicateReason::SameNameAndHome),
+            ],
+            Kind::Place => &[("address", DuplicateReason::SameNameAndAddress)],
+            Kind::Organisation => &[
+                ("place", DuplicateReason::SameNameAndPlace),
+                ("contact_phone", DuplicateReason::SameNameAndPhone),
+            ],
+            _ => return Ok(Vec::new()),
+        };
+        let inner = self.lock();
+        let in_scope = inner.scope();
+        let mut found: std::collections::BTreeMap<i64, Vec<DuplicateReason>> = Default::default();
+        // The same ID number: through the number index.
+        if kind == Kind::Person {
+            if let Some(n) = search_number(field("id_number")) {
+                let mut st = inner.conn.prepare_cached(
+                    "SELECT r.rid, r.area, p.id_number FROM numbers n JOIN records r ON r.rid = n.rid
+                     JOIN p_person p ON p.rid = r.rid
+                     WHERE n.number = ?1 AND r.deleted = 0",
+                )?;
+                let rows = st.query_map([&n], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (rid, area, id) = row?;
+                    if in_scope(&area) && id.as_deref().and_then(search_number).as_ref() == Some(&n)
+                    {
+                        found
+                            .entry(rid)
+                            .or_default()
+                            .push(DuplicateReason::SameIdNumber);
+                    }
+                }
+            }
+        }
+        // The same name with the same value of a field.
+        if !name.is_empty() {
+            for (column, reason) in rules {
+                let value = field(column);
+                if value.is_empty() {
+                    continue;
+                }
+                let mut st = inner.conn.prepare_cached(&format!(
+                    "SELECT r.rid, r.area, p.name, p.{column} FROM {table} p JOIN records r ON r.rid = p.rid
+                     WHERE r.deleted = 0 AND p.{column} IS NOT NULL",
+                    table = kind.table()
+                ))?;
+                let rows = st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (rid, area, other_name, other_value) = row?;
+                    let same_value = match *column {
+                        "contact_phone" => {
+                            search_number(value).is_some()
+                                && search_number(value) == search_number(&other_value)
+                        }
+                        _ => same_text(value, &other_value),
+                    };
+                    if same_value
+                        && in_scope(&area)
+                        && same_name(other_name.as_deref().unwrap_or(""))
+                    {
+                        found.entry(rid).or_default().push(*reason);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (rid, reasons) in found {
+            if let Some(record) = summaries(&inner, &[rid])?.pop() {
+                let fields = record
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), kind.list_value(k, v)))
+                    .collect();
+                out.push(DuplicateCandidate {
+                    record: RecordSummary { fields, ..record },
+                    reasons,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_meet_as_written_and_by_pinyin() {
+        assert_eq!(name_key("王芳"), "wangfang");
+        assert_eq!(name_key("汪芳"), "wangfang");
+        assert_eq!(name_key("Wang Fang"), "wangfang");
+        assert_eq!(name_key("wang-fang"), "wangfang");
+        assert_ne!(name_key("王方圆"), name_key("王芳"));
+        assert!(same_text("Li  Wei", "li wei"));
+        assert!(!same_text("", ""));
+    }
+}

@@ -322,6 +322,16 @@ impl GridworkStore {
         Ok(summaries(self.store.review_queue(limit)?))
     }
 
+    /// Moves a place and the people living there to `area`, all of it or none of it; lists the links
+    /// that now cross areas.
+    pub fn move_household(
+        &self,
+        place_id: String,
+        area: String,
+    ) -> Result<gridwork_core::HouseholdMove> {
+        Ok(self.store.move_household(&place_id, &area)?)
+    }
+
     /// Records on this device that may be the same person, place or organisation as `record`
     /// (same ID number, same name with the same birth date or home, same name at the same address;
     /// names also compared by pinyin): ask before registering, or warn after.

@@ -9,9 +9,9 @@ use gridwork_core::stats::{EventCounts, ScheduleCoverage, StatsQuery};
 use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
     DuplicateReason, EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange,
-    Followup, FollowupQuery, GeoPoint, HistoryEntry, Identity, Kind, Link, LinkEdge, LinkType,
-    NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role, Schedule,
-    TimelineEntry,
+    Followup, FollowupQuery, GeoPoint, HistoryEntry, HouseholdMove, Identity, Kind, Link, LinkEdge,
+    LinkType, NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role,
+    Schedule, TimelineEntry,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,6 +119,13 @@ impl From<gridwork_core::DuplicateCandidate> for DuplicateCandidate {
             reasons: c.reasons,
         }
     }
+}
+
+/// What moving a household did: the place then its residents, and the links that now cross areas.
+#[uniffi::remote(Record)]
+pub struct HouseholdMove {
+    pub moved: Vec<String>,
+    pub crossing_links: Vec<LinkEdge>,
 }
 
 /// The file format of an export.

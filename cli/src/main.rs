@@ -128,6 +128,8 @@ pub enum Command {
     Restore(cmd::records::IdArg),
     /// Move a record to another home area.
     Move(cmd::records::MoveArgs),
+    /// Move a household: a place and the people living there, in one go (all of it or none).
+    MoveHousehold(cmd::records::MoveHouseholdArgs),
     /// Link two records, e.g. a person `lives_at` a place.
     #[command(after_long_help = cmd::records::LINK_EXAMPLES)]
     Link(cmd::records::LinkArgs),
@@ -229,6 +231,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Delete(a) => cmd::records::delete(&ctx, a),
         Command::Restore(a) => cmd::records::restore(&ctx, a),
         Command::Move(a) => cmd::records::move_record(&ctx, a),
+        Command::MoveHousehold(a) => cmd::records::move_household(&ctx, a),
         Command::Link(a) => cmd::records::link(&ctx, a, true),
         Command::Unlink(a) => cmd::records::link(&ctx, a, false),
         Command::Visit(c) => cmd::visits::run(&ctx, c),

@@ -1448,3 +1448,30 @@ fn add_warns_of_a_possible_duplicate() {
     assert_eq!(v["duplicates"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["duplicates"][0]["reasons"][0], "same_name_and_birth_date");
 }
+
+#[test]
+fn move_household_moves_the_place_and_its_residents() {
+    let root = tempfile::tempdir().unwrap();
+    let zhao = Dev::new(root.path(), "zhao");
+    zhao.init("zhao", "supervisor", "c1");
+    let home = zhao.add(&["place", "--area", "g1", "--set", "name=3栋201室"]);
+    let resident = zhao.add(&[
+        "person",
+        "--area",
+        "g1",
+        "--set",
+        "name=王丽",
+        "--set",
+        &format!("home_place={home}"),
+    ]);
+    let v = zhao.json(&["move-household", &home, "--area", "g2"]);
+    assert_eq!(
+        v["moved"],
+        serde_json::json!([home.clone(), resident.clone()]),
+        "{v}"
+    );
+    assert_eq!(zhao.json(&["show", &resident])["area"], "g2");
+    assert!(zhao
+        .ok(&["move-household", &home, "--area", "g2"])
+        .contains("no link crosses areas"));
+}

@@ -14,9 +14,9 @@ pub use model::*;
 pub use store::GeoPoint;
 pub use store::{
     ApplyReport, DiscardReport, DroppedEdit, DuplicateCandidate, DuplicateReason, Durability,
-    ExportFormat, ExportQuery, Followup, FollowupQuery, ListQuery, NewForMe, NewForMeKind,
-    NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk,
-    Store, StoreKey, StoreOptions, Update,
+    ExportFormat, ExportQuery, Followup, FollowupQuery, HouseholdMove, ListQuery, NewForMe,
+    NewForMeKind, NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange,
+    RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions, Update,
 };
 pub use sync::{
     CancelToken, IdentityClaims, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase,

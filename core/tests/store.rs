@@ -845,3 +845,69 @@ fn lists_sort_chinese_names_by_pinyin() {
         ]
     );
 }
+
+/// A household moves as one: the place and the people living there (by link or by their home field);
+/// links that now cross grids are reported; a user who may not move all of it moves none of it.
+#[test]
+fn a_household_moves_with_its_residents() {
+    let dir = tempfile::tempdir().unwrap();
+    let zhao = open(dir.path(), "zhao", Role::Supervisor, "c1");
+    let home = zhao
+        .create(NewRecord::new(Kind::Place, "g1").field("name", "3栋201室"))
+        .unwrap();
+    let linked = zhao
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "王建国"))
+        .unwrap();
+    zhao.link(&linked, LinkType::LivesAt, &home).unwrap();
+    let by_field = zhao
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "王丽")
+                .field("home_place", home.clone()),
+        )
+        .unwrap();
+    let neighbour = zhao
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "张伟"))
+        .unwrap();
+    let club = zhao
+        .create(NewRecord::new(Kind::Organisation, "g1").field("name", "Chess club"))
+        .unwrap();
+    zhao.link(&linked, LinkType::MemberOf, &club).unwrap();
+
+    // A worker of g1 may not move records out of the grid: nothing moves.
+    let wang = open(dir.path(), "wang", Role::Worker, "g1");
+    exchange(&zhao, &wang);
+    let refused = wang.move_household(&home, "g2");
+    assert!(
+        matches!(
+            refused,
+            Err(Error::OutOfScope(_) | Error::Forbidden(_) | Error::Refused { .. })
+        ),
+        "{refused:?}"
+    );
+    for id in [&home, &linked, &by_field] {
+        assert_eq!(wang.get(id).unwrap().area, "g1");
+    }
+
+    let moved = zhao.move_household(&home, "g2").unwrap();
+    let mut expected = vec![linked.clone(), by_field.clone()];
+    expected.sort();
+    assert_eq!(moved.moved[0], home);
+    assert_eq!(moved.moved[1..], expected[..]);
+    for id in [&home, &linked, &by_field] {
+        assert_eq!(zhao.get(id).unwrap().area, "g2");
+    }
+    assert_eq!(zhao.get(&neighbour).unwrap().area, "g1");
+    assert_eq!(
+        moved.crossing_links,
+        [LinkEdge {
+            source: linked.clone(),
+            link_type: LinkType::MemberOf,
+            target: club
+        }]
+    );
+    assert!(matches!(
+        zhao.move_household(&linked, "g2"),
+        Err(Error::WrongKind { .. }) | Err(Error::InvalidInput(_))
+    ));
+}

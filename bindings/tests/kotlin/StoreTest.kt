@@ -70,6 +70,9 @@ class StoreTest {
             // A list masks the ID number as the CLI does; the record itself has it in full.
             assertEquals("****0021", people.items.single { it.id == grandma }.fields["id_number"])
             assertEquals("110105194105090021", store.get(grandma).fields["id_number"])
+            // A worker may not move the household out of the grid: nothing moves.
+            assertFailsWith<GridworkException> { store.moveHousehold(household, "g2") }
+            assertEquals("g1", store.get(grandma).area)
             // Registering her again (as written in Latin letters, same birth date): a candidate.
             val dup = store.duplicateCandidates(person("g1", "Wang Xiuying", "birth_date" to "1941-05-09"))
             assertEquals(listOf(grandma), dup.map { it.record.id })

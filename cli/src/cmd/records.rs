@@ -256,6 +256,37 @@ pub struct MoveArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MoveHouseholdArgs {
+    /// The place (a unit, a house) whose household moves.
+    pub place: String,
+    /// The new home area of the place and the people living there.
+    #[arg(long, value_name = "AREA")]
+    pub area: String,
+}
+
+/// `move-household`: a place and its residents to another area; links that now cross areas listed.
+pub fn move_household(ctx: &Ctx, args: &MoveHouseholdArgs) -> CliResult<()> {
+    let m = ctx.store.move_household(&args.place, &args.area)?;
+    ctx.print(&m, || {
+        let mut out = format!(
+            "moved to {}: the place and {} resident(s)\n",
+            args.area,
+            m.moved.len() - 1
+        );
+        if m.crossing_links.is_empty() {
+            out.push_str("no link crosses areas\n");
+        } else {
+            out.push_str("links that now cross areas (check them):\n");
+            for l in &m.crossing_links {
+                out.push_str(&format!("  {} {} {}\n", l.source, l.link_type, l.target));
+            }
+        }
+        out
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 pub struct LinkArgs {
     /// The record the link starts from (it is stored in this record).
     pub source: String,

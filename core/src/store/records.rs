@@ -286,7 +286,7 @@ pub(crate) fn put_superseding(
 
 /// The friendly checks of an area a record is put in: a valid id of a known area (one of
 /// `area_paths`). Whether it is in the user's scope is the rule book's to say.
-fn check_area(area_paths: &HashMap<String, String>, area: &str) -> Result<()> {
+pub(super) fn check_area(area_paths: &HashMap<String, String>, area: &str) -> Result<()> {
     if !doc::is_valid_area_id(area) {
         return Err(Error::InvalidId(area.to_owned()));
     }

@@ -797,6 +797,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func markNewForMeSeen(keys: [String]) throws 
     
     /**
+     * Moves a place and the people living there to `area`, all of it or none of it; lists the links
+     * that now cross areas.
+     */
+    func moveHousehold(placeId: String, area: String) throws  -> HouseholdMove
+    
+    /**
      * Moves a record to another home area; both must be in the user's scope.
      */
     func moveRecord(id: String, area: String) throws 
@@ -1450,6 +1456,21 @@ open func markNewForMeSeen(keys: [String])throws   {try rustCallWithError(FfiCon
         FfiConverterSequenceString.lower(keys),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Moves a place and the people living there to `area`, all of it or none of it; lists the links
+     * that now cross areas.
+     */
+open func moveHousehold(placeId: String, area: String)throws  -> HouseholdMove  {
+    return try  FfiConverterTypeHouseholdMove_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_move_household(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(placeId),
+        FfiConverterString.lower(area),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -3107,6 +3128,63 @@ public func FfiConverterTypeHistoryEntry_lift(_ buf: RustBuffer) throws -> Histo
 #endif
 public func FfiConverterTypeHistoryEntry_lower(_ value: HistoryEntry) -> RustBuffer {
     return FfiConverterTypeHistoryEntry.lower(value)
+}
+
+
+/**
+ * What moving a household did: the place then its residents, and the links that now cross areas.
+ */
+public struct HouseholdMove: Equatable, Hashable {
+    public let moved: [String]
+    public let crossingLinks: [LinkEdge]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(moved: [String], crossingLinks: [LinkEdge]) {
+        self.moved = moved
+        self.crossingLinks = crossingLinks
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension HouseholdMove: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeHouseholdMove: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> HouseholdMove {
+        return
+            try HouseholdMove(
+                moved: FfiConverterSequenceString.read(from: &buf), 
+                crossingLinks: FfiConverterSequenceTypeLinkEdge.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: HouseholdMove, into buf: inout [UInt8]) {
+        FfiConverterSequenceString.write(value.moved, into: &buf)
+        FfiConverterSequenceTypeLinkEdge.write(value.crossingLinks, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHouseholdMove_lift(_ buf: RustBuffer) throws -> HouseholdMove {
+    return try FfiConverterTypeHouseholdMove.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHouseholdMove_lower(_ value: HouseholdMove) -> RustBuffer {
+    return FfiConverterTypeHouseholdMove.lower(value)
 }
 
 
@@ -7181,6 +7259,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_new_for_me_seen() != 59073) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_move_household() != 521) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_move_record() != 53397) {

@@ -444,6 +444,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_list(uint64_t ptr, RustBu
 void uniffi_gridwork_ffi_fn_method_gridworkstore_mark_new_for_me_seen(uint64_t ptr, RustBuffer keys, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_HOUSEHOLD
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_HOUSEHOLD
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_move_household(uint64_t ptr, RustBuffer place_id, RustBuffer area, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_RECORD
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_MOVE_RECORD
 void uniffi_gridwork_ffi_fn_method_gridworkstore_move_record(uint64_t ptr, RustBuffer id, RustBuffer area, RustCallStatus *_Nonnull out_status
@@ -1058,6 +1063,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_list(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MARK_NEW_FOR_ME_SEEN
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_new_for_me_seen(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MOVE_HOUSEHOLD
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_MOVE_HOUSEHOLD
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_move_household(void
     
 );
 #endif

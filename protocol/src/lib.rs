@@ -16,6 +16,7 @@
 pub mod change;
 pub mod doc;
 pub mod error;
+pub mod export;
 pub mod limits;
 pub mod model;
 pub mod rules;

@@ -146,3 +146,84 @@ fn device_and_relay_count_the_same() {
         Err(Error::UnknownArea(_))
     ));
 }
+
+/// The relay exports the same rows as a device, with the same writer; ID numbers in full only for a
+/// supervisor who asks.
+#[test]
+fn the_relay_exports_what_a_device_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");
+    wang.sync();
+    for (name, id) in [
+        ("王芳", "110105195003020021"),
+        ("Li Wei", "110105196001010012"),
+    ] {
+        wang.store
+            .create(
+                NewRecord::new(Kind::Person, "g1")
+                    .field("name", name)
+                    .field("id_number", id)
+                    .tag("lives alone"),
+            )
+            .unwrap();
+    }
+    wang.sync();
+    zhou.sync();
+    let get = |token: &str, q: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/v1/export?{q}", relay.url()))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let rows = |bytes: &[u8]| -> Vec<Vec<String>> {
+        assert!(bytes.starts_with(b"\xEF\xBB\xBF"));
+        let mut r: Vec<Vec<String>> = csv::Reader::from_reader(&bytes[3..])
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        r.sort();
+        r
+    };
+    for unmasked in [false, true] {
+        let r = get(
+            &zhou.config.token,
+            &format!("kind=person&format=csv&tag=lives%20alone&unmasked={unmasked}"),
+        );
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+        let relay_rows = rows(&r.bytes().unwrap());
+        let mut q = ExportQuery::new(Kind::Person);
+        q.tag = Some("lives alone".into());
+        q.unmasked = unmasked;
+        let device_rows = rows(&zhou.store.export_records(&q, ExportFormat::Csv).unwrap());
+        assert_eq!(relay_rows, device_rows, "unmasked {unmasked}");
+        assert_eq!(relay_rows.len(), 2);
+        let full = relay_rows
+            .iter()
+            .any(|r| r.iter().any(|c| c == "110105195003020021"));
+        assert_eq!(full, unmasked);
+    }
+    let xlsx = get(&zhou.config.token, "kind=person&format=xlsx");
+    assert_eq!(xlsx.status(), 200);
+    assert!(xlsx.bytes().unwrap().starts_with(b"PK"));
+    assert_eq!(
+        get(&wang.config.token, "kind=person&format=csv&unmasked=true").status(),
+        403
+    );
+    assert_eq!(
+        get(&zhou.config.token, "kind=person&format=geojson").status(),
+        400
+    );
+    assert_eq!(
+        get(&zhou.config.token, "kind=robot&format=csv").status(),
+        400
+    );
+    assert_eq!(
+        get(&wang.config.token, "kind=person&format=csv&area=g2").status(),
+        404
+    );
+}

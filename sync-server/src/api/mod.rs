@@ -93,6 +93,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/areas", get(areas)),
         ("/v1/schedules", get(schedules)),
         ("/v1/stats", get(stats)),
+        ("/v1/export", get(export)),
         ("/v1/changes", get(pull).post(push)),
         ("/v1/snapshot", get(snapshot)),
         (
@@ -521,6 +522,122 @@ async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, 
     .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
     touch(&st, &c);
     Ok(Json(out).into_response())
+}
+
+/// `GET /v1/export?kind=&format=csv|xlsx|geojson&area=&tag=&from=&until=&unmasked=true`: a kind's records
+/// in the caller's scope as a file, written by the same code a device uses; ID numbers masked unless a
+/// supervisor or operator asks.
+async fn export(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
+    use gridwork_protocol::export::{row_values, write, ExportFormat, MAX_EXPORT_ROWS};
+    let p = params(q)?;
+    let kind = p
+        .get("kind")
+        .and_then(|k| gridwork_protocol::Kind::parse(k))
+        .ok_or_else(|| ApiError::bad_request("kind must be a record kind"))?;
+    let format = p
+        .get("format")
+        .and_then(|f| ExportFormat::parse(f))
+        .ok_or_else(|| ApiError::bad_request("format must be csv, xlsx or geojson"))?;
+    let unmasked = match p.get("unmasked").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad_request("unmasked must be true or false")),
+    };
+    if unmasked && c.role == gridwork_protocol::Role::Worker {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            "ID numbers in full are for supervisors and operators",
+        ));
+    }
+    let (from, until) = (int_param(&p, "from")?, int_param(&p, "until")?);
+    let period_field = match kind {
+        gridwork_protocol::Kind::Visit => Some("started_at"),
+        gridwork_protocol::Kind::Event => Some("reported_at"),
+        _ => None,
+    };
+    if (from.is_some() || until.is_some()) && period_field.is_none() {
+        return Err(ApiError::bad_request(
+            "a period applies to visits and events",
+        ));
+    }
+    let (from, until) = (
+        from.map(gridwork_protocol::time::iso_from_secs),
+        until.map(gridwork_protocol::time::iso_from_secs),
+    );
+    let scope = c.scope();
+    let paths: HashMap<String, String> = st
+        .store
+        .areas_for(&scope)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.path))
+        .collect();
+    let root = match p.get("area").filter(|a| !a.is_empty()) {
+        Some(a) => match paths.get(a) {
+            Some(path) if scope.is_operator() || path.starts_with(&scope.prefix) => {
+                Some(path.clone())
+            }
+            _ => return Err(ApiError::not_found(format!("no area {a} in your scope"))),
+        },
+        None => None,
+    };
+    let tag = p.get("tag").filter(|t| !t.is_empty()).cloned();
+    let mut records: Vec<_> = st
+        .store
+        .scope_records(&scope)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            let at = period_field.and_then(|f| r.field(f)).unwrap_or("");
+            !r.deleted
+                && r.kind == kind
+                && root.as_ref().is_none_or(|root| {
+                    paths
+                        .get(&r.area)
+                        .is_some_and(|path| path.starts_with(root.as_str()))
+                })
+                && tag.as_ref().is_none_or(|t| r.tags.contains(t))
+                && from.as_deref().is_none_or(|f| at >= f)
+                && until.as_deref().is_none_or(|u| at < u)
+        })
+        .collect();
+    if records.len() > MAX_EXPORT_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "more than {MAX_EXPORT_ROWS} records: narrow the export by area, tag or period"
+        )));
+    }
+    let title = kind.title_field();
+    records.sort_by(|a, b| (a.field(title), &a.id).cmp(&(b.field(title), &b.id)));
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.area.clone(),
+                row_values(kind, &r.fields, unmasked),
+            )
+        })
+        .collect();
+    let bytes = tokio::task::spawn_blocking(move || write(kind, &rows, format))
+        .await
+        .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?
+        .map_err(ApiError::bad_request)?;
+    touch(&st, &c);
+    tracing::info!(device = %c.device_id, kind = kind.as_str(), rows = records.len(), unmasked, "export");
+    let disposition = format!(
+        "attachment; filename=\"{}.{}\"",
+        kind.as_str(),
+        format.extension()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.media_type().to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `GET /v1/schedules`: the follow-up schedules of the caller's areas and their ancestors.

@@ -273,6 +273,26 @@ impl Relay {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The follow-up schedule several tests share: people tagged "lives alone" in c1 (and below) are
+    /// visited weekly.
+    pub fn add_weekly_alone_schedule(&self) {
+        self.admin(&[
+            "schedule",
+            "add",
+            "alone",
+            "--area",
+            "c1",
+            "--kind",
+            "person",
+            "--tag",
+            "lives alone",
+            "--every",
+            "weekly",
+            "--name",
+            "Living alone: weekly visit",
+        ]);
+    }
+
     /// Adds `areas` (parents first).
     pub fn add_area_tree(&self, areas: &[AreaSpec]) {
         for (id, parent, level, name) in areas {

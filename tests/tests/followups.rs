@@ -29,21 +29,7 @@ fn schedules_reach_devices_and_visits_fulfil_them() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"));
     relay.add_areas();
-    relay.admin(&[
-        "schedule",
-        "add",
-        "alone",
-        "--area",
-        "c1",
-        "--kind",
-        "person",
-        "--tag",
-        "lives alone",
-        "--every",
-        "weekly",
-        "--name",
-        "Living alone: weekly visit",
-    ]);
+    relay.add_weekly_alone_schedule();
     // Another community's schedule never reaches these devices.
     relay.add_area_tree(&OTHER_DISTRICT);
     relay.admin(&[
@@ -311,21 +297,7 @@ fn new_for_me_after_a_sync() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"));
     relay.add_areas();
-    relay.admin(&[
-        "schedule",
-        "add",
-        "alone",
-        "--area",
-        "c1",
-        "--kind",
-        "person",
-        "--tag",
-        "lives alone",
-        "--every",
-        "weekly",
-        "--name",
-        "Living alone: weekly visit",
-    ]);
+    relay.add_weekly_alone_schedule();
     let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
     let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");
     let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");

@@ -19,21 +19,7 @@ fn device_and_relay_count_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"));
     relay.add_areas();
-    relay.admin(&[
-        "schedule",
-        "add",
-        "alone",
-        "--area",
-        "c1",
-        "--kind",
-        "person",
-        "--tag",
-        "lives alone",
-        "--every",
-        "weekly",
-        "--name",
-        "Living alone: weekly visit",
-    ]);
+    relay.add_weekly_alone_schedule();
     let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
     let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g2");
     let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");

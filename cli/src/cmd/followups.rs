@@ -28,6 +28,13 @@ pub struct DueArgs {
     /// Judge at this moment (ISO-8601 UTC, e.g. 2026-12-01T09:00:00Z) instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_at)]
     pub at: Option<i64>,
+    #[command(flatten)]
+    pub offset: OffsetArg,
+}
+
+/// `--utc-offset`, shared by the commands that judge what is due "today".
+#[derive(Args, Debug)]
+pub struct OffsetArg {
     /// The office's offset from UTC, for what "today" is: +08:00 (China Standard Time) unless given.
     #[arg(
         long,
@@ -74,7 +81,7 @@ pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
         area: a.area.clone(),
         states,
         now: a.at,
-        utc_offset_minutes: a.utc_offset,
+        utc_offset_minutes: a.offset.utc_offset,
     };
     let items = ctx.store.followups(&query)?;
     ctx.print(&items, || {
@@ -125,20 +132,13 @@ pub struct InboxArgs {
     /// Mark everything listed as seen: it does not come back.
     #[arg(long)]
     pub seen: bool,
-    /// The office's offset from UTC, for which follow-ups are due today: +08:00 unless given.
-    #[arg(
-        long,
-        value_name = "±HH:MM",
-        default_value = "+08:00",
-        allow_hyphen_values = true,
-        value_parser = offset_minutes
-    )]
-    pub utc_offset: i32,
+    #[command(flatten)]
+    pub offset: OffsetArg,
 }
 
 /// `inbox`: what is new for this user since they last marked it seen.
 pub fn inbox(ctx: &Ctx, a: &InboxArgs) -> CliResult<()> {
-    let items = ctx.store.new_for_me(None, a.utc_offset)?;
+    let items = ctx.store.new_for_me(None, a.offset.utc_offset)?;
     if a.seen {
         let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
         ctx.store.mark_new_for_me_seen(&keys)?;

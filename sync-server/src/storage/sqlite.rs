@@ -75,16 +75,52 @@ fn is_plaintext_sqlite(path: &Path) -> Result<bool> {
 
 /// Opens one connection, keyed when the store is encrypted. A key that does not open the file is a
 /// typed [`Error::Key`] saying which of the three cases it is, never a panic or a bare "not a database".
-fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    // SQLCipher logs failed key checks to stderr by itself; the error reaches the caller typed instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
-    if let Encryption::Key(key) = encryption {
-        conn.execute_batch(&format!(
-            "PRAGMA key = {};",
-            key.sqlcipher_literal().as_str()
-        ))?;
+/// Once per process, on a connection of its own: SQLCipher's logging off (it logs failed key checks to
+/// stderr by itself; the error reaches the caller typed instead; the setting is process-wide), and one
+/// keyed connection first, so the crypto provider initialises on one thread before any store is keyed.
+fn sqlcipher_process_init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(c) = Connection::open_in_memory() {
+            let _ =
+                c.execute_batch("PRAGMA cipher_log_level = NONE; PRAGMA key = 'gridwork-warm-up';");
+            let _ = c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        }
+    });
+}
+
+/// Opens `path` and sets its key; a key that fails to set is tried again on a new connection (twice,
+/// a moment apart) before the error is reported, as the device store does (a transient failure under
+/// load was seen there).
+fn open_keyed(path: &Path, encryption: &Encryption) -> Result<Connection> {
+    sqlcipher_process_init();
+    let mut attempt = 0;
+    loop {
+        let conn = Connection::open(path)?;
+        let keyed = match encryption {
+            Encryption::Key(key) => conn.execute_batch(&format!(
+                "PRAGMA key = {};",
+                key.sqlcipher_literal().as_str()
+            )),
+            _ => Ok(()),
+        };
+        match keyed {
+            Ok(()) => return Ok(conn),
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "setting the store key failed; trying again");
+                drop(conn);
+                std::thread::sleep(Duration::from_millis(20 * attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+}
+
+fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
+    let conn = open_keyed(path, encryption)?;
     // The first read decrypts page 1: a wrong key, or a file of the other kind, fails here.
     if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)

@@ -477,6 +477,26 @@ async fn areas(State(st): St, Caller(c): Caller) -> Result<Json<AreasResponse>, 
     }))
 }
 
+/// The areas `scope` sees (its subtree and ancestors) and, when the caller names `area`, that area's
+/// path. An area outside the subtree reads as unknown (`404`): its name is not confirmed either.
+async fn areas_within(
+    st: &AppState,
+    scope: &gridwork_protocol::scope::Scope,
+    area: Option<&str>,
+) -> Result<(Vec<crate::storage::AreaRow>, Option<String>), ApiError> {
+    let rows = st.store.areas_for(scope).await?;
+    let root = match area {
+        Some(a) => match rows.iter().find(|r| r.id == a) {
+            Some(r) if scope.is_operator() || r.path.starts_with(&scope.prefix) => {
+                Some(r.path.clone())
+            }
+            _ => return Err(ApiError::not_found(format!("no area {a} in your scope"))),
+        },
+        None => None,
+    };
+    Ok((rows, root))
+}
+
 /// `GET /v1/stats?area=&from=&until=&at=`: statistics of an area's subtree (of the caller's scope) and
 /// period, computed by the same function a device runs over its own records
 /// (`gridwork_protocol::stats::compute`), over the record views the relay keeps for the caller's scope.
@@ -489,10 +509,8 @@ async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, 
         at: int_param(&p, "at")?,
     };
     let scope = c.scope();
-    let areas: HashMap<String, gridwork_protocol::stats::AreaPlace> = st
-        .store
-        .areas_for(&scope)
-        .await?
+    let (rows, _) = areas_within(&st, &scope, query.area.as_deref()).await?;
+    let areas: HashMap<String, gridwork_protocol::stats::AreaPlace> = rows
         .into_iter()
         .map(|a| {
             (
@@ -504,15 +522,6 @@ async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, 
             )
         })
         .collect();
-    if let Some(a) = &query.area {
-        // An area outside what the caller sees reads as unknown: its name is not confirmed either.
-        let inside = areas
-            .get(a)
-            .is_some_and(|p| scope.is_operator() || p.path.starts_with(&scope.prefix));
-        if !inside {
-            return Err(ApiError::not_found(format!("no area {a} in your scope")));
-        }
-    }
     let schedules = wire_areas(&st, &c).await?.schedules.clone();
     let records = st.store.scope_records(&scope).await?;
     let out = tokio::task::spawn_blocking(move || {
@@ -566,22 +575,9 @@ async fn export(State(st): St, Caller(c): Caller, q: Params) -> Result<Response,
         until.map(gridwork_protocol::time::iso_from_secs),
     );
     let scope = c.scope();
-    let paths: HashMap<String, String> = st
-        .store
-        .areas_for(&scope)
-        .await?
-        .into_iter()
-        .map(|a| (a.id, a.path))
-        .collect();
-    let root = match p.get("area").filter(|a| !a.is_empty()) {
-        Some(a) => match paths.get(a) {
-            Some(path) if scope.is_operator() || path.starts_with(&scope.prefix) => {
-                Some(path.clone())
-            }
-            _ => return Err(ApiError::not_found(format!("no area {a} in your scope"))),
-        },
-        None => None,
-    };
+    let area = p.get("area").filter(|a| !a.is_empty());
+    let (rows, root) = areas_within(&st, &scope, area.map(String::as_str)).await?;
+    let paths: HashMap<String, String> = rows.into_iter().map(|a| (a.id, a.path)).collect();
     let tag = p.get("tag").filter(|t| !t.is_empty()).cloned();
     let mut records: Vec<_> = st
         .store

@@ -57,14 +57,16 @@ pub fn name_key(name: &str) -> String {
     out
 }
 
+/// Text without spaces, lower-case: how duplicates compare addresses and other values.
+fn normalized(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 fn same_text(a: &str, b: &str) -> bool {
-    let norm = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_whitespace())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    !a.trim().is_empty() && norm(a) == norm(b)
+    !a.trim().is_empty() && normalized(a) == normalized(b)
 }
 
 impl Store {
@@ -131,12 +133,16 @@ impl Store {
                 if value.is_empty() {
                     continue;
                 }
+                // Dates and record ids are stored in their one valid form: SQLite keeps only the
+                // equal rows; addresses and phones are compared loosely, row by row, below.
+                let exact = !matches!(*column, "address" | "contact_phone");
                 let mut st = inner.conn.prepare_cached(&format!(
                     "SELECT r.rid, r.area, p.name, p.{column} FROM {table} p JOIN records r ON r.rid = p.rid
-                     WHERE r.deleted = 0 AND p.{column} IS NOT NULL",
+                     WHERE r.deleted = 0 AND p.{column} IS NOT NULL AND (?1 IS NULL OR p.{column} = ?1)",
                     table = kind.table()
                 ))?;
-                let rows = st.query_map([], |r| {
+                let key = exact.then(|| normalized(value));
+                let rows = st.query_map([key], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,

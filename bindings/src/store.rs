@@ -388,6 +388,17 @@ impl GridworkStore {
         Ok(self.store.schedules()?)
     }
 
+    /// The fields of the city form for a record of `kind` in `area` (forms arrive at sync): draw the
+    /// form from them; values go into the record's attributes by key.
+    pub fn form_fields(&self, kind: Kind, area: String) -> Result<Vec<gridwork_core::FormField>> {
+        Ok(self.store.form_fields(kind, &area)?)
+    }
+
+    /// A record's attributes read against its form, old values that no longer fit flagged.
+    pub fn record_form(&self, id: String) -> Result<Vec<gridwork_core::FieldValue>> {
+        Ok(self.store.record_form(&id)?)
+    }
+
     /// What the schedules make due in this user's scope, overdue first: for the "due today", "this
     /// week" and "overdue" lists of a worker or of one grid.
     pub fn followups(

@@ -13,6 +13,7 @@ use gridwork_core::{
     LinkType, NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role,
     Schedule, TimelineEntry,
 };
+use gridwork_core::{FieldValue, FormField, FormType, ValueState};
 use std::collections::{BTreeMap, HashMap};
 
 // ------------------------------------------------------------------------------------ enums
@@ -143,6 +144,55 @@ pub enum NewForMeKind {
     HandedDown,
     VisitReturned,
     FollowupDue,
+}
+
+/// The type of a city form field's value (see `FormField`): how an app draws the input and what the
+/// value must look like (`choices`: options joined by `;` in their order; `yes_no`: `yes` or `no`;
+/// `date`: YYYY-MM-DD).
+#[uniffi::remote(Enum)]
+pub enum FormType {
+    Text,
+    Number,
+    Date,
+    Choice,
+    Choices,
+    YesNo,
+    Phone,
+    IdNumber,
+}
+
+/// How a stored attribute stands against the record's form now: valid, outdated (entered under an
+/// earlier definition; kept and readable), missing (required, empty), or not in any form.
+#[uniffi::remote(Enum)]
+pub enum ValueState {
+    Valid,
+    Outdated,
+    Missing,
+    NotInForm,
+}
+
+/// One field of a city form: the attribute `key`, labels in Chinese and English, the type, whether
+/// it is required, the options of a choice, help texts.
+#[uniffi::remote(Record)]
+pub struct FormField {
+    pub key: String,
+    pub label_zh: String,
+    pub label_en: String,
+    pub ty: FormType,
+    pub required: bool,
+    pub options: Vec<String>,
+    pub help_zh: Option<String>,
+    pub help_en: Option<String>,
+}
+
+/// One attribute of a record read against its form: the field (absent for an attribute no form
+/// defines), the value and its state.
+#[uniffi::remote(Record)]
+pub struct FieldValue {
+    pub key: String,
+    pub field: Option<FormField>,
+    pub value: Option<String>,
+    pub state: ValueState,
 }
 
 /// How often a schedule's records are due a visit: every n days, or every n calendar months.

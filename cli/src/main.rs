@@ -148,6 +148,9 @@ pub enum Command {
     Due(cmd::followups::DueArgs),
     /// The follow-up schedules this device has from the relay.
     Schedules,
+    /// The city form of a kind in an area: the attributes to fill, with their types, options and
+    /// whether they are required (an operator defines forms on the relay; they arrive at sync).
+    Form(cmd::followups::FormArgs),
     /// What is new for you: events assigned or handed down to you, your visits returned, follow-ups
     /// due. `--seen` marks them seen.
     Inbox(cmd::followups::InboxArgs),
@@ -238,6 +241,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Event(c) => cmd::events::run(&ctx, c),
         Command::Due(a) => cmd::followups::due(&ctx, a),
         Command::Schedules => cmd::followups::schedules(&ctx),
+        Command::Form(a) => cmd::followups::form(&ctx, a),
         Command::Inbox(a) => cmd::followups::inbox(&ctx, a),
         Command::Report(a) => cmd::followups::report(&ctx, a),
         Command::Stats(a) => cmd::followups::stats(&ctx, a),

@@ -248,6 +248,12 @@ pub struct ChangeNote {
     pub action: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
+    /// The city forms the author's device judged the change by: the first 16 hex digits of their
+    /// [`crate::forms_version`] (absent when it had none). The relay checks attribute values by its
+    /// forms only when they are these: a change made offline under older forms lands, and values that
+    /// no longer fit are flagged like any value entered under an earlier form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forms: Option<String>,
 }
 
 impl ChangeNote {
@@ -257,7 +263,19 @@ impl ChangeNote {
             device: Some(device.to_owned()),
             action: action.to_owned(),
             fields,
+            forms: None,
         }
+    }
+
+    /// The note naming the forms (by [`crate::forms_version`]) the change was judged by.
+    pub fn with_forms(mut self, forms_version: Option<&str>) -> Self {
+        self.forms = forms_version.map(|v| crate::model::forms_tag(v).to_owned());
+        self
+    }
+
+    /// Whether the change was judged by the forms of `forms_version`.
+    pub fn judged_by_forms(&self, forms_version: &str) -> bool {
+        self.forms.as_deref() == Some(crate::model::forms_tag(forms_version))
     }
 
     /// Reads a change message; `None` when it is absent or not a note.

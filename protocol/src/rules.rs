@@ -24,7 +24,8 @@
 //! fields and areas, never field values.
 use crate::doc::{ChangeNote, RecordState};
 use crate::model::{
-    time, AttachmentRef, EventAction, EventStatus, Kind, Record, ReviewState, Role, TimelineEntry,
+    form_fields, time, AttachmentRef, EventAction, EventStatus, Form, Kind, Record, ReviewState,
+    Role, TimelineEntry,
 };
 use crate::scope::Scope;
 use std::collections::{BTreeMap, HashMap};
@@ -684,8 +685,13 @@ pub fn may_move(actor: &Actor, areas: &dyn Areas, record: &Record, to: &str) -> 
 
 // ------------------------------------------------------------------------ creating and editing
 
-/// Checks a new record's first state.
-pub fn check_create(actor: &Actor, areas: &dyn Areas, after: &RecordState) -> Verdict {
+/// Checks a new record's first state; `forms` are the city forms its attribute values are checked by.
+pub fn check_create(
+    actor: &Actor,
+    areas: &dyn Areas,
+    forms: &[Form],
+    after: &RecordState,
+) -> Verdict {
     let r = &after.record;
     if areas.path(&r.area).is_none() {
         return refuse(Reason::UnknownArea, format!("no area {}", r.area));
@@ -716,6 +722,7 @@ pub fn check_create(actor: &Actor, areas: &dyn Areas, after: &RecordState) -> Ve
     }
     check_title(r)?;
     check_content_values(r, None)?;
+    check_form_values(areas, forms, r, None)?;
     let entries = &r.timeline;
     for e in entries {
         check_timeline_entry(actor, e)?;
@@ -835,6 +842,36 @@ fn check_content_values(r: &Record, before: Option<&Record>) -> Verdict {
     Ok(())
 }
 
+/// Checks the attribute values of `r` that differ from `before` against the city form of the record's
+/// kind and home area. Values already stored are not judged again: a form that changed leaves them be.
+fn check_form_values(
+    areas: &dyn Areas,
+    forms: &[Form],
+    r: &Record,
+    before: Option<&Record>,
+) -> Verdict {
+    if forms.is_empty() {
+        return Ok(());
+    }
+    let changed: Vec<(&String, &String)> = r
+        .attrs
+        .iter()
+        .filter(|(k, v)| before.is_none_or(|b| b.attrs.get(*k) != Some(*v)))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let fields = form_fields(forms, areas, r.kind, &r.area);
+    for (key, value) in changed {
+        if let Some(field) = fields.iter().find(|f| &f.key == key) {
+            field
+                .check_value(value)
+                .map_err(|rule| Refusal::new(Reason::InvalidValue, rule))?;
+        }
+    }
+    Ok(())
+}
+
 /// The fields of `kind` whose changes only actions (or conflict resolutions) explain.
 fn managed_fields(kind: Kind) -> impl Iterator<Item = &'static str> {
     kind.fields().iter().filter(|f| f.managed).map(|f| f.name)
@@ -853,15 +890,17 @@ fn managed_state(r: &Record) -> BTreeMap<&'static str, Option<String>> {
 }
 
 /// May `actor` turn `before` into `after`? `before` is `None` for a new record. Both are states of the
-/// same record id, `after` being `before` with one change applied.
+/// same record id, `after` being `before` with one change applied. `forms` are the city forms attribute
+/// values are checked by.
 pub fn authorize(
     actor: &Actor,
     areas: &dyn Areas,
+    forms: &[Form],
     before: Option<&RecordState>,
     after: &RecordState,
 ) -> Verdict {
     let Some(before) = before else {
-        return check_create(actor, areas, after);
+        return check_create(actor, areas, forms, after);
     };
     let (b, a) = (&before.record, &after.record);
     if a.kind != b.kind {
@@ -1050,6 +1089,7 @@ pub fn authorize(
         }
         check_title(a)?;
         check_content_values(a, Some(b))?;
+        check_form_values(areas, forms, a, Some(b))?;
         if b.visited.iter().any(|v| !a.visited.contains(v)) {
             return refuse(Reason::AppendOnly, "visited records are only added");
         }

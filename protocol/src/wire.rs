@@ -55,6 +55,10 @@ pub struct MeResponse {
     /// device now (absent from relays that predate schedules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules_version: Option<String>,
+    /// [`crate::forms_version`] of the city forms `GET /v1/forms` answers this device now (absent from
+    /// relays that predate forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forms_version: Option<String>,
 }
 
 /// `POST /v1/me`: binds the device token to the store presenting `actor` (first call), or checks that
@@ -82,6 +86,13 @@ pub struct AreasResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchedulesResponse {
     pub schedules: Vec<crate::Schedule>,
+}
+
+/// `GET /v1/forms`: the city forms of the caller's areas and of their ancestors (a form covers its
+/// area's subtree).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FormsResponse {
+    pub forms: Vec<crate::Form>,
 }
 
 /// A digest of an area tree as `GET /v1/areas` sends it (hex SHA-256): equal for the same areas in

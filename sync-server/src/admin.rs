@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 use crate::config::{Limits, RelayKey, StorageConfig};
 use crate::error::{Error, Result};
 use crate::storage::{
-    check_display_name, now_secs, AreaMoved, AreaRow, AreaRowInput, DeviceInfo, Store, UserChanges,
-    UserInfo, UserRow,
+    check_display_name, now_secs, AreaMoved, AreaRow, AreaRowInput, Defined, Definition,
+    DeviceInfo, Store, UserChanges, UserInfo, UserRow,
 };
-use gridwork_protocol::{AreaLevel, Role, Schedule};
+use gridwork_protocol::{AreaLevel, Form, Role, Schedule};
 
 /// A device just created: the token is shown once and never stored (only its SHA-256).
 #[derive(Debug, Clone)]
@@ -228,13 +228,13 @@ impl Admin {
         Ok(())
     }
 
-    /// Whether the database connections are encrypted in transit (PostgreSQL, from the server's own
-    /// `pg_stat_ssl`); `None` for the embedded store.
     /// Defines a follow-up schedule for an area's subtree, or replaces the one with the same id.
     /// Devices in or above the area receive it at their next sync.
     pub async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
         let id = schedule.id.clone();
-        self.store.put_schedule(schedule).await?;
+        self.store
+            .put_definition(Definition::Schedule(schedule))
+            .await?;
         tracing::info!(schedule = %id, "schedule defined");
         Ok(())
     }
@@ -246,11 +246,35 @@ impl Admin {
 
     /// Removes a follow-up schedule.
     pub async fn remove_schedule(&self, id: &str) -> Result<()> {
-        self.store.remove_schedule(id).await?;
+        self.store.remove_definition(Defined::Schedule, id).await?;
         tracing::info!(schedule = %id, "schedule removed");
         Ok(())
     }
 
+    /// Defines a city form for a kind in an area's subtree, or replaces the one with the same id.
+    /// Devices in or below the area receive it at their next sync; every relay's rule book checks
+    /// attribute values by it from its next push on.
+    pub async fn put_form(&self, form: Form) -> Result<()> {
+        let id = form.id.clone();
+        self.store.put_definition(Definition::Form(form)).await?;
+        tracing::info!(form = %id, "form defined");
+        Ok(())
+    }
+
+    /// Every city form, by id.
+    pub async fn list_forms(&self) -> Result<Vec<Form>> {
+        self.store.list_forms().await
+    }
+
+    /// Removes a city form. Values entered under it stay in their records.
+    pub async fn remove_form(&self, id: &str) -> Result<()> {
+        self.store.remove_definition(Defined::Form, id).await?;
+        tracing::info!(form = %id, "form removed");
+        Ok(())
+    }
+
+    /// Whether the database connections are encrypted in transit (PostgreSQL, from the server's own
+    /// `pg_stat_ssl`); `None` for the embedded store.
     pub async fn transport_encrypted(&self) -> Result<Option<bool>> {
         self.store.transport_encrypted().await
     }

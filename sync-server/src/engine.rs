@@ -452,11 +452,13 @@ impl CachedDoc {
     }
 }
 
-/// Known areas: id -> path. Reloaded by the backend when the areas version changes.
+/// Known areas: id -> path, and the city forms defined on them. Reloaded by the backend when the areas
+/// version changes (a change of the forms moves it on too).
 #[derive(Debug, Default, Clone)]
 pub struct AreaMap {
     pub version: i64,
     pub paths: HashMap<String, String>,
+    pub forms: Vec<gridwork_protocol::Form>,
 }
 
 impl AreaMap {
@@ -847,6 +849,30 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// The city forms this change's attribute values are checked by: the relay's, when the change
+    /// names them as the forms its author's device had (see `ChangeNote::forms`); none when the
+    /// device judged it by older forms, or had none, while working offline.
+    fn forms(&self) -> &[gridwork_protocol::Form] {
+        let all = &self.areas.forms;
+        if all.is_empty() {
+            return all;
+        }
+        let Some(note) = ChangeNote::parse(self.change.message()) else {
+            return &[];
+        };
+        let sent = gridwork_protocol::forms_for_scope(
+            all,
+            &self.areas.paths,
+            &self.actor.area_path,
+            self.actor.role == gridwork_protocol::Role::Operator,
+        );
+        if note.judged_by_forms(&gridwork_protocol::forms_version(&sent)) {
+            all
+        } else {
+            &[]
+        }
+    }
+
     /// The change builds on the current document `doc`: `before` is its state, `after` the state once
     /// the change is applied, which is also what lands.
     fn at_heads(&self, doc: &mut Automerge) -> Judged {
@@ -860,7 +886,14 @@ impl Judge<'_> {
         .map_err(malformed)
         .map_err(applied)?;
         let before = self.current.map(DocState::state);
-        rules::authorize(self.actor, &self.areas.paths, before, after.state()).map_err(applied)?;
+        rules::authorize(
+            self.actor,
+            &self.areas.paths,
+            self.forms(),
+            before,
+            after.state(),
+        )
+        .map_err(applied)?;
         self.check_landing(after.state()).map_err(applied)?;
         Ok(after)
     }
@@ -885,6 +918,7 @@ impl Judge<'_> {
         rules::authorize(
             self.actor,
             &self.areas.paths,
+            self.forms(),
             Some(before.state()),
             after.state(),
         )

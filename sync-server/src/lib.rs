@@ -30,6 +30,6 @@ pub mod storage;
 pub use admin::{Admin, NewDevice};
 pub use config::{Encryption, Limits, RelayKey, ServerConfig, StorageConfig};
 pub use error::{ApiError, Error, Result};
-pub use gridwork_protocol::{AreaLevel, Every, Kind, Role, Schedule};
+pub use gridwork_protocol::{AreaLevel, Every, Form, Kind, Role, Schedule};
 pub use server::{start, RunningServer};
 pub use storage::{AreaMoved, AreaRow, DeviceInfo, UserChanges, UserInfo};

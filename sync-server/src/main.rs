@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use gridwork_server::config::KEY_ENV;
 use gridwork_server::{
-    start, Admin, AreaLevel, Encryption, Error, Every, Kind, Limits, RelayKey, Role, Schedule,
-    ServerConfig, StorageConfig, UserChanges,
+    start, Admin, AreaLevel, Encryption, Error, Every, Form, Kind, Limits, RelayKey, Role,
+    Schedule, ServerConfig, StorageConfig, UserChanges,
 };
 
 #[derive(Parser)]
@@ -151,6 +151,9 @@ enum AdminCmd {
     /// Follow-up schedules: which records of an area's subtree must be visited how often.
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// City forms: the attributes records of a kind carry in an area's subtree.
+    #[command(subcommand)]
+    Form(FormCmd),
     /// Encrypt an existing plaintext SQLite store in place with the key (--data and --key-file or
     /// GRIDWORK_RELAY_KEY). Stop the relay first. The plaintext file and its WAL are removed.
     Encrypt,
@@ -230,6 +233,25 @@ enum ScheduleCmd {
     /// List the schedules.
     List,
     /// Remove a schedule.
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum FormCmd {
+    /// Define a form from a JSON file (`-`: standard input), or replace the one with the same id.
+    /// A form: {"id":"elderly","area":"c1","kind":"person","fields":[{"key":"pension","label_zh":"养老金",
+    /// "label_en":"Pension","type":"yes_no","required":true}, ...]}; types: text, number, date,
+    /// choice and choices (with "options"), yes_no, phone, id_number; optional help_zh, help_en.
+    Add {
+        /// The form as JSON.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the forms (id, area, kind, field keys).
+    List,
+    /// Print a form as JSON.
+    Show { id: String },
+    /// Remove a form. Values entered under it stay in their records.
     Remove { id: String },
 }
 
@@ -398,6 +420,7 @@ async fn admin_cmd(admin: &Admin, what: AdminCmd) -> gridwork_server::Result<()>
         AdminCmd::User(cmd) => user_cmd(admin, cmd).await,
         AdminCmd::Device(cmd) => device_cmd(admin, cmd).await,
         AdminCmd::Schedule(cmd) => schedule_cmd(admin, cmd).await,
+        AdminCmd::Form(cmd) => form_cmd(admin, cmd).await,
         // Handled before the store is opened.
         AdminCmd::Encrypt | AdminCmd::Keygen { .. } => Ok(()),
     }
@@ -433,6 +456,53 @@ async fn area_cmd(admin: &Admin, cmd: AreaCmd) -> gridwork_server::Result<()> {
         AreaCmd::Remove { id } => {
             admin.remove_area(&id).await?;
             println!("area {id} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn form_cmd(admin: &Admin, cmd: FormCmd) -> gridwork_server::Result<()> {
+    match cmd {
+        FormCmd::Add { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            }
+            .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", file.display())))?;
+            let form: Form = serde_json::from_str(&text)
+                .map_err(|e| Error::Invalid(format!("not a form: {e}")))?;
+            let (id, area) = (form.id.clone(), form.area.clone());
+            admin.put_form(form).await?;
+            println!("form {id} defined for {area}");
+        }
+        FormCmd::List => {
+            for f in admin.list_forms().await? {
+                let keys: Vec<&str> = f.fields.iter().map(|x| x.key.as_str()).collect();
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    f.id,
+                    f.area,
+                    f.kind.as_str(),
+                    keys.join(",")
+                );
+            }
+        }
+        FormCmd::Show { id } => {
+            let form = admin
+                .list_forms()
+                .await?
+                .into_iter()
+                .find(|f| f.id == id)
+                .ok_or_else(|| Error::NotFound(format!("form {id}")))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&form).map_err(|e| Error::Invalid(e.to_string()))?
+            );
+        }
+        FormCmd::Remove { id } => {
+            admin.remove_form(&id).await?;
+            println!("form {id} removed");
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use common::*;
 use gridwork_protocol::change::bombs::{billion_op_change, chunk, deflate_bomb};
 use gridwork_protocol::doc::{self as layout, ChangeNote};
 use gridwork_server::{
-    start, Admin, AreaLevel, Every, Kind, Limits, RelayKey, Role, RunningServer, Schedule,
+    start, Admin, AreaLevel, Every, Form, Kind, Limits, RelayKey, Role, RunningServer, Schedule,
     ServerConfig, StorageConfig,
 };
 use serde_json::{json, Value};
@@ -2408,6 +2408,127 @@ async fn follow_up_schedules(b: Backend) {
     env.stop().await;
 }
 
+/// A city form: served to the devices of the areas it covers, its version in `/v1/me`; attribute values
+/// a change writes are checked by it when the change names the forms the relay has (its author's
+/// device had them), and a change made under older forms lands.
+async fn city_forms(b: Backend) {
+    use gridwork_protocol::{FormField, FormType};
+    let env = Env::new(b).await;
+    let admin = Admin::open(&env.storage).await.unwrap();
+    let field = |key: &str, ty: FormType, options: &[&str]| FormField {
+        key: key.into(),
+        label_zh: "字段".into(),
+        label_en: "Field".into(),
+        ty,
+        required: key == "pension",
+        options: options.iter().map(|o| o.to_string()).collect(),
+        help_zh: None,
+        help_en: None,
+    };
+    let form = Form {
+        id: "c1-person".into(),
+        area: "c1".into(),
+        kind: Kind::Person,
+        fields: vec![
+            field("pension", FormType::YesNo, &[]),
+            field("income", FormType::Choice, &["low", "high"]),
+        ],
+    };
+    let (_, me0) = env.get("wa", "/v1/me").await;
+    admin.put_form(form.clone()).await.unwrap();
+    let (s, wa) = env.get("wa", "/v1/forms").await;
+    assert_eq!(s, 200, "{wa}");
+    let sent: Vec<Form> = serde_json::from_value(wa["forms"].clone()).unwrap();
+    assert_eq!(sent, [form.clone()]);
+    assert!(env.get("sup2", "/v1/forms").await.1["forms"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (_, me) = env.get("wa", "/v1/me").await;
+    let version = gridwork_protocol::forms_version(&sent);
+    assert_eq!(me["forms_version"], version.as_str());
+    assert_ne!(me["forms_version"], me0["forms_version"]);
+
+    // A change that names the relay's forms: its values are checked by them.
+    let author = env.author("wa");
+    let current = author_note(author, Some(&version));
+    let (r, mut doc, c) = env.person("wa", "g1", "Kim");
+    assert_eq!(env.push1("wa", &r, c).await["status"], "accepted");
+    let set_attr = |doc: &mut Automerge, note: &str, key: &str, value: &str| {
+        author.write_noted(doc, note.to_owned(), |tx| {
+            let attrs = layout::root_obj(tx, layout::ATTRS).unwrap();
+            tx.put(&attrs, key, value).unwrap();
+        })
+    };
+    let before = env.stored(&r).await;
+    let mut fork = doc.fork();
+    let bad = set_attr(&mut fork, &current, "pension", "perhaps");
+    let a = env.push1("wa", &r, bad).await;
+    assert_eq!(
+        (a["status"].as_str(), a["reason"].as_str()),
+        (Some("rejected"), Some("invalid_value")),
+        "{a}"
+    );
+    assert!(
+        a["detail"].as_str().unwrap().contains("attrs.pension"),
+        "{a}"
+    );
+    assert!(
+        !a["detail"].as_str().unwrap().contains("perhaps"),
+        "never the value: {a}"
+    );
+    assert_eq!(env.stored(&r).await, before, "nothing stored changed");
+    let good = set_attr(&mut doc, &current, "pension", "yes");
+    assert_eq!(env.push1("wa", &r, good).await["status"], "accepted");
+    // A change made under older forms (the device had none yet): it lands, to be flagged.
+    let old = set_attr(&mut doc, &author.note("update"), "income", "about 3000");
+    assert_eq!(env.push1("wa", &r, old).await["status"], "accepted");
+    // Outside the form's subtree the attribute is free.
+    let (r2, mut doc2, c2) = env.person("wb", "g2", "Lee");
+    assert_eq!(env.push1("wb", &r2, c2).await["status"], "accepted");
+    let wb = env.author("wb");
+    let free = wb.write_noted(&mut doc2, author_note(wb, Some(&version)), |tx| {
+        let attrs = layout::root_obj(tx, layout::ATTRS).unwrap();
+        tx.put(&attrs, "nickname", "anything").unwrap();
+    });
+    assert_eq!(env.push1("wb", &r2, free).await["status"], "accepted");
+
+    // Definitions are checked; an area with a form stays until the form goes.
+    let mut bad = form.clone();
+    bad.fields[1].options.clear();
+    assert!(is_invalid(admin.put_form(bad).await));
+    let mut nowhere = form.clone();
+    nowhere.area = "no-such-area".into();
+    assert!(is_invalid(admin.put_form(nowhere).await));
+    admin
+        .add_area("g4", Some("c1"), AreaLevel::Grid, "Grid 4")
+        .await
+        .unwrap();
+    let mut g4 = form.clone();
+    g4.id = "g4".into();
+    g4.area = "g4".into();
+    admin.put_form(g4).await.unwrap();
+    let err = admin.remove_area("g4").await.unwrap_err().to_string();
+    assert!(err.contains("1 form(s)"), "{err}");
+    admin.remove_form("g4").await.unwrap();
+    admin.remove_area("g4").await.unwrap();
+    assert!(is_not_found(admin.remove_form("g4").await));
+    admin.remove_form("c1-person").await.unwrap();
+    assert_eq!(
+        env.get("wa", "/v1/me").await.1["forms_version"],
+        me0["forms_version"]
+    );
+    admin.close().await;
+    env.stop().await;
+}
+
+fn author_note(author: &Author, forms_version: Option<&str>) -> String {
+    serde_json::to_string(
+        &ChangeNote::new(&author.user, &author.device, "update", vec![]).with_forms(forms_version),
+    )
+    .unwrap()
+}
+
 async fn admin_area_tree(b: Backend) {
     let env = Env::new(b).await;
     let admin = Admin::open(&env.storage).await.unwrap();
@@ -2614,4 +2735,5 @@ conformance!(
     admin_users_and_devices,
     admin_area_tree,
     follow_up_schedules,
+    city_forms,
 );

@@ -293,6 +293,30 @@ impl Relay {
         ]);
     }
 
+    /// Defines a city form (`gridwork-server admin form add --file -`, the JSON on standard input).
+    pub fn add_form(&self, form: &serde_json::Value) {
+        use std::io::Write;
+        let mut child = self
+            .admin_command(&["form", "add", "--file", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run admin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(form.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "form add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Adds `areas` (parents first).
     pub fn add_area_tree(&self, areas: &[AreaSpec]) {
         for (id, parent, level, name) in areas {

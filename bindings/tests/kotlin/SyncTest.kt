@@ -62,6 +62,13 @@ class SyncTest {
             admin("user", "add", "zhou", "--name", "Zhou", "--role", "supervisor", "--area", "c1")
             admin("schedule", "add", "alone", "--area", "c1", "--kind", "person", "--tag", "lives alone",
                 "--every", "weekly", "--name", "Living alone: weekly visit")
+            // A city form for objects in grid 2 (no other test makes objects there).
+            val form = File(data, "form.json")
+            form.writeText("""{"id":"g2-objects","area":"g2","kind":"object","fields":[
+                {"key":"hazard_level","label_zh":"隐患等级","label_en":"Hazard level","type":"choice",
+                 "options":["low","high"],"required":true},
+                {"key":"checked_on","label_zh":"检查日期","label_en":"Checked on","type":"date"}]}""")
+            admin("form", "add", "--file", form.path)
             val port = freePort()
             url = "http://127.0.0.1:$port"
             server = ProcessBuilder(binary, "serve", "--data", data.path, "--listen", "127.0.0.1:$port")
@@ -314,6 +321,33 @@ class SyncTest {
             assertFailsWith<GridworkException.NotFound> {
                 w.followups(FollowupQuery(area = "g2", states = listOf(), now = null, utcOffsetMinutes = beijing))
             }
+        }
+    }
+
+    @Test
+    fun aCityFormFromTheRelayDrawsTheFormAndChecksItsValues() {
+        val dir = tempDir("gw-forms")
+        val (zhou, config) = device(dir, "zhou", Role.SUPERVISOR, "c1")
+        zhou.use { z ->
+            z.sync(config, null)
+            val fields = z.formFields(Kind.OBJECT, "g2")
+            assertEquals(listOf("hazard_level", "checked_on"), fields.map { it.key })
+            assertEquals(FormType.CHOICE, fields[0].ty)
+            assertEquals(listOf("low", "high"), fields[0].options)
+            assertTrue(fields[0].required)
+            assertEquals("隐患等级", fields[0].labelZh)
+            assertTrue(z.formFields(Kind.OBJECT, "g1").isEmpty(), "the form covers grid 2 only")
+            val well = NewRecord(kind = Kind.OBJECT, area = "g2", fields = mapOf("name" to "Well cover"))
+            assertFailsWith<GridworkException.InvalidInput>("required by the form") { z.create(well) }
+            assertFailsWith<GridworkException.InvalidInput>("not an option") {
+                z.create(well.copy(attrs = mapOf("hazard_level" to "medium")))
+            }
+            val id = z.create(well.copy(attrs = mapOf("hazard_level" to "high", "checked_on" to "2026-11-20")))
+            val read = z.recordForm(id)
+            assertEquals(listOf(ValueState.VALID, ValueState.VALID), read.map { it.state })
+            assertEquals("high", read[0].value)
+            val report = z.sync(config, null)
+            assertEquals(0uL, report.rejected, "the relay takes what the form allows")
         }
     }
 

@@ -2,7 +2,7 @@
 use crate::ctx::{CliResult, Ctx};
 use crate::output::{self, count, Table};
 use clap::Args;
-use gridwork_core::{time, DueState, FollowupQuery, NewForMeKind};
+use gridwork_core::{time, DueState, FollowupQuery, Kind, NewForMeKind};
 
 pub const EXAMPLES: &str = "\
 EXAMPLES:
@@ -200,6 +200,46 @@ pub fn schedules(ctx: &Ctx) -> CliResult<()> {
             ]);
         }
         t.render()
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct FormArgs {
+    /// The kind of record.
+    pub kind: crate::cmd::records::KindArg,
+    /// The area (default: your own).
+    #[arg(long)]
+    pub area: Option<String>,
+}
+
+pub fn form(ctx: &Ctx, a: &FormArgs) -> CliResult<()> {
+    let kind: Kind = a.kind.into();
+    let area = match &a.area {
+        Some(area) => area.clone(),
+        None => ctx.store.identity().area,
+    };
+    let fields = ctx.store.form_fields(kind, &area)?;
+    ctx.print(&fields, || {
+        if fields.is_empty() {
+            return format!(
+                "no form for {kind} in {area} (an operator defines forms on the relay; they arrive at sync)"
+            );
+        }
+        let mut t = Table::new(["KEY", "LABEL", "TYPE", "REQUIRED", "OPTIONS"]);
+        for f in &fields {
+            t.row([
+                f.key.clone(),
+                format!("{} / {}", f.label_zh, f.label_en),
+                f.ty.as_str().into(),
+                if f.required { "yes" } else { "" }.into(),
+                f.options.join(", "),
+            ]);
+        }
+        format!(
+            "{}\nfill them with: gridwork add {kind} ... --attr KEY=VALUE\n",
+            t.render()
+        )
     });
     Ok(())
 }

@@ -4,7 +4,9 @@ use super::{done, parse_key_value};
 use crate::ctx::{CliError, CliResult, Ctx};
 use crate::output::{self, count, Table};
 use clap::{Args, ValueEnum};
-use gridwork_core::{time, FieldType, Kind, LinkType, ListQuery, NewRecord, Record, Update};
+use gridwork_core::{
+    mask, time, FieldType, Kind, LinkType, ListQuery, NewRecord, Record, Update, ValueState,
+};
 use std::collections::BTreeMap;
 use unicode_width::UnicodeWidthStr;
 
@@ -469,12 +471,33 @@ pub fn show(ctx: &Ctx, args: &ShowArgs) -> CliResult<()> {
         out.push_str("\nfields\n");
         kv_lines(&mut out, &fields);
     }
-    if !r.attrs.is_empty() {
+    // The attributes read against the record's city form: its fields in order (labelled, values of
+    // ID numbers masked, old values that no longer fit flagged), then attributes no form defines.
+    let form = ctx.store.record_form(&r.id)?;
+    if !form.is_empty() {
         out.push_str("\nattributes\n");
-        let attrs: Vec<_> = r
-            .attrs
+        let attrs: Vec<_> = form
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|v| v.value.is_some() || v.state == ValueState::Missing)
+            .map(|v| {
+                let name = match &v.field {
+                    Some(f) => format!("{} ({})", f.label_en, f.key),
+                    None => v.key.clone(),
+                };
+                let value = match (&v.value, &v.field) {
+                    (Some(value), Some(f)) if f.sensitive() => mask(value),
+                    (Some(value), _) => value.clone(),
+                    (None, _) => String::new(),
+                };
+                let flag = match (v.state, &v.field) {
+                    (ValueState::Outdated, Some(f)) => {
+                        format!("  [entered under an earlier form: now {}]", f.rule())
+                    }
+                    (ValueState::Missing, _) => "[missing: the form requires it]".into(),
+                    _ => String::new(),
+                };
+                (name, format!("{value}{flag}"))
+            })
             .collect();
         kv_lines(&mut out, &attrs);
     }

@@ -5,7 +5,8 @@
 //! one visit an interval after it was closed, until a visit that includes it ends after the close.
 //! Changing a schedule or a record's tags moves what is due at once: nothing is stored but the
 //! schedules.
-use super::{meta, set_meta, Store};
+use super::forms::{load_definitions, replace_definitions};
+use super::{meta, Store};
 use crate::error::{Error, Result};
 use crate::model::{time, DueState, Kind, Schedule};
 use rusqlite::params;
@@ -48,19 +49,11 @@ pub struct Followup {
 impl Store {
     /// The follow-up schedules this device has from the relay, by id.
     pub fn schedules(&self) -> Result<Vec<Schedule>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare_cached("SELECT definition FROM schedules ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for def in rows {
-            out.push(
-                serde_json::from_str(&def?)
-                    .map_err(|e| Error::Corrupt(format!("a stored schedule: {e}")))?,
-            );
-        }
-        Ok(out)
+        load_definitions(
+            &self.lock().conn,
+            "SELECT definition FROM schedules ORDER BY id",
+            "schedule",
+        )
     }
 
     /// `schedules_version` of the schedules last taken from the relay.
@@ -73,20 +66,17 @@ impl Store {
     pub(crate) fn adopt_schedules(&self, schedules: &[Schedule], version: &str) -> Result<()> {
         let mut inner = self.lock();
         inner.check_writable()?;
-        let tx = inner.conn.transaction()?;
-        tx.execute("DELETE FROM schedules", [])?;
+        let mut rows = Vec::new();
         for s in schedules {
             if let Err(why) = s.check() {
                 tracing::warn!(schedule = %s.id, %why, "a schedule from the relay is not well-formed: left out");
                 continue;
             }
             let def = serde_json::to_string(s).map_err(|e| Error::InvalidInput(e.to_string()))?;
-            tx.execute(
-                "INSERT OR REPLACE INTO schedules (id, definition) VALUES (?1, ?2)",
-                params![s.id, def],
-            )?;
+            rows.push((s.id.as_str(), def));
         }
-        set_meta(&tx, META_SCHEDULES_VERSION, version)?;
+        let tx = inner.conn.transaction()?;
+        replace_definitions(&tx, "schedules", &rows, META_SCHEDULES_VERSION, version)?;
         tx.commit()?;
         Ok(())
     }

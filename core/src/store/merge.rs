@@ -68,6 +68,7 @@ fn parse_note(message: Option<&str>) -> ChangeNote {
         device: None,
         action: "unknown".into(),
         fields: Vec::new(),
+        forms: None,
     })
 }
 

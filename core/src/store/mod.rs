@@ -9,6 +9,7 @@ mod duplicates;
 mod events;
 mod export;
 mod followups;
+mod forms;
 mod household;
 mod identity;
 mod inbox;
@@ -122,6 +123,10 @@ pub(crate) struct Inner {
     actor: ActorId,
     /// Area id -> path, for scope checks without a query.
     area_paths: HashMap<String, String>,
+    /// The city forms from the relay: the rule book checks attribute values by them. With their
+    /// `forms_version` when there are any: change notes name it.
+    forms: Vec<gridwork_protocol::Form>,
+    forms_version: Option<String>,
     /// Who works here: from `init`, then from the relay at every sync.
     pub(crate) identity: Identity,
     /// Whether the relay has confirmed the identity (at least one sync or an `init` from the relay).
@@ -297,6 +302,8 @@ impl Store {
         };
         let confirmed = meta(&conn, META_CONFIRMED)?.as_deref() == Some("1");
         let area_paths = load_area_paths(&conn)?;
+        let forms = forms::load_forms(&conn)?;
+        let forms_version = (!forms.is_empty()).then(|| gridwork_protocol::forms_version(&forms));
         let cache = NonZeroUsize::new(options.doc_cache.max(1)).expect("non-zero");
         let store = Store {
             inner: Mutex::new(Inner {
@@ -304,6 +311,8 @@ impl Store {
                 docs: LruCache::new(cache),
                 actor,
                 area_paths,
+                forms,
+                forms_version,
                 identity,
                 confirmed,
                 wiped: None,
@@ -610,6 +619,7 @@ impl Inner {
             action,
             fields,
         )
+        .with_forms(self.forms_version.as_deref())
     }
 
     /// The loaded document of a record, from the cache or the database.
@@ -700,15 +710,13 @@ impl Inner {
         let actor = self.rule_actor();
         self.doc(id)?;
         let doc = self.docs.get_mut(id).expect("loaded above");
-        let (result, after) = match rulebook::judged_change(
-            doc,
-            id,
-            &actor,
-            &self.area_paths,
-            before,
-            message,
-            edit,
-        )? {
+        let book = rulebook::Book {
+            actor,
+            areas: &self.area_paths,
+            forms: &self.forms,
+        };
+        let (result, after) = match rulebook::judged_change(doc, id, &book, before, message, edit)?
+        {
             Judged::Unchanged(result) => return Ok(result),
             Judged::Committed(result, after) => (result, after),
             Judged::Refused(refusal) => return Err(Error::refused(id, refusal)),

@@ -313,15 +313,9 @@ impl Inner {
         };
         let note = self.note(&action, old.map(|n| n.fields).unwrap_or_default());
         let message = serde_json::to_string(&note).expect("note serialises");
-        let outcome = judged_change(
-            base,
-            id,
-            &self.rule_actor(),
-            &self.area_paths,
-            &current,
-            message,
-            |tx| apply_difference(tx, &before, &after, &current.record),
-        )?;
+        let outcome = judged_change(base, id, &self.book(), &current, message, |tx| {
+            apply_difference(tx, &before, &after, &current.record)
+        })?;
         Ok(match outcome {
             Judged::Committed(..) => Ok(Some(
                 base.get_last_local_change()

@@ -703,6 +703,8 @@ struct Maker<'a> {
     actor: automerge::ActorId,
     rule_actor: gridwork_protocol::rules::Actor,
     area_paths: &'a HashMap<String, String>,
+    forms: &'a [gridwork_protocol::Form],
+    forms_version: Option<&'a str>,
 }
 
 impl<'a> Maker<'a> {
@@ -712,6 +714,8 @@ impl<'a> Maker<'a> {
             actor: inner.actor.clone(),
             rule_actor: inner.rule_actor(),
             area_paths: &inner.area_paths,
+            forms: &inner.forms,
+            forms_version: inner.forms_version.as_deref(),
         }
     }
 
@@ -732,6 +736,7 @@ impl<'a> Maker<'a> {
             return Err(Error::field(title, "required"));
         }
         check_area(self.area_paths, &new.area)?;
+        Inner::check_required(self.forms, self.area_paths, kind, &new.area, &new.attrs)?;
         Ok(kind)
     }
 
@@ -745,7 +750,8 @@ impl<'a> Maker<'a> {
             &me.device_id,
             "create",
             new.fields.keys().cloned().collect(),
-        );
+        )
+        .with_forms(self.forms_version);
         #[derive(Serialize)]
         struct CreateNote<'a> {
             #[serde(flatten)]
@@ -773,6 +779,7 @@ impl<'a> Maker<'a> {
         gridwork_protocol::rules::authorize(
             &self.rule_actor,
             self.area_paths,
+            self.forms,
             None,
             &doc::RecordState::of(record.clone()),
         )
@@ -882,8 +889,14 @@ impl<'a> Maker<'a> {
         }
         let state =
             doc::read_state(&id, &doc).map_err(|e| Error::Corrupt(format!("record {id}: {e}")))?;
-        gridwork_protocol::rules::authorize(&self.rule_actor, self.area_paths, None, &state)
-            .map_err(|refusal| Error::refused(&id, refusal))?;
+        gridwork_protocol::rules::authorize(
+            &self.rule_actor,
+            self.area_paths,
+            self.forms,
+            None,
+            &state,
+        )
+        .map_err(|refusal| Error::refused(&id, refusal))?;
         Ok((id, doc, state.record))
     }
 }

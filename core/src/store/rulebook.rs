@@ -22,14 +22,20 @@ pub(crate) enum Judged<T> {
     Refused(rules::Refusal),
 }
 
+/// What the rule book judges this store's writes by: who acts, the area tree and the city forms.
+pub(crate) struct Book<'a> {
+    pub actor: Actor,
+    pub areas: &'a dyn Areas,
+    pub forms: &'a [gridwork_protocol::Form],
+}
+
 /// Makes one change of record `id` on `doc` with `edit` and has the rule book judge it: the state
-/// before (`before`) and after, as `actor` made it. An allowed change is committed with `message` (the
-/// change note); a refused one is rolled back, leaving `doc` as it was.
+/// before (`before`) and after, as the book's actor made it. An allowed change is committed with
+/// `message` (the change note); a refused one is rolled back, leaving `doc` as it was.
 pub(crate) fn judged_change<T>(
     doc: &mut Automerge,
     id: &str,
-    actor: &Actor,
-    areas: &dyn Areas,
+    book: &Book<'_>,
     before: &RecordState,
     message: String,
     edit: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
@@ -53,7 +59,9 @@ pub(crate) fn judged_change<T>(
             return Err(Error::Corrupt(format!("record {id}: {e}")));
         }
     };
-    if let Err(refusal) = rules::authorize(actor, areas, Some(before), &after) {
+    if let Err(refusal) =
+        rules::authorize(&book.actor, book.areas, book.forms, Some(before), &after)
+    {
         tx.rollback();
         return Ok(Judged::Refused(refusal));
     }
@@ -66,6 +74,15 @@ pub(crate) fn judged_change<T>(
 }
 
 impl Inner {
+    /// What the rule book judges this store's writes by.
+    pub(crate) fn book(&self) -> Book<'_> {
+        Book {
+            actor: self.rule_actor(),
+            areas: &self.area_paths,
+            forms: &self.forms,
+        }
+    }
+
     /// The actor the rule book judges this store's writes as.
     pub(crate) fn rule_actor(&self) -> Actor {
         let me = &self.identity;

@@ -4,7 +4,7 @@
 use crate::model::Kind;
 use rusqlite::{Connection, Transaction};
 
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Version 1: records with their documents, the outbox, areas, sync state and the projection.
 fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -143,8 +143,13 @@ fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 7: the city forms as the relay sent them (`definition`: JSON of `gridwork_protocol::Form`).
+fn v7(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE forms (id TEXT PRIMARY KEY, definition TEXT NOT NULL);")
+}
+
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5, v6];
+const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5, v6, v7];
 
 /// Brings the schema from its current version up to `target`. Returns the version found.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {

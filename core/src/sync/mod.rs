@@ -12,7 +12,7 @@
 //! [`SyncError::DeviceInUse`]; a revoked device or disabled user makes the store wipe itself.
 
 use crate::error::{Error, Result};
-use crate::model::{schedules_version, Identity, Record, Role};
+use crate::model::{forms_version, schedules_version, Identity, Record, Role};
 use crate::rules::Reason;
 use crate::store::{RemoteChunk, Store, StoreOptions};
 use base64::Engine;
@@ -305,6 +305,12 @@ impl Client {
         self.json(self.send(|h| h.get(self.url("/schedules"))).await?)
             .await
     }
+
+    /// `GET /v1/forms`: the city forms of the user's areas and their ancestors.
+    async fn forms(&self) -> Result<FormsResponse, SyncError> {
+        self.json(self.send(|h| h.get(self.url("/forms"))).await?)
+            .await
+    }
 }
 
 /// What `init` may say about the user of a store made from the relay: each claim given must agree
@@ -546,6 +552,13 @@ impl Store {
             if self.schedules_version()?.as_ref() != Some(v) {
                 let sent = client.schedules().await?.schedules;
                 self.adopt_schedules(&sent, &schedules_version(&sent))?;
+            }
+        }
+        // The city forms likewise.
+        if let Some(v) = &me.forms_version {
+            if self.forms_version()?.as_ref() != Some(v) {
+                let sent = client.forms().await?.forms;
+                self.adopt_forms(&sent, &forms_version(&sent))?;
             }
         }
         tracing::info!(device = %me.device_id, role = %me.role, "sync started");

@@ -42,6 +42,7 @@ impl Script {
                 actor: None,
                 areas_version: None,
                 schedules_version: None,
+                forms_version: None,
             },
             areas: tree(&["d1", "s1", "c1", "g1"]),
             snapshot: Vec::new(),

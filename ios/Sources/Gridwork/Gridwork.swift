@@ -757,6 +757,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func followups(query: FollowupQuery) throws  -> [Followup]
     
     /**
+     * The fields of the city form for a record of `kind` in `area` (forms arrive at sync): draw the
+     * form from them; values go into the record's attributes by key.
+     */
+    func formFields(kind: Kind, area: String) throws  -> [FormField]
+    
+    /**
      * The record as its document says, including tombstoned records.
      */
     func get(id: String) throws  -> Record
@@ -829,6 +835,11 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      * chunks from the relay that could not be applied.
      */
     func quarantined() throws  -> [QuarantinedChange]
+    
+    /**
+     * A record's attributes read against its form, old values that no longer fit flagged.
+     */
+    func recordForm(id: String) throws  -> [FieldValue]
     
     /**
      * Settles a conflicted field on `value`; the resolution is itself a synced edit.
@@ -1349,6 +1360,21 @@ open func followups(query: FollowupQuery)throws  -> [Followup]  {
 }
     
     /**
+     * The fields of the city form for a record of `kind` in `area` (forms arrive at sync): draw the
+     * form from them; values go into the record's attributes by key.
+     */
+open func formFields(kind: Kind, area: String)throws  -> [FormField]  {
+    return try  FfiConverterSequenceTypeFormField.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_form_fields(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeKind_lower(kind),
+        FfiConverterString.lower(area),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The record as its document says, including tombstoned records.
      */
 open func get(id: String)throws  -> Record  {
@@ -1535,6 +1561,19 @@ open func quarantined()throws  -> [QuarantinedChange]  {
         uniffiCallStatus in
     uniffi_gridwork_ffi_fn_method_gridworkstore_quarantined(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A record's attributes read against its form, old values that no longer fit flagged.
+     */
+open func recordForm(id: String)throws  -> [FieldValue]  {
+    return try  FfiConverterSequenceTypeFieldValue.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_record_form(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(id),uniffiCallStatus
     )
 })
 }
@@ -2848,6 +2887,72 @@ public func FfiConverterTypeFieldChange_lower(_ value: FieldChange) -> RustBuffe
 
 
 /**
+ * One attribute of a record read against its form: the field (absent for an attribute no form
+ * defines), the value and its state.
+ */
+public struct FieldValue: Equatable, Hashable {
+    public let key: String
+    public let field: FormField?
+    public let value: String?
+    public let state: ValueState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(key: String, field: FormField?, value: String?, state: ValueState) {
+        self.key = key
+        self.field = field
+        self.value = value
+        self.state = state
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension FieldValue: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFieldValue: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FieldValue {
+        return
+            try FieldValue(
+                key: FfiConverterString.read(from: &buf), 
+                field: FfiConverterOptionTypeFormField.read(from: &buf), 
+                value: FfiConverterOptionString.read(from: &buf), 
+                state: FfiConverterTypeValueState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: FieldValue, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterOptionTypeFormField.write(value.field, into: &buf)
+        FfiConverterOptionString.write(value.value, into: &buf)
+        FfiConverterTypeValueState.write(value.state, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFieldValue_lift(_ buf: RustBuffer) throws -> FieldValue {
+    return try FfiConverterTypeFieldValue.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFieldValue_lower(_ value: FieldValue) -> RustBuffer {
+    return FfiConverterTypeFieldValue.lower(value)
+}
+
+
+/**
  * One record due a visit under one schedule; `due_at` is absent for a record never visited (due
  * now). Times are ISO-8601 UTC.
  */
@@ -2996,6 +3101,88 @@ public func FfiConverterTypeFollowupQuery_lift(_ buf: RustBuffer) throws -> Foll
 #endif
 public func FfiConverterTypeFollowupQuery_lower(_ value: FollowupQuery) -> RustBuffer {
     return FfiConverterTypeFollowupQuery.lower(value)
+}
+
+
+/**
+ * One field of a city form: the attribute `key`, labels in Chinese and English, the type, whether
+ * it is required, the options of a choice, help texts.
+ */
+public struct FormField: Equatable, Hashable {
+    public let key: String
+    public let labelZh: String
+    public let labelEn: String
+    public let ty: FormType
+    public let required: Bool
+    public let options: [String]
+    public let helpZh: String?
+    public let helpEn: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(key: String, labelZh: String, labelEn: String, ty: FormType, required: Bool, options: [String], helpZh: String?, helpEn: String?) {
+        self.key = key
+        self.labelZh = labelZh
+        self.labelEn = labelEn
+        self.ty = ty
+        self.required = required
+        self.options = options
+        self.helpZh = helpZh
+        self.helpEn = helpEn
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension FormField: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFormField: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FormField {
+        return
+            try FormField(
+                key: FfiConverterString.read(from: &buf), 
+                labelZh: FfiConverterString.read(from: &buf), 
+                labelEn: FfiConverterString.read(from: &buf), 
+                ty: FfiConverterTypeFormType.read(from: &buf), 
+                required: FfiConverterBool.read(from: &buf), 
+                options: FfiConverterSequenceString.read(from: &buf), 
+                helpZh: FfiConverterOptionString.read(from: &buf), 
+                helpEn: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: FormField, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterString.write(value.labelZh, into: &buf)
+        FfiConverterString.write(value.labelEn, into: &buf)
+        FfiConverterTypeFormType.write(value.ty, into: &buf)
+        FfiConverterBool.write(value.required, into: &buf)
+        FfiConverterSequenceString.write(value.options, into: &buf)
+        FfiConverterOptionString.write(value.helpZh, into: &buf)
+        FfiConverterOptionString.write(value.helpEn, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFormField_lift(_ buf: RustBuffer) throws -> FormField {
+    return try FfiConverterTypeFormField.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFormField_lower(_ value: FormField) -> RustBuffer {
+    return FfiConverterTypeFormField.lower(value)
 }
 
 
@@ -5372,6 +5559,119 @@ public func FfiConverterTypeExportFormat_lower(_ value: ExportFormat) -> RustBuf
 
 
 /**
+ * The type of a city form field's value (see `FormField`): how an app draws the input and what the
+ * value must look like (`choices`: options joined by `;` in their order; `yes_no`: `yes` or `no`;
+ * `date`: YYYY-MM-DD).
+ */
+
+public enum FormType: Equatable, Hashable {
+    
+    case text
+    case number
+    case date
+    case choice
+    case choices
+    case yesNo
+    case phone
+    case idNumber
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension FormType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFormType: FfiConverterRustBuffer {
+    typealias SwiftType = FormType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FormType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .text
+        
+        case 2: return .number
+        
+        case 3: return .date
+        
+        case 4: return .choice
+        
+        case 5: return .choices
+        
+        case 6: return .yesNo
+        
+        case 7: return .phone
+        
+        case 8: return .idNumber
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: FormType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .text:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .number:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .date:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .choice:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .choices:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .yesNo:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .phone:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .idNumber:
+            writeInt(&buf, Int32(8))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFormType_lift(_ buf: RustBuffer) throws -> FormType {
+    return try FfiConverterTypeFormType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFormType_lower(_ value: FormType) -> RustBuffer {
+    return FfiConverterTypeFormType.lower(value)
+}
+
+
+
+/**
  * What went wrong, in terms a mobile app can act on. Kotlin sees `GridworkException.NotFound` etc.,
  * Swift `GridworkError.NotFound`.
  */
@@ -6259,6 +6559,90 @@ public func FfiConverterTypeSyncPhase_lower(_ value: SyncPhase) -> RustBuffer {
 }
 
 
+
+/**
+ * How a stored attribute stands against the record's form now: valid, outdated (entered under an
+ * earlier definition; kept and readable), missing (required, empty), or not in any form.
+ */
+
+public enum ValueState: Equatable, Hashable {
+    
+    case valid
+    case outdated
+    case missing
+    case notInForm
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ValueState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeValueState: FfiConverterRustBuffer {
+    typealias SwiftType = ValueState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ValueState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .valid
+        
+        case 2: return .outdated
+        
+        case 3: return .missing
+        
+        case 4: return .notInForm
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ValueState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .valid:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .outdated:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .missing:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .notInForm:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeValueState_lift(_ buf: RustBuffer) throws -> ValueState {
+    return try FfiConverterTypeValueState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeValueState_lower(_ value: ValueState) -> RustBuffer {
+    return FfiConverterTypeValueState.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -6398,6 +6782,30 @@ fileprivate struct FfiConverterOptionTypeSyncObserver: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeSyncObserver.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeFormField: FfiConverterRustBuffer {
+    typealias SwiftType = FormField?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeFormField.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeFormField.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -6702,6 +7110,31 @@ fileprivate struct FfiConverterSequenceTypeFieldChange: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeFieldValue: FfiConverterRustBuffer {
+    typealias SwiftType = [FieldValue]
+
+    public static func write(_ value: [FieldValue], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeFieldValue.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [FieldValue] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [FieldValue]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeFieldValue.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeFollowup: FfiConverterRustBuffer {
     typealias SwiftType = [Followup]
 
@@ -6719,6 +7152,31 @@ fileprivate struct FfiConverterSequenceTypeFollowup: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeFollowup.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeFormField: FfiConverterRustBuffer {
+    typealias SwiftType = [FormField]
+
+    public static func write(_ value: [FormField], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeFormField.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [FormField] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [FormField]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeFormField.read(from: &buf))
         }
         return seq
     }
@@ -7234,6 +7692,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_followups() != 9662) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_form_fields() != 7997) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_get() != 2321) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7277,6 +7738,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_quarantined() != 37179) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_record_form() != 34048) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_resolve_conflict() != 33958) {

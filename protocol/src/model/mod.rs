@@ -1,12 +1,17 @@
 //! The domain: record kinds and their fields, areas, roles, events and visits.
 mod area;
 mod event;
+mod form;
 mod kind;
 mod schedule;
 pub mod time;
 
 pub use area::{check_placement, Area, AreaLevel};
 pub use event::{EventAction, EventStatus};
+pub use form::{
+    form_fields, forms_for_scope, forms_tag, forms_version, is_resident_id, read_form, FieldValue,
+    Form, FormField, FormType, ValueState, MAX_FORM_FIELDS,
+};
 pub use kind::{mask, search_number, FieldSpec, FieldType, Kind, LinkType, ReviewState};
 pub use schedule::{
     schedules_version, DueState, Every, Schedule, MAX_EVERY_DAYS, MAX_EVERY_MONTHS,

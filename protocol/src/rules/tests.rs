@@ -180,9 +180,10 @@ fn check(
     )>,
 ) {
     let areas = tree();
+    let forms = city_forms();
     let mut failures = Vec::new();
     for (name, actor, before, after, want) in rows {
-        let got = authorize(&actor, &areas, before.as_ref(), &after).map_err(|r| r.reason);
+        let got = authorize(&actor, &areas, &forms, before.as_ref(), &after).map_err(|r| r.reason);
         if got != want {
             failures.push(format!("{name}: expected {want:?}, got {got:?}"));
         }
@@ -1104,6 +1105,7 @@ fn authors() {
         device: device.map(str::to_owned),
         action: "edit".into(),
         fields: vec![],
+        forms: None,
     };
     let rows: Vec<(&str, Option<&str>, &str, Option<ChangeNote>, bool)> = vec![
         (
@@ -1176,4 +1178,117 @@ fn reasons_round_trip() {
     }
     assert!(Reason::Busy.is_transient());
     assert!(!Reason::OutOfScope.is_transient());
+}
+
+/// A city form on d1 for people (`income`, a number) and one on c1 that makes `income` a choice there.
+fn city_forms() -> Vec<Form> {
+    use crate::model::{FormField, FormType};
+    let field = |key: &str, ty: FormType, options: &[&str]| FormField {
+        key: key.into(),
+        label_zh: "字段".into(),
+        label_en: "Field".into(),
+        ty,
+        required: true,
+        options: options.iter().map(|o| o.to_string()).collect(),
+        help_zh: None,
+        help_en: None,
+    };
+    vec![
+        Form {
+            id: "city".into(),
+            area: "d1".into(),
+            kind: Kind::Person,
+            fields: vec![
+                field("income", FormType::Number, &[]),
+                field("pension", FormType::YesNo, &[]),
+            ],
+        },
+        Form {
+            id: "c1-income".into(),
+            area: "c1".into(),
+            kind: Kind::Person,
+            fields: vec![field(
+                "income",
+                FormType::Choice,
+                &["low", "middle", "high"],
+            )],
+        },
+    ]
+}
+
+fn with_attr(mut r: Record, key: &str, value: &str) -> Record {
+    r.attrs.insert(key.into(), value.into());
+    r
+}
+
+#[test]
+fn form_values() {
+    use Reason::*;
+    // Stored under an earlier form (free text where a choice is asked now).
+    let old_value = with_attr(person("g1"), "income", "about 3000");
+    check(vec![
+        (
+            "a value of the form's type",
+            wang(),
+            None,
+            s(with_attr(person("g1"), "pension", "yes")),
+            Ok(()),
+        ),
+        (
+            "a value that breaks its field's type",
+            wang(),
+            None,
+            s(with_attr(person("g1"), "pension", "perhaps")),
+            Err(InvalidValue),
+        ),
+        (
+            "the community's form replaces the city's field: a number is not an option in c1",
+            wang(),
+            None,
+            s(with_attr(person("g1"), "income", "3000")),
+            Err(InvalidValue),
+        ),
+        (
+            "the city's field holds elsewhere",
+            qian(),
+            None,
+            s(with_attr(person("g3"), "income", "3000")),
+            Ok(()),
+        ),
+        (
+            "a required field left empty is the device's concern, not a refusal",
+            wang(),
+            None,
+            s(person("g1")),
+            Ok(()),
+        ),
+        (
+            "attributes no form defines are free",
+            wang(),
+            None,
+            s(with_attr(person("g1"), "nickname", "小王")),
+            Ok(()),
+        ),
+        (
+            "an old value that no longer fits is not judged again by an unrelated edit",
+            wang(),
+            Some(s(old_value.clone())),
+            s(with_attr(old_value.clone(), "pension", "no")),
+            Ok(()),
+        ),
+        (
+            "but rewriting it must fit the form",
+            wang(),
+            Some(s(old_value.clone())),
+            s(with_attr(old_value.clone(), "income", "about 4000")),
+            Err(InvalidValue),
+        ),
+        (
+            "and correcting it to an option is fine",
+            wang(),
+            Some(s(old_value.clone())),
+            s(with_attr(old_value, "income", "middle")),
+            Ok(()),
+        ),
+    ]);
 }

@@ -30,11 +30,11 @@ use crate::storage::{now_secs, Bind, DeviceAuth, PageLimit, Store};
 
 pub use gridwork_protocol::wire::PROTOCOL_VERSION;
 use gridwork_protocol::wire::{
-    areas_version, AreasResponse, HealthResponse, MeResponse, PullItem, PullResponse, PushRequest,
-    PushResponse, PushResult as WireResult, PushStatus, RegisterRequest, SchedulesResponse,
-    SnapshotRecord, SnapshotResponse, WireArea, RETRY_AFTER_MS_HEADER,
+    areas_version, AreasResponse, FormsResponse, HealthResponse, MeResponse, PullItem,
+    PullResponse, PushRequest, PushResponse, PushResult as WireResult, PushStatus, RegisterRequest,
+    SchedulesResponse, SnapshotRecord, SnapshotResponse, WireArea, RETRY_AFTER_MS_HEADER,
 };
-use gridwork_protocol::{schedules_version, Schedule};
+use gridwork_protocol::{forms_version, schedules_version, Form, Schedule};
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 /// `last_sync_at` is refreshed by reads at most this often (seconds).
 const TOUCH_EVERY: i64 = 60;
@@ -57,13 +57,15 @@ struct AreasCache {
     by_scope: std::collections::HashMap<String, Arc<ScopeAreas>>,
 }
 
-/// The area tree of one scope as sent, and its `areas_version`; the follow-up schedules of those
-/// areas, and their `schedules_version`.
+/// The area tree of one scope as sent, and its `areas_version`; the follow-up schedules and the city
+/// forms of those areas, and their versions.
 struct ScopeAreas {
     areas: Vec<WireArea>,
     version: String,
     schedules: Vec<Schedule>,
     schedules_version: String,
+    forms: Vec<Form>,
+    forms_version: String,
 }
 
 /// Scopes kept at most (each a few KB); past it the cache starts again.
@@ -92,6 +94,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/me", get(me).post(register)),
         ("/v1/areas", get(areas)),
         ("/v1/schedules", get(schedules)),
+        ("/v1/forms", get(forms)),
         ("/v1/stats", get(stats)),
         ("/v1/export", get(export)),
         ("/v1/changes", get(pull).post(push)),
@@ -356,6 +359,7 @@ async fn me_response(st: &AppState, c: DeviceAuth) -> Result<MeResponse, ApiErro
     Ok(MeResponse {
         areas_version: Some(areas.version.clone()),
         schedules_version: Some(areas.schedules_version.clone()),
+        forms_version: Some(areas.forms_version.clone()),
         device_id: c.device_id,
         user_id: c.user_id,
         user_name: c.user_name,
@@ -456,11 +460,21 @@ async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Arc<ScopeAreas>, Ap
         .into_iter()
         .filter(|s| ids.contains(s.area.as_str()))
         .collect();
+    // The forms likewise: a form covers its area's subtree.
+    let forms: Vec<Form> = st
+        .store
+        .list_forms()
+        .await?
+        .into_iter()
+        .filter(|f| ids.contains(f.area.as_str()))
+        .collect();
     let entry = Arc::new(ScopeAreas {
         version: areas_version(&areas),
         schedules_version: schedules_version(&schedules),
+        forms_version: forms_version(&forms),
         areas,
         schedules,
+        forms,
     });
     let mut cache = st.areas.lock().expect("areas cache");
     if cache.version != version || cache.by_scope.len() >= AREAS_CACHE_SCOPES {
@@ -634,6 +648,13 @@ async fn export(State(st): St, Caller(c): Caller, q: Params) -> Result<Response,
         bytes,
     )
         .into_response())
+}
+
+/// `GET /v1/forms`: the city forms of the caller's areas and their ancestors.
+async fn forms(State(st): St, Caller(c): Caller) -> Result<Json<FormsResponse>, ApiError> {
+    Ok(Json(FormsResponse {
+        forms: wire_areas(&st, &c).await?.forms.clone(),
+    }))
 }
 
 /// `GET /v1/schedules`: the follow-up schedules of the caller's areas and their ancestors.

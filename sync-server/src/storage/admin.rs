@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use gridwork_protocol::scope::{join_paths, scope_keys, split_paths};
-use gridwork_protocol::{AreaLevel, Schedule};
+use gridwork_protocol::{AreaLevel, Form, Schedule};
 
 /// Rows whose existence the logic checks.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,8 @@ pub(crate) enum Held {
     Records,
     /// Follow-up schedules of the area (by id).
     Schedules,
+    /// City forms of the area (by id).
+    Forms,
 }
 
 /// The SQL of the operator's changes: primitives without decisions, inside a transaction.
@@ -90,15 +92,20 @@ pub(crate) trait AdminSql: WriteSql {
         token_hash: &[u8; 32],
         now: i64,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Inserts or replaces a schedule (its definition as JSON).
-    fn put_schedule(
+    /// Inserts or replaces a schedule or form (its definition as JSON).
+    fn put_definition(
         &mut self,
+        what: Defined,
         id: &str,
         area: &str,
         definition: &str,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Removes a schedule; how many there were.
-    fn delete_schedule(&mut self, id: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Removes a schedule or form; how many there were.
+    fn delete_definition(
+        &mut self,
+        what: Defined,
+        id: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
 }
 
 pub(crate) async fn add_area<S: AdminSql>(sql: &mut S, input: &AreaRowInput) -> Result<AreaRow> {
@@ -194,6 +201,7 @@ pub(crate) async fn remove_area<S: AdminSql>(sql: &mut S, id: &str) -> Result<()
             users: sql.count(Held::Users, id).await?,
             records: sql.count(Held::Records, &path).await?,
             schedules: sql.count(Held::Schedules, id).await?,
+            forms: sql.count(Held::Forms, id).await?,
         };
         held.check_empty(id)?;
         // The area's own scope keys on past entries go too: an area created later with the same id
@@ -256,33 +264,92 @@ pub(crate) async fn add_device<S: AdminSql>(
     .await
 }
 
-/// Defines a follow-up schedule, or replaces the one with its id: checked (see [`Schedule::check`])
-/// and in an existing area. The tree's version moves on, so every relay answers devices afresh.
-pub(crate) async fn put_schedule<S: AdminSql>(sql: &mut S, schedule: &Schedule) -> Result<()> {
-    schedule.check().map_err(Error::Invalid)?;
-    let definition = serde_json::to_string(schedule).map_err(|e| Error::Invalid(e.to_string()))?;
+/// Defines a follow-up schedule or a city form, or replaces the one with its id: checked
+/// ([`Schedule::check`], [`Form::check`]) and in an existing area. The tree's version moves on, so every
+/// relay answers devices afresh and its writer reloads the forms it checks values by.
+pub(crate) async fn put_definition<S: AdminSql>(sql: &mut S, def: &Definition) -> Result<()> {
+    def.check().map_err(Error::Invalid)?;
+    let (what, id, area) = (def.what(), def.id(), def.area());
+    let json = def.to_json()?;
     in_transaction(sql, async |sql: &mut S| {
         sql.bump_areas_version().await?;
-        if !sql.exists(Row::Area, &schedule.area).await? {
-            return Err(Error::Invalid(format!(
-                "area {} does not exist",
-                schedule.area
-            )));
+        if !sql.exists(Row::Area, area).await? {
+            return Err(Error::Invalid(format!("area {area} does not exist")));
         }
-        sql.put_schedule(&schedule.id, &schedule.area, &definition)
-            .await
+        sql.put_definition(what, id, area, &json).await
     })
     .await
 }
 
-/// Removes a schedule (`NotFound` when there is none with that id).
-pub(crate) async fn remove_schedule<S: AdminSql>(sql: &mut S, id: &str) -> Result<()> {
+/// Removes a schedule or form (`NotFound` when there is none with that id).
+pub(crate) async fn remove_definition<S: AdminSql>(
+    sql: &mut S,
+    what: Defined,
+    id: &str,
+) -> Result<()> {
     in_transaction(sql, async |sql: &mut S| {
         sql.bump_areas_version().await?;
-        if sql.delete_schedule(id).await? == 0 {
-            return Err(Error::NotFound(format!("schedule {id}")));
+        if sql.delete_definition(what, id).await? == 0 {
+            return Err(Error::NotFound(format!("{} {id}", what.name())));
         }
         Ok(())
     })
     .await
+}
+
+/// What an operator defines per area subtree, each kept as JSON in a table of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defined {
+    Schedule,
+    Form,
+}
+
+impl Defined {
+    pub fn name(self) -> &'static str {
+        match self {
+            Defined::Schedule => "schedule",
+            Defined::Form => "form",
+        }
+    }
+}
+
+/// A schedule or a form, as [`put_definition`] stores it.
+#[derive(Debug, Clone)]
+pub enum Definition {
+    Schedule(Schedule),
+    Form(Form),
+}
+
+impl Definition {
+    fn what(&self) -> Defined {
+        match self {
+            Definition::Schedule(_) => Defined::Schedule,
+            Definition::Form(_) => Defined::Form,
+        }
+    }
+    fn id(&self) -> &str {
+        match self {
+            Definition::Schedule(s) => &s.id,
+            Definition::Form(f) => &f.id,
+        }
+    }
+    fn area(&self) -> &str {
+        match self {
+            Definition::Schedule(s) => &s.area,
+            Definition::Form(f) => &f.area,
+        }
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        match self {
+            Definition::Schedule(s) => s.check(),
+            Definition::Form(f) => f.check(),
+        }
+    }
+    fn to_json(&self) -> Result<String> {
+        match self {
+            Definition::Schedule(s) => serde_json::to_string(s),
+            Definition::Form(f) => serde_json::to_string(f),
+        }
+        .map_err(|e| Error::Invalid(e.to_string()))
+    }
 }

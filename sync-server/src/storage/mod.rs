@@ -28,8 +28,9 @@ use std::sync::Arc;
 use crate::config::{Limits, StorageConfig};
 use crate::engine::{doc_at, PushJob, PushResult, KIND_MOVE, KIND_RELEASE};
 use crate::error::{Error, Result};
+pub use admin::{Defined, Definition};
 use gridwork_protocol::scope::{split_paths, Scope};
-use gridwork_protocol::{AreaLevel, Role, Schedule};
+use gridwork_protocol::{AreaLevel, Form, Role, Schedule};
 
 /// The device behind a bearer token: everything the relay knows about the caller comes from here.
 #[derive(Debug, Clone)]
@@ -447,26 +448,28 @@ impl Store {
 
     /// Every follow-up schedule, by id.
     pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
-        let defs =
-            dispatch!(self, s => sqlite s.schedule_definitions(), pg s.schedule_definitions())?;
-        defs.iter()
-            .map(|d| {
-                serde_json::from_str(d).map_err(|e| {
-                    Error::Unavailable(format!("a stored schedule does not read: {e}"))
-                })
-            })
-            .collect()
+        self.definitions(Defined::Schedule).await
     }
 
-    /// Defines a follow-up schedule, or replaces the one with its id.
-    pub async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
-        logic!(self, sql => admin::put_schedule(&mut sql, &schedule))
+    /// Every city form, by id.
+    pub async fn list_forms(&self) -> Result<Vec<Form>> {
+        self.definitions(Defined::Form).await
     }
 
-    /// Removes a follow-up schedule (`NotFound` when there is none).
-    pub async fn remove_schedule(&self, id: &str) -> Result<()> {
+    async fn definitions<T: serde::de::DeserializeOwned>(&self, what: Defined) -> Result<Vec<T>> {
+        let defs = dispatch!(self, s => sqlite s.definitions(what), pg s.definitions(what))?;
+        parse_definitions(what, &defs)
+    }
+
+    /// Defines a follow-up schedule or a city form, or replaces the one with its id.
+    pub async fn put_definition(&self, def: Definition) -> Result<()> {
+        logic!(self, sql => admin::put_definition(&mut sql, &def))
+    }
+
+    /// Removes a follow-up schedule or a city form (`NotFound` when there is none).
+    pub async fn remove_definition(&self, what: Defined, id: &str) -> Result<()> {
         let id = id.to_owned();
-        logic!(self, sql => admin::remove_schedule(&mut sql, &id))
+        logic!(self, sql => admin::remove_definition(&mut sql, what, &id))
     }
 
     pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
@@ -799,16 +802,22 @@ pub struct AreaContents {
     pub users: i64,
     pub records: i64,
     pub schedules: i64,
+    pub forms: i64,
 }
 
 impl AreaContents {
     pub fn check_empty(&self, id: &str) -> Result<()> {
-        if self.children == 0 && self.users == 0 && self.records == 0 && self.schedules == 0 {
+        if self.children == 0
+            && self.users == 0
+            && self.records == 0
+            && self.schedules == 0
+            && self.forms == 0
+        {
             return Ok(());
         }
         Err(Error::NotEmpty(format!(
-            "area {id} holds {} child area(s), {} user(s), {} record(s) and {} schedule(s); move or remove them first",
-            self.children, self.users, self.records, self.schedules
+            "area {id} holds {} child area(s), {} user(s), {} record(s), {} schedule(s) and {} form(s); move or remove them first",
+            self.children, self.users, self.records, self.schedules, self.forms
         )))
     }
 }
@@ -932,4 +941,19 @@ impl Store {
             Store::Postgres(_) => "postgres",
         }
     }
+}
+
+/// Reads stored definitions (schedules or forms) back; one that does not read means the database was
+/// changed behind the relay's back.
+pub(crate) fn parse_definitions<T: serde::de::DeserializeOwned>(
+    what: Defined,
+    defs: &[String],
+) -> Result<Vec<T>> {
+    defs.iter()
+        .map(|d| {
+            serde_json::from_str(d).map_err(|e| {
+                Error::Unavailable(format!("a stored {} does not read: {e}", what.name()))
+            })
+        })
+        .collect()
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_upload_sessions.sql"),
     include_str!("../../migrations/postgres/0005_record_views.sql"),
     include_str!("../../migrations/postgres/0006_schedules.sql"),
+    include_str!("../../migrations/postgres/0007_forms.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -127,13 +128,9 @@ impl PgStore {
     }
 
     /// Queues a last-sync-time update for the writer (batched with its next transaction).
-    /// Every follow-up schedule's definition (JSON), by id.
-    pub async fn schedule_definitions(&self) -> Result<Vec<String>> {
-        let c = self.pool.get().await?;
-        let rows = c
-            .query("SELECT definition FROM schedules ORDER BY id", &[])
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+    /// Every schedule's or form's definition (JSON), by id.
+    pub async fn definitions(&self, what: Defined) -> Result<Vec<String>> {
+        load_definitions(&self.pool.get().await?, what).await
     }
 
     pub async fn list_areas(&self) -> Result<Vec<AreaRow>> {
@@ -397,6 +394,15 @@ async fn migrate_locked(client: &mut deadpool_postgres::Object) -> Result<()> {
     Ok(())
 }
 
+async fn load_definitions<C: GenericClient>(c: &C, what: Defined) -> Result<Vec<String>> {
+    let sql = match what {
+        Defined::Schedule => "SELECT definition FROM schedules ORDER BY id",
+        Defined::Form => "SELECT definition FROM forms ORDER BY id",
+    };
+    let rows = c.query(sql, &[]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
     let rows = c
         .query(
@@ -510,6 +516,10 @@ impl WriteSql for PgSql {
 
     async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
         load_areas(self.client().await?).await
+    }
+
+    async fn definitions(&mut self, what: Defined) -> Result<Vec<String>> {
+        load_definitions(self.client().await?, what).await
     }
 
     async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
@@ -905,6 +915,7 @@ impl AdminSql for PgSql {
             Held::Users => "SELECT count(*) FROM users WHERE area = $1",
             Held::Records => "SELECT count(*) FROM record_scope WHERE key = $1",
             Held::Schedules => "SELECT count(*) FROM schedules WHERE area = $1",
+            Held::Forms => "SELECT count(*) FROM forms WHERE area = $1",
         };
         let row = self.row(sql, &[&arg]).await?;
         Ok(row.map_or(0, |r| r.get(0)))
@@ -957,19 +968,33 @@ impl AdminSql for PgSql {
         Ok(())
     }
 
-    async fn put_schedule(&mut self, id: &str, area: &str, definition: &str) -> Result<()> {
-        self.run(
-            "INSERT INTO schedules (id, area, definition) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition",
-            &[&id, &area, &definition],
-        )
-        .await?;
+    async fn put_definition(
+        &mut self,
+        what: Defined,
+        id: &str,
+        area: &str,
+        definition: &str,
+    ) -> Result<()> {
+        let sql = match what {
+            Defined::Schedule => {
+                "INSERT INTO schedules (id, area, definition) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition"
+            }
+            Defined::Form => {
+                "INSERT INTO forms (id, area, definition) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition"
+            }
+        };
+        self.run(sql, &[&id, &area, &definition]).await?;
         Ok(())
     }
 
-    async fn delete_schedule(&mut self, id: &str) -> Result<u64> {
-        self.run("DELETE FROM schedules WHERE id = $1", &[&id])
-            .await
+    async fn delete_definition(&mut self, what: Defined, id: &str) -> Result<u64> {
+        let sql = match what {
+            Defined::Schedule => "DELETE FROM schedules WHERE id = $1",
+            Defined::Form => "DELETE FROM forms WHERE id = $1",
+        };
+        self.run(sql, &[&id]).await
     }
 }
 

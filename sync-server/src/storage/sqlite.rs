@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_upload_sessions.sql"),
     include_str!("../../migrations/sqlite/0005_record_views.sql"),
     include_str!("../../migrations/sqlite/0006_schedules.sql"),
+    include_str!("../../migrations/sqlite/0007_forms.sql"),
 ];
 
 pub struct SqliteStore {
@@ -421,13 +422,9 @@ impl SqliteStore {
         })
     }
 
-    /// Every follow-up schedule's definition (JSON), by id.
-    pub fn schedule_definitions(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached("SELECT definition FROM schedules ORDER BY id")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
+    /// Every schedule's or form's definition (JSON), by id.
+    pub fn definitions(&self, what: Defined) -> Result<Vec<String>> {
+        self.with(|c| load_definitions(c, what))
     }
 
     pub fn list_areas(&self) -> Result<Vec<AreaRow>> {
@@ -636,6 +633,16 @@ impl Drop for SqliteStore {
     }
 }
 
+fn load_definitions(c: &Connection, what: Defined) -> Result<Vec<String>> {
+    let sql = match what {
+        Defined::Schedule => "SELECT definition FROM schedules ORDER BY id",
+        Defined::Form => "SELECT definition FROM forms ORDER BY id",
+    };
+    let mut st = c.prepare_cached(sql)?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn load_areas(c: &Connection) -> Result<Vec<AreaRow>> {
     let mut st =
         c.prepare_cached("SELECT id, parent, level, name, path FROM areas ORDER BY path")?;
@@ -771,6 +778,10 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
 
     async fn load_areas(&mut self) -> Result<Vec<AreaRow>> {
         load_areas(self.c())
+    }
+
+    async fn definitions(&mut self, what: Defined) -> Result<Vec<String>> {
+        load_definitions(self.c(), what)
     }
 
     async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
@@ -1172,6 +1183,7 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
             Held::Users => "SELECT count(*) FROM users WHERE area = ?1",
             Held::Records => "SELECT count(*) FROM record_scope WHERE key = ?1",
             Held::Schedules => "SELECT count(*) FROM schedules WHERE area = ?1",
+            Held::Forms => "SELECT count(*) FROM forms WHERE area = ?1",
         };
         Ok(self
             .c()
@@ -1222,19 +1234,33 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
         Ok(())
     }
 
-    async fn put_schedule(&mut self, id: &str, area: &str, definition: &str) -> Result<()> {
-        self.c().execute(
-            "INSERT INTO schedules (id, area, definition) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition",
-            params![id, area, definition],
-        )?;
+    async fn put_definition(
+        &mut self,
+        what: Defined,
+        id: &str,
+        area: &str,
+        definition: &str,
+    ) -> Result<()> {
+        let sql = match what {
+            Defined::Schedule => {
+                "INSERT INTO schedules (id, area, definition) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition"
+            }
+            Defined::Form => {
+                "INSERT INTO forms (id, area, definition) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET area = excluded.area, definition = excluded.definition"
+            }
+        };
+        self.c().execute(sql, params![id, area, definition])?;
         Ok(())
     }
 
-    async fn delete_schedule(&mut self, id: &str) -> Result<u64> {
-        Ok(self
-            .c()
-            .execute("DELETE FROM schedules WHERE id = ?1", [id])? as u64)
+    async fn delete_definition(&mut self, what: Defined, id: &str) -> Result<u64> {
+        let sql = match what {
+            Defined::Schedule => "DELETE FROM schedules WHERE id = ?1",
+            Defined::Form => "DELETE FROM forms WHERE id = ?1",
+        };
+        Ok(self.c().execute(sql, [id])? as u64)
     }
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{in_transaction, Transact};
-use super::{now_secs, AreaRow};
+use super::{now_secs, parse_definitions, AreaRow, Defined};
 use crate::engine::{AreaMap, Engine, Plan, PushJob, PushResult, RecordRow};
 use crate::error::{Error, Result};
 use crate::prof::{self, Span};
@@ -58,6 +58,8 @@ pub(crate) trait WriteSql: Transact {
     fn first_seq(&mut self) -> impl Future<Output = Result<i64>> + Send;
     fn areas_version(&mut self) -> impl Future<Output = Result<i64>> + Send;
     fn load_areas(&mut self) -> impl Future<Output = Result<Vec<AreaRow>>> + Send;
+    /// Every schedule's or form's definition (JSON).
+    fn definitions(&mut self, what: Defined) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Seqs of the changes among `hashes` that are already in the log.
     fn change_seqs(
         &mut self,
@@ -299,10 +301,13 @@ async fn plan_batch<S: WriteSql>(
     let t = prof::start();
     let version = sql.areas_version().await?;
     if version != engine.areas.version || engine.areas.paths.is_empty() {
+        // Forms change the areas version too: the rule book checks attribute values by them.
         let areas = sql.load_areas().await?;
+        let forms = parse_definitions(Defined::Form, &sql.definitions(Defined::Form).await?)?;
         engine.areas = AreaMap {
             version,
             paths: areas.into_iter().map(|a| (a.id, a.path)).collect(),
+            forms,
         };
     }
     let wants = Engine::wants(jobs);

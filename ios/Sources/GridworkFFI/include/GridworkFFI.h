@@ -399,6 +399,11 @@ void uniffi_gridwork_ffi_fn_method_gridworkstore_finish_visit(uint64_t ptr, Rust
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_followups(uint64_t ptr, RustBuffer query, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_FORM_FIELDS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_FORM_FIELDS
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_form_fields(uint64_t ptr, RustBuffer kind, RustBuffer area, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_GET
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_GET
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_get(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -472,6 +477,11 @@ RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_overdue_events(uint64_t p
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_QUARANTINED
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_QUARANTINED
 RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_quarantined(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_RECORD_FORM
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_RECORD_FORM
+RustBuffer uniffi_gridwork_ffi_fn_method_gridworkstore_record_form(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_FN_METHOD_GRIDWORKSTORE_RESOLVE_CONFLICT
@@ -1012,6 +1022,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_followups(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_FORM_FIELDS
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_FORM_FIELDS
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_form_fields(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_GET
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_GET
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_get(void
@@ -1099,6 +1115,12 @@ uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_overdue_events(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_QUARANTINED
 #define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_QUARANTINED
 uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_quarantined(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_RECORD_FORM
+#define UNIFFI_FFIDEF_UNIFFI_GRIDWORK_FFI_CHECKSUM_METHOD_GRIDWORKSTORE_RECORD_FORM
+uint16_t uniffi_gridwork_ffi_checksum_method_gridworkstore_record_form(void
     
 );
 #endif

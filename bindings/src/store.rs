@@ -347,6 +347,29 @@ impl GridworkStore {
             .collect())
     }
 
+    /// The open duplicate candidates on this device (both records in `area`'s subtree when given):
+    /// for the supervisor's "possible duplicates" list.
+    pub fn duplicates(&self, area: Option<String>) -> Result<Vec<crate::types::DuplicatePair>> {
+        Ok(self
+            .store
+            .duplicates(area.as_deref())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Merges `away` into `kept` (a supervisor of the area or the grid's own worker): gaps filled,
+    /// differing values left as conflicts (see `conflicts`, `merged_from`), links moved, `away` a
+    /// tombstone that names `kept`.
+    pub fn merge_records(&self, kept: String, away: String) -> Result<gridwork_core::MergeReport> {
+        Ok(self.store.merge_records(&kept, &away)?)
+    }
+
+    /// Records that `a` and `b` are not duplicates: the pair is not listed again, on any device.
+    pub fn mark_not_duplicate(&self, a: String, b: String) -> Result<()> {
+        Ok(self.store.mark_not_duplicate(&a, &b)?)
+    }
+
     // ------------------------------------------------------------------- statistics
 
     /// Statistics of an area and period over this device's records: the numbers the relay gives for

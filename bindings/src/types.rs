@@ -10,8 +10,8 @@ use gridwork_core::{
     Area, AreaLevel, AttachmentRef, Conflict, ConflictValue, DiscardReport, DroppedEdit, DueState,
     DuplicateReason, EventAction, EventStatus, Every, ExportFormat, ExportQuery, FieldChange,
     Followup, FollowupQuery, GeoPoint, HistoryEntry, HouseholdMove, Identity, Kind, Link, LinkEdge,
-    LinkType, NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange, ReviewState, Role,
-    Schedule, TimelineEntry,
+    LinkType, MergeReport, NewForMe, NewForMeKind, QuarantineOrigin, QuarantinedChange,
+    ReviewState, Role, Schedule, TimelineEntry,
 };
 use gridwork_core::{FieldValue, FormField, FormType, ValueState};
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +122,39 @@ impl From<gridwork_core::DuplicateCandidate> for DuplicateCandidate {
     }
 }
 
+/// Two records on the device that may be one (ID numbers masked), and why.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DuplicatePair {
+    pub kind: Kind,
+    pub a: RecordSummary,
+    pub b: RecordSummary,
+    pub reasons: Vec<DuplicateReason>,
+}
+
+impl From<gridwork_core::DuplicatePairSummary> for DuplicatePair {
+    fn from(p: gridwork_core::DuplicatePairSummary) -> Self {
+        DuplicatePair {
+            kind: p.kind,
+            a: p.a.into(),
+            b: p.b.into(),
+            reasons: p.reasons,
+        }
+    }
+}
+
+/// What merging two records did: values filled from the merged-away record, values that differ (now
+/// conflicts to resolve on the kept record), records whose links moved to the kept one and records
+/// whose links still name the merged-away one (not this user's to edit).
+#[uniffi::remote(Record)]
+pub struct MergeReport {
+    pub kept: String,
+    pub merged_away: String,
+    pub filled: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub repointed: Vec<String>,
+    pub not_repointed: Vec<String>,
+}
+
 /// What moving a household did: the place then its residents, and the links that now cross areas.
 #[uniffi::remote(Record)]
 pub struct HouseholdMove {
@@ -144,6 +177,7 @@ pub enum NewForMeKind {
     HandedDown,
     VisitReturned,
     FollowupDue,
+    DuplicateFound,
 }
 
 /// The type of a city form field's value (see `FormField`): how an app draws the input and what the
@@ -269,6 +303,7 @@ pub struct Stats {
     pub escalations_per_level: HashMap<String, u64>,
     pub median_close_secs: Option<i64>,
     pub coverage: Vec<ScheduleCoverage>,
+    pub duplicates_open: u64,
 }
 
 impl From<gridwork_core::stats::Stats> for Stats {
@@ -281,6 +316,7 @@ impl From<gridwork_core::stats::Stats> for Stats {
             escalations_per_level: s.escalations_per_level.into_iter().collect(),
             median_close_secs: s.median_close_secs,
             coverage: s.coverage,
+            duplicates_open: s.duplicates_open,
         }
     }
 }
@@ -403,6 +439,7 @@ pub struct ConflictValue {
     pub device: String,
     pub time: i64,
     pub winner: bool,
+    pub merged_from: Option<String>,
 }
 
 #[uniffi::remote(Record)]

@@ -148,6 +148,14 @@ pub enum Command {
     Due(cmd::followups::DueArgs),
     /// The follow-up schedules this device has from the relay.
     Schedules,
+    /// People, places and organisations that may be registered twice (same ID number; same name with
+    /// the same birth date, home, address, place or phone; names compared by pinyin too).
+    Duplicates(cmd::records::DuplicatesArgs),
+    /// Merge a duplicate into the record kept: gaps filled, differing values left as conflicts to
+    /// resolve, links moved, the other a tombstone that says where it went.
+    Merge(cmd::records::MergeArgs),
+    /// Record that two records are not duplicates: the pair is not listed again, on any device.
+    NotDuplicate(cmd::records::NotDuplicateArgs),
     /// The city form of a kind in an area: the attributes to fill, with their types, options and
     /// whether they are required (an operator defines forms on the relay; they arrive at sync).
     Form(cmd::followups::FormArgs),
@@ -241,6 +249,9 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Event(c) => cmd::events::run(&ctx, c),
         Command::Due(a) => cmd::followups::due(&ctx, a),
         Command::Schedules => cmd::followups::schedules(&ctx),
+        Command::Duplicates(a) => cmd::records::duplicates(&ctx, a),
+        Command::Merge(a) => cmd::records::merge(&ctx, a),
+        Command::NotDuplicate(a) => cmd::records::not_duplicate(&ctx, a),
         Command::Form(a) => cmd::followups::form(&ctx, a),
         Command::Inbox(a) => cmd::followups::inbox(&ctx, a),
         Command::Report(a) => cmd::followups::report(&ctx, a),

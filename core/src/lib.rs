@@ -13,10 +13,11 @@ pub use error::{Error, Result};
 pub use model::*;
 pub use store::GeoPoint;
 pub use store::{
-    ApplyReport, DiscardReport, DroppedEdit, DuplicateCandidate, DuplicateReason, Durability,
-    ExportFormat, ExportQuery, Followup, FollowupQuery, HouseholdMove, ListQuery, NewForMe,
-    NewForMeKind, NewRecord, OutboxChange, Page, QuarantineOrigin, QuarantinedChange,
-    RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions, Update,
+    ApplyReport, DiscardReport, DroppedEdit, DuplicateCandidate, DuplicatePairSummary,
+    DuplicateReason, Durability, ExportFormat, ExportQuery, Followup, FollowupQuery, HouseholdMove,
+    ListQuery, MergeReport, NewForMe, NewForMeKind, NewRecord, OutboxChange, Page,
+    QuarantineOrigin, QuarantinedChange, RecordSummary, RemoteChunk, Store, StoreKey, StoreOptions,
+    Update,
 };
 pub use sync::{
     CancelToken, IdentityClaims, NoProgress, ProgressSink, SyncConfig, SyncError, SyncPhase,

@@ -12,6 +12,10 @@
 //! - `notes`: Automerge Text, long free text that two people may edit at once
 //! - `timeline`: list of maps, append-only (event actions, visit reviews, deletes and restores)
 //! - `visited`, `checklist`, `attachments`: visits only (set map, answer map, append-only list)
+//! - `dups`: people, places and organisations only, duplicate decisions (map of strings, created by the
+//!   first decision): `<other id>` -> `merged` (this record absorbed the other) or `distinct` (not a
+//!   duplicate); `<other id>/<field>` -> the merged-away record's value of the field this record has
+//!   taken into account (see [`crate::duplicates`])
 //!
 //! Every change carries a JSON [`ChangeNote`] as its Automerge message: who made it, on which device,
 //! and what it touched. The relay checks the note's author against the pushing token.
@@ -31,6 +35,7 @@ pub const TIMELINE: &str = "timeline";
 pub const VISITED: &str = "visited";
 pub const CHECKLIST: &str = "checklist";
 pub const ATTACHMENTS: &str = "attachments";
+pub const DUPS: &str = "dups";
 
 /// The areas a document says it belongs to: its home area and, for events, the responsible area.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -232,6 +237,9 @@ pub fn read_record<D: ReadDoc>(id: &str, doc: &D) -> Option<Record> {
             .map(|o| string_map(doc, &o).0)
             .unwrap_or_default(),
         attachments,
+        dups: root_obj(doc, DUPS)
+            .map(|o| string_map(doc, &o).0)
+            .unwrap_or_default(),
         conflicted_fields,
     })
 }
@@ -346,6 +354,7 @@ fn layout_key(key: &str) -> Option<(&'static str, Slot)> {
         ATTRS => (ATTRS, Slot::StrMap),
         LINKS => (LINKS, Slot::StrMap),
         CHECKLIST => (CHECKLIST, Slot::StrMap),
+        DUPS => (DUPS, Slot::StrMap),
         TAGS => (TAGS, Slot::SetMap),
         VISITED => (VISITED, Slot::SetMap),
         NOTES => (NOTES, Slot::Text),
@@ -650,6 +659,7 @@ impl Sink<'_> {
             TIMELINE => r.timeline.clear(),
             VISITED => r.visited.clear(),
             CHECKLIST => r.checklist.clear(),
+            DUPS => r.dups.clear(),
             ATTACHMENTS => r.attachments.clear(),
             _ => {}
         }
@@ -745,6 +755,7 @@ fn read_root_key<D: ReadDoc>(
                     FIELDS => MapRead::Strings(&mut r.fields, Some(&mut sink.sources.fields)),
                     ATTRS => MapRead::Strings(&mut r.attrs, Some(&mut sink.sources.attrs)),
                     CHECKLIST => MapRead::Strings(&mut r.checklist, None),
+                    DUPS => MapRead::Strings(&mut r.dups, None),
                     LINKS => MapRead::Links(&mut r.links),
                     TAGS => MapRead::Keys(&mut r.tags),
                     VISITED => MapRead::Keys(&mut r.visited),

@@ -15,6 +15,7 @@
 //! Pure: no I/O, no clock except where a function says so, no global state.
 pub mod change;
 pub mod doc;
+pub mod duplicates;
 pub mod error;
 pub mod export;
 pub mod limits;

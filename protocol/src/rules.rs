@@ -388,6 +388,10 @@ enum Action {
     Delete,
     Restore,
     Move,
+    /// The record is merged into another (`to`): a tombstone that says where it went.
+    Merge,
+    /// The record absorbs another (`from`) that is merged into it.
+    Absorb,
 }
 
 impl Action {
@@ -398,6 +402,8 @@ impl Action {
             "delete" => Action::Delete,
             "restore" => Action::Restore,
             "move" => Action::Move,
+            "merge" => Action::Merge,
+            "absorb" => Action::Absorb,
             "assign" => Action::Event("assign"),
             "start" => Action::Event("start"),
             "resolve" => Action::Event("resolve"),
@@ -657,6 +663,99 @@ pub fn may_delete(actor: &Actor, areas: &dyn Areas, record: &Record) -> Verdict 
     Ok(())
 }
 
+/// May `actor` merge `record` with another, or decide that it is not a duplicate of another? People,
+/// places and organisations that are not deleted; a supervisor of the record's area, or the worker of
+/// its grid (whose own area is the record's home).
+pub fn may_merge(actor: &Actor, areas: &dyn Areas, record: &Record) -> Verdict {
+    if !crate::duplicates::compared(record.kind) {
+        return refuse(
+            Reason::InvalidTransition,
+            "only people, places and organisations are merged",
+        );
+    }
+    if !actor.sees(areas, record) {
+        return refuse(
+            Reason::OutOfScope,
+            format!("the record's area {} is outside your scope", record.area),
+        );
+    }
+    if record.deleted {
+        return refuse(Reason::Deleted, "the record is deleted or merged already");
+    }
+    let own_grid = actor.role == Role::Worker
+        && areas
+            .path(&record.area)
+            .is_some_and(|p| p == actor.area_path);
+    if !(own_grid || (actor.is_supervisor() && actor.covers(areas, &record.area))) {
+        return refuse(
+            Reason::ForbiddenRole,
+            "merging duplicates needs a supervisor of the record's area or the worker of its grid",
+        );
+    }
+    Ok(())
+}
+
+/// Checks the change of a record's duplicate decisions (`dups`) from `b` to `a`, with the action the
+/// change claims: only [`may_merge`]'s people change them; a record id maps to `merged` (only with
+/// the `absorb` entry that names it) or `distinct`; `<id>/<field>` to a settled value.
+fn check_dups(
+    actor: &Actor,
+    areas: &dyn Areas,
+    b: &Record,
+    a: &Record,
+    claim: Option<(Action, &TimelineEntry)>,
+) -> Verdict {
+    use crate::duplicates::{DISTINCT, MERGED};
+    if a.dups == b.dups {
+        return Ok(());
+    }
+    may_merge(actor, areas, b)?;
+    let absorbing = match claim {
+        Some((Action::Absorb, e)) => e.from.as_deref(),
+        _ => None,
+    };
+    for (key, value) in &a.dups {
+        if b.dups.get(key) == Some(value) {
+            continue;
+        }
+        match key.split_once('/') {
+            None => {
+                if !crate::doc::is_valid_record_id(key) || key == &a.id {
+                    return Err(invalid("dups", "a decision names another record"));
+                }
+                if value == MERGED {
+                    if absorbing != Some(key.as_str()) {
+                        return refuse(
+                            Reason::InvalidTransition,
+                            "a record absorbs another only by an `absorb` entry naming it",
+                        );
+                    }
+                } else if value != DISTINCT {
+                    return Err(invalid("dups", "a decision is `merged` or `distinct`"));
+                }
+            }
+            Some((other, field)) => {
+                if !crate::doc::is_valid_record_id(other)
+                    || !text_ok(field, 1, 128)
+                    || value.len() > MAX_NOTES
+                {
+                    return Err(invalid(
+                        "dups",
+                        "a settled value names a record and a field, and is at most 64 KiB",
+                    ));
+                }
+            }
+        }
+    }
+    if b.dups
+        .iter()
+        .any(|(k, v)| v == MERGED && a.dups.get(k) != Some(v))
+    {
+        return refuse(Reason::AppendOnly, "a merge is not undone");
+    }
+    Ok(())
+}
+
 /// May `actor` move `record` to home area `to`? Both its home area and `to` must be in scope.
 pub fn may_move(actor: &Actor, areas: &dyn Areas, record: &Record, to: &str) -> Verdict {
     if areas.path(to).is_none() {
@@ -791,6 +890,12 @@ pub fn check_create(
         return refuse(
             Reason::InvalidValue,
             "only visits have visited records, a checklist and attachments",
+        );
+    }
+    if !r.dups.is_empty() {
+        return refuse(
+            Reason::InvalidValue,
+            "a new record has no duplicate decisions",
         );
     }
     Ok(())
@@ -983,8 +1088,31 @@ pub fn authorize(
                 expected.insert("review_comment", comment.map(str::to_owned));
                 expected.insert("reviewer", Some(actor.user.clone()));
             }
+            Action::Merge => {
+                entry
+                    .to
+                    .as_deref()
+                    .filter(|t| crate::doc::is_valid_record_id(t) && *t != b.id)
+                    .ok_or_else(|| invalid("timeline", "a merge names the record kept"))?;
+                may_merge(actor, areas, b)?;
+                expected.insert("deleted", Some(true.to_string()));
+            }
+            Action::Absorb => {
+                entry
+                    .from
+                    .as_deref()
+                    .filter(|f| crate::doc::is_valid_record_id(f) && *f != b.id)
+                    .ok_or_else(|| invalid("timeline", "an absorb names the merged-away record"))?;
+                may_merge(actor, areas, b)?;
+            }
             Action::Delete | Action::Restore => {
                 let deleting = action == Action::Delete;
+                if !deleting && crate::duplicates::merged_into(b).is_some() {
+                    return refuse(
+                        Reason::InvalidTransition,
+                        "a merged record stays merged: its values live on in the record it went into",
+                    );
+                }
                 if b.deleted == deleting {
                     return refuse(
                         Reason::InvalidTransition,
@@ -1072,6 +1200,25 @@ pub fn authorize(
     if a.kind != Kind::Event && a.responsible.is_some() {
         return refuse(Reason::InvalidValue, "only events have a responsible area");
     }
+    check_dups(
+        actor,
+        areas,
+        b,
+        a,
+        claim.map(|e| (Action::parse(&e.action).expect("checked above"), e)),
+    )?;
+    if let Some(e) = claim.filter(|e| e.action == "absorb") {
+        if a.dups
+            .get(e.from.as_deref().unwrap_or_default())
+            .map(String::as_str)
+            != Some(crate::duplicates::MERGED)
+        {
+            return refuse(
+                Reason::InvalidValue,
+                "an absorb records the merged-away record in `dups`",
+            );
+        }
+    }
     for area in std::iter::once(&a.area).chain(a.responsible.as_ref()) {
         if areas.path(area).is_none() {
             return refuse(Reason::UnknownArea, format!("no area {area}"));
@@ -1133,6 +1280,7 @@ fn content_differs(b: &Record, a: &Record) -> bool {
         || b.visited != a.visited
         || b.checklist != a.checklist
         || b.attachments != a.attachments
+        || b.dups != a.dups
 }
 
 /// The event action a timeline entry names, with its argument read from the entry or the new state.

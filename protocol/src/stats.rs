@@ -57,6 +57,9 @@ pub struct Stats {
     pub median_close_secs: Option<i64>,
     /// Follow-up schedules of records (not event re-checks), by id.
     pub coverage: Vec<ScheduleCoverage>,
+    /// Duplicate candidates not yet merged or dismissed, both records in the area.
+    #[serde(default)]
+    pub duplicates_open: u64,
 }
 
 /// An area as statistics need it: its path and level.
@@ -110,11 +113,16 @@ pub fn compute(
         escalations_per_level: BTreeMap::new(),
         median_close_secs: None,
         coverage: Vec::new(),
+        duplicates_open: 0,
     };
     let mut close_times = Vec::new();
     // Each record's last finished visit (end time), by the visits that included it, up to `at`.
     let at_iso = time::iso_from_secs(at);
     let mut last_visit: HashMap<&str, &str> = HashMap::new();
+    let merged: HashMap<&str, &str> = records
+        .iter()
+        .flat_map(|kept| crate::duplicates::absorbed(kept).map(|away| (away, kept.id.as_str())))
+        .collect();
     for r in records
         .iter()
         .filter(|r| !r.deleted && r.kind == Kind::Visit)
@@ -123,7 +131,9 @@ pub fn compute(
             continue;
         };
         for v in &r.visited {
-            let e = last_visit.entry(v.as_str()).or_insert(ended);
+            // A visit of a record merged into another counts for the kept one.
+            let v = merged.get(v.as_str()).copied().unwrap_or(v.as_str());
+            let e = last_visit.entry(v).or_insert(ended);
             if ended > *e {
                 *e = ended;
             }
@@ -218,5 +228,7 @@ pub fn compute(
             share: if n == 0 { 1.0 } else { ok as f64 / n as f64 },
         });
     }
+    stats.duplicates_open =
+        crate::duplicates::candidates(records.iter().filter(|r| within(r))).len() as u64;
     stats
 }

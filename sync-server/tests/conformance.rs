@@ -2439,7 +2439,7 @@ async fn city_forms(b: Backend) {
     let (s, wa) = env.get("wa", "/v1/forms").await;
     assert_eq!(s, 200, "{wa}");
     let sent: Vec<Form> = serde_json::from_value(wa["forms"].clone()).unwrap();
-    assert_eq!(sent, [form.clone()]);
+    assert_eq!(sent, std::slice::from_ref(&form));
     assert!(env.get("sup2", "/v1/forms").await.1["forms"]
         .as_array()
         .unwrap()
@@ -2519,6 +2519,94 @@ async fn city_forms(b: Backend) {
         me0["forms_version"]
     );
     admin.close().await;
+    env.stop().await;
+}
+
+/// Merging duplicates on the relay: the rule book's `merge`, `absorb` and `dups` rules, on pushed
+/// changes (a hostile device that skips its own checks); candidates listed by `GET /v1/duplicates`.
+async fn judges_merges_of_duplicates(b: Backend) {
+    let env = Env::new(b).await;
+    let person = |who: &str, area: &str, name: &str| {
+        let id = env.rid();
+        let (doc, bytes) = env.author(who).create(&id, |tx| {
+            new_record(
+                tx,
+                "person",
+                area,
+                &[("name", name), ("birth_date", "1950-01-02")],
+            )
+        });
+        (id, doc, bytes)
+    };
+    let (kept, mut kdoc, c1) = person("wa", "g1", "王芳");
+    let (away, mut adoc, c2) = person("wa", "g1", "Wang Fang");
+    let (other, _, c3) = person("wb", "g2", "Wang Fang");
+    assert_eq!(env.push1("wa", &kept, c1).await["status"], "accepted");
+    assert_eq!(env.push1("wa", &away, c2).await["status"], "accepted");
+    assert_eq!(env.push1("wb", &other, c3).await["status"], "accepted");
+    let (s, v) = env.get("sup", "/v1/duplicates").await;
+    assert_eq!(s, 200, "{v}");
+    let pairs = v["duplicates"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "three alike in c1: {v}");
+    let (_, v) = env.get("wa", "/v1/duplicates").await;
+    assert_eq!(
+        v["duplicates"].as_array().unwrap().len(),
+        1,
+        "a worker's grid: {v}"
+    );
+    assert_eq!(
+        v["duplicates"][0]["reasons"],
+        json!(["same_name_and_birth_date"])
+    );
+    let (s, _) = env.get("sup", "/v1/duplicates?area=g9").await;
+    assert_eq!(s, 404);
+
+    let dups_put = |tx: &mut automerge::transaction::Transaction<'_>, key: &str, value: &str| {
+        let map = match layout::root_obj(tx, layout::DUPS) {
+            Some(m) => m,
+            None => tx
+                .put_object(ROOT, layout::DUPS, automerge::ObjType::Map)
+                .unwrap(),
+        };
+        tx.put(&map, key, value).unwrap();
+    };
+    // Absorbing without the entry that explains it.
+    let sneaky = env.author("wa").write(&mut kdoc.fork(), "absorb", |tx| {
+        dups_put(tx, &away, "merged")
+    });
+    let a = env.push1("wa", &kept, sneaky).await;
+    assert_eq!(a["reason"], "invalid_transition", "{a}");
+    // The merge, as a device makes it: the kept record absorbs, the other becomes a tombstone.
+    let wa = env.author("wa").user.clone();
+    let absorb = env.author("wa").write(&mut kdoc, "absorb", |tx| {
+        dups_put(tx, &away, "merged");
+        timeline(tx, &wa, "absorb", Some(&away), None, None);
+    });
+    assert_eq!(env.push1("wa", &kept, absorb).await["status"], "accepted");
+    let merge = env.author("wa").write(&mut adoc, "merge", |tx| {
+        tx.put(ROOT, layout::DELETED, true).unwrap();
+        timeline(tx, &wa, "merge", None, Some(&kept), None);
+    });
+    assert_eq!(env.push1("wa", &away, merge).await["status"], "accepted");
+    // A merged record stays merged.
+    let restore = env.author("wa").write(&mut adoc.fork(), "restore", |tx| {
+        tx.put(ROOT, layout::DELETED, false).unwrap();
+        timeline(tx, &wa, "restore", None, None, None);
+    });
+    let a = env.push1("wa", &away, restore).await;
+    assert_eq!(a["reason"], "invalid_transition", "{a}");
+    // A merge is not undone.
+    let undo = env.author("wa").write(&mut kdoc.fork(), "edit", |tx| {
+        dups_put(tx, &away, "distinct")
+    });
+    let a = env.push1("wa", &kept, undo).await;
+    assert_eq!(a["reason"], "append_only", "{a}");
+    let (_, v) = env.get("sup", "/v1/duplicates").await;
+    assert_eq!(
+        v["duplicates"].as_array().unwrap().len(),
+        1,
+        "kept and c1's other remain: {v}"
+    );
     env.stop().await;
 }
 
@@ -2736,4 +2824,5 @@ conformance!(
     admin_area_tree,
     follow_up_schedules,
     city_forms,
+    judges_merges_of_duplicates,
 );

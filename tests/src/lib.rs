@@ -293,6 +293,17 @@ impl Relay {
         ]);
     }
 
+    /// `GET <path>` on the relay as the device holding `token`: the status and the JSON answer.
+    pub fn get_json(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
     /// Defines a city form (`gridwork-server admin form add --file -`, the JSON on standard input).
     pub fn add_form(&self, form: &serde_json::Value) {
         use std::io::Write;

@@ -5,13 +5,7 @@ use gridwork_protocol::stats::{Stats, StatsQuery};
 use gridwork_tests::*;
 
 fn relay_stats(relay: &Relay, token: &str, q: &str) -> (u16, serde_json::Value) {
-    let r = reqwest::blocking::Client::new()
-        .get(format!("{}/v1/stats?{q}", relay.url()))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(serde_json::Value::Null))
+    relay.get_json(token, &format!("/v1/stats?{q}"))
 }
 
 #[test]

@@ -352,6 +352,29 @@ class SyncTest {
     }
 
     @Test
+    fun aResidentRegisteredTwiceIsMerged_andTheDifferenceIsAConflict() {
+        val dir = tempDir("gw-dups")
+        val (wang, config) = device(dir, "wang")
+        wang.use { w ->
+            w.sync(config, null)
+            val kept = w.create(person("g1", "赵敏", "birth_date" to "1901-02-03", "phone" to "13800000011"))
+            val away = w.create(person("g1", "Zhao Min", "birth_date" to "1901-02-03", "sex" to "female"))
+            val pair = w.duplicates("g1").single { setOf(it.a.id, it.b.id) == setOf(kept, away) }
+            assertEquals(listOf(DuplicateReason.SAME_NAME_AND_BIRTH_DATE), pair.reasons)
+            val report = w.mergeRecords(kept, away)
+            assertEquals(listOf("sex"), report.filled)
+            assertEquals(listOf("name"), report.conflicts)
+            assertTrue(w.get(away).deleted)
+            val conflict = w.conflicts().single { it.recordId == kept }
+            assertEquals(away, conflict.values.single { it.mergedFrom != null }.mergedFrom)
+            w.resolveConflict(kept, "name", "赵敏")
+            assertTrue(w.conflicts().none { it.recordId == kept })
+            assertTrue(w.duplicates("g1").none { it.a.id == kept || it.b.id == kept })
+            assertEquals(0uL, w.sync(config, null).rejected, "the relay takes the merge")
+        }
+    }
+
+    @Test
     fun aStoreMadeFromATokenTakesItsIdentity_andASecondStoreIsRefused() {
         val dir = tempDir("gw-relay-init")
         val (id, token) = newDevice("wang")

@@ -117,12 +117,21 @@ pub fn conflicts(ctx: &Ctx) -> CliResult<()> {
             ));
             let mut t = Table::new(["", "VALUE", "BY", "DEVICE", "WHEN"]);
             for v in &c.values {
+                // A merge of duplicates left it: the kept record's value and the merged one's.
+                let (by, device, when) = match (
+                    &v.merged_from,
+                    c.values.iter().any(|x| x.merged_from.is_some()),
+                ) {
+                    (Some(from), _) => (format!("merged {from}"), String::new(), String::new()),
+                    (None, true) => ("kept record".to_owned(), String::new(), String::new()),
+                    (None, false) => (v.user.clone(), v.device.clone(), output::secs_time(v.time)),
+                };
                 t.row([
                     if v.winner { "*" } else { "" }.to_owned(),
                     v.value.clone(),
-                    v.user.clone(),
-                    v.device.clone(),
-                    output::secs_time(v.time),
+                    by,
+                    device,
+                    when,
                 ]);
             }
             for line in t.render().lines() {

@@ -154,6 +154,7 @@ pub fn inbox(ctx: &Ctx, a: &InboxArgs) -> CliResult<()> {
                 NewForMeKind::HandedDown => "handed down",
                 NewForMeKind::VisitReturned => "visit returned",
                 NewForMeKind::FollowupDue => "follow-up due",
+                NewForMeKind::DuplicateFound => "may be a duplicate",
             };
             t.row([
                 what.to_owned(),

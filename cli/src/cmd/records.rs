@@ -682,3 +682,86 @@ pub fn link(ctx: &Ctx, args: &LinkArgs, add: bool) -> CliResult<()> {
     });
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct DuplicatesArgs {
+    /// Only pairs with both records in this area's subtree.
+    #[arg(long)]
+    pub area: Option<String>,
+}
+
+pub fn duplicates(ctx: &Ctx, a: &DuplicatesArgs) -> CliResult<()> {
+    let pairs = ctx.store.duplicates(a.area.as_deref())?;
+    ctx.print(&pairs, || {
+        if pairs.is_empty() {
+            return "no duplicate candidates".into();
+        }
+        let mut t = Table::new(["KIND", "RECORD", "TITLE", "OTHER", "TITLE", "WHY"]);
+        for p in &pairs {
+            let why: Vec<&str> = p.reasons.iter().map(|r| r.as_str()).collect();
+            t.row([
+                p.kind.as_str().into(),
+                p.a.id.clone(),
+                output::truncate(&p.a.title, 20),
+                p.b.id.clone(),
+                output::truncate(&p.b.title, 20),
+                why.join(", "),
+            ]);
+        }
+        format!(
+            "{}\n{}; merge with: gridwork merge KEPT OTHER, or: gridwork not-duplicate A B\n",
+            t.render(),
+            count(pairs.len(), "pair")
+        )
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The record kept.
+    pub kept: String,
+    /// The record merged into it (it becomes a tombstone).
+    pub away: String,
+}
+
+pub fn merge(ctx: &Ctx, a: &MergeArgs) -> CliResult<()> {
+    let report = ctx.store.merge_records(&a.kept, &a.away)?;
+    ctx.print(&report, || {
+        let mut out = format!("merged {} into {}\n", report.merged_away, report.kept);
+        if !report.filled.is_empty() {
+            out.push_str(&format!("  filled from it: {}\n", report.filled.join(", ")));
+        }
+        if !report.conflicts.is_empty() {
+            out.push_str(&format!(
+                "  values that differ, to resolve (gridwork conflicts): {}\n",
+                report.conflicts.join(", ")
+            ));
+        }
+        if !report.repointed.is_empty() {
+            out.push_str(&format!(
+                "  links moved on {}\n",
+                count(report.repointed.len(), "record")
+            ));
+        }
+        if !report.not_repointed.is_empty() {
+            out.push_str(&format!(
+                "  {} still link the merged record (not yours to edit; readers follow it)\n",
+                count(report.not_repointed.len(), "record")
+            ));
+        }
+        out
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct NotDuplicateArgs {
+    pub a: String,
+    pub b: String,
+}
+
+pub fn not_duplicate(ctx: &Ctx, a: &NotDuplicateArgs) -> CliResult<()> {
+    ctx.store.mark_not_duplicate(&a.a, &a.b)?;
+    done(ctx, &a.a, &format!("not a duplicate of {}", a.b))
+}

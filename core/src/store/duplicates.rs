@@ -8,61 +8,15 @@ use super::records::{summaries, NewRecord, RecordSummary};
 use super::Store;
 use crate::error::Result;
 use crate::model::{search_number, Kind};
+use gridwork_protocol::duplicates::normalized;
+pub use gridwork_protocol::duplicates::{name_key, DuplicateReason};
 use serde::{Deserialize, Serialize};
-
-/// Why a record may be the same as the new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DuplicateReason {
-    SameIdNumber,
-    SameNameAndBirthDate,
-    SameNameAndHome,
-    SameNameAndAddress,
-    SameNameAndPlace,
-    SameNameAndPhone,
-}
-
-impl DuplicateReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DuplicateReason::SameIdNumber => "same ID number",
-            DuplicateReason::SameNameAndBirthDate => "same name and birth date",
-            DuplicateReason::SameNameAndHome => "same name and home",
-            DuplicateReason::SameNameAndAddress => "same name and address",
-            DuplicateReason::SameNameAndPlace => "same name and place",
-            DuplicateReason::SameNameAndPhone => "same name and phone",
-        }
-    }
-}
 
 /// A record that may be the same as the one being registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DuplicateCandidate {
     pub record: RecordSummary,
     pub reasons: Vec<DuplicateReason>,
-}
-
-/// A name as duplicates compare it: its pinyin without tones for Chinese characters, other letters
-/// lower-case, without spaces or punctuation.
-pub fn name_key(name: &str) -> String {
-    use pinyin::ToPinyin;
-    let mut out = String::new();
-    for c in name.chars() {
-        match c.to_pinyin() {
-            Some(p) => out.push_str(p.plain()),
-            None if c.is_alphanumeric() => out.extend(c.to_lowercase()),
-            None => {}
-        }
-    }
-    out
-}
-
-/// Text without spaces, lower-case: how duplicates compare addresses and other values.
-fn normalized(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
 }
 
 fn same_text(a: &str, b: &str) -> bool {
@@ -191,12 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_meet_as_written_and_by_pinyin() {
-        assert_eq!(name_key("王芳"), "wangfang");
-        assert_eq!(name_key("汪芳"), "wangfang");
-        assert_eq!(name_key("Wang Fang"), "wangfang");
-        assert_eq!(name_key("wang-fang"), "wangfang");
-        assert_ne!(name_key("王方圆"), name_key("王芳"));
+    fn values_are_compared_without_spaces_and_case() {
         assert!(same_text("Li  Wei", "li wei"));
         assert!(!same_text("", ""));
     }

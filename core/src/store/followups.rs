@@ -113,7 +113,11 @@ impl Store {
                             (SELECT max(pv.ended_at) FROM visited v
                                JOIN p_visit pv ON pv.rid = v.visit
                                JOIN records vr ON vr.rid = v.visit
-                              WHERE v.record = r.id AND pv.ended_at IS NOT NULL AND vr.deleted = 0)
+                              WHERE (v.record = r.id
+                                     -- Visits of records merged into this one count for it.
+                                     OR v.record IN (SELECT d.key FROM json_each(r.view, '$.dups') d
+                                                     WHERE d.value = 'merged'))
+                                AND pv.ended_at IS NOT NULL AND vr.deleted = 0)
                      FROM records r LEFT JOIN {table} p ON p.rid = r.rid
                      WHERE r.kind = ?1 AND r.deleted = 0 {event}
                        AND (?2 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.rid = r.rid AND t.tag = ?2))",

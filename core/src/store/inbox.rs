@@ -1,6 +1,6 @@
 //! "New for me": what reached this user that they have not looked at yet: events assigned to them,
 //! events handed down to their area, their visits returned with a comment, follow-ups that became
-//! due. An item is new until the user marks the list seen; it is named by the timeline entry (or due
+//! due, duplicate candidates this user may merge. An item is new until the user marks the list seen; it is named by the timeline entry (or due
 //! date) that made it, so a later edit of the same record for another reason does not bring it back,
 //! and nothing depends on device clocks agreeing.
 use super::followups::FollowupQuery;
@@ -21,6 +21,9 @@ pub enum NewForMeKind {
     VisitReturned,
     /// A follow-up that is due today or overdue.
     FollowupDue,
+    /// Two records this user may merge that may be one (`record_id` is one, `comment` names the
+    /// other and why).
+    DuplicateFound,
 }
 
 /// One item of the "new for me" list.
@@ -146,6 +149,37 @@ impl Store {
                 at,
                 by: None,
                 comment: Some(f.schedule_name),
+            });
+        }
+        // Duplicate candidates, for those who decide them (a supervisor, the grid's own worker).
+        let actor = self.lock().rule_actor();
+        let may_merge = |r: &super::RecordSummary| -> bool {
+            let inner = self.lock();
+            let view = crate::model::Record {
+                responsible: r.responsible.clone(),
+                ..crate::model::Record::empty(r.id.clone(), r.kind, r.area.clone())
+            };
+            gridwork_protocol::rules::may_merge(&actor, &inner.area_paths, &view).is_ok()
+        };
+        for pair in self.duplicates(None)? {
+            if !(may_merge(&pair.a) && may_merge(&pair.b)) {
+                continue;
+            }
+            let why: Vec<&str> = pair.reasons.iter().map(|r| r.as_str()).collect();
+            out.push(NewForMe {
+                what: NewForMeKind::DuplicateFound,
+                key: format!("DuplicateFound:{}:{}", pair.a.id, pair.b.id),
+                record_id: pair.a.id.clone(),
+                kind: pair.kind,
+                title: pair.a.title.clone(),
+                at: None,
+                by: None,
+                comment: Some(format!(
+                    "{} ({}): {}",
+                    pair.b.title,
+                    pair.b.id,
+                    why.join(", ")
+                )),
             });
         }
         out.retain(|i| !seen.contains(&i.key));

@@ -450,6 +450,7 @@ impl Store {
             }
             out.push(self.conflict(&id, &field)?);
         }
+        out.extend(self.all_merge_conflicts()?);
         Ok(out)
     }
 
@@ -461,13 +462,22 @@ impl Store {
         let kind = doc::root_str(doc, doc::KIND)
             .and_then(|k| Kind::parse(&k))
             .unwrap_or(Kind::Person);
-        let (parent, key) = field_location(doc, field)?;
-        let values = doc.get_all(&parent, key)?;
+        let values = match field_location(doc, field) {
+            Ok((parent, key)) => doc.get_all(&parent, key)?,
+            Err(_) => Vec::new(),
+        };
         if values.len() < 2 {
-            return Err(Error::NoConflict {
-                id: id.into(),
-                field: field.into(),
-            });
+            // A conflict a merge of duplicates left, if there is one.
+            drop(inner);
+            let record = self.get(id)?;
+            return self
+                .merge_conflicts_of(&record)?
+                .into_iter()
+                .find(|c| c.field == field)
+                .ok_or_else(|| Error::NoConflict {
+                    id: id.into(),
+                    field: field.into(),
+                });
         }
         // get_all lists values in the order Automerge ranks them; the last one is what `get` returns.
         let winner = values.len() - 1;
@@ -495,6 +505,7 @@ impl Store {
                 device,
                 time,
                 winner: i == winner,
+                merged_from: None,
             });
         }
         Ok(Conflict {
@@ -509,6 +520,9 @@ impl Store {
     /// resolution syncs like any edit, so the conflict disappears on every replica.
     pub fn resolve_conflict(&self, id: &str, field: &str, value: &str) -> Result<()> {
         let current = self.conflict(id, field)?;
+        if let Some(away) = current.values.iter().find_map(|v| v.merged_from.clone()) {
+            return self.resolve_merge_conflict(id, field, value, &away);
+        }
         let mut inner = self.lock();
         // A conflict on `deleted` is resolved on a record that may read as deleted.
         let before = if field == doc::DELETED {

@@ -5,6 +5,7 @@
 //! the projection rows are rewritten, all or nothing. The document is the truth; the projection is a pure
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
+mod dedup;
 mod duplicates;
 mod events;
 mod export;
@@ -27,6 +28,7 @@ pub mod schema;
 pub mod search;
 mod visits;
 
+pub use dedup::{DuplicatePairSummary, MergeReport};
 pub use duplicates::{name_key, DuplicateCandidate, DuplicateReason};
 pub use export::{ExportFormat, ExportQuery, MAX_EXPORT_ROWS};
 pub use followups::{Followup, FollowupQuery};

@@ -114,6 +114,11 @@ impl Inner {
     pub(crate) fn editable(&mut self, id: &str, kind: Option<Kind>) -> Result<RecordState> {
         let state = self.visible(id, kind)?;
         if state.record.deleted {
+            if let Some(kept) = gridwork_protocol::duplicates::merged_into(&state.record) {
+                return Err(Error::InvalidTransition(format!(
+                    "the record was merged into {kept}: work on that one"
+                )));
+            }
             return Err(Error::Deleted(id.into()));
         }
         Ok(state)

@@ -731,6 +731,12 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
     func duplicateCandidates(record: NewRecord) throws  -> [DuplicateCandidate]
     
     /**
+     * The open duplicate candidates on this device (both records in `area`'s subtree when given):
+     * for the supervisor's "possible duplicates" list.
+     */
+    func duplicates(area: String?) throws  -> [DuplicatePair]
+    
+    /**
      * The record's standard Automerge document bytes.
      */
     func exportDocument(id: String) throws  -> Data
@@ -801,6 +807,18 @@ public protocol GridworkStoreProtocol: AnyObject, Sendable {
      * Marks items of `new_for_me` (by their keys) seen; they do not come back.
      */
     func markNewForMeSeen(keys: [String]) throws 
+    
+    /**
+     * Records that `a` and `b` are not duplicates: the pair is not listed again, on any device.
+     */
+    func markNotDuplicate(a: String, b: String) throws 
+    
+    /**
+     * Merges `away` into `kept` (a supervisor of the area or the grid's own worker): gaps filled,
+     * differing values left as conflicts (see `conflicts`, `merged_from`), links moved, `away` a
+     * tombstone that names `kept`.
+     */
+    func mergeRecords(kept: String, away: String) throws  -> MergeReport
     
     /**
      * Moves a place and the people living there to `area`, all of it or none of it; lists the links
@@ -1291,6 +1309,20 @@ open func duplicateCandidates(record: NewRecord)throws  -> [DuplicateCandidate] 
 }
     
     /**
+     * The open duplicate candidates on this device (both records in `area`'s subtree when given):
+     * for the supervisor's "possible duplicates" list.
+     */
+open func duplicates(area: String?)throws  -> [DuplicatePair]  {
+    return try  FfiConverterSequenceTypeDuplicatePair.lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_duplicates(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(area),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The record's standard Automerge document bytes.
      */
 open func exportDocument(id: String)throws  -> Data  {
@@ -1482,6 +1514,35 @@ open func markNewForMeSeen(keys: [String])throws   {try rustCallWithError(FfiCon
         FfiConverterSequenceString.lower(keys),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Records that `a` and `b` are not duplicates: the pair is not listed again, on any device.
+     */
+open func markNotDuplicate(a: String, b: String)throws   {try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_mark_not_duplicate(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(a),
+        FfiConverterString.lower(b),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Merges `away` into `kept` (a supervisor of the area or the grid's own worker): gaps filled,
+     * differing values left as conflicts (see `conflicts`, `merged_from`), links moved, `away` a
+     * tombstone that names `kept`.
+     */
+open func mergeRecords(kept: String, away: String)throws  -> MergeReport  {
+    return try  FfiConverterTypeMergeReport_lift(try rustCallWithError(FfiConverterTypeGridworkError_lift) {
+        uniffiCallStatus in
+    uniffi_gridwork_ffi_fn_method_gridworkstore_merge_records(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(kept),
+        FfiConverterString.lower(away),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2442,15 +2503,17 @@ public struct ConflictValue: Equatable, Hashable {
     public let device: String
     public let time: Int64
     public let winner: Bool
+    public let mergedFrom: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(value: String, user: String, device: String, time: Int64, winner: Bool) {
+    public init(value: String, user: String, device: String, time: Int64, winner: Bool, mergedFrom: String?) {
         self.value = value
         self.user = user
         self.device = device
         self.time = time
         self.winner = winner
+        self.mergedFrom = mergedFrom
     }
 
     
@@ -2473,7 +2536,8 @@ public struct FfiConverterTypeConflictValue: FfiConverterRustBuffer {
                 user: FfiConverterString.read(from: &buf), 
                 device: FfiConverterString.read(from: &buf), 
                 time: FfiConverterInt64.read(from: &buf), 
-                winner: FfiConverterBool.read(from: &buf)
+                winner: FfiConverterBool.read(from: &buf), 
+                mergedFrom: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2483,6 +2547,7 @@ public struct FfiConverterTypeConflictValue: FfiConverterRustBuffer {
         FfiConverterString.write(value.device, into: &buf)
         FfiConverterInt64.write(value.time, into: &buf)
         FfiConverterBool.write(value.winner, into: &buf)
+        FfiConverterOptionString.write(value.mergedFrom, into: &buf)
     }
 }
 
@@ -2685,6 +2750,71 @@ public func FfiConverterTypeDuplicateCandidate_lift(_ buf: RustBuffer) throws ->
 #endif
 public func FfiConverterTypeDuplicateCandidate_lower(_ value: DuplicateCandidate) -> RustBuffer {
     return FfiConverterTypeDuplicateCandidate.lower(value)
+}
+
+
+/**
+ * Two records on the device that may be one (ID numbers masked), and why.
+ */
+public struct DuplicatePair: Equatable, Hashable {
+    public let kind: Kind
+    public let a: RecordSummary
+    public let b: RecordSummary
+    public let reasons: [DuplicateReason]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(kind: Kind, a: RecordSummary, b: RecordSummary, reasons: [DuplicateReason]) {
+        self.kind = kind
+        self.a = a
+        self.b = b
+        self.reasons = reasons
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DuplicatePair: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDuplicatePair: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DuplicatePair {
+        return
+            try DuplicatePair(
+                kind: FfiConverterTypeKind.read(from: &buf), 
+                a: FfiConverterTypeRecordSummary.read(from: &buf), 
+                b: FfiConverterTypeRecordSummary.read(from: &buf), 
+                reasons: FfiConverterSequenceTypeDuplicateReason.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DuplicatePair, into buf: inout [UInt8]) {
+        FfiConverterTypeKind.write(value.kind, into: &buf)
+        FfiConverterTypeRecordSummary.write(value.a, into: &buf)
+        FfiConverterTypeRecordSummary.write(value.b, into: &buf)
+        FfiConverterSequenceTypeDuplicateReason.write(value.reasons, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicatePair_lift(_ buf: RustBuffer) throws -> DuplicatePair {
+    return try FfiConverterTypeDuplicatePair.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicatePair_lower(_ value: DuplicatePair) -> RustBuffer {
+    return FfiConverterTypeDuplicatePair.lower(value)
 }
 
 
@@ -3636,6 +3766,81 @@ public func FfiConverterTypeListQuery_lower(_ value: ListQuery) -> RustBuffer {
 
 
 /**
+ * What merging two records did: values filled from the merged-away record, values that differ (now
+ * conflicts to resolve on the kept record), records whose links moved to the kept one and records
+ * whose links still name the merged-away one (not this user's to edit).
+ */
+public struct MergeReport: Equatable, Hashable {
+    public let kept: String
+    public let mergedAway: String
+    public let filled: [String]
+    public let conflicts: [String]
+    public let repointed: [String]
+    public let notRepointed: [String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(kept: String, mergedAway: String, filled: [String], conflicts: [String], repointed: [String], notRepointed: [String]) {
+        self.kept = kept
+        self.mergedAway = mergedAway
+        self.filled = filled
+        self.conflicts = conflicts
+        self.repointed = repointed
+        self.notRepointed = notRepointed
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MergeReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMergeReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MergeReport {
+        return
+            try MergeReport(
+                kept: FfiConverterString.read(from: &buf), 
+                mergedAway: FfiConverterString.read(from: &buf), 
+                filled: FfiConverterSequenceString.read(from: &buf), 
+                conflicts: FfiConverterSequenceString.read(from: &buf), 
+                repointed: FfiConverterSequenceString.read(from: &buf), 
+                notRepointed: FfiConverterSequenceString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MergeReport, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.kept, into: &buf)
+        FfiConverterString.write(value.mergedAway, into: &buf)
+        FfiConverterSequenceString.write(value.filled, into: &buf)
+        FfiConverterSequenceString.write(value.conflicts, into: &buf)
+        FfiConverterSequenceString.write(value.repointed, into: &buf)
+        FfiConverterSequenceString.write(value.notRepointed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMergeReport_lift(_ buf: RustBuffer) throws -> MergeReport {
+    return try FfiConverterTypeMergeReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMergeReport_lower(_ value: MergeReport) -> RustBuffer {
+    return FfiConverterTypeMergeReport.lower(value)
+}
+
+
+/**
  * One item of the "new for me" list: what, which record, when, by whom, with which comment; `key`
  * names it for `mark_new_for_me_seen`.
  */
@@ -4316,10 +4521,11 @@ public struct Stats: Equatable, Hashable {
     public let escalationsPerLevel: [String: UInt64]
     public let medianCloseSecs: Int64?
     public let coverage: [ScheduleCoverage]
+    public let duplicatesOpen: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(query: StatsQuery, recordsPerKind: [String: UInt64], visitsPerWorker: [String: UInt64], eventsByCategory: [String: EventCounts], escalationsPerLevel: [String: UInt64], medianCloseSecs: Int64?, coverage: [ScheduleCoverage]) {
+    public init(query: StatsQuery, recordsPerKind: [String: UInt64], visitsPerWorker: [String: UInt64], eventsByCategory: [String: EventCounts], escalationsPerLevel: [String: UInt64], medianCloseSecs: Int64?, coverage: [ScheduleCoverage], duplicatesOpen: UInt64) {
         self.query = query
         self.recordsPerKind = recordsPerKind
         self.visitsPerWorker = visitsPerWorker
@@ -4327,6 +4533,7 @@ public struct Stats: Equatable, Hashable {
         self.escalationsPerLevel = escalationsPerLevel
         self.medianCloseSecs = medianCloseSecs
         self.coverage = coverage
+        self.duplicatesOpen = duplicatesOpen
     }
 
     
@@ -4351,7 +4558,8 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
                 eventsByCategory: FfiConverterDictionaryStringTypeEventCounts.read(from: &buf), 
                 escalationsPerLevel: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 medianCloseSecs: FfiConverterOptionInt64.read(from: &buf), 
-                coverage: FfiConverterSequenceTypeScheduleCoverage.read(from: &buf)
+                coverage: FfiConverterSequenceTypeScheduleCoverage.read(from: &buf), 
+                duplicatesOpen: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -4363,6 +4571,7 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
         FfiConverterDictionaryStringUInt64.write(value.escalationsPerLevel, into: &buf)
         FfiConverterOptionInt64.write(value.medianCloseSecs, into: &buf)
         FfiConverterSequenceTypeScheduleCoverage.write(value.coverage, into: &buf)
+        FfiConverterUInt64.write(value.duplicatesOpen, into: &buf)
     }
 }
 
@@ -6181,6 +6390,7 @@ public enum NewForMeKind: Equatable, Hashable {
     case handedDown
     case visitReturned
     case followupDue
+    case duplicateFound
 
 
 
@@ -6210,6 +6420,8 @@ public struct FfiConverterTypeNewForMeKind: FfiConverterRustBuffer {
         
         case 4: return .followupDue
         
+        case 5: return .duplicateFound
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6232,6 +6444,10 @@ public struct FfiConverterTypeNewForMeKind: FfiConverterRustBuffer {
         
         case .followupDue:
             writeInt(&buf, Int32(4))
+        
+        
+        case .duplicateFound:
+            writeInt(&buf, Int32(5))
         
         }
     }
@@ -7085,6 +7301,31 @@ fileprivate struct FfiConverterSequenceTypeDuplicateCandidate: FfiConverterRustB
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDuplicatePair: FfiConverterRustBuffer {
+    typealias SwiftType = [DuplicatePair]
+
+    public static func write(_ value: [DuplicatePair], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDuplicatePair.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DuplicatePair] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DuplicatePair]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDuplicatePair.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeFieldChange: FfiConverterRustBuffer {
     typealias SwiftType = [FieldChange]
 
@@ -7677,6 +7918,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_duplicate_candidates() != 62703) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_duplicates() != 2728) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_export_document() != 53036) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7720,6 +7964,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_new_for_me_seen() != 59073) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_mark_not_duplicate() != 25278) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_gridwork_ffi_checksum_method_gridworkstore_merge_records() != 63388) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_gridwork_ffi_checksum_method_gridworkstore_move_household() != 521) {

@@ -104,6 +104,9 @@ pub struct Record {
     /// Visits only: attachments in the order they were added.
     #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
+    /// People, places and organisations: duplicate decisions (see `gridwork_protocol::duplicates`).
+    #[serde(default)]
+    pub dups: BTreeMap<String, String>,
     /// Fields with concurrent values that nobody has resolved yet.
     #[serde(default)]
     pub conflicted_fields: Vec<String>,
@@ -152,6 +155,9 @@ impl Serialize for Compact<'_> {
         if !r.attachments.is_empty() {
             m.serialize_entry("attachments", &r.attachments)?;
         }
+        if !r.dups.is_empty() {
+            m.serialize_entry("dups", &r.dups)?;
+        }
         if !r.conflicted_fields.is_empty() {
             m.serialize_entry("conflicted_fields", &r.conflicted_fields)?;
         }
@@ -177,6 +183,7 @@ impl Record {
             visited: Vec::new(),
             checklist: BTreeMap::new(),
             attachments: Vec::new(),
+            dups: BTreeMap::new(),
             conflicted_fields: Vec::new(),
         }
     }
@@ -260,6 +267,10 @@ pub struct ConflictValue {
     pub time: i64,
     /// The value Automerge picked deterministically; every replica shows the same one.
     pub winner: bool,
+    /// For a conflict a merge of duplicates left: the merged-away record this value comes from
+    /// (absent for the kept record's own value and for concurrent edits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +327,7 @@ mod tests {
             size: 3,
         }];
         full.conflicted_fields = vec!["title".into()];
+        full.dups.insert("f".repeat(32), "distinct".into());
         let json = full.compact_json();
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), full);
         // Every value is there: the same as the full serialisation, read back.

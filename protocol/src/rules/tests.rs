@@ -1292,3 +1292,168 @@ fn form_values() {
         ),
     ]);
 }
+
+const KEPT: &str = "fedcba9876543210fedcba9876543210";
+
+fn merged_away(r: &Record, by: &str) -> Record {
+    let mut m = r.clone();
+    m.deleted = true;
+    with_entry(m, entry(by, "merge", None, Some(KEPT)))
+}
+
+fn absorbing(r: &Record, by: &str, away: &str) -> Record {
+    let mut a = r.clone();
+    a.dups.insert(away.into(), "merged".into());
+    a.fields.insert("phone".into(), "13800000000".into());
+    with_entry(a, entry(by, "absorb", Some(away), None))
+}
+
+fn with_dup(mut r: Record, key: &str, value: &str) -> Record {
+    r.dups.insert(key.into(), value.into());
+    r
+}
+
+#[test]
+fn merging_duplicates() {
+    use Reason::*;
+    let p = person("g1");
+    let p2 = person("g2");
+    let away_id = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let absorbed = absorbing(&p, "wang", away_id);
+    let mut no_tombstone = p.clone();
+    no_tombstone = with_entry(no_tombstone, entry("wang", "merge", None, Some(KEPT)));
+    let ev = new_event("g1", "wang");
+    let mut merged_event = ev.clone();
+    merged_event.deleted = true;
+    merged_event = with_entry(merged_event, entry("wang", "merge", None, Some(KEPT)));
+    let gone = merged_away(&p, "wang");
+    let mut restored = gone.clone();
+    restored.deleted = false;
+    restored = with_entry(restored, entry("wang", "restore", None, None));
+    let mut marker_only = p.clone();
+    marker_only.dups.insert(away_id.into(), "merged".into());
+    let mut entry_only = with_entry(p.clone(), entry("wang", "absorb", Some(away_id), None));
+    entry_only
+        .fields
+        .insert("phone".into(), "13800000000".into());
+    let mut undone = absorbed.clone();
+    undone.dups.clear();
+    check(vec![
+        (
+            "the grid's own worker merges a resident away",
+            wang(),
+            Some(s(p.clone())),
+            s(gone.clone()),
+            Ok(()),
+        ),
+        (
+            "a supervisor of the area merges",
+            zhao(),
+            Some(s(p2.clone())),
+            s(merged_away(&p2, "zhao")),
+            Ok(()),
+        ),
+        (
+            "a worker of another grid does not",
+            li(),
+            Some(s(p.clone())),
+            s(merged_away(&p, "li")),
+            Err(OutOfScope),
+        ),
+        (
+            "a merge leaves a tombstone",
+            wang(),
+            Some(s(p.clone())),
+            s(no_tombstone),
+            Err(InvalidTransition),
+        ),
+        (
+            "events are not merged",
+            wang(),
+            Some(s(ev)),
+            s(merged_event),
+            Err(InvalidTransition),
+        ),
+        (
+            "a merged record stays merged",
+            wang(),
+            Some(s(gone)),
+            s(restored),
+            Err(InvalidTransition),
+        ),
+        (
+            "the kept record absorbs the other",
+            wang(),
+            Some(s(p.clone())),
+            s(absorbed.clone()),
+            Ok(()),
+        ),
+        (
+            "no absorbing without its entry",
+            wang(),
+            Some(s(p.clone())),
+            s(marker_only),
+            Err(InvalidTransition),
+        ),
+        (
+            "an absorb entry records the merged-away record",
+            wang(),
+            Some(s(p.clone())),
+            s(entry_only),
+            Err(InvalidValue),
+        ),
+        (
+            "a merge is not undone",
+            zhao(),
+            Some(s(absorbed.clone())),
+            s(undone),
+            Err(AppendOnly),
+        ),
+        (
+            "a settled value is the merger's to write",
+            wang(),
+            Some(s(absorbed.clone())),
+            s(with_dup(
+                absorbed.clone(),
+                &format!("{away_id}/phone"),
+                "139",
+            )),
+            Ok(()),
+        ),
+        (
+            "not a duplicate: the grid's worker decides",
+            wang(),
+            Some(s(p.clone())),
+            s(with_dup(p.clone(), away_id, "distinct")),
+            Ok(()),
+        ),
+        (
+            "a decision is merged or distinct",
+            wang(),
+            Some(s(p.clone())),
+            s(with_dup(p.clone(), away_id, "maybe")),
+            Err(InvalidValue),
+        ),
+        (
+            "a street supervisor's scope covers the grid",
+            sun(),
+            Some(s(p.clone())),
+            s(with_dup(p.clone(), away_id, "distinct")),
+            Ok(()),
+        ),
+        (
+            "another street's supervisor does not",
+            qian(),
+            Some(s(p.clone())),
+            s(with_dup(p.clone(), away_id, "distinct")),
+            Err(OutOfScope),
+        ),
+        (
+            "a new record has no decisions",
+            wang(),
+            None,
+            s(with_dup(person("g1"), away_id, "distinct")),
+            Err(InvalidValue),
+        ),
+    ]);
+}

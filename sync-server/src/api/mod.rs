@@ -95,6 +95,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/areas", get(areas)),
         ("/v1/schedules", get(schedules)),
         ("/v1/forms", get(forms)),
+        ("/v1/duplicates", get(duplicates)),
         ("/v1/stats", get(stats)),
         ("/v1/export", get(export)),
         ("/v1/changes", get(pull).post(push)),
@@ -545,6 +546,30 @@ async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, 
     .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
     touch(&st, &c);
     Ok(Json(out).into_response())
+}
+
+/// `GET /v1/duplicates?area=`: the open duplicate candidates among the records of the caller's scope
+/// (both records in `area`'s subtree when given), found by the rule a device applies to its own
+/// records (`gridwork_protocol::duplicates::candidates`): record ids and reasons, no personal data.
+async fn duplicates(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, ApiError> {
+    let p = params(q)?;
+    let scope = c.scope();
+    let area = p.get("area").filter(|a| !a.is_empty()).cloned();
+    let (rows, root) = areas_within(&st, &scope, area.as_deref()).await?;
+    let paths: HashMap<String, String> = rows.into_iter().map(|a| (a.id, a.path)).collect();
+    let records = st.store.scope_records(&scope).await?;
+    let pairs = tokio::task::spawn_blocking(move || {
+        let within = |r: &&gridwork_protocol::model::Record| {
+            paths
+                .get(&r.area)
+                .is_some_and(|p| root.as_deref().is_none_or(|root| p.starts_with(root)))
+        };
+        gridwork_protocol::duplicates::candidates(records.iter().filter(within))
+    })
+    .await
+    .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
+    touch(&st, &c);
+    Ok(Json(serde_json::json!({ "duplicates": pairs })).into_response())
 }
 
 /// `GET /v1/export?kind=&format=csv|xlsx|geojson&area=&tag=&from=&until=&unmasked=true`: a kind's records

@@ -334,13 +334,16 @@ pub struct Schedule {
 }
 
 /// Which follow-ups to list: an area's subtree, some states (all when empty), the moment to judge at
-/// (now when absent) and the caller's offset from UTC in minutes (480 in China) for "today".
+/// (now when absent), the caller's offset from UTC in minutes (480 in China) for "today", and
+/// optionally one worker's (their grid's follow-ups).
 #[uniffi::remote(Record)]
 pub struct FollowupQuery {
     pub area: Option<String>,
     pub states: Vec<DueState>,
     pub now: Option<i64>,
     pub utc_offset_minutes: i32,
+    #[uniffi(default = None)]
+    pub worker: Option<String>,
 }
 
 /// One record due a visit under one schedule; `due_at` is absent for a record never visited (due
@@ -356,6 +359,7 @@ pub struct Followup {
     pub last_visit: Option<String>,
     pub due_at: Option<String>,
     pub state: DueState,
+    pub workers: Vec<String>,
 }
 
 #[uniffi::remote(Record)]

@@ -486,7 +486,7 @@ fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
     let numbers_before = table_rows(&conn, "numbers", &[]);
     assert_eq!(numbers_before.len(), 2, "the fixture's phone and ID number");
     conn.execute_batch(
-        "DROP TABLE visited; DROP TABLE schedules; DROP TABLE forms; DROP TABLE numbers; DROP TABLE seen_items;
+        "DROP TABLE visited; DROP TABLE schedules; DROP TABLE forms; DROP TABLE area_workers; DROP TABLE numbers; DROP TABLE seen_items;
          DELETE FROM meta WHERE key IN ('reproject', 'renumber');
          PRAGMA user_version = 5;",
     )

@@ -74,6 +74,9 @@ pub struct WireArea {
     pub parent: Option<String>,
     pub level: String,
     pub name: String,
+    /// The workers whose area this is (user ids, enabled users only), for per-worker lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +108,9 @@ pub fn areas_version(areas: &[WireArea]) -> String {
     for a in sorted {
         // Length-prefixed fields, so that no two trees hash the same bytes.
         let parent = a.parent.as_deref();
-        for field in [Some(a.id.as_str()), parent, Some(&a.level), Some(&a.name)] {
+        let fields = [Some(a.id.as_str()), parent, Some(&a.level), Some(&a.name)];
+        let workers = a.workers.iter().map(|w| Some(w.as_str()));
+        for field in fields.into_iter().chain(workers) {
             match field {
                 Some(f) => {
                     h.update([1u8]);
@@ -115,6 +120,8 @@ pub fn areas_version(areas: &[WireArea]) -> String {
                 None => h.update([0u8]),
             }
         }
+        // The end of the area's workers.
+        h.update([2u8]);
     }
     hex::encode(h.finalize())
 }
@@ -214,6 +221,7 @@ mod tests {
             parent: parent.map(Into::into),
             level: level.into(),
             name: name.into(),
+            workers: Vec::new(),
         }
     }
 

@@ -398,3 +398,62 @@ fn new_for_me_after_a_sync() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+#[test]
+fn a_supervisor_lists_follow_ups_per_worker_and_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    relay.add_weekly_alone_schedule();
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g2");
+    let zhou = Device::new(&relay, dir.path(), "zhou", Role::Supervisor, "c1");
+    for (d, area, name) in [(&wang, "g1", "Li Hua"), (&li, "g2", "Zhang Wei")] {
+        d.sync();
+        d.store
+            .create(
+                NewRecord::new(Kind::Person, area)
+                    .field("name", name)
+                    .tag("lives alone"),
+            )
+            .unwrap();
+        d.sync();
+    }
+    zhou.sync();
+    let now = time::now_secs();
+    let of = |worker: Option<&str>| -> Vec<(String, Vec<String>)> {
+        zhou.store
+            .followups(&FollowupQuery {
+                now: Some(now),
+                utc_offset_minutes: 480,
+                worker: worker.map(str::to_owned),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.title, f.workers))
+            .collect()
+    };
+    assert_eq!(
+        of(None),
+        [
+            ("Li Hua".to_owned(), vec!["wang".to_owned()]),
+            ("Zhang Wei".to_owned(), vec!["li".to_owned()])
+        ]
+    );
+    assert_eq!(
+        of(Some("li")),
+        [("Zhang Wei".to_owned(), vec!["li".to_owned()])]
+    );
+    assert!(of(Some("nobody")).is_empty());
+    // A second worker joins grid 1: the supervisor's device learns it at the next sync.
+    relay.add_device("chen", Role::Worker, "g1", "chen-phone");
+    zhou.sync();
+    assert_eq!(
+        of(Some("chen")),
+        [(
+            "Li Hua".to_owned(),
+            vec!["chen".to_owned(), "wang".to_owned()]
+        )]
+    );
+}

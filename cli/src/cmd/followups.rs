@@ -25,6 +25,9 @@ pub struct DueArgs {
     /// Only records in this area's subtree (a grid, a community).
     #[arg(long, value_name = "AREA")]
     pub area: Option<String>,
+    /// Only the follow-ups of this worker's grid (a user id): a supervisor's list per worker.
+    #[arg(long, value_name = "USER")]
+    pub worker: Option<String>,
     /// Judge at this moment (ISO-8601 UTC, e.g. 2026-12-01T09:00:00Z) instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_at)]
     pub at: Option<i64>,
@@ -82,6 +85,7 @@ pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
         states,
         now: a.at,
         utc_offset_minutes: a.offset.utc_offset,
+        worker: a.worker.clone(),
     };
     let items = ctx.store.followups(&query)?;
     ctx.print(&items, || {
@@ -94,6 +98,7 @@ pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
             "RECORD",
             "TITLE",
             "AREA",
+            "WORKER",
             "LAST VISIT",
             "SCHEDULE",
         ]);
@@ -107,6 +112,11 @@ pub fn due(ctx: &Ctx, a: &DueArgs) -> CliResult<()> {
                 f.record_id.clone(),
                 output::truncate(&f.title, 24),
                 f.area.clone(),
+                if f.workers.is_empty() {
+                    "-".to_owned()
+                } else {
+                    f.workers.join(", ")
+                },
                 f.last_visit
                     .as_deref()
                     .map(output::short_time)

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{time, DueState, Kind, Schedule};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// `schedules_version` of the schedules last taken from the relay.
 const META_SCHEDULES_VERSION: &str = "schedules_version";
@@ -26,6 +27,8 @@ pub struct FollowupQuery {
     pub now: Option<i64>,
     /// The caller's offset from UTC in minutes (480 in China): "today" is the caller's calendar day.
     pub utc_offset_minutes: i32,
+    /// Only records in the areas of this worker (a user id): a supervisor's list per worker.
+    pub worker: Option<String>,
 }
 
 /// One record due a visit under one schedule.
@@ -44,6 +47,8 @@ pub struct Followup {
     /// When the next visit is due (ISO-8601 UTC); `None`: never visited, due now.
     pub due_at: Option<String>,
     pub state: DueState,
+    /// The workers of the record's area (as the relay told), whose follow-up it is.
+    pub workers: Vec<String>,
 }
 
 impl Store {
@@ -147,9 +152,32 @@ impl Store {
                 }
             }
         }
+        // Each area's workers, for per-worker lists.
+        let workers: HashMap<String, Vec<String>> = {
+            let inner = self.lock();
+            let mut st = inner
+                .conn
+                .prepare_cached("SELECT area, user FROM area_workers ORDER BY area, user")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut map: HashMap<String, Vec<String>> = HashMap::new();
+            for row in rows {
+                let (area, user) = row?;
+                map.entry(area).or_default().push(user);
+            }
+            map
+        };
         let mut out = Vec::new();
         for (i, record_id, area, title, last_visit) in candidates {
             let s = &schedules[i];
+            let area_workers = workers.get(&area).cloned().unwrap_or_default();
+            if query
+                .worker
+                .as_ref()
+                .is_some_and(|w| !area_workers.contains(w))
+            {
+                continue;
+            }
             let last = last_visit.as_deref().and_then(time::parse_iso);
             let due = if s.kind == Kind::Event {
                 // One re-check after closing: due `every` after the (last) close, done by a visit
@@ -188,6 +216,7 @@ impl Store {
                 last_visit,
                 due_at: due.map(time::iso_from_secs),
                 state,
+                workers: area_workers,
             });
         }
         // Overdue first; never visited before the rest of its state; then by due time and title.

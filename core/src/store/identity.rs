@@ -87,6 +87,16 @@ impl Store {
                         .execute(params![a.id, a.parent, a.level.as_str(), a.name, a.path])?;
                     }
                 }
+                // The workers of each area (the version covers them: they may change alone).
+                tx.execute("DELETE FROM area_workers", [])?;
+                for a in areas.unwrap_or_default() {
+                    for w in &a.workers {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO area_workers (area, user) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![a.id, w])?;
+                    }
+                }
                 set_meta(&tx, META_AREAS_VERSION, version)?;
             }
             set_meta(
@@ -185,6 +195,7 @@ mod tests {
             parent: parent.map(Into::into),
             level: level.into(),
             name: format!("Area {id}"),
+            workers: Vec::new(),
         }
     }
 

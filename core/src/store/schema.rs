@@ -143,9 +143,16 @@ fn v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// Version 7: the city forms as the relay sent them (`definition`: JSON of `gridwork_protocol::Form`).
+/// Version 7: the city forms as the relay sent them (`definition`: JSON of `gridwork_protocol::Form`),
+/// and each area's workers as the relay sent them with the tree (for per-worker follow-up lists;
+/// filled at the next sync, which fetches the tree again because its version now covers the workers).
 fn v7(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch("CREATE TABLE forms (id TEXT PRIMARY KEY, definition TEXT NOT NULL);")
+    tx.execute_batch(
+        "CREATE TABLE forms (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
+         CREATE TABLE area_workers (
+             area TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (area, user)) WITHOUT ROWID;
+         CREATE INDEX area_workers_user ON area_workers (user);",
+    )
 }
 
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;

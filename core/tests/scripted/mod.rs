@@ -70,6 +70,7 @@ pub fn tree(ids: &[&str]) -> Vec<WireArea> {
                 parent: parent.map(Into::into),
                 level: level.into(),
                 name: (*id).into(),
+                workers: Vec::new(),
             }
         })
         .collect()

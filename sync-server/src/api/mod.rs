@@ -443,13 +443,26 @@ async fn wire_areas(st: &AppState, c: &DeviceAuth) -> Result<Arc<ScopeAreas>, Ap
         }
     }
     let rows = st.store.areas_for(&scope).await?;
+    // Each area's workers (every worker whose area it is, disabled or not: the grid's follow-ups are
+    // still theirs to hand over), for per-worker lists on devices.
+    let mut workers: HashMap<String, Vec<String>> = HashMap::new();
+    for u in st.store.list_users().await? {
+        if u.role == gridwork_protocol::Role::Worker {
+            workers.entry(u.area).or_default().push(u.id);
+        }
+    }
     let areas: Vec<WireArea> = rows
         .into_iter()
-        .map(|a| WireArea {
-            id: a.id,
-            parent: a.parent,
-            level: a.level.as_str().into(),
-            name: a.name,
+        .map(|a| {
+            let mut w = workers.remove(&a.id).unwrap_or_default();
+            w.sort();
+            WireArea {
+                id: a.id,
+                parent: a.parent,
+                level: a.level.as_str().into(),
+                name: a.name,
+                workers: w,
+            }
         })
         .collect();
     // The schedules of the caller's areas and their ancestors: each covers its area's subtree.

@@ -212,8 +212,10 @@ pub(crate) async fn remove_area<S: AdminSql>(sql: &mut S, id: &str) -> Result<()
     .await
 }
 
+/// Adds a user. The tree's version moves on: devices learn the workers of each area with it.
 pub(crate) async fn add_user<S: AdminSql>(sql: &mut S, user: &UserRow) -> Result<()> {
     in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
         if !sql.exists(Row::Area, &user.area).await? {
             return Err(Error::Invalid(format!("area {} does not exist", user.area)));
         }
@@ -225,13 +227,15 @@ pub(crate) async fn add_user<S: AdminSql>(sql: &mut S, user: &UserRow) -> Result
     .await
 }
 
-/// Applies `changes` to a user (`NotFound` for an unknown user, `Invalid` for an unknown area).
+/// Applies `changes` to a user (`NotFound` for an unknown user, `Invalid` for an unknown area). The
+/// tree's version moves on, as for [`add_user`].
 pub(crate) async fn update_user<S: AdminSql>(
     sql: &mut S,
     id: &str,
     changes: &UserChanges,
 ) -> Result<()> {
     in_transaction(sql, async |sql: &mut S| {
+        sql.bump_areas_version().await?;
         if let Some(area) = &changes.area {
             if !sql.exists(Row::Area, area).await? {
                 return Err(Error::Invalid(format!("area {area} does not exist")));

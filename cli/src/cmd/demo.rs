@@ -3,7 +3,8 @@
 //! Starts an embedded relay (SQLite) on a free loopback port, creates an area tree, two grid workers and a
 //! supervisor with their own encrypted stores; the workers work offline (register a household, log a visit,
 //! edit the same person at the same time, report an event and hand it over); then everyone syncs and the
-//! demo prints what each one sees: the merged record, the conflict, the supervisor's review queue.
+//! demo prints what each one sees: the merged record, the conflict, the supervisor's review queue, the
+//! follow-ups due; then a resident registered twice is found and merged, and read against the city's form.
 use crate::ctx::{CliError, CliResult};
 use crate::output;
 use clap::Args;
@@ -127,6 +128,19 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
                 category: None,
                 every: gridwork_server::Every::Days(7),
             })
+            .await?;
+        // The city's form for people: two attributes every person carries.
+        admin
+            .put_form(serde_json::from_value(serde_json::json!({
+                "id": "city-person", "area": "d1", "kind": "person",
+                "fields": [
+                    {"key": "hukou", "label_zh": "户籍", "label_en": "Household registration",
+                     "type": "choice", "options": ["local", "elsewhere"]},
+                    {"key": "pension", "label_zh": "领取养老金", "label_en": "Receives a pension",
+                     "type": "yes_no"}
+                ]
+            }))
+            .map_err(|e| gridwork_server::Error::Invalid(e.to_string()))?)
             .await?;
         let mut tokens = Vec::new();
         for (user, device) in [
@@ -397,6 +411,50 @@ fn story(devices: &[Device]) -> CliResult<()> {
                 .map(output::short_time)
                 .unwrap_or_else(|| "now".into()),
             f.state.as_str().replace('_', " ")
+        );
+    }
+
+    section("li registered 王建国 again, on his own: the duplicate is found and merged");
+    let again = li.store.create(
+        NewRecord::new(Kind::Person, "g1")
+            .field("name", "Wang Jianguo")
+            .field("birth_date", "1941-06-12")
+            .field("id_number", "11010519410612001X")
+            .attr("hukou", "local"),
+    )?;
+    li.sync()?;
+    zhao.sync()?;
+    for p in zhao.store.duplicates(None)? {
+        let why: Vec<&str> = p.reasons.iter().map(|r| r.as_str()).collect();
+        println!(
+            "  possible duplicate: {} \"{}\" and {} \"{}\" ({})",
+            p.a.id,
+            p.a.title,
+            p.b.id,
+            p.b.title,
+            why.join(", ")
+        );
+    }
+    let merged = zhao.store.merge_records(&grandpa, &again)?;
+    println!(
+        "  zhao merges {again} into {grandpa}: took {} from it; to resolve: {}",
+        merged.filled.join(", "),
+        merged.conflicts.join(", ")
+    );
+    zhao.store.resolve_conflict(&grandpa, "name", "王建国")?;
+    println!("  zhao keeps the name 王建国; {again} is now a tombstone that points at {grandpa}");
+
+    section("The city's form for people (an operator defined it on the relay)");
+    for v in zhao.store.record_form(&grandpa)? {
+        let label = v
+            .field
+            .as_ref()
+            .map(|f| format!("{} / {}", f.label_zh, f.label_en))
+            .unwrap_or_else(|| v.key.clone());
+        println!(
+            "  {label}: {} ({})",
+            v.value.as_deref().unwrap_or("-"),
+            format!("{:?}", v.state).to_lowercase()
         );
     }
 

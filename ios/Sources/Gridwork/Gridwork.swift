@@ -3096,10 +3096,11 @@ public struct Followup: Equatable, Hashable {
     public let lastVisit: String?
     public let dueAt: String?
     public let state: DueState
+    public let workers: [String]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(scheduleId: String, scheduleName: String, recordId: String, kind: Kind, title: String, area: String, lastVisit: String?, dueAt: String?, state: DueState) {
+    public init(scheduleId: String, scheduleName: String, recordId: String, kind: Kind, title: String, area: String, lastVisit: String?, dueAt: String?, state: DueState, workers: [String]) {
         self.scheduleId = scheduleId
         self.scheduleName = scheduleName
         self.recordId = recordId
@@ -3109,6 +3110,7 @@ public struct Followup: Equatable, Hashable {
         self.lastVisit = lastVisit
         self.dueAt = dueAt
         self.state = state
+        self.workers = workers
     }
 
     
@@ -3135,7 +3137,8 @@ public struct FfiConverterTypeFollowup: FfiConverterRustBuffer {
                 area: FfiConverterString.read(from: &buf), 
                 lastVisit: FfiConverterOptionString.read(from: &buf), 
                 dueAt: FfiConverterOptionString.read(from: &buf), 
-                state: FfiConverterTypeDueState.read(from: &buf)
+                state: FfiConverterTypeDueState.read(from: &buf), 
+                workers: FfiConverterSequenceString.read(from: &buf)
         )
     }
 
@@ -3149,6 +3152,7 @@ public struct FfiConverterTypeFollowup: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.lastVisit, into: &buf)
         FfiConverterOptionString.write(value.dueAt, into: &buf)
         FfiConverterTypeDueState.write(value.state, into: &buf)
+        FfiConverterSequenceString.write(value.workers, into: &buf)
     }
 }
 
@@ -3170,21 +3174,24 @@ public func FfiConverterTypeFollowup_lower(_ value: Followup) -> RustBuffer {
 
 /**
  * Which follow-ups to list: an area's subtree, some states (all when empty), the moment to judge at
- * (now when absent) and the caller's offset from UTC in minutes (480 in China) for "today".
+ * (now when absent), the caller's offset from UTC in minutes (480 in China) for "today", and
+ * optionally one worker's (their grid's follow-ups).
  */
 public struct FollowupQuery: Equatable, Hashable {
     public let area: String?
     public let states: [DueState]
     public let now: Int64?
     public let utcOffsetMinutes: Int32
+    public let worker: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(area: String?, states: [DueState], now: Int64?, utcOffsetMinutes: Int32) {
+    public init(area: String?, states: [DueState], now: Int64?, utcOffsetMinutes: Int32, worker: String? = nil) {
         self.area = area
         self.states = states
         self.now = now
         self.utcOffsetMinutes = utcOffsetMinutes
+        self.worker = worker
     }
 
     
@@ -3206,7 +3213,8 @@ public struct FfiConverterTypeFollowupQuery: FfiConverterRustBuffer {
                 area: FfiConverterOptionString.read(from: &buf), 
                 states: FfiConverterSequenceTypeDueState.read(from: &buf), 
                 now: FfiConverterOptionInt64.read(from: &buf), 
-                utcOffsetMinutes: FfiConverterInt32.read(from: &buf)
+                utcOffsetMinutes: FfiConverterInt32.read(from: &buf), 
+                worker: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -3215,6 +3223,7 @@ public struct FfiConverterTypeFollowupQuery: FfiConverterRustBuffer {
         FfiConverterSequenceTypeDueState.write(value.states, into: &buf)
         FfiConverterOptionInt64.write(value.now, into: &buf)
         FfiConverterInt32.write(value.utcOffsetMinutes, into: &buf)
+        FfiConverterOptionString.write(value.worker, into: &buf)
     }
 }
 

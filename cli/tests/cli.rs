@@ -1447,6 +1447,34 @@ fn add_warns_of_a_possible_duplicate() {
     ]);
     assert_eq!(v["duplicates"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["duplicates"][0]["reasons"][0], "same_name_and_birth_date");
+    let third = v["id"].as_str().unwrap().to_owned();
+    // The three are three pairs; merge one, dismiss another.
+    let pairs = wang.json(&["duplicates"]);
+    assert_eq!(pairs.as_array().unwrap().len(), 3, "{pairs}");
+    assert!(wang
+        .ok(&["duplicates"])
+        .contains("same name and birth date"));
+    let second = ids(&wang.json(&["list", "person"]))
+        .into_iter()
+        .find(|id| *id != first && *id != third)
+        .unwrap();
+    let merged = wang.json(&["merge", &first, &second]);
+    assert_eq!(merged["merged_away"], second.as_str());
+    assert_eq!(merged["conflicts"], serde_json::json!(["name"]));
+    let conflicts = wang.json(&["conflicts"]);
+    assert_eq!(conflicts[0]["record_id"], first.as_str());
+    assert_eq!(conflicts[0]["values"][1]["merged_from"], second.as_str());
+    assert!(wang
+        .ok(&["conflicts"])
+        .contains(&format!("merged {second}")));
+    wang.ok(&["resolve", &first, "name", "王芳"]);
+    assert_eq!(wang.json(&["duplicates"]).as_array().unwrap().len(), 1);
+    wang.ok(&["not-duplicate", &first, &third]);
+    assert!(wang.ok(&["duplicates"]).contains("no duplicate candidates"));
+    let err = wang.fails(1, &["edit", &second, "--set", "phone=1"]);
+    assert!(err.contains(&first), "points at the kept record: {err}");
+    // No city form on this offline store.
+    assert!(wang.ok(&["form", "person"]).contains("no form for person"));
 }
 
 #[test]

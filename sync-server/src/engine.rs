@@ -35,6 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::{Automerge, Change, ChangeHash};
@@ -459,6 +460,47 @@ pub struct AreaMap {
     pub version: i64,
     pub paths: HashMap<String, String>,
     pub forms: Vec<gridwork_protocol::Form>,
+    /// `forms_version` of the forms a scope is sent, by scope path (`""`: an operator's), worked out
+    /// once per scope while this map is current.
+    forms_versions: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl AreaMap {
+    pub fn new(
+        version: i64,
+        paths: HashMap<String, String>,
+        forms: Vec<gridwork_protocol::Form>,
+    ) -> Self {
+        AreaMap {
+            version,
+            paths,
+            forms,
+            forms_versions: Arc::default(),
+        }
+    }
+
+    /// The `forms_version` a device of `actor` holds when it has the relay's forms.
+    fn forms_version_for(&self, actor: &Actor) -> String {
+        let operator = actor.role == gridwork_protocol::Role::Operator;
+        let key = if operator {
+            ""
+        } else {
+            actor.area_path.as_str()
+        };
+        let mut cache = self.forms_versions.lock().expect("forms versions");
+        if let Some(v) = cache.get(key) {
+            return v.clone();
+        }
+        let sent = gridwork_protocol::forms_for_scope(
+            &self.forms,
+            &self.paths,
+            &actor.area_path,
+            operator,
+        );
+        let v = gridwork_protocol::forms_version(&sent);
+        cache.insert(key.to_owned(), v.clone());
+        v
+    }
 }
 
 impl AreaMap {
@@ -860,13 +902,7 @@ impl Judge<'_> {
         let Some(note) = ChangeNote::parse(self.change.message()) else {
             return &[];
         };
-        let sent = gridwork_protocol::forms_for_scope(
-            all,
-            &self.areas.paths,
-            &self.actor.area_path,
-            self.actor.role == gridwork_protocol::Role::Operator,
-        );
-        if note.judged_by_forms(&gridwork_protocol::forms_version(&sent)) {
+        if note.judged_by_forms(&self.areas.forms_version_for(self.actor)) {
             all
         } else {
             &[]

@@ -304,11 +304,11 @@ async fn plan_batch<S: WriteSql>(
         // Forms change the areas version too: the rule book checks attribute values by them.
         let areas = sql.load_areas().await?;
         let forms = parse_definitions(Defined::Form, &sql.definitions(Defined::Form).await?)?;
-        engine.areas = AreaMap {
+        engine.areas = AreaMap::new(
             version,
-            paths: areas.into_iter().map(|a| (a.id, a.path)).collect(),
+            areas.into_iter().map(|a| (a.id, a.path)).collect(),
             forms,
-        };
+        );
     }
     let wants = Engine::wants(jobs);
     let existing = sql.change_seqs(&wants.hashes).await?;

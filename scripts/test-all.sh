@@ -8,7 +8,9 @@
 #      (SQLite + PostgreSQL), end-to-end (real relay process + devices), CLI;
 #   4. checks sync-server/openapi.yaml against a running relay with schemathesis (pinned, from PyPI,
 #      into .tools/);
-#   5. generates the Kotlin and Swift bindings and runs the Kotlin tests on the JVM (kotlinc from npm,
+#   5. (before 3) installs Chromium and its WebDriver from Debian for the web console's browser test,
+#      whose screenshots land in $CARGO_TARGET_DIR/screenshots;
+#   6. generates the Kotlin and Swift bindings and runs the Kotlin tests on the JVM (kotlinc from npm,
 #      JNA from Debian).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +31,11 @@ trap 'sync-server/scripts/stop-postgres.sh >/dev/null 2>&1 || true' EXIT
 # The CA of the cluster's TLS certificate, for the sslmode=verify-full tests.
 GRIDWORK_TEST_POSTGRES_CA=$(sed -n 's/^CA=//p' "${GRIDWORK_PG_STATE:-/tmp/gridwork-pg.state}")
 export GRIDWORK_TEST_POSTGRES_CA
+
+step "a browser for the web console's tests (Debian's chromium and chromedriver)"
+scripts/setup-browser.sh >/dev/null
+# The console's screenshots, for a look after the run.
+export GRIDWORK_SCREENSHOTS=${GRIDWORK_SCREENSHOTS:-$CARGO_TARGET_DIR/screenshots}
 
 step "Rust tests"
 cargo test --workspace --locked

@@ -273,6 +273,36 @@ impl Admin {
         Ok(())
     }
 
+    /// Sets a user's web console password (argon2id; at least 10 characters). The user's open console
+    /// sessions stay; `remove_web_account` ends them.
+    pub async fn set_web_password(&self, user: &str, password: &str) -> Result<()> {
+        if !self.store.user_exists(user).await? {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        let pw = zeroize::Zeroizing::new(password.to_owned());
+        let hash = tokio::task::spawn_blocking(move || crate::console::passwords::hash(&pw))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+            .map_err(Error::Invalid)?;
+        self.store.put_web_account(user, &hash).await?;
+        tracing::info!(user = %user, "web console password set");
+        Ok(())
+    }
+
+    /// Removes a user's web account and ends their console sessions.
+    pub async fn remove_web_account(&self, user: &str) -> Result<()> {
+        if !self.store.remove_web_account(user).await? {
+            return Err(Error::NotFound(format!("web account of {user}")));
+        }
+        tracing::info!(user = %user, "web account removed");
+        Ok(())
+    }
+
+    /// The latest console actions, newest first.
+    pub async fn audit_trail(&self, limit: i64) -> Result<Vec<crate::storage::console::AuditRow>> {
+        self.store.audit_trail(limit).await
+    }
+
     /// Whether the database connections are encrypted in transit (PostgreSQL, from the server's own
     /// `pg_stat_ssl`); `None` for the embedded store.
     pub async fn transport_encrypted(&self) -> Result<Option<bool>> {

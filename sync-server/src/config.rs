@@ -58,6 +58,15 @@ impl std::fmt::Debug for RelayKey {
 }
 
 impl RelayKey {
+    /// A key of its own for `purpose` (HMAC-SHA256 of it under this key).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0[..]).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// A fresh random key from the operating system's generator.
     pub fn generate() -> RelayKey {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
@@ -231,15 +240,57 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub storage: StorageConfig,
     pub limits: Limits,
+    /// The web console (`/console`), when the relay has a key for its console stores.
+    pub console: Option<ConsoleConfig>,
 }
 
 impl ServerConfig {
-    /// Config with the default limits.
+    /// Config with the default limits; the web console on when the store is an encrypted SQLite one
+    /// (its stores live in `<data>/console`, under keys derived from the relay key).
     pub fn new(listen: SocketAddr, storage: StorageConfig) -> Self {
+        let console = match &storage {
+            StorageConfig::Sqlite {
+                data_dir,
+                encryption: Encryption::Key(key),
+            } => Some(ConsoleConfig::new(data_dir.join("console"), key.clone())),
+            _ => None,
+        };
         ServerConfig {
             listen,
             storage,
             limits: Limits::default(),
+            console,
+        }
+    }
+}
+
+/// The web console for supervisors and operators. Each web user acts through a console device of
+/// their own: a Gridwork store (encrypted, in `dir`) that syncs with this relay like a phone, so every
+/// console action is an Automerge change authored by that user and judged by the same rule book.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Where the console devices' stores live (mode 0700).
+    pub dir: PathBuf,
+    /// Derives each console store's key and each console device's token; never stored.
+    pub key: RelayKey,
+    /// Mark the session cookie `Secure` (the relay is reached over TLS, behind a proxy).
+    pub secure_cookies: bool,
+    /// How long a session lasts.
+    pub session_secs: i64,
+    /// Failed logins a client address may make at once, and how many it regains per second.
+    pub login_fail_burst: f64,
+    pub login_fail_per_sec: f64,
+}
+
+impl ConsoleConfig {
+    pub fn new(dir: PathBuf, key: RelayKey) -> Self {
+        ConsoleConfig {
+            dir,
+            key,
+            secure_cookies: false,
+            session_secs: 8 * 3600,
+            login_fail_burst: 5.0,
+            login_fail_per_sec: 1.0 / 30.0,
         }
     }
 }

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod prof;
@@ -28,7 +29,7 @@ pub mod server;
 pub mod storage;
 
 pub use admin::{Admin, NewDevice};
-pub use config::{Encryption, Limits, RelayKey, ServerConfig, StorageConfig};
+pub use config::{ConsoleConfig, Encryption, Limits, RelayKey, ServerConfig, StorageConfig};
 pub use error::{ApiError, Error, Result};
 pub use gridwork_protocol::{AreaLevel, Every, Form, Kind, Role, Schedule};
 pub use server::{start, RunningServer};

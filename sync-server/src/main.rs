@@ -126,6 +126,21 @@ enum Cmd {
         /// Failed authentications a client address may make at once before that rate applies.
         #[arg(long, value_name = "N", default_value_t = Limits::default().auth_fail_burst)]
         auth_fail_burst: f64,
+        /// Where the web console keeps its users' console stores (default with --data: DATA/console).
+        /// With PostgreSQL the console needs this and a key (--console-key-file or
+        /// GRIDWORK_CONSOLE_KEY, 64 hex characters).
+        #[arg(long, value_name = "DIR")]
+        console_dir: Option<PathBuf>,
+        /// The key the console derives its stores' keys and its devices' tokens from (default with
+        /// --data: the relay key).
+        #[arg(long, value_name = "FILE")]
+        console_key_file: Option<PathBuf>,
+        /// Serve no web console.
+        #[arg(long)]
+        no_console: bool,
+        /// Mark console session cookies Secure: the relay is reached over HTTPS (behind a proxy).
+        #[arg(long)]
+        secure_cookies: bool,
     },
     /// Manage areas, users and devices (works while a relay is running), convert a plaintext store
     /// (`encrypt`), make a key (`keygen`).
@@ -154,6 +169,14 @@ enum AdminCmd {
     /// City forms: the attributes records of a kind carry in an area's subtree.
     #[command(subcommand)]
     Form(FormCmd),
+    /// Web console accounts: a supervisor's or operator's password for /console.
+    #[command(subcommand)]
+    WebAccount(WebAccountCmd),
+    /// The web console's audit trail: who did what, on which record, how it ended (newest first).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Encrypt an existing plaintext SQLite store in place with the key (--data and --key-file or
     /// GRIDWORK_RELAY_KEY). Stop the relay first. The plaintext file and its WAL are removed.
     Encrypt,
@@ -234,6 +257,19 @@ enum ScheduleCmd {
     List,
     /// Remove a schedule.
     Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum WebAccountCmd {
+    /// Set a user's console password: read from FILE, or from standard input (one line). At least 10
+    /// characters; stored as an argon2id hash.
+    Set {
+        user: String,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Remove a user's web account and end their console sessions.
+    Remove { user: String },
 }
 
 #[derive(Subcommand)]
@@ -346,6 +382,10 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             rate_burst,
             auth_fail_per_sec,
             auth_fail_burst,
+            console_dir,
+            console_key_file,
+            no_console,
+            secure_cookies,
         } => {
             if !(rate_per_sec > 0.0 && rate_burst >= 1.0) {
                 return Err(Error::Invalid(
@@ -357,17 +397,47 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
                     "--auth-fail-per-sec must be above 0 and --auth-fail-burst at least 1".into(),
                 ));
             }
-            let config = ServerConfig {
-                listen,
-                storage: storage.config()?,
-                limits: Limits {
-                    rate_per_sec,
-                    rate_burst,
-                    auth_fail_per_sec,
-                    auth_fail_burst,
-                    ..Limits::default()
+            let mut config = ServerConfig::new(listen, storage.config()?);
+            config.limits = Limits {
+                rate_per_sec,
+                rate_burst,
+                auth_fail_per_sec,
+                auth_fail_burst,
+                ..Limits::default()
+            };
+            let key = match console_key_file {
+                Some(f) => Some(RelayKey::from_file(&f)?),
+                None => match std::env::var("GRIDWORK_CONSOLE_KEY") {
+                    Ok(v) => Some(RelayKey::from_hex(&v)?),
+                    Err(_) => None,
                 },
             };
+            match (console_dir, key) {
+                (Some(dir), Some(key)) => {
+                    config.console = Some(gridwork_server::ConsoleConfig::new(dir, key))
+                }
+                (Some(dir), None) => {
+                    match &mut config.console {
+                        Some(c) => c.dir = dir,
+                        None => return Err(Error::Invalid(
+                            "--console-dir needs a key: --console-key-file or GRIDWORK_CONSOLE_KEY"
+                                .into(),
+                        )),
+                    }
+                }
+                (None, Some(key)) => {
+                    if let Some(c) = &mut config.console {
+                        c.key = key;
+                    }
+                }
+                (None, None) => {}
+            }
+            if no_console {
+                config.console = None;
+            }
+            if let Some(c) = &mut config.console {
+                c.secure_cookies = secure_cookies;
+            }
             let server = start(config).await?;
             server.run_until_signal().await;
         }
@@ -421,6 +491,40 @@ async fn admin_cmd(admin: &Admin, what: AdminCmd) -> gridwork_server::Result<()>
         AdminCmd::Device(cmd) => device_cmd(admin, cmd).await,
         AdminCmd::Schedule(cmd) => schedule_cmd(admin, cmd).await,
         AdminCmd::Form(cmd) => form_cmd(admin, cmd).await,
+        AdminCmd::WebAccount(WebAccountCmd::Set {
+            user,
+            password_file,
+        }) => {
+            let text = zeroize::Zeroizing::new(
+                match &password_file {
+                    Some(f) => std::fs::read_to_string(f),
+                    None => std::io::read_to_string(std::io::stdin()),
+                }
+                .map_err(|e| Error::Invalid(format!("cannot read the password: {e}")))?,
+            );
+            let password = text.lines().next().unwrap_or("");
+            admin.set_web_password(&user, password).await?;
+            println!("web console password set for {user}");
+            Ok(())
+        }
+        AdminCmd::WebAccount(WebAccountCmd::Remove { user }) => {
+            admin.remove_web_account(&user).await?;
+            println!("web account of {user} removed");
+            Ok(())
+        }
+        AdminCmd::Audit { limit } => {
+            for a in admin.audit_trail(limit.clamp(1, 10_000)).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    gridwork_protocol::time::iso_from_secs(a.at),
+                    a.user,
+                    a.action,
+                    a.target.as_deref().unwrap_or("-"),
+                    a.outcome
+                );
+            }
+            Ok(())
+        }
         // Handled before the store is opened.
         AdminCmd::Encrypt | AdminCmd::Keygen { .. } => Ok(()),
     }

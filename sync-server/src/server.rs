@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::api::{router, AppState};
+use crate::api::{router_with, AppState};
 use crate::config::ServerConfig;
 use crate::error::Result;
 use crate::storage::Store;
@@ -25,8 +25,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState::new(store.clone(), config.limits.clone()));
+    // The console's devices sync with this relay over loopback.
+    let console = match &config.console {
+        Some(c) => {
+            let url = format!("http://127.0.0.1:{}", addr.port());
+            crate::console::router(crate::console::ConsoleState::new(
+                store.clone(),
+                c.clone(),
+                url,
+            )?)
+        }
+        None => axum::Router::new(),
+    };
     // With the client's address in each request: failed authentications are limited per address.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router_with(state, console).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

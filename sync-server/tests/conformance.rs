@@ -157,6 +157,7 @@ impl Env {
             listen: "127.0.0.1:0".parse().unwrap(),
             storage: self.storage.clone(),
             limits: self.limits.clone(),
+            console: None,
         };
         let s = start(cfg).await.unwrap();
         self.base = format!("http://{}", s.local_addr());

@@ -339,6 +339,7 @@ async fn probe(storage: StorageConfig, pg_url: Option<String>) {
         listen: "127.0.0.1:0".parse().unwrap(),
         storage,
         limits,
+        console: None,
     })
     .await
     .unwrap();

@@ -304,6 +304,19 @@ impl Relay {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// Sets a user's web console password (`admin web-account set USER --password-file`).
+    pub fn set_web_password(&self, user: &str, password: &str) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), password).unwrap();
+        self.admin(&[
+            "web-account",
+            "set",
+            user,
+            "--password-file",
+            file.path().to_str().unwrap(),
+        ]);
+    }
+
     /// Defines a city form (`gridwork-server admin form add --file -`, the JSON on standard input).
     pub fn add_form(&self, form: &serde_json::Value) {
         use std::io::Write;

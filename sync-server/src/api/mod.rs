@@ -115,12 +115,19 @@ pub fn route_paths() -> Vec<&'static str> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The relay's routes with `extra` ones (the web console) beside them, under the same limits and logs.
+pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
     let body_limit = state.limits.max_body_bytes;
     routes()
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
+        .with_state(state)
+        .merge(extra)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -132,7 +139,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(request_timeout))
         .layer(middleware::from_fn(log_requests))
-        .with_state(state)
 }
 
 /// Per-request time limit (reading the body included): a stuck client or database cannot hold a

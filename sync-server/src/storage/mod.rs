@@ -14,6 +14,7 @@
 //! conformance suite (`tests/conformance.rs`) runs every test against both.
 
 mod admin;
+pub(crate) mod console;
 mod pg_tls;
 pub mod postgres;
 mod reads;
@@ -444,6 +445,58 @@ impl Store {
             .into_iter()
             .filter(|a| a.path.starts_with(&scope.prefix) || scope.prefix.starts_with(&a.path))
             .collect())
+    }
+
+    // ------------------------------------------------------------------ the web console
+
+    /// Sets a user's console password hash (argon2id, PHC format).
+    pub async fn put_web_account(&self, user: &str, hash: &str) -> Result<()> {
+        let (u, h, now) = (user.to_owned(), hash.to_owned(), now_secs());
+        logic!(self, sql => console::put_account(&mut sql, &u, &h, now))
+    }
+
+    /// A user's console password hash, if the user has a web account.
+    pub async fn web_account(&self, user: &str) -> Result<Option<String>> {
+        let u = user.to_owned();
+        logic!(self, sql => console::account(&mut sql, &u))
+    }
+
+    /// Removes a web account and its sessions; whether there was one.
+    pub async fn remove_web_account(&self, user: &str) -> Result<bool> {
+        let u = user.to_owned();
+        logic!(self, sql => console::remove_account(&mut sql, &u))
+    }
+
+    /// Opens a console session (expired ones are dropped on the way).
+    pub async fn insert_web_session(
+        &self,
+        token_hash: [u8; 32],
+        user: &str,
+        csrf: &str,
+        expires: i64,
+    ) -> Result<()> {
+        let (u, c, now) = (user.to_owned(), csrf.to_owned(), now_secs());
+        logic!(self, sql => console::insert_session(&mut sql, &token_hash, &u, &c, now, expires))
+    }
+
+    /// The user and CSRF token of a live console session.
+    pub async fn web_session(&self, token_hash: [u8; 32]) -> Result<Option<(String, String)>> {
+        let now = now_secs();
+        logic!(self, sql => console::session(&mut sql, &token_hash, now))
+    }
+
+    pub async fn delete_web_session(&self, token_hash: [u8; 32]) -> Result<()> {
+        logic!(self, sql => console::delete_session(&mut sql, &token_hash))
+    }
+
+    /// Appends a console action to the audit trail.
+    pub async fn audit(&self, row: console::AuditRow) -> Result<()> {
+        logic!(self, sql => console::audit(&mut sql, &row))
+    }
+
+    /// The latest console actions, newest first.
+    pub async fn audit_trail(&self, limit: i64) -> Result<Vec<console::AuditRow>> {
+        logic!(self, sql => console::audit_trail(&mut sql, limit))
     }
 
     /// Every follow-up schedule, by id.

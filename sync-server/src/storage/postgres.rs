@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_record_views.sql"),
     include_str!("../../migrations/postgres/0006_schedules.sql"),
     include_str!("../../migrations/postgres/0007_forms.sql"),
+    include_str!("../../migrations/postgres/0008_console.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -1154,4 +1155,67 @@ impl ReadSql for PgSql {
         }
         Ok(())
     }
+}
+
+impl super::console::ConsoleSql for PgSql {
+    async fn exec(
+        &mut self,
+        sql: &'static str,
+        params: &[super::console::Value<'_>],
+    ) -> Result<u64> {
+        let owned = pg_values(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = owned
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        self.run(sql, &refs).await
+    }
+
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[super::console::Value<'_>],
+    ) -> Result<Vec<Vec<super::console::Owned>>> {
+        use super::console::Owned;
+        use tokio_postgres::types::Type;
+        let owned = pg_values(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = owned
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = self.rows(sql, &refs).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| match *c.type_() {
+                        Type::INT8 => r.get::<_, Option<i64>>(i).map_or(Owned::Null, Owned::Int),
+                        Type::INT4 => r
+                            .get::<_, Option<i32>>(i)
+                            .map_or(Owned::Null, |v| Owned::Int(i64::from(v))),
+                        _ => r
+                            .get::<_, Option<String>>(i)
+                            .map_or(Owned::Null, Owned::Text),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn pg_values(params: &[super::console::Value<'_>]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    use super::console::Value;
+    params
+        .iter()
+        .map(|v| -> Box<dyn ToSql + Sync + Send> {
+            match v {
+                Value::Text(t) => Box::new((*t).to_owned()),
+                Value::OptText(t) => Box::new(t.map(str::to_owned)),
+                Value::Int(i) => Box::new(*i),
+                Value::Blob(b) => Box::new(b.to_vec()),
+            }
+        })
+        .collect()
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_record_views.sql"),
     include_str!("../../migrations/sqlite/0006_schedules.sql"),
     include_str!("../../migrations/sqlite/0007_forms.sql"),
+    include_str!("../../migrations/sqlite/0008_console.sql"),
 ];
 
 pub struct SqliteStore {
@@ -1412,5 +1413,54 @@ impl<C: BorrowMut<Connection> + Send> ReadSql for SqliteSql<C> {
             }
         }
         Ok(())
+    }
+}
+
+impl<C: BorrowMut<Connection> + Send> super::console::ConsoleSql for SqliteSql<C> {
+    async fn exec(
+        &mut self,
+        sql: &'static str,
+        params: &[super::console::Value<'_>],
+    ) -> Result<u64> {
+        let mut st = self.c().prepare_cached(sql)?;
+        Ok(st.execute(rusqlite::params_from_iter(params.iter().map(sqlite_value)))? as u64)
+    }
+
+    async fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[super::console::Value<'_>],
+    ) -> Result<Vec<Vec<super::console::Owned>>> {
+        use super::console::Owned;
+        let mut st = self.c().prepare_cached(sql)?;
+        let n = st.column_count();
+        let rows = st.query_map(
+            rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+            |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Integer(v) => Owned::Int(v),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                Owned::Text(String::from_utf8_lossy(t).into_owned())
+                            }
+                            _ => Owned::Null,
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn sqlite_value(v: &super::console::Value<'_>) -> rusqlite::types::Value {
+    use super::console::Value;
+    match v {
+        Value::Text(t) => rusqlite::types::Value::Text((*t).to_owned()),
+        Value::OptText(Some(t)) => rusqlite::types::Value::Text((*t).to_owned()),
+        Value::OptText(None) => rusqlite::types::Value::Null,
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Blob(b) => rusqlite::types::Value::Blob(b.to_vec()),
     }
 }

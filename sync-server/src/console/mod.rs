@@ -1,0 +1,746 @@
+//! The web console (`/console`): pages for supervisors and operators, served by the relay itself.
+//!
+//! - **Who**: a web account is a user's password (argon2id) that an operator issues
+//!   (`gridwork-server admin web-account set USER`). Supervisors and operators log in; workers are
+//!   refused (their work is on the phone). A session is a random token in an `HttpOnly`,
+//!   `SameSite=Strict` cookie (`Secure` behind TLS), kept hashed in the database with the CSRF token
+//!   every form carries; sessions expire. Failed logins are limited per client address.
+//! - **How actions are made**: each web user has a console device of their own, a Gridwork store
+//!   (encrypted under a key derived from the relay key, in `<console dir>/<user>.db`) that syncs with
+//!   this relay over loopback with a token derived the same way. A review in the console is the same
+//!   `Store::review_visit` a supervisor's iPad runs: an Automerge change authored by that user, judged
+//!   by the rule book on the console device and again by the relay when it is pushed, reaching phones at
+//!   their next sync; a conflict with a phone's offline edit shows up like any other. The console sees
+//!   exactly the scope the user's phone would.
+//! - **What is logged**: the audit trail (`console_audit`) keeps every console action: who, what, which
+//!   record, how it ended. No personal data in logs or URLs (record ids only); pages are `no-store`
+//!   under a strict Content-Security-Policy (no inline script, nothing from other hosts).
+mod pages;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use gridwork_core::sync::SyncConfig;
+use gridwork_core::{CancelToken, Identity, NoProgress, ReviewState, Role, StoreKey, StoreOptions};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::ConsoleConfig;
+use crate::error::{Error, Result};
+use crate::ratelimit::{client_key, whole_seconds, RateLimiter};
+use crate::storage::console::AuditRow;
+use crate::storage::{now_secs, Store};
+pub use pages::Lang;
+use pages::{Page, Words};
+
+const SESSION_COOKIE: &str = "gw_session";
+const LOGIN_COOKIE: &str = "gw_login";
+const LANG_COOKIE: &str = "gw_lang";
+/// How stale a console device's copy may be when a page is shown: older, it syncs first. Zero: every
+/// page shows what the relay has now (a sync with nothing to do is two loopback requests).
+const FRESH: Duration = Duration::ZERO;
+
+/// The console's shared state.
+pub struct ConsoleState {
+    store: Store,
+    config: ConsoleConfig,
+    relay_url: String,
+    devices: Mutex<HashMap<String, Arc<ConsoleDevice>>>,
+    failed_logins: RateLimiter<IpAddr>,
+}
+
+/// A web user's console device: their store and how it syncs with this relay.
+struct ConsoleDevice {
+    store: Arc<gridwork_core::Store>,
+    sync: SyncConfig,
+    last_sync: Mutex<Option<Instant>>,
+    /// One sync at a time per device.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl ConsoleState {
+    pub fn new(
+        store: Store,
+        config: ConsoleConfig,
+        relay_url: String,
+    ) -> Result<Arc<ConsoleState>> {
+        std::fs::create_dir_all(&config.dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let failed_logins = RateLimiter::new(config.login_fail_per_sec, config.login_fail_burst);
+        Ok(Arc::new(ConsoleState {
+            store,
+            config,
+            relay_url,
+            devices: Mutex::new(HashMap::new()),
+            failed_logins,
+        }))
+    }
+
+    /// The console device id of a user.
+    fn device_id(user: &str) -> String {
+        format!("console-{user}")
+    }
+
+    /// The token of a user's console device: derived from the relay key, never stored (the relay keeps
+    /// its hash like any device's).
+    fn device_token(&self, user: &str) -> String {
+        format!(
+            "gw1_{}",
+            hex::encode(
+                self.config
+                    .key
+                    .derive(&format!("console token {}", Self::device_id(user)))
+            )
+        )
+    }
+
+    /// The user's console device, made (device row, store) on first use.
+    async fn device(&self, user: &User) -> Result<Arc<ConsoleDevice>> {
+        if let Some(d) = self.devices.lock().expect("devices").get(&user.id) {
+            return Ok(d.clone());
+        }
+        let device_id = Self::device_id(&user.id);
+        let token = self.device_token(&user.id);
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self
+            .store
+            .add_device(&device_id, &user.id, hash, now_secs())
+            .await
+        {
+            Ok(()) | Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let path = self
+            .config
+            .dir
+            .join(format!("{}.db", hex::encode(user.id.as_bytes())));
+        let key = StoreKey::Raw(
+            self.config
+                .key
+                .derive(&format!("console store {}", user.id)),
+        );
+        let identity = Identity {
+            user_id: user.id.clone(),
+            device_id,
+            role: user.role,
+            area: user.area.clone(),
+        };
+        let store = tokio::task::spawn_blocking(move || {
+            gridwork_core::Store::open(StoreOptions::new(path, key).identity(identity))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+        .map_err(|e| Error::Unavailable(format!("console store: {e}")))?;
+        let device = Arc::new(ConsoleDevice {
+            store: Arc::new(store),
+            sync: SyncConfig::new(self.relay_url.clone(), token),
+            last_sync: Mutex::new(None),
+            syncing: tokio::sync::Mutex::new(()),
+        });
+        let mut devices = self.devices.lock().expect("devices");
+        Ok(devices.entry(user.id.clone()).or_insert(device).clone())
+    }
+
+    async fn audit(&self, user: &str, action: &str, target: Option<&str>, outcome: &str) {
+        let row = AuditRow {
+            at: now_secs(),
+            user: user.to_owned(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            outcome: outcome.to_owned(),
+        };
+        if let Err(e) = self.store.audit(row).await {
+            tracing::warn!(error = %e, "the console's audit trail could not be written");
+        }
+    }
+}
+
+impl ConsoleDevice {
+    /// Syncs with the relay when the copy is older than `max_age` (always with `Duration::ZERO`).
+    async fn sync(&self, max_age: Duration) -> Result<()> {
+        let _one = self.syncing.lock().await;
+        if let Some(at) = *self.last_sync.lock().expect("last sync") {
+            if at.elapsed() < max_age {
+                return Ok(());
+            }
+        }
+        let store = self.store.clone();
+        let config = self.sync.clone();
+        tokio::task::spawn_blocking(move || store.sync(&config, &NoProgress, &CancelToken::new()))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+            .map_err(|e| Error::Unavailable(format!("the console device could not sync: {e}")))?;
+        *self.last_sync.lock().expect("last sync") = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// A user as the console needs them.
+#[derive(Debug, Clone)]
+struct User {
+    id: String,
+    name: String,
+    role: Role,
+    area: String,
+}
+
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/reviews") }),
+        )
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/reviews", get(reviews))
+        .route("/console/visits/{id}/review", post(review))
+        .route("/console/console.css", get(stylesheet))
+        .with_state(state)
+}
+
+// ------------------------------------------------------------------------------- responses
+
+/// Headers every console response carries: nothing cached, nothing framed or sniffed, and a policy
+/// that allows only this relay's own styles and no script at all.
+fn secure(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             base-uri 'none'; frame-ancestors 'none'",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+fn html(status: StatusCode, page: Page<'_>) -> Response {
+    secure((status, axum::response::Html(page.render())).into_response())
+}
+
+/// A page of a session, remembering its language.
+fn session_html(status: StatusCode, lang: Lang, page: Page<'_>) -> Response {
+    let mut resp = html(status, page);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, lang_cookie(lang));
+    resp
+}
+
+fn lang_cookie(lang: Lang) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={}; Path=/console; SameSite=Strict; Max-Age=31536000",
+        lang.as_str()
+    ))
+    .expect("cookie text")
+}
+
+fn cookie(state: &ConsoleState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie text")
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The page language: `?lang=` (remembered in a cookie), else the cookie, else the browser's first
+/// choice between Chinese and English.
+fn language(headers: &HeaderMap, asked: Option<&str>) -> Lang {
+    if let Some(l) = asked.and_then(Lang::parse) {
+        return l;
+    }
+    if let Some(l) = cookies(headers)
+        .get(LANG_COOKIE)
+        .and_then(|v| Lang::parse(v))
+    {
+        return l;
+    }
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.trim_start().starts_with("zh") {
+        Lang::Zh
+    } else {
+        Lang::En
+    }
+}
+
+// ------------------------------------------------------------------------------- sessions
+
+/// The logged-in user of a request, with the session's CSRF token. A request without a live session
+/// is sent to the login page.
+struct Session {
+    user: User,
+    csrf: String,
+    lang: Lang,
+}
+
+impl FromRequestParts<Arc<ConsoleState>> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ConsoleState>,
+    ) -> std::result::Result<Self, Response> {
+        let asked = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("lang="))
+                .map(str::to_owned)
+        });
+        let lang = language(&parts.headers, asked.as_deref());
+        let to_login = || secure(Redirect::to("/console/login").into_response());
+        let Some(token) = cookies(&parts.headers).get(SESSION_COOKIE).cloned() else {
+            return Err(to_login());
+        };
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let (user_id, csrf) = match state.store.web_session(hash).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(to_login()),
+            Err(e) => return Err(unavailable(lang, &e)),
+        };
+        match console_user(state, &user_id).await {
+            Ok(Some(user)) => Ok(Session { user, csrf, lang }),
+            // Disabled, demoted or gone since logging in.
+            Ok(None) => Err(to_login()),
+            Err(e) => Err(unavailable(lang, &e)),
+        }
+    }
+}
+
+/// A user who may use the console: exists, is not disabled, is a supervisor or operator.
+async fn console_user(state: &ConsoleState, id: &str) -> Result<Option<User>> {
+    Ok(state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id && !u.disabled && u.role != Role::Worker)
+        .map(|u| User {
+            id: u.id,
+            name: u.name,
+            role: u.role,
+            area: u.area,
+        }))
+}
+
+fn unavailable(lang: Lang, e: &Error) -> Response {
+    tracing::warn!(error = %e, "console page failed");
+    let w = Words::of(lang);
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Page::message(lang, w.unavailable, w.try_again),
+    )
+}
+
+// ------------------------------------------------------------------------------- handlers
+
+#[derive(Deserialize)]
+struct LangQuery {
+    lang: Option<String>,
+}
+
+async fn login_page(
+    State(state): State<Arc<ConsoleState>>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let lang = language(&headers, q.lang.as_deref());
+    login_form(&state, lang, StatusCode::OK, None)
+}
+
+/// The login form with a fresh login CSRF token (double-submitted: a cookie and a hidden field).
+fn login_form(
+    state: &ConsoleState,
+    lang: Lang,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let csrf = random_hex();
+    let mut resp = html(status, Page::login(lang, &csrf, error));
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, cookie(state, LOGIN_COOKIE, &csrf, 3600));
+    h.append(header::SET_COOKIE, lang_cookie(lang));
+    resp
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+async fn login(
+    State(state): State<Arc<ConsoleState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let lang = language(&headers, None);
+    let w = Words::of(lang);
+    let client = client_key(addr.ip());
+    if let Some(wait) = state.failed_logins.exhausted(&client) {
+        let mut resp = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            Page::message(
+                lang,
+                w.too_many_attempts,
+                &w.wait_seconds(whole_seconds(wait)),
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+        return resp;
+    }
+    let expected = cookies(&headers)
+        .get(LOGIN_COOKIE)
+        .cloned()
+        .unwrap_or_default();
+    if expected.is_empty() || !same_secret(&expected, &form.csrf) {
+        return html(
+            StatusCode::FORBIDDEN,
+            Page::message(lang, w.forbidden, w.csrf_failed),
+        );
+    }
+    let user_id = form.user.trim().to_owned();
+    let hash = match state.store.web_account(&user_id).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(lang, &e),
+    };
+    // The same work whether or not the account exists: no timing tells which users have one.
+    let password = zeroize::Zeroizing::new(form.password);
+    let verified =
+        tokio::task::spawn_blocking(move || passwords::verify(hash.as_deref(), &password))
+            .await
+            .unwrap_or(false);
+    if !verified {
+        let _ = state.failed_logins.check(&client);
+        state.audit(&user_id, "login", None, "wrong_password").await;
+        return login_form(&state, lang, StatusCode::UNAUTHORIZED, Some(w.wrong_login));
+    }
+    let user = match console_user(&state, &user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            state.audit(&user_id, "login", None, "forbidden_role").await;
+            return html(
+                StatusCode::FORBIDDEN,
+                Page::message(lang, w.forbidden, w.console_is_for_supervisors),
+            );
+        }
+        Err(e) => return unavailable(lang, &e),
+    };
+    let token = random_hex();
+    let csrf = random_hex();
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let expires = now_secs() + state.config.session_secs;
+    if let Err(e) = state
+        .store
+        .insert_web_session(hash, &user.id, &csrf, expires)
+        .await
+    {
+        return unavailable(lang, &e);
+    }
+    // The console device is made now, so the first page is quick.
+    if let Err(e) = state.device(&user).await {
+        return unavailable(lang, &e);
+    }
+    state.audit(&user.id, "login", None, "ok").await;
+    let mut resp = secure(Redirect::to("/console/reviews").into_response());
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        cookie(&state, SESSION_COOKIE, &token, state.config.session_secs),
+    );
+    h.append(header::SET_COOKIE, cookie(&state, LOGIN_COOKIE, "", 0));
+    resp
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused(&state, &session, "logout", None).await;
+    }
+    if let Some(token) = cookies(&headers).get(SESSION_COOKIE) {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Err(e) = state.store.delete_web_session(hash).await {
+            return unavailable(session.lang, &e);
+        }
+    }
+    state.audit(&session.user.id, "logout", None, "ok").await;
+    let mut resp = secure(Redirect::to("/console/login").into_response());
+    resp.headers_mut()
+        .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
+    resp
+}
+
+async fn csrf_refused(
+    state: &ConsoleState,
+    session: &Session,
+    action: &str,
+    target: Option<&str>,
+) -> Response {
+    state
+        .audit(&session.user.id, action, target, "csrf_refused")
+        .await;
+    let w = Words::of(session.lang);
+    html(
+        StatusCode::FORBIDDEN,
+        Page::message(session.lang, w.forbidden, w.csrf_failed),
+    )
+}
+
+#[derive(Deserialize)]
+struct ReviewsQuery {
+    done: Option<String>,
+    error: Option<String>,
+}
+
+/// The review queue: finished visits in the user's scope waiting for review, oldest first.
+async fn reviews(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<ReviewsQuery>,
+) -> Response {
+    let lang = session.lang;
+    let device = match state.device(&session.user).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(lang, &e),
+    };
+    if let Err(e) = device.sync(FRESH).await {
+        return unavailable(lang, &e);
+    }
+    let store = device.store.clone();
+    let rows = tokio::task::spawn_blocking(move || pages::review_rows(&store)).await;
+    let rows = match rows {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return unavailable(lang, &Error::Unavailable(e.to_string())),
+        Err(e) => return unavailable(lang, &Error::Unavailable(e.to_string())),
+    };
+    let w = Words::of(lang);
+    let notice = match q.done.as_deref() {
+        Some("approved") => Some(w.approved_notice),
+        Some("returned") => Some(w.returned_notice),
+        _ => None,
+    };
+    let error = q.error.as_deref().map(|code| w.refusal(code));
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::reviews(
+            lang,
+            &session.user.name,
+            &session.csrf,
+            &rows,
+            notice,
+            error,
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ReviewForm {
+    csrf: String,
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Approves or returns a visit through the user's console device, then syncs it to the relay.
+async fn review(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<ReviewForm>,
+) -> Response {
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused(&state, &session, "review", Some(&id)).await;
+    }
+    let decision = match form.decision.as_str() {
+        "approve" => ReviewState::Approved,
+        "return" => ReviewState::Returned,
+        _ => {
+            let w = Words::of(session.lang);
+            return html(
+                StatusCode::BAD_REQUEST,
+                Page::message(session.lang, w.bad_request, w.try_again),
+            );
+        }
+    };
+    let device = match state.device(&session.user).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(session.lang, &e),
+    };
+    let store = device.store.clone();
+    let comment = form.comment.trim().to_owned();
+    let visit = id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        store.review_visit(
+            &visit,
+            decision,
+            Some(comment.as_str()).filter(|c| !c.is_empty()),
+        )
+    })
+    .await
+    .map_err(|e| gridwork_core::Error::InvalidInput(e.to_string()));
+    let outcome = match result.and_then(|r| r) {
+        Ok(()) => match device.sync(Duration::ZERO).await {
+            Ok(()) => Ok(()),
+            Err(e) => return unavailable(session.lang, &e),
+        },
+        Err(e) => Err(refusal_code(&e)),
+    };
+    // The relay judged the change again: a refusal lands in the device's quarantine.
+    let outcome = match outcome {
+        Ok(()) => match device.store.quarantined() {
+            Ok(q) if q.iter().any(|c| c.record_id == id) => Err("refused_by_relay"),
+            _ => Ok(()),
+        },
+        other => other,
+    };
+    match outcome {
+        Ok(()) => {
+            let done = if decision == ReviewState::Approved {
+                "approved"
+            } else {
+                "returned"
+            };
+            state.audit(&session.user.id, done, Some(&id), "ok").await;
+            secure(Redirect::to(&format!("/console/reviews?done={done}")).into_response())
+        }
+        Err(code) => {
+            state
+                .audit(&session.user.id, "review", Some(&id), code)
+                .await;
+            secure(Redirect::to(&format!("/console/reviews?error={code}")).into_response())
+        }
+    }
+}
+
+/// The code of a refused console action, for the page and the audit trail (never a value).
+fn refusal_code(e: &gridwork_core::Error) -> &'static str {
+    use gridwork_core::Error as E;
+    match e {
+        E::Forbidden(_) => "forbidden_role",
+        E::OutOfScope(_) | E::UnknownRecord(_) => "out_of_scope",
+        E::InvalidTransition(_) => "invalid_transition",
+        E::InvalidField { .. } | E::InvalidInput(_) => "invalid_value",
+        E::Deleted(_) => "deleted",
+        E::Refused { reason, .. } => reason.as_str(),
+        _ => "failed",
+    }
+}
+
+async fn stylesheet() -> Response {
+    let mut resp = (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        pages::STYLESHEET,
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    resp
+}
+
+/// Web account passwords: argon2id in PHC format.
+pub mod passwords {
+    use argon2::password_hash::{
+        rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+    };
+    use argon2::Argon2;
+
+    /// Shortest password an operator may set.
+    pub const MIN_LEN: usize = 10;
+
+    /// Hashes a new password (argon2id, the crate's default cost: 19 MiB, 2 passes).
+    pub fn hash(password: &str) -> Result<String, String> {
+        if password.chars().count() < MIN_LEN {
+            return Err(format!(
+                "a console password has at least {MIN_LEN} characters"
+            ));
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether `password` matches `hash`. Without a hash (no such account) a dummy one is checked, so
+    /// the answer takes as long either way.
+    pub fn verify(hash: Option<&str>, password: &str) -> bool {
+        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                             d0zlLkFqDe2N1k5Q5g8ZVm0Y1cF6Gk1uY2n8s4Bq5Jk";
+        let parsed = PasswordHash::new(hash.unwrap_or(DUMMY)).or_else(|_| PasswordHash::new(DUMMY));
+        match parsed {
+            Ok(h) => {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+                    && hash.is_some()
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The web console in a real browser: Debian's Chromium driven through chromedriver (WebDriver) against
+//! a real relay process. A supervisor signs in, approves one visit and returns another (the worker's
+//! phone sees both after its next sync); a form with a forged CSRF token is refused; a grid worker is
+//! refused; another community's supervisor sees nothing of this one; ten wrong passwords are slowed
+//! down. The main pages are saved as screenshots (`GRIDWORK_SCREENSHOTS`, else the target's tmp dir).
+//!
+//! Needs `chromedriver` and `chromium` (`scripts/setup-browser.sh` installs them); without them the
+//! test is skipped, except under CI where it fails.
+use fantoccini::{Client, ClientBuilder, Locator};
+use gridwork_core::*;
+use gridwork_tests::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chromedriver() -> Option<PathBuf> {
+    let path = std::env::var_os("GRIDWORK_CHROMEDRIVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromedriver"));
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromedriver not found at {}: run scripts/setup-browser.sh",
+        path.display()
+    );
+    eprintln!("skipped: no chromedriver (scripts/setup-browser.sh installs it)");
+    None
+}
+
+/// A chromedriver process on a free loopback port, stopped when dropped.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_driver(path: &PathBuf) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Driver(child, port)
+}
+
+async fn browser(port: u16) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", "--lang=zh-CN"],
+            "binary": std::env::var("GRIDWORK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect to chromedriver")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("GRIDWORK_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn sign_in(c: &Client, base: &str, user: &str, password: &str) -> String {
+    c.goto(&format!("{base}/console/login?lang=en"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    click(c, "main form button[type=submit]").await;
+    body(c).await
+}
+
+/// The text of the page shown now.
+async fn body(c: &Client) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match c.find(Locator::Css("body")).await {
+            Ok(b) => match b.text().await {
+                Ok(t) => return t,
+                Err(e) if Instant::now() > deadline => panic!("the page did not settle: {e}"),
+                Err(_) => {}
+            },
+            Err(e) if Instant::now() > deadline => panic!("no page: {e}"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clicks what `css` finds and waits until the page it leads to has replaced this one.
+async fn click(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // The old document's element goes stale once the next page is loaded.
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "clicking {css} led nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sign_out(c: &Client) {
+    click(c, "form[action='/console/logout'] button").await;
+}
+
+const PASSWORD: &str = "willow-tree-2026";
+
+fn finished_visit(d: &Device, resident: &str, purpose: &str) -> String {
+    let v = d.store.start_visit("g1", purpose, None).unwrap();
+    d.store.add_visited(&v, resident).unwrap();
+    d.store
+        .answer_checklist(&v, "smoke alarm works", "yes")
+        .unwrap();
+    d.store.finish_visit(&v, Some("All well.")).unwrap();
+    v
+}
+
+#[test]
+fn a_supervisor_reviews_visits_in_the_console() {
+    let Some(driver_path) = chromedriver() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"));
+    relay.add_areas();
+    relay.add_area_tree(&OTHER_DISTRICT);
+    let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    relay.add_device("zhou", Role::Supervisor, "c1", "zhou-ipad");
+    relay.add_device("qian", Role::Supervisor, "c9", "qian-ipad");
+    for user in ["zhou", "qian", "wang"] {
+        relay.set_web_password(user, PASSWORD);
+    }
+    wang.sync();
+    let li_hua = wang
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "李华"))
+        .unwrap();
+    let first = finished_visit(&wang, &li_hua, "Weekly check on 李华");
+    let second = finished_visit(&wang, &li_hua, "Follow-up after the fall");
+    wang.sync();
+
+    let driver = start_driver(&driver_path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(browser(driver.1));
+    let base = relay.url();
+
+    rt.block_on(async {
+        // The login page, in Chinese for the screenshot, then English for the checks.
+        c.goto(&format!("{base}/console/login?lang=zh"))
+            .await
+            .unwrap();
+        assert!(body(&c).await.contains("登录网格工作台"));
+        shot(&c, "console-login").await;
+
+        let page = sign_in(&c, &base, "zhou", PASSWORD).await;
+        assert!(page.contains("2 finished visits wait"), "{page}");
+        assert!(page.contains("Weekly check on 李华") && page.contains("李华"));
+        assert!(c
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/reviews"));
+        shot(&c, "console-reviews").await;
+
+        // Approve the first.
+        click(&c, &format!("#visit-{first} button.approve")).await;
+        let page = body(&c).await;
+        assert!(page.contains("Visit approved"), "{page}");
+        // Returning without a comment is refused, with why; with one it goes through.
+        click(&c, &format!("#visit-{second} button.return")).await;
+        let page = body(&c).await;
+        assert!(page.contains("returned with a comment"), "{page}");
+        c.find(Locator::Css(&format!(
+            "#visit-{second} input[name=comment]"
+        )))
+        .await
+        .unwrap()
+        .send_keys("Add a photo of the handrail.")
+        .await
+        .unwrap();
+        click(&c, &format!("#visit-{second} button.return")).await;
+        let page = body(&c).await;
+        assert!(page.contains("Visit returned"), "{page}");
+        assert!(page.contains("Nothing to review"), "{page}");
+    });
+
+    // The worker's phone sees both reviews after its next sync.
+    wang.sync();
+    let approved = wang.store.get(&first).unwrap();
+    assert_eq!(approved.field("review_state"), Some("approved"));
+    assert_eq!(approved.field("reviewer"), Some("zhou"));
+    let returned = wang.store.get(&second).unwrap();
+    assert_eq!(returned.field("review_state"), Some("returned"));
+    assert_eq!(
+        returned.field("review_comment"),
+        Some("Add a photo of the handrail.")
+    );
+    // One more visit waits in c1 for the next checks.
+    finished_visit(&wang, &li_hua, "Evening check");
+    wang.sync();
+
+    rt.block_on(async {
+        // A forged CSRF token: refused, and the session's page still works.
+        c.execute(
+            "document.querySelector('form[action=\"/console/logout\"] input[name=csrf]').value = 'forged';",
+            vec![],
+        )
+        .await
+        .unwrap();
+        sign_out(&c).await;
+        let page = body(&c).await;
+        assert!(page.contains("out of date or did not come from this console"), "{page}");
+        c.goto(&format!("{base}/console/reviews")).await.unwrap();
+        assert!(body(&c).await.contains("Evening check"));
+        sign_out(&c).await;
+        assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
+        // After signing out, the review page sends to the login page.
+        c.goto(&format!("{base}/console/reviews")).await.unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
+
+        // A grid worker is refused.
+        let page = sign_in(&c, &base, "wang", PASSWORD).await;
+        assert!(page.contains("for supervisors and operators"), "{page}");
+
+        // Another community's supervisor sees nothing of this one.
+        let page = sign_in(&c, &base, "qian", PASSWORD).await;
+        assert!(page.contains("Nothing to review"), "{page}");
+        assert!(!page.contains("Evening check") && !page.contains("李华"), "{page}");
+        sign_out(&c).await;
+
+        // Ten wrong passwords: slowed down before the tenth.
+        let mut slowed = None;
+        for attempt in 1..=10 {
+            let page = sign_in(&c, &base, "zhou", "not-the-password").await;
+            if page.contains("Too many failed sign-ins") {
+                slowed = Some(attempt);
+                break;
+            }
+            assert!(page.contains("Wrong user or password"), "{page}");
+        }
+        let slowed = slowed.expect("ten wrong passwords are slowed down");
+        assert!(slowed <= 6, "slowed down at attempt {slowed}");
+        // Even the right password waits now.
+        let page = sign_in(&c, &base, "zhou", PASSWORD).await;
+        assert!(page.contains("Too many failed sign-ins"), "{page}");
+        c.close().await.unwrap();
+    });
+    drop(driver);
+
+    // The audit trail has every console action, and no value of a record.
+    let audit = relay.admin(&["audit", "--limit", "100"]);
+    for expected in [
+        format!("zhou\tapproved\t{first}\tok"),
+        format!("zhou\treturned\t{second}\tok"),
+        format!("zhou\treview\t{second}\tinvalid_value"),
+        "zhou\tlogout\t-\tcsrf_refused".to_owned(),
+        "wang\tlogin\t-\tforbidden_role".to_owned(),
+        "zhou\tlogin\t-\twrong_password".to_owned(),
+    ] {
+        assert!(audit.contains(&expected), "{expected:?} in\n{audit}");
+    }
+    assert!(!audit.contains("handrail") && !audit.contains("李华"));
+}

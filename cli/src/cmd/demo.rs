@@ -22,6 +22,9 @@ pub struct DemoArgs {
     /// the end). The directory must not hold an earlier demo.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Keep the relay and its web console running after the story, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 struct Device {
@@ -89,6 +92,12 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
             .map_err(err)?;
     }
     let storage = StorageConfig::sqlite(dir.join("relay"), relay_key);
+    // zhao's password for the web console, new each run.
+    let console_password = {
+        let mut b = [0u8; 9];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+        hex::encode(b)
+    };
 
     section("An embedded relay and an area tree");
     let tokens = runtime.block_on(async {
@@ -142,6 +151,7 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
             }))
             .map_err(|e| gridwork_server::Error::Invalid(e.to_string()))?)
             .await?;
+        admin.set_web_password("zhao", &console_password).await?;
         let mut tokens = Vec::new();
         for (user, device) in [
             ("wang", "wang-phone"),
@@ -197,6 +207,13 @@ pub fn run(args: &DemoArgs) -> CliResult<()> {
         });
     }
     let result = story(&devices);
+    println!("\nThe web console: {url}/console  (sign in as zhao, password {console_password})");
+    if result.is_ok() && args.serve {
+        println!("Serving until Ctrl-C.");
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
     runtime.block_on(server.shutdown());
     result
 }

@@ -215,7 +215,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         // Returning without a comment is refused, with why; with one it goes through.
         click(&c, &format!("#visit-{second} button.return")).await;
         let page = body(&c).await;
-        assert!(page.contains("returned with a comment"), "{page}");
+        assert!(page.contains("returning needs a comment"), "{page}");
         c.find(Locator::Css(&format!(
             "#visit-{second} input[name=comment]"
         )))
@@ -241,9 +241,76 @@ fn a_supervisor_reviews_visits_in_the_console() {
         returned.field("review_comment"),
         Some("Add a photo of the handrail.")
     );
-    // One more visit waits in c1 for the next checks.
+    // One more visit waits in c1 for the next checks; and wang reports a hazard and hands it up to
+    // the community (escalates it).
     finished_visit(&wang, &li_hua, "Evening check");
+    let hazard = wang
+        .store
+        .create(
+            NewRecord::new(Kind::Event, "g1")
+                .field("title", "楼道堆放杂物")
+                .field("category", "hazard_report")
+                .field("due", "2020-01-01T00:00:00Z"),
+        )
+        .unwrap();
+    wang.store
+        .transition(
+            &hazard,
+            EventAction::Escalate,
+            Some("Needs the community's help."),
+        )
+        .unwrap();
     wang.sync();
+
+    rt.block_on(async {
+        // The events board: the escalated, overdue hazard on top; the supervisor takes it through
+        // assign, start, resolve, verify and close.
+        c.goto(&format!("{base}/console/events")).await.unwrap();
+        let page = body(&c).await;
+        assert!(
+            page.contains("楼道堆放杂物") && page.contains("escalated to you"),
+            "{page}"
+        );
+        assert!(page.contains("overdue"), "{page}");
+        shot(&c, "console-events").await;
+        click(&c, &format!("#event-{hazard} a")).await;
+        let page = body(&c).await;
+        assert!(
+            page.contains("Needs the community's help."),
+            "the timeline: {page}"
+        );
+        // Closing a reported event is not a step the lifecycle has: refused, with why.
+        assert!(c.find(Locator::Css("button.action-close")).await.is_err());
+        c.find(Locator::Css("input[name=assignee]"))
+            .await
+            .unwrap()
+            .send_keys("zhou")
+            .await
+            .unwrap();
+        click(&c, "button.action-assign").await;
+        for step in ["start", "resolve", "verify", "close"] {
+            click(&c, &format!("button.action-{step}")).await;
+            let page = body(&c).await;
+            assert!(page.contains("Done."), "{step}: {page}");
+        }
+        assert_eq!(
+            c.find(Locator::Css("#status"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "closed"
+        );
+        shot(&c, "console-event").await;
+    });
+    wang.sync();
+    let closed = wang.store.get(&hazard).unwrap();
+    assert_eq!(closed.field("status"), Some("closed"));
+    assert!(closed
+        .timeline
+        .iter()
+        .any(|t| t.action == "close" && t.by == "zhou"));
 
     rt.block_on(async {
         // A forged CSRF token: refused, and the session's page still works.
@@ -297,6 +364,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
     let audit = relay.admin(&["audit", "--limit", "100"]);
     for expected in [
         format!("zhou\tapproved\t{first}\tok"),
+        format!("zhou\tclose\t{hazard}\tok"),
         format!("zhou\treturned\t{second}\tok"),
         format!("zhou\treview\t{second}\tinvalid_value"),
         "zhou\tlogout\t-\tcsrf_refused".to_owned(),

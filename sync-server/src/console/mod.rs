@@ -207,6 +207,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/logout", post(logout))
         .route("/console/reviews", get(reviews))
         .route("/console/visits/{id}/review", post(review))
+        .route("/console/events", get(events))
+        .route("/console/events/{id}", get(event_page))
+        .route("/console/events/{id}/act", post(event_act))
         .route("/console/console.css", get(stylesheet))
         .with_state(state)
 }
@@ -562,19 +565,9 @@ async fn reviews(
     Query(q): Query<ReviewsQuery>,
 ) -> Response {
     let lang = session.lang;
-    let device = match state.device(&session.user).await {
-        Ok(d) => d,
-        Err(e) => return unavailable(lang, &e),
-    };
-    if let Err(e) = device.sync(FRESH).await {
-        return unavailable(lang, &e);
-    }
-    let store = device.store.clone();
-    let rows = tokio::task::spawn_blocking(move || pages::review_rows(&store)).await;
-    let rows = match rows {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => return unavailable(lang, &Error::Unavailable(e.to_string())),
-        Err(e) => return unavailable(lang, &Error::Unavailable(e.to_string())),
+    let rows = match on_device(&state, &session, |s| pages::review_rows(s)).await {
+        Ok(rows) => rows,
+        Err(resp) => return resp,
     };
     let w = Words::of(lang);
     let notice = match q.done.as_deref() {
@@ -626,53 +619,236 @@ async fn review(
             );
         }
     };
-    let device = match state.device(&session.user).await {
-        Ok(d) => d,
-        Err(e) => return unavailable(session.lang, &e),
-    };
-    let store = device.store.clone();
     let comment = form.comment.trim().to_owned();
     let visit = id.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let done = if decision == ReviewState::Approved {
+        "approved"
+    } else {
+        "returned"
+    };
+    let outcome = act(&state, &session, &id, move |store| {
         store.review_visit(
             &visit,
             decision,
             Some(comment.as_str()).filter(|c| !c.is_empty()),
         )
     })
-    .await
-    .map_err(|e| gridwork_core::Error::InvalidInput(e.to_string()));
-    let outcome = match result.and_then(|r| r) {
-        Ok(()) => match device.sync(Duration::ZERO).await {
-            Ok(()) => Ok(()),
-            Err(e) => return unavailable(session.lang, &e),
-        },
-        Err(e) => Err(refusal_code(&e)),
-    };
-    // The relay judged the change again: a refusal lands in the device's quarantine.
-    let outcome = match outcome {
-        Ok(()) => match device.store.quarantined() {
-            Ok(q) if q.iter().any(|c| c.record_id == id) => Err("refused_by_relay"),
-            _ => Ok(()),
-        },
-        other => other,
-    };
+    .await;
     match outcome {
         Ok(()) => {
-            let done = if decision == ReviewState::Approved {
-                "approved"
-            } else {
-                "returned"
-            };
             state.audit(&session.user.id, done, Some(&id), "ok").await;
             secure(Redirect::to(&format!("/console/reviews?done={done}")).into_response())
         }
-        Err(code) => {
+        Err(Acted::Refused(code)) => {
             state
                 .audit(&session.user.id, "review", Some(&id), code)
                 .await;
             secure(Redirect::to(&format!("/console/reviews?error={code}")).into_response())
         }
+        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
+    }
+}
+
+/// How a console action ended when it did not go through.
+enum Acted {
+    /// Refused by the rule book (on the console device, or by the relay on push): its code.
+    Refused(&'static str),
+    Unavailable(Error),
+}
+
+/// Does `f` on the user's console device (one judged change) and syncs it to the relay, which judges
+/// it again; a change the relay refuses lands in the device's quarantine and is reported as refused.
+async fn act(
+    state: &ConsoleState,
+    session: &Session,
+    record: &str,
+    f: impl FnOnce(&gridwork_core::Store) -> gridwork_core::Result<()> + Send + 'static,
+) -> std::result::Result<(), Acted> {
+    let device = state
+        .device(&session.user)
+        .await
+        .map_err(Acted::Unavailable)?;
+    // What the relay has now, so the change builds on it.
+    device.sync(FRESH).await.map_err(Acted::Unavailable)?;
+    let store = device.store.clone();
+    let result = tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Acted::Unavailable(Error::Unavailable(e.to_string())))?;
+    result.map_err(|e| Acted::Refused(refusal_code(&e)))?;
+    device
+        .sync(Duration::ZERO)
+        .await
+        .map_err(Acted::Unavailable)?;
+    match device.store.quarantined() {
+        Ok(q) if q.iter().any(|c| c.record_id == record) => Err(Acted::Refused("refused_by_relay")),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    state: Option<String>,
+}
+
+/// The events board: open ones first, overdue and escalated to the user's area on top.
+async fn events(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let lang = session.lang;
+    let which = match q.state.as_deref() {
+        Some("closed") => "closed",
+        Some("all") => "all",
+        _ => "open",
+    };
+    let area = session.user.area.clone();
+    let rows = match on_device(&state, &session, move |s| {
+        pages::event_rows(s, which, &area)
+    })
+    .await
+    {
+        Ok(rows) => rows,
+        Err(resp) => return resp,
+    };
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::events(lang, &session.user.name, &session.csrf, which, &rows),
+    )
+}
+
+/// Reads the user's console device (synced first) with `f`.
+async fn on_device<T: Send + 'static>(
+    state: &ConsoleState,
+    session: &Session,
+    f: impl FnOnce(&gridwork_core::Store) -> gridwork_core::Result<T> + Send + 'static,
+) -> std::result::Result<T, Response> {
+    let lang = session.lang;
+    let device = state
+        .device(&session.user)
+        .await
+        .map_err(|e| unavailable(lang, &e))?;
+    device
+        .sync(FRESH)
+        .await
+        .map_err(|e| unavailable(lang, &e))?;
+    let store = device.store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(gridwork_core::Error::UnknownRecord(_) | gridwork_core::Error::OutOfScope(_))) => {
+            let w = Words::of(lang);
+            Err(session_html(
+                StatusCode::NOT_FOUND,
+                lang,
+                Page::message(lang, w.not_found, w.not_in_your_area),
+            ))
+        }
+        Ok(Err(e)) => Err(unavailable(lang, &Error::Unavailable(e.to_string()))),
+        Err(e) => Err(unavailable(lang, &Error::Unavailable(e.to_string()))),
+    }
+}
+
+/// An event's page: its fields, timeline and the actions its status allows.
+async fn event_page(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<ReviewsQuery>,
+) -> Response {
+    let lang = session.lang;
+    let area = session.user.area.clone();
+    let eid = id.clone();
+    let view = match on_device(&state, &session, move |s| pages::event_view(s, &eid, &area)).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let w = Words::of(lang);
+    let notice = q.done.is_some().then_some(w.done_notice);
+    let error = q.error.as_deref().map(|code| w.refusal(code));
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::event(
+            lang,
+            &session.user.name,
+            &session.csrf,
+            &view,
+            notice,
+            error,
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct EventForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    area: String,
+}
+
+/// One step of an event's lifecycle through the user's console device.
+async fn event_act(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<EventForm>,
+) -> Response {
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused(&state, &session, "event", Some(&id)).await;
+    }
+    use gridwork_core::EventAction as A;
+    let action = match form.action.as_str() {
+        "assign" => A::Assign {
+            assignee: form.assignee.trim().to_owned(),
+        },
+        "start" => A::Start,
+        "resolve" => A::Resolve,
+        "verify" => A::Verify,
+        "close" => A::Close,
+        "return" => A::Return,
+        "reopen" => A::Reopen,
+        "escalate" => A::Escalate,
+        "hand_down" => A::HandDown {
+            area: form.area.trim().to_owned(),
+        },
+        "comment" => A::Comment,
+        _ => {
+            let w = Words::of(session.lang);
+            return html(
+                StatusCode::BAD_REQUEST,
+                Page::message(session.lang, w.bad_request, w.try_again),
+            );
+        }
+    };
+    let name = action.name();
+    let comment = form.comment.trim().to_owned();
+    let event = id.clone();
+    let outcome = act(&state, &session, &id, move |store| {
+        store
+            .transition(
+                &event,
+                action,
+                Some(comment.as_str()).filter(|c| !c.is_empty()),
+            )
+            .map(|_| ())
+    })
+    .await;
+    match outcome {
+        Ok(()) => {
+            state.audit(&session.user.id, name, Some(&id), "ok").await;
+            secure(Redirect::to(&format!("/console/events/{id}?done={name}")).into_response())
+        }
+        Err(Acted::Refused(code)) => {
+            state.audit(&session.user.id, name, Some(&id), code).await;
+            secure(Redirect::to(&format!("/console/events/{id}?error={code}")).into_response())
+        }
+        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
     }
 }
 

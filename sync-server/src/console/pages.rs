@@ -65,6 +65,29 @@ pub struct Words {
     pub approved_notice: &'static str,
     pub returned_notice: &'static str,
     refusals: [(&'static str, &'static str); 6],
+    pub events: &'static str,
+    pub open_events: &'static str,
+    pub closed_events: &'static str,
+    pub all_events: &'static str,
+    pub no_events: &'static str,
+    pub title: &'static str,
+    pub status: &'static str,
+    pub category: &'static str,
+    pub priority: &'static str,
+    pub responsible: &'static str,
+    pub assignee: &'static str,
+    pub due: &'static str,
+    pub overdue: &'static str,
+    pub escalated_to_me: &'static str,
+    pub timeline: &'static str,
+    pub act: &'static str,
+    pub comment_optional: &'static str,
+    pub assign_to: &'static str,
+    pub hand_down_to: &'static str,
+    pub done_notice: &'static str,
+    pub not_found: &'static str,
+    pub not_in_your_area: &'static str,
+    actions: [(&'static str, &'static str); 10],
 }
 
 const EN: Words = Words {
@@ -101,22 +124,53 @@ const EN: Words = Words {
     refusals: [
         (
             "invalid_value",
-            "A visit is returned with a comment: write what is missing.",
+            "Something is missing: returning needs a comment, assigning a user.",
         ),
         (
             "forbidden_role",
-            "You may not review this visit (nobody reviews their own).",
+            "Your role does not allow this (nobody reviews their own visit).",
         ),
-        ("out_of_scope", "This visit is outside your area."),
-        (
-            "invalid_transition",
-            "This visit cannot be reviewed now (not finished, or reviewed already).",
-        ),
+        ("out_of_scope", "This is outside your area."),
+        ("invalid_transition", "Not possible in its present state."),
         (
             "refused_by_relay",
-            "The relay refused the review; nothing was changed.",
+            "The relay refused it; nothing was changed.",
         ),
-        ("deleted", "This visit was deleted."),
+        ("deleted", "This was deleted."),
+    ],
+    events: "Events",
+    open_events: "Open",
+    closed_events: "Closed",
+    all_events: "All",
+    no_events: "No events here.",
+    title: "Title",
+    status: "Status",
+    category: "Category",
+    priority: "Priority",
+    responsible: "Handled by",
+    assignee: "Assignee",
+    due: "Due",
+    overdue: "overdue",
+    escalated_to_me: "escalated to you",
+    timeline: "Timeline",
+    act: "Act on it",
+    comment_optional: "Comment (required to return)",
+    assign_to: "Assign to (user id)",
+    hand_down_to: "Hand down to",
+    done_notice: "Done. Devices see it at their next sync.",
+    not_found: "Not found",
+    not_in_your_area: "There is no such record in your area.",
+    actions: [
+        ("assign", "Assign"),
+        ("start", "Start"),
+        ("resolve", "Resolve"),
+        ("verify", "Verify"),
+        ("close", "Close"),
+        ("return", "Return"),
+        ("reopen", "Reopen"),
+        ("escalate", "Escalate"),
+        ("hand_down", "Hand down"),
+        ("comment", "Comment"),
     ],
 };
 
@@ -150,15 +204,52 @@ const ZH: Words = Words {
     approved_notice: "走访已通过。网格员下次同步时可见。",
     returned_notice: "走访已退回并附上您的意见。网格员下次同步时可见。",
     refusals: [
-        ("invalid_value", "退回走访需要填写意见：请说明缺少什么。"),
-        ("forbidden_role", "您不能审核此走访（不能审核自己的走访）。"),
-        ("out_of_scope", "此走访不在您的辖区内。"),
         (
-            "invalid_transition",
-            "此走访现在不能审核（尚未完成或已审核）。",
+            "invalid_value",
+            "缺少内容：退回需要填写意见，指派需要填写用户。",
         ),
-        ("refused_by_relay", "中继服务器拒绝了此审核；没有任何更改。"),
-        ("deleted", "此走访已删除。"),
+        (
+            "forbidden_role",
+            "您的角色不允许此操作（不能审核自己的走访）。",
+        ),
+        ("out_of_scope", "这不在您的辖区内。"),
+        ("invalid_transition", "当前状态下不能这样做。"),
+        ("refused_by_relay", "中继服务器拒绝了此操作；没有任何更改。"),
+        ("deleted", "已删除。"),
+    ],
+    events: "事件",
+    open_events: "未结",
+    closed_events: "已结",
+    all_events: "全部",
+    no_events: "这里没有事件。",
+    title: "标题",
+    status: "状态",
+    category: "类别",
+    priority: "优先级",
+    responsible: "负责区域",
+    assignee: "处理人",
+    due: "期限",
+    overdue: "已超期",
+    escalated_to_me: "已上报给您",
+    timeline: "处理记录",
+    act: "处理",
+    comment_optional: "意见（退回时必填）",
+    assign_to: "指派给（用户编号）",
+    hand_down_to: "下派到",
+    done_notice: "已完成。各设备下次同步时可见。",
+    not_found: "未找到",
+    not_in_your_area: "您的辖区内没有这条记录。",
+    actions: [
+        ("assign", "指派"),
+        ("start", "开始处理"),
+        ("resolve", "办结"),
+        ("verify", "核查"),
+        ("close", "关闭"),
+        ("return", "退回"),
+        ("reopen", "重新打开"),
+        ("escalate", "上报"),
+        ("hand_down", "下派"),
+        ("comment", "备注"),
     ],
 };
 
@@ -176,6 +267,15 @@ impl Words {
 
     pub fn waiting(&self, n: usize) -> String {
         format!("{}{n}{}", self.waiting.0, self.waiting.1)
+    }
+
+    /// The label of an event action.
+    pub fn action(&self, name: &str) -> &'static str {
+        self.actions
+            .iter()
+            .find(|(a, _)| *a == name)
+            .map(|(_, l)| *l)
+            .unwrap_or("?")
     }
 
     /// What a refusal code means, in words.
@@ -225,6 +325,34 @@ struct ReviewsTemplate<'a> {
     user: Option<&'a str>,
     csrf: &'a str,
     rows: &'a [ReviewRow],
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/events.html")]
+struct EventsTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    state: &'a str,
+    rows: &'a [EventRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/event.html")]
+struct EventTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    e: &'a EventRow,
+    timeline: &'a [TimelineRow],
+    actions: Vec<(&'static str, &'static str)>,
+    hand_down: &'a [(String, String)],
     notice: Option<&'a str>,
     error: Option<&'a str>,
 }
@@ -291,6 +419,211 @@ impl<'a> Page<'a> {
             error,
         }))
     }
+}
+
+impl<'a> Page<'a> {
+    pub fn events(lang: Lang, user: &str, csrf: &str, state: &str, rows: &[EventRow]) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(EventsTemplate {
+            lang,
+            title: w.events,
+            w,
+            user: Some(user),
+            csrf,
+            state,
+            rows,
+        }))
+    }
+
+    pub fn event(
+        lang: Lang,
+        user: &str,
+        csrf: &str,
+        view: &EventView,
+        notice: Option<&str>,
+        error: Option<&str>,
+    ) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(EventTemplate {
+            lang,
+            title: &view.row.title,
+            w,
+            user: Some(user),
+            csrf,
+            e: &view.row,
+            timeline: &view.timeline,
+            actions: view.actions.iter().map(|a| (*a, w.action(a))).collect(),
+            hand_down: &view.hand_down,
+            notice,
+            error,
+        }))
+    }
+}
+
+/// An event as the board lists it.
+pub struct EventRow {
+    pub id: String,
+    pub title: String,
+    pub status: String,
+    pub category: String,
+    pub priority: String,
+    pub area: String,
+    pub responsible: String,
+    pub assignee: String,
+    pub due: String,
+    pub overdue: bool,
+    pub escalated_to_me: bool,
+    open: bool,
+    reported_at: String,
+}
+
+/// One entry of an event's timeline.
+pub struct TimelineRow {
+    pub at: String,
+    pub by: String,
+    pub action: String,
+    pub to: String,
+    pub comment: String,
+}
+
+/// An event's page: the event, its timeline, the actions its status allows and the areas it may be
+/// handed down to.
+pub struct EventView {
+    pub row: EventRow,
+    pub timeline: Vec<TimelineRow>,
+    pub actions: Vec<&'static str>,
+    pub hand_down: Vec<(String, String)>,
+}
+
+fn short(iso: &str) -> String {
+    if iso.len() >= 16 {
+        format!("{} {}", &iso[..10], &iso[11..16])
+    } else {
+        iso.to_owned()
+    }
+}
+
+fn event_row(r: &gridwork_core::Record, my_area: &str, now: &str) -> EventRow {
+    let field = |k: &str| r.field(k).unwrap_or("").to_owned();
+    let status = field("status");
+    let open = gridwork_core::EventStatus::parse(&status).is_some_and(|s| s.is_open());
+    let responsible = r.responsible.clone().unwrap_or_else(|| r.area.clone());
+    let due = field("due");
+    EventRow {
+        id: r.id.clone(),
+        title: field("title"),
+        overdue: open && !due.is_empty() && due.as_str() < now,
+        escalated_to_me: open && responsible == my_area && responsible != r.area,
+        status,
+        category: field("category"),
+        priority: field("priority"),
+        area: r.area.clone(),
+        responsible,
+        assignee: field("assignee"),
+        due: short(&due),
+        open,
+        reported_at: field("reported_at"),
+    }
+}
+
+/// The events board of a console device's store: `state` open, closed or all; open ones first, the
+/// overdue and those escalated to `my_area` at the top, then the newest.
+pub fn event_rows(
+    store: &gridwork_core::Store,
+    state: &str,
+    my_area: &str,
+) -> gridwork_core::Result<Vec<EventRow>> {
+    let mut q = gridwork_core::ListQuery::new(gridwork_core::Kind::Event);
+    q.limit = 1000;
+    let now = gridwork_core::time::now_iso();
+    let mut rows = Vec::new();
+    for s in store.list(&q)?.items {
+        let r = store.get(&s.id)?;
+        let row = event_row(&r, my_area, &now);
+        let keep = match state {
+            "open" => row.open,
+            "closed" => !row.open,
+            _ => true,
+        };
+        if keep {
+            rows.push(row);
+        }
+    }
+    rows.sort_by(|a, b| {
+        let key = |e: &EventRow| (!e.open, !e.overdue, !e.escalated_to_me);
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| b.reported_at.cmp(&a.reported_at))
+    });
+    Ok(rows)
+}
+
+/// An event's page.
+pub fn event_view(
+    store: &gridwork_core::Store,
+    id: &str,
+    my_area: &str,
+) -> gridwork_core::Result<EventView> {
+    use gridwork_core::{EventAction, EventStatus, Kind};
+    let r = store.get(id)?;
+    if r.kind != Kind::Event {
+        return Err(gridwork_core::Error::UnknownRecord(id.to_owned()));
+    }
+    let row = event_row(&r, my_area, &gridwork_core::time::now_iso());
+    let status = EventStatus::parse(&row.status);
+    let all = [
+        EventAction::Assign {
+            assignee: String::new(),
+        },
+        EventAction::Start,
+        EventAction::Resolve,
+        EventAction::Verify,
+        EventAction::Close,
+        EventAction::Return,
+        EventAction::Reopen,
+        EventAction::Escalate,
+        EventAction::HandDown {
+            area: String::new(),
+        },
+        EventAction::Comment,
+    ];
+    let actions = all
+        .iter()
+        .filter(|a| status.is_some_and(|s| a.next_status(s).is_some()))
+        .map(|a| a.name())
+        .collect();
+    // Areas strictly below the responsible one that hold the event's home.
+    let areas = store.areas()?;
+    let path = |id: &str| areas.iter().find(|a| a.id == id).map(|a| a.path.clone());
+    let from = path(&row.responsible).unwrap_or_default();
+    let home = path(&r.area).unwrap_or_default();
+    let hand_down = areas
+        .iter()
+        .filter(|a| {
+            !from.is_empty()
+                && a.path.starts_with(&from)
+                && a.path != from
+                && home.starts_with(&a.path)
+        })
+        .map(|a| (a.id.clone(), format!("{} ({})", a.name, a.id)))
+        .collect();
+    let timeline = r
+        .timeline
+        .iter()
+        .map(|t| TimelineRow {
+            at: short(&t.at),
+            by: t.by.clone(),
+            action: t.action.clone(),
+            to: t.to.clone().unwrap_or_default(),
+            comment: t.comment.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(EventView {
+        row,
+        timeline,
+        actions,
+        hand_down,
+    })
 }
 
 /// A visit waiting for review, as the queue shows it.
@@ -375,4 +708,17 @@ dd { margin: 0; }
 .notice { background: #e8f5e9; border: 1px solid #b7dfba; padding: .6rem .9rem; border-radius: 6px; }
 .error { background: #fdecea; border: 1px solid #f5c2bd; padding: .6rem .9rem; border-radius: 6px; color: var(--warn); }
 .empty { color: var(--muted); }
+header nav a { margin-right: 1rem; }
+.filters a.current { font-weight: 700; color: var(--ink); }
+table.board { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }
+table.board th, table.board td { text-align: left; padding: .5rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+table.board th { color: var(--muted); font-weight: 600; font-size: .9rem; }
+tr.overdue td:first-child { border-left: 4px solid var(--warn); }
+tr.mine td:first-child { border-left: 4px solid var(--accent); }
+.tag { display: inline-block; font-size: .75rem; padding: 0 .4rem; border-radius: 4px; background: #e7f0fb; color: var(--accent); }
+.tag.warn { background: #fdecea; color: var(--warn); }
+ol.timeline { margin: 0; padding-left: 1.2rem; }
+ol.timeline .when { color: var(--muted); font-variant-numeric: tabular-nums; }
+select { display: block; width: 100%; padding: .5rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; }
+form.act .buttons { display: flex; gap: .5rem; flex-wrap: wrap; }
 "#;

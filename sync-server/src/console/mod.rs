@@ -565,7 +565,7 @@ async fn reviews(
     Query(q): Query<ReviewsQuery>,
 ) -> Response {
     let lang = session.lang;
-    let rows = match on_device(&state, &session, |s| pages::review_rows(s)).await {
+    let rows = match on_device(&state, &session, pages::review_rows).await {
         Ok(rows) => rows,
         Err(resp) => return resp,
     };

@@ -68,6 +68,10 @@ async fn browser(port: u16) -> Client {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,900", "--lang=zh-CN"],
             "binary": std::env::var("GRIDWORK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "prefs": {
+                "download.default_directory": downloads().to_str().unwrap(),
+                "download.prompt_for_download": false,
+            },
         }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -75,6 +79,14 @@ async fn browser(port: u16) -> Client {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect to chromedriver")
+}
+
+/// Where the browser saves downloads (one directory per test process).
+fn downloads() -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("gridwork-console-downloads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn screenshots() -> PathBuf {
@@ -304,7 +316,86 @@ fn a_supervisor_reviews_visits_in_the_console() {
         );
         shot(&c, "console-event").await;
     });
+    // Two registrations of one resident, for the duplicates page.
+    let person = |name: &str, phone: &str| {
+        wang.store
+            .create(
+                NewRecord::new(Kind::Person, "g1")
+                    .field("name", name)
+                    .field("birth_date", "1952-08-08")
+                    .field("phone", phone)
+                    .field("id_number", "11010519520808001X"),
+            )
+            .unwrap()
+    };
+    let zhang = person("张伟", "13800000001");
+    let zhang_again = person("Zhang Wei", "13800000002");
     wang.sync();
+    let (a, b) = if zhang < zhang_again {
+        (zhang.clone(), zhang_again.clone())
+    } else {
+        (zhang_again.clone(), zhang.clone())
+    };
+    let keep = if a == zhang { "keep_a" } else { "keep_b" };
+    rt.block_on(async {
+        c.goto(&format!("{base}/console/duplicates")).await.unwrap();
+        let page = body(&c).await;
+        assert!(page.contains("same ID number"), "{page}");
+        assert!(
+            !page.contains("11010519520808001X"),
+            "ID numbers masked: {page}"
+        );
+        shot(&c, "console-duplicates").await;
+        click(&c, &format!("#pair-{a}-{b} button[value={keep}]")).await;
+        // The kept record's page: what differed waits as conflicts; resolve the name.
+        let page = body(&c).await;
+        assert!(page.contains("Conflicts to resolve"), "{page}");
+        assert!(page.contains(&format!("merged {zhang_again}")), "{page}");
+        shot(&c, "console-record").await;
+        click(&c, "#conflict-name button[value='张伟']").await;
+        let page = body(&c).await;
+        assert!(page.contains("Resolved"), "{page}");
+        assert!(
+            page.contains("absorb"),
+            "the history shows the merge: {page}"
+        );
+        // An export, downloaded by the browser and read back.
+        c.goto(&format!("{base}/console/exports")).await.unwrap();
+        c.find(Locator::Css("main form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    });
+    let file = downloads().join("gridwork-person.csv");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "the export was not downloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with("\u{feff}".as_bytes()));
+    let mut csv = csv::Reader::from_reader(&bytes[3..]);
+    let names: Vec<String> = csv.records().map(|r| r.unwrap()[2].to_owned()).collect();
+    assert!(
+        names.contains(&"张伟".to_owned()) && names.contains(&"李华".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"Zhang Wei".to_owned()),
+        "the merged-away record is gone: {names:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("11010519520808001X"),
+        "masked"
+    );
+    std::fs::remove_dir_all(downloads()).unwrap();
+
+    wang.sync();
+    assert!(wang.store.get(&zhang_again).unwrap().deleted);
+    assert_eq!(wang.store.get(&zhang).unwrap().field("name"), Some("张伟"));
     let closed = wang.store.get(&hazard).unwrap();
     assert_eq!(closed.field("status"), Some("closed"));
     assert!(closed
@@ -365,6 +456,8 @@ fn a_supervisor_reviews_visits_in_the_console() {
     for expected in [
         format!("zhou\tapproved\t{first}\tok"),
         format!("zhou\tclose\t{hazard}\tok"),
+        format!("zhou\tmerge\t{zhang}<-{zhang_again}\tok"),
+        "zhou\texport\tperson.csv\tok".to_owned(),
         format!("zhou\treturned\t{second}\tok"),
         format!("zhou\treview\t{second}\tinvalid_value"),
         "zhou\tlogout\t-\tcsrf_refused".to_owned(),

@@ -210,6 +210,12 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/events", get(events))
         .route("/console/events/{id}", get(event_page))
         .route("/console/events/{id}/act", post(event_act))
+        .route("/console/records/{id}", get(record_page))
+        .route("/console/records/{id}/resolve", post(resolve))
+        .route("/console/duplicates", get(duplicates))
+        .route("/console/duplicates/decide", post(decide))
+        .route("/console/exports", get(exports))
+        .route("/console/export", get(export))
         .route("/console/console.css", get(stylesheet))
         .with_state(state)
 }
@@ -850,6 +856,242 @@ async fn event_act(
         }
         Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
     }
+}
+
+/// A record's page: values, links, history with old and new values, conflicts to resolve.
+async fn record_page(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<ReviewsQuery>,
+) -> Response {
+    let lang = session.lang;
+    let rid = id.clone();
+    let view = match on_device(&state, &session, move |s| pages::record_view(s, &rid)).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let w = Words::of(lang);
+    let notice = q.done.is_some().then_some(w.resolved_notice);
+    let error = q.error.as_deref().map(|code| w.refusal(code));
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::record(
+            lang,
+            &session.user.name,
+            &session.csrf,
+            &view,
+            notice,
+            error,
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ResolveForm {
+    csrf: String,
+    field: String,
+    value: String,
+}
+
+/// Resolves a conflict (concurrent edits, or what a merge left) to one of its values.
+async fn resolve(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<ResolveForm>,
+) -> Response {
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused(&state, &session, "resolve", Some(&id)).await;
+    }
+    let record = id.clone();
+    let outcome = act(&state, &session, &id, move |store| {
+        store.resolve_conflict(&record, &form.field, &form.value)
+    })
+    .await;
+    let back =
+        |q: &str| secure(Redirect::to(&format!("/console/records/{id}?{q}")).into_response());
+    match outcome {
+        Ok(()) => {
+            state
+                .audit(&session.user.id, "resolve", Some(&id), "ok")
+                .await;
+            back("done=resolved")
+        }
+        Err(Acted::Refused(code)) => {
+            state
+                .audit(&session.user.id, "resolve", Some(&id), code)
+                .await;
+            back(&format!("error={code}"))
+        }
+        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
+    }
+}
+
+/// Possible duplicates in the user's area, side by side.
+async fn duplicates(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<ReviewsQuery>,
+) -> Response {
+    let lang = session.lang;
+    let pairs = match on_device(&state, &session, pages::pair_rows).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let w = Words::of(lang);
+    let notice = match q.done.as_deref() {
+        Some("merged") => Some(w.merged_notice),
+        Some("distinct") => Some(w.distinct_notice),
+        _ => None,
+    };
+    let error = q.error.as_deref().map(|code| w.refusal(code));
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::duplicates(
+            lang,
+            &session.user.name,
+            &session.csrf,
+            &pairs,
+            notice,
+            error,
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct DecideForm {
+    csrf: String,
+    a: String,
+    b: String,
+    decision: String,
+}
+
+/// Merges a pair (keeping either record) or records that it is not a duplicate.
+async fn decide(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(form): Form<DecideForm>,
+) -> Response {
+    if !same_secret(&session.csrf, &form.csrf) {
+        return csrf_refused(&state, &session, "duplicate", Some(&form.a)).await;
+    }
+    let (kept, away) = match form.decision.as_str() {
+        "keep_a" => (form.a.clone(), form.b.clone()),
+        "keep_b" => (form.b.clone(), form.a.clone()),
+        "distinct" => (form.a.clone(), form.b.clone()),
+        _ => {
+            let w = Words::of(session.lang);
+            return html(
+                StatusCode::BAD_REQUEST,
+                Page::message(session.lang, w.bad_request, w.try_again),
+            );
+        }
+    };
+    let distinct = form.decision == "distinct";
+    let (k, a) = (kept.clone(), away.clone());
+    let outcome = act(&state, &session, &kept, move |store| {
+        if distinct {
+            store.mark_not_duplicate(&k, &a)
+        } else {
+            store.merge_records(&k, &a).map(|_| ())
+        }
+    })
+    .await;
+    let action = if distinct { "not_duplicate" } else { "merge" };
+    let target = format!("{kept}<-{away}");
+    match outcome {
+        Ok(()) => {
+            state
+                .audit(&session.user.id, action, Some(&target), "ok")
+                .await;
+            let to = if distinct {
+                "/console/duplicates?done=distinct".to_owned()
+            } else {
+                format!("/console/records/{kept}")
+            };
+            secure(Redirect::to(&to).into_response())
+        }
+        Err(Acted::Refused(code)) => {
+            state
+                .audit(&session.user.id, action, Some(&target), code)
+                .await;
+            secure(Redirect::to(&format!("/console/duplicates?error={code}")).into_response())
+        }
+        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
+    }
+}
+
+async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {
+    session_html(
+        StatusCode::OK,
+        session.lang,
+        Page::exports(session.lang, &session.user.name, &session.csrf),
+    )
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    kind: String,
+    format: String,
+    #[serde(default)]
+    area: String,
+    unmasked: Option<String>,
+}
+
+/// A file of a kind's records in the user's scope (the same bytes the app's export gives): CSV with a
+/// BOM, XLSX or GeoJSON; ID numbers masked unless asked (supervisors and operators only).
+async fn export(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    use gridwork_core::{ExportFormat, Kind};
+    let lang = session.lang;
+    let w = Words::of(lang);
+    let (Some(kind), Some(format)) = (Kind::parse(&q.kind), ExportFormat::parse(&q.format)) else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            Page::message(lang, w.bad_request, w.try_again),
+        );
+    };
+    let mut query = gridwork_core::ExportQuery::new(kind);
+    query.area = Some(q.area.trim().to_owned()).filter(|a| !a.is_empty());
+    query.unmasked = q.unmasked.as_deref() == Some("true");
+    let unmasked = query.unmasked;
+    let bytes = match on_device(&state, &session, move |s| s.export_records(&query, format)).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let what = format!("{}.{}", kind.as_str(), q.format);
+    state
+        .audit(
+            &session.user.id,
+            if unmasked {
+                "export_unmasked"
+            } else {
+                "export"
+            },
+            Some(&what),
+            "ok",
+        )
+        .await;
+    let mime = match format {
+        ExportFormat::Csv => "text/csv; charset=utf-8",
+        ExportFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ExportFormat::GeoJson => "application/geo+json",
+    };
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"gridwork-{what}\""))
+            .expect("header text"),
+    );
+    secure(resp)
 }
 
 /// The code of a refused console action, for the page and the audit trail (never a value).

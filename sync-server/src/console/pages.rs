@@ -87,6 +87,30 @@ pub struct Words {
     pub done_notice: &'static str,
     pub not_found: &'static str,
     pub not_in_your_area: &'static str,
+    pub duplicates: &'static str,
+    pub no_duplicates: &'static str,
+    pub keep_left: &'static str,
+    pub keep_right: &'static str,
+    pub not_duplicate: &'static str,
+    pub merged_notice: &'static str,
+    pub distinct_notice: &'static str,
+    pub exports: &'static str,
+    pub kind: &'static str,
+    pub format: &'static str,
+    pub area_optional: &'static str,
+    pub unmasked: &'static str,
+    pub download: &'static str,
+    pub conflicts: &'static str,
+    pub resolved_notice: &'static str,
+    pub tags: &'static str,
+    pub links: &'static str,
+    pub history: &'static str,
+    pub when: &'static str,
+    pub who: &'static str,
+    pub what: &'static str,
+    pub changes: &'static str,
+    pub deleted_record: &'static str,
+    pub merged_into: &'static str,
     actions: [(&'static str, &'static str); 10],
 }
 
@@ -160,6 +184,30 @@ const EN: Words = Words {
     done_notice: "Done. Devices see it at their next sync.",
     not_found: "Not found",
     not_in_your_area: "There is no such record in your area.",
+    duplicates: "Duplicates",
+    no_duplicates: "No possible duplicates in your area.",
+    keep_left: "Keep the left one",
+    keep_right: "Keep the right one",
+    not_duplicate: "Not a duplicate",
+    merged_notice: "Merged. Differing values wait on the kept record as conflicts.",
+    distinct_notice: "Recorded: they are not duplicates.",
+    exports: "Exports",
+    kind: "Kind",
+    format: "Format",
+    area_optional: "Area (optional)",
+    unmasked: "ID numbers in full",
+    download: "Download",
+    conflicts: "Conflicts to resolve",
+    resolved_notice: "Resolved. Devices see it at their next sync.",
+    tags: "Tags",
+    links: "Links",
+    history: "History",
+    when: "When",
+    who: "Who",
+    what: "What",
+    changes: "Old → new",
+    deleted_record: "deleted",
+    merged_into: "merged into",
     actions: [
         ("assign", "Assign"),
         ("start", "Start"),
@@ -239,6 +287,30 @@ const ZH: Words = Words {
     done_notice: "已完成。各设备下次同步时可见。",
     not_found: "未找到",
     not_in_your_area: "您的辖区内没有这条记录。",
+    duplicates: "疑似重复",
+    no_duplicates: "您的辖区内没有疑似重复的记录。",
+    keep_left: "保留左边",
+    keep_right: "保留右边",
+    not_duplicate: "不是重复",
+    merged_notice: "已合并。不同的取值作为冲突留在保留的记录上。",
+    distinct_notice: "已记录：它们不是重复。",
+    exports: "导出",
+    kind: "类型",
+    format: "格式",
+    area_optional: "区域（可选）",
+    unmasked: "显示完整证件号",
+    download: "下载",
+    conflicts: "待解决的冲突",
+    resolved_notice: "已解决。各设备下次同步时可见。",
+    tags: "标签",
+    links: "关联",
+    history: "修改历史",
+    when: "时间",
+    who: "人员",
+    what: "操作",
+    changes: "原值 → 新值",
+    deleted_record: "已删除",
+    merged_into: "已合并到",
     actions: [
         ("assign", "指派"),
         ("start", "开始处理"),
@@ -355,6 +427,43 @@ struct EventTemplate<'a> {
     hand_down: &'a [(String, String)],
     notice: Option<&'a str>,
     error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/record.html")]
+struct RecordTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    r: &'a RecordView,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/duplicates.html")]
+struct DuplicatesTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    pairs: &'a [PairRow],
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/exports.html")]
+struct ExportsTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    kinds: &'a [&'a str],
 }
 
 fn rendered(t: impl Template) -> String {
@@ -626,6 +735,244 @@ pub fn event_view(
     })
 }
 
+impl<'a> Page<'a> {
+    pub fn record(
+        lang: Lang,
+        user: &str,
+        csrf: &str,
+        r: &RecordView,
+        notice: Option<&str>,
+        error: Option<&str>,
+    ) -> Page<'a> {
+        Page::of(rendered(RecordTemplate {
+            lang,
+            title: &r.title,
+            w: Words::of(lang),
+            user: Some(user),
+            csrf,
+            r,
+            notice,
+            error,
+        }))
+    }
+
+    pub fn duplicates(
+        lang: Lang,
+        user: &str,
+        csrf: &str,
+        pairs: &[PairRow],
+        notice: Option<&str>,
+        error: Option<&str>,
+    ) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(DuplicatesTemplate {
+            lang,
+            title: w.duplicates,
+            w,
+            user: Some(user),
+            csrf,
+            pairs,
+            notice,
+            error,
+        }))
+    }
+
+    pub fn exports(lang: Lang, user: &str, csrf: &str) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(ExportsTemplate {
+            lang,
+            title: w.exports,
+            w,
+            user: Some(user),
+            csrf,
+            kinds: &[
+                "person",
+                "place",
+                "object",
+                "organisation",
+                "event",
+                "visit",
+            ],
+        }))
+    }
+}
+
+/// A record's page: its values (ID numbers masked), links, history and open conflicts.
+pub struct RecordView {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub area: String,
+    pub deleted: bool,
+    pub merged_into: Option<String>,
+    pub fields: Vec<(String, String)>,
+    pub tags: String,
+    pub notes: String,
+    /// (link type, other record, its title).
+    pub links: Vec<(String, String, String)>,
+    pub history: Vec<HistoryRow>,
+    pub conflicts: Vec<ConflictRow>,
+}
+
+pub struct HistoryRow {
+    pub at: String,
+    pub by: String,
+    pub action: String,
+    /// (field, old, new), ID numbers masked.
+    pub changes: Vec<(String, String, String)>,
+}
+
+pub struct ConflictRow {
+    pub field: String,
+    /// (value, where it comes from).
+    pub values: Vec<(String, String)>,
+}
+
+fn title_of(store: &gridwork_core::Store, id: &str) -> String {
+    match store.get(id) {
+        Ok(r) => r
+            .field(r.kind.title_field())
+            .unwrap_or(r.kind.as_str())
+            .to_owned(),
+        Err(_) => id.to_owned(),
+    }
+}
+
+/// A value as the console shows it: ID numbers masked (as lists and exports do).
+fn shown(kind: gridwork_core::Kind, field: &str, value: &str) -> String {
+    kind.list_value(field, value)
+}
+
+pub fn record_view(store: &gridwork_core::Store, id: &str) -> gridwork_core::Result<RecordView> {
+    let r = store.get(id)?;
+    let kind = r.kind;
+    let mut fields: Vec<(String, String)> = r
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), shown(kind, k, v)))
+        .collect();
+    for v in store.record_form(id)? {
+        if let Some(value) = v.value {
+            let label = v
+                .field
+                .as_ref()
+                .map(|f| f.label_en.clone())
+                .unwrap_or(v.key);
+            let masked = if v.field.as_ref().is_some_and(|f| f.sensitive()) {
+                gridwork_core::mask(&value)
+            } else {
+                value
+            };
+            fields.push((label, masked));
+        }
+    }
+    let mut links = Vec::new();
+    for edge in store.links_of(id)? {
+        let other = if edge.source == id {
+            edge.target
+        } else {
+            edge.source
+        };
+        let title = title_of(store, &other);
+        links.push((edge.link_type.as_str().to_owned(), other, title));
+    }
+    let history = store
+        .history(id)?
+        .into_iter()
+        .rev()
+        .map(|h| HistoryRow {
+            at: gridwork_core::time::iso_from_secs(h.time)
+                .get(..16)
+                .unwrap_or("")
+                .replace('T', " "),
+            by: h.user,
+            action: h.action,
+            changes: h
+                .changes
+                .into_iter()
+                .map(|c| {
+                    let f = |v: Option<String>| {
+                        v.map(|v| shown(kind, &c.field, &v))
+                            .unwrap_or_else(|| "–".into())
+                    };
+                    (c.field.clone(), f(c.old), f(c.new))
+                })
+                .collect(),
+        })
+        .collect();
+    let conflicts = store
+        .conflicts()?
+        .into_iter()
+        .filter(|c| c.record_id == id)
+        .map(|c| ConflictRow {
+            field: c.field,
+            values: c
+                .values
+                .into_iter()
+                .map(|v| {
+                    let from = match v.merged_from {
+                        Some(m) => format!("(merged {m})"),
+                        None if v.user.is_empty() => String::new(),
+                        None => format!("({})", v.user),
+                    };
+                    (v.value, from)
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(RecordView {
+        id: r.id.clone(),
+        kind: kind.as_str().to_owned(),
+        title: r
+            .field(kind.title_field())
+            .unwrap_or(kind.as_str())
+            .to_owned(),
+        area: r.area.clone(),
+        deleted: r.deleted,
+        merged_into: gridwork_protocol::duplicates::merged_into(&r).map(str::to_owned),
+        fields,
+        tags: r.tags.join(", "),
+        notes: r.notes.clone(),
+        links,
+        history,
+        conflicts,
+    })
+}
+
+/// A pair of possible duplicates, side by side.
+pub struct PairRow {
+    pub kind: String,
+    pub a: String,
+    pub b: String,
+    pub a_title: String,
+    pub b_title: String,
+    pub a_fields: Vec<(String, String)>,
+    pub b_fields: Vec<(String, String)>,
+    pub reasons: String,
+}
+
+pub fn pair_rows(store: &gridwork_core::Store) -> gridwork_core::Result<Vec<PairRow>> {
+    Ok(store
+        .duplicates(None)?
+        .into_iter()
+        .map(|p| PairRow {
+            kind: p.kind.as_str().to_owned(),
+            reasons: p
+                .reasons
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            a_title: p.a.title.clone(),
+            b_title: p.b.title.clone(),
+            a_fields: p.a.fields.into_iter().collect(),
+            b_fields: p.b.fields.into_iter().collect(),
+            a: p.a.id,
+            b: p.b.id,
+        })
+        .collect())
+}
+
 /// A visit waiting for review, as the queue shows it.
 pub struct ReviewRow {
     pub id: String,
@@ -708,6 +1055,13 @@ dd { margin: 0; }
 .notice { background: #e8f5e9; border: 1px solid #b7dfba; padding: .6rem .9rem; border-radius: 6px; }
 .error { background: #fdecea; border: 1px solid #f5c2bd; padding: .6rem .9rem; border-radius: 6px; color: var(--warn); }
 .empty { color: var(--muted); }
+.muted { color: var(--muted); }
+.two { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+form.conflict { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; margin-bottom: .5rem; }
+button.choice { background: #fff; color: var(--ink); border-color: var(--line); }
+label.check { display: flex; gap: .5rem; align-items: center; }
+label.check input { width: auto; display: inline; }
+.narrow-left { max-width: 28rem; }
 header nav a { margin-right: 1rem; }
 .filters a.current { font-weight: 700; color: var(--ink); }
 table.board { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }

@@ -180,6 +180,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"));
     relay.add_areas();
+    relay.add_weekly_alone_schedule();
     relay.add_area_tree(&OTHER_DISTRICT);
     let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
     relay.add_device("zhou", Role::Supervisor, "c1", "zhou-ipad");
@@ -190,7 +191,11 @@ fn a_supervisor_reviews_visits_in_the_console() {
     wang.sync();
     let li_hua = wang
         .store
-        .create(NewRecord::new(Kind::Person, "g1").field("name", "李华"))
+        .create(
+            NewRecord::new(Kind::Person, "g1")
+                .field("name", "李华")
+                .tag("lives alone"),
+        )
         .unwrap();
     let first = finished_visit(&wang, &li_hua, "Weekly check on 李华");
     let second = finished_visit(&wang, &li_hua, "Follow-up after the fall");
@@ -359,6 +364,28 @@ fn a_supervisor_reviews_visits_in_the_console() {
             page.contains("absorb"),
             "the history shows the merge: {page}"
         );
+        // Follow-ups and statistics: 李华 was visited, nobody else living alone is due; the merged
+        // pair is no longer an open duplicate.
+        c.goto(&format!("{base}/console/stats")).await.unwrap();
+        let page = body(&c).await;
+        assert!(
+            page.contains("Living alone: weekly visit") && page.contains("1/1 (100%)"),
+            "{page}"
+        );
+        assert_eq!(
+            c.find(Locator::Css("#duplicates-open"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "0"
+        );
+        shot(&c, "console-stats").await;
+        c.goto(&format!("{base}/console/stats?area=g9"))
+            .await
+            .unwrap();
+        assert!(body(&c).await.contains("no such record in your area"));
         // An export, downloaded by the browser and read back.
         c.goto(&format!("{base}/console/exports")).await.unwrap();
         c.find(Locator::Css("main form button[type=submit]"))

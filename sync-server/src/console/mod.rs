@@ -215,6 +215,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/duplicates", get(duplicates))
         .route("/console/duplicates/decide", post(decide))
         .route("/console/exports", get(exports))
+        .route("/console/stats", get(stats))
         .route("/console/export", get(export))
         .route("/console/console.css", get(stylesheet))
         .with_state(state)
@@ -742,7 +743,11 @@ async fn on_device<T: Send + 'static>(
     let store = device.store.clone();
     match tokio::task::spawn_blocking(move || f(&store)).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(gridwork_core::Error::UnknownRecord(_) | gridwork_core::Error::OutOfScope(_))) => {
+        Ok(Err(
+            gridwork_core::Error::UnknownRecord(_)
+            | gridwork_core::Error::UnknownArea(_)
+            | gridwork_core::Error::OutOfScope(_),
+        )) => {
             let w = Words::of(lang);
             Err(session_html(
                 StatusCode::NOT_FOUND,
@@ -1022,6 +1027,49 @@ async fn decide(
         }
         Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
     }
+}
+
+#[derive(Deserialize)]
+struct StatsForm {
+    #[serde(default)]
+    area: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    until: String,
+}
+
+/// Follow-up coverage, what is due per grid and worker, and the statistics of an area and period:
+/// the numbers the relay's `GET /v1/stats` gives, drawn as bars (no script).
+async fn stats(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<StatsForm>,
+) -> Response {
+    let lang = session.lang;
+    let area = q.area.trim().to_owned();
+    let date = |d: &str| {
+        let d = d.trim();
+        if pages::day_secs(d).is_some() {
+            d.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let (from, until) = (date(&q.from), date(&q.until));
+    let view = match on_device(&state, &session, move |s| {
+        pages::stats_view(s, &area, &from, &until)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::stats(lang, &session.user.name, &session.csrf, &view),
+    )
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {

@@ -87,6 +87,23 @@ pub struct Words {
     pub done_notice: &'static str,
     pub not_found: &'static str,
     pub not_in_your_area: &'static str,
+    pub stats: &'static str,
+    pub from: &'static str,
+    pub until: &'static str,
+    pub show: &'static str,
+    pub coverage: &'static str,
+    pub no_schedules: &'static str,
+    pub visits_per_worker: &'static str,
+    pub events_by_category: &'static str,
+    pub reported: &'static str,
+    pub median_close: &'static str,
+    pub escalations: &'static str,
+    pub records: &'static str,
+    pub followups_due: &'static str,
+    pub nothing_due: &'static str,
+    pub state: &'static str,
+    pub last_visit: &'static str,
+    pub schedule: &'static str,
     pub duplicates: &'static str,
     pub no_duplicates: &'static str,
     pub keep_left: &'static str,
@@ -184,6 +201,23 @@ const EN: Words = Words {
     done_notice: "Done. Devices see it at their next sync.",
     not_found: "Not found",
     not_in_your_area: "There is no such record in your area.",
+    stats: "Follow-ups and statistics",
+    from: "From",
+    until: "Until",
+    show: "Show",
+    coverage: "Follow-up coverage",
+    no_schedules: "No follow-up schedules.",
+    visits_per_worker: "Finished visits per worker",
+    events_by_category: "Events by category",
+    reported: "Reported",
+    median_close: "Median time to close",
+    escalations: "Escalations",
+    records: "Records",
+    followups_due: "Follow-ups due (overdue, today, this week)",
+    nothing_due: "Nothing due.",
+    state: "State",
+    last_visit: "Last visit",
+    schedule: "Schedule",
     duplicates: "Duplicates",
     no_duplicates: "No possible duplicates in your area.",
     keep_left: "Keep the left one",
@@ -287,6 +321,23 @@ const ZH: Words = Words {
     done_notice: "已完成。各设备下次同步时可见。",
     not_found: "未找到",
     not_in_your_area: "您的辖区内没有这条记录。",
+    stats: "随访与统计",
+    from: "开始",
+    until: "结束",
+    show: "查看",
+    coverage: "随访完成率",
+    no_schedules: "没有随访计划。",
+    visits_per_worker: "各网格员完成的走访",
+    events_by_category: "按类别的事件",
+    reported: "上报",
+    median_close: "办结时间中位数",
+    escalations: "上报次数",
+    records: "记录",
+    followups_due: "待随访（超期、今天、本周）",
+    nothing_due: "没有待随访。",
+    state: "状态",
+    last_visit: "上次走访",
+    schedule: "计划",
     duplicates: "疑似重复",
     no_duplicates: "您的辖区内没有疑似重复的记录。",
     keep_left: "保留左边",
@@ -464,6 +515,17 @@ struct ExportsTemplate<'a> {
     user: Option<&'a str>,
     csrf: &'a str,
     kinds: &'a [&'a str],
+}
+
+#[derive(Template)]
+#[template(path = "console/stats.html")]
+struct StatsTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    csrf: &'a str,
+    v: &'a StatsView,
 }
 
 fn rendered(t: impl Template) -> String {
@@ -973,6 +1035,164 @@ pub fn pair_rows(store: &gridwork_core::Store) -> gridwork_core::Result<Vec<Pair
         .collect())
 }
 
+impl<'a> Page<'a> {
+    pub fn stats(lang: Lang, user: &str, csrf: &str, v: &StatsView) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(StatsTemplate {
+            lang,
+            title: w.stats,
+            w,
+            user: Some(user),
+            csrf,
+            v,
+        }))
+    }
+}
+
+/// One bar of a chart: its label, its length (of 200) and its value as shown.
+pub struct Bar {
+    pub label: String,
+    pub width: u32,
+    pub value: String,
+}
+
+/// A follow-up due, as the page lists it.
+pub struct DueRow {
+    pub id: String,
+    pub state: String,
+    pub state_class: &'static str,
+    pub title: String,
+    pub area: String,
+    pub workers: String,
+    pub last_visit: String,
+    pub schedule: String,
+}
+
+/// The statistics page: the query as entered, and what it counts.
+pub struct StatsView {
+    pub area: String,
+    pub from: String,
+    pub until: String,
+    pub coverage: Vec<Bar>,
+    pub visits: Vec<Bar>,
+    /// (category, reported, open, overdue, closed).
+    pub events: Vec<(String, u64, u64, u64, u64)>,
+    pub median_close: String,
+    pub escalations: String,
+    pub records: Vec<(String, u64)>,
+    pub duplicates_open: u64,
+    pub due: Vec<DueRow>,
+}
+
+/// Seconds at the start of a day `YYYY-MM-DD` (UTC).
+pub fn day_secs(date: &str) -> Option<i64> {
+    gridwork_core::time::parse_iso(&format!("{date}T00:00:00Z"))
+}
+
+pub fn stats_view(
+    store: &gridwork_core::Store,
+    area: &str,
+    from: &str,
+    until: &str,
+) -> gridwork_core::Result<StatsView> {
+    let area_q = Some(area.to_owned()).filter(|a| !a.is_empty());
+    let query = gridwork_core::stats::StatsQuery {
+        area: area_q.clone(),
+        from: day_secs(from),
+        // `until` names the last day shown: the period ends at the start of the next.
+        until: day_secs(until).map(|s| s + 86_400),
+        at: None,
+    };
+    let s = store.statistics(&query)?;
+    let coverage = s
+        .coverage
+        .iter()
+        .map(|c| Bar {
+            label: c.name.clone(),
+            width: (c.share * 200.0).round().clamp(0.0, 200.0) as u32,
+            value: format!("{}/{} ({:.0}%)", c.up_to_date, c.records, c.share * 100.0),
+        })
+        .collect();
+    let max = s
+        .visits_per_worker
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let visits = s
+        .visits_per_worker
+        .iter()
+        .map(|(who, n)| Bar {
+            label: who.clone(),
+            width: (*n * 200 / max) as u32,
+            value: n.to_string(),
+        })
+        .collect();
+    let events = s
+        .events_by_category
+        .iter()
+        .map(|(k, e)| (k.clone(), e.reported, e.open, e.overdue, e.closed))
+        .collect();
+    let median_close = match s.median_close_secs {
+        Some(secs) if secs >= 86_400 => format!("{:.1} d", secs as f64 / 86_400.0),
+        Some(secs) => format!("{:.1} h", secs as f64 / 3_600.0),
+        None => "–".into(),
+    };
+    let escalations = if s.escalations_per_level.is_empty() {
+        "0".to_owned()
+    } else {
+        s.escalations_per_level
+            .iter()
+            .map(|(level, n)| format!("{level} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let due = store
+        .followups(&gridwork_core::FollowupQuery {
+            area: area_q,
+            states: vec![
+                gridwork_core::DueState::Overdue,
+                gridwork_core::DueState::Today,
+                gridwork_core::DueState::ThisWeek,
+            ],
+            utc_offset_minutes: 480,
+            ..Default::default()
+        })?
+        .into_iter()
+        .map(|f| DueRow {
+            state_class: match f.state {
+                gridwork_core::DueState::Overdue => "overdue",
+                _ => "",
+            },
+            state: f.state.as_str().replace('_', " "),
+            id: f.record_id,
+            title: f.title,
+            area: f.area,
+            workers: f.workers.join(", "),
+            last_visit: f
+                .last_visit
+                .as_deref()
+                .map(short)
+                .unwrap_or_else(|| "–".into()),
+            schedule: f.schedule_name,
+        })
+        .collect();
+    Ok(StatsView {
+        area: area.to_owned(),
+        from: from.to_owned(),
+        until: until.to_owned(),
+        coverage,
+        visits,
+        events,
+        median_close,
+        escalations,
+        records: s.records_per_kind.into_iter().collect(),
+        duplicates_open: s.duplicates_open,
+        due,
+    })
+}
+
 /// A visit waiting for review, as the queue shows it.
 pub struct ReviewRow {
     pub id: String,
@@ -1038,7 +1258,7 @@ header .langs a { color: var(--muted); }
 main { max-width: 60rem; margin: 1.5rem auto; padding: 0 1rem; }
 h1 { font-size: 1.4rem; margin: 0 0 1rem; }
 h2 { font-size: 1.1rem; margin: 0 0 .5rem; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 1rem 1.25rem; margin-bottom: 1rem; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 1rem 1.25rem; margin-bottom: 1rem; overflow-x: auto; }
 .narrow { max-width: 26rem; margin: 3rem auto; }
 label { display: block; margin: .5rem 0; color: var(--muted); }
 input { display: block; width: 100%; padding: .55rem .65rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; color: var(--ink); }
@@ -1062,6 +1282,12 @@ button.choice { background: #fff; color: var(--ink); border-color: var(--line); 
 label.check { display: flex; gap: .5rem; align-items: center; }
 label.check input { width: auto; display: inline; }
 .narrow-left { max-width: 28rem; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 1rem; }
+table.bars th { text-align: left; font-weight: 400; color: var(--muted); padding-right: .75rem; }
+table.bars td.num { padding-left: .5rem; font-variant-numeric: tabular-nums; }
+form.period { display: flex; gap: .75rem; align-items: end; flex-wrap: wrap; margin-bottom: 1rem; }
+form.period label { margin: 0; }
+tr.overdue td:first-child { color: var(--warn); font-weight: 600; }
 header nav a { margin-right: 1rem; }
 .filters a.current { font-weight: 700; color: var(--ink); }
 table.board { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }

@@ -27,6 +27,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The operator's functions on a store the caller already has open (the web console's).
+    pub(crate) fn on(store: Store) -> Admin {
+        Admin { store }
+    }
+
     pub async fn open(storage: &StorageConfig) -> Result<Admin> {
         let limits = Limits {
             doc_cache_entries: 1,

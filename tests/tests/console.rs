@@ -185,7 +185,8 @@ fn a_supervisor_reviews_visits_in_the_console() {
     let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
     relay.add_device("zhou", Role::Supervisor, "c1", "zhou-ipad");
     relay.add_device("qian", Role::Supervisor, "c9", "qian-ipad");
-    for user in ["zhou", "qian", "wang"] {
+    relay.add_device("op", Role::Operator, "d1", "op-laptop");
+    for user in ["zhou", "qian", "wang", "op"] {
         relay.set_web_password(user, PASSWORD);
     }
     wang.sync();
@@ -459,6 +460,92 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert!(!page.contains("Evening check") && !page.contains("李华"), "{page}");
         sign_out(&c).await;
 
+        // The operator's page: supervisors are refused it; an operator adds a grid and a worker and
+        // issues the worker's phone a token, shown once as text and as a QR code.
+        let page = sign_in(&c, &base, "zhou", PASSWORD).await;
+        assert!(!page.contains("Operator"), "no operator link for a supervisor: {page}");
+        c.goto(&format!("{base}/console/admin")).await.unwrap();
+        assert!(body(&c).await.contains("This page is for operators"));
+        c.goto(&format!("{base}/console/reviews")).await.unwrap();
+        sign_out(&c).await;
+        sign_in(&c, &base, "op", PASSWORD).await;
+        click(&c, "header nav a[href='/console/admin']").await;
+        let form = "form[action='/console/admin/areas']";
+        for (name, value) in [("id", "g5"), ("name", "Grid 5")] {
+            c.find(Locator::Css(&format!("{form} input[name={name}]")))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        c.find(Locator::Css(&format!("{form} select[name=parent] option[value=c1]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        click(&c, &format!("{form} button")).await;
+        let page = body(&c).await;
+        assert!(page.contains("Saved.") && page.contains("d1/s1/c1/g5/"), "{page}");
+        let form = "form[action='/console/admin/users']";
+        for (name, value) in [("id", "chen"), ("name", "Chen Jie")] {
+            c.find(Locator::Css(&format!("{form} input[name={name}]")))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        c.find(Locator::Css(&format!("{form} select[name=area] option[value=g5]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        click(&c, &format!("{form} button")).await;
+        assert!(body(&c).await.contains("Chen Jie"));
+        let form = "form[action='/console/admin/devices']";
+        c.find(Locator::Css(&format!("{form} select[name=user] option[value=chen]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css(&format!("{form} input[name=device]")))
+            .await
+            .unwrap()
+            .send_keys("chen-phone")
+            .await
+            .unwrap();
+        click(&c, &format!("{form} button")).await;
+        let token = c.find(Locator::Css("#token")).await.unwrap().text().await.unwrap();
+        assert!(token.starts_with("gw1_"), "{token}");
+        assert!(c.find(Locator::Css(".qr svg")).await.is_ok(), "a QR code");
+        shot(&c, "console-device-token").await;
+        // The token works for the new worker's phone, until the operator revokes it.
+        let me = |token: String| {
+            let url = format!("{base}/v1/me");
+            async move {
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+            }
+        };
+        let (status, who) = me(token.clone()).await;
+        assert_eq!((status, who["user_id"].as_str()), (200, Some("chen")), "{who}");
+        assert_eq!(who["area"], "g5");
+        c.goto(&format!("{base}/console/admin")).await.unwrap();
+        click(&c, "#device-chen-phone form button").await;
+        assert!(body(&c).await.contains("Device revoked"));
+        assert_eq!(me(token).await.0, 401);
+        sign_out(&c).await;
+
         // Ten wrong passwords: slowed down before the tenth.
         let mut slowed = None;
         for attempt in 1..=10 {
@@ -490,6 +577,10 @@ fn a_supervisor_reviews_visits_in_the_console() {
         "zhou\tlogout\t-\tcsrf_refused".to_owned(),
         "wang\tlogin\t-\tforbidden_role".to_owned(),
         "zhou\tlogin\t-\twrong_password".to_owned(),
+        "op\tadd_area\tg5\tok".to_owned(),
+        "op\tadd_user\tchen\tok".to_owned(),
+        "op\tissue_device\tchen-phone\tok".to_owned(),
+        "op\trevoke_device\tchen-phone\tok".to_owned(),
     ] {
         assert!(audit.contains(&expected), "{expected:?} in\n{audit}");
     }

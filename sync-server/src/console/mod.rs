@@ -216,6 +216,11 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/duplicates/decide", post(decide))
         .route("/console/exports", get(exports))
         .route("/console/stats", get(stats))
+        .route("/console/admin", get(admin_page))
+        .route("/console/admin/areas", post(admin_area))
+        .route("/console/admin/users", post(admin_user))
+        .route("/console/admin/devices", post(admin_device))
+        .route("/console/admin/devices/{id}/revoke", post(admin_revoke))
         .route("/console/export", get(export))
         .route("/console/console.css", get(stylesheet))
         .with_state(state)
@@ -589,6 +594,7 @@ async fn reviews(
         Page::reviews(
             lang,
             &session.user.name,
+            session.user.role == Role::Operator,
             &session.csrf,
             &rows,
             notice,
@@ -721,7 +727,14 @@ async fn events(
     session_html(
         StatusCode::OK,
         lang,
-        Page::events(lang, &session.user.name, &session.csrf, which, &rows),
+        Page::events(
+            lang,
+            &session.user.name,
+            session.user.role == Role::Operator,
+            &session.csrf,
+            which,
+            &rows,
+        ),
     )
 }
 
@@ -783,6 +796,7 @@ async fn event_page(
         Page::event(
             lang,
             &session.user.name,
+            session.user.role == Role::Operator,
             &session.csrf,
             &view,
             notice,
@@ -885,6 +899,7 @@ async fn record_page(
         Page::record(
             lang,
             &session.user.name,
+            session.user.role == Role::Operator,
             &session.csrf,
             &view,
             notice,
@@ -958,6 +973,7 @@ async fn duplicates(
         Page::duplicates(
             lang,
             &session.user.name,
+            session.user.role == Role::Operator,
             &session.csrf,
             &pairs,
             notice,
@@ -1068,15 +1084,352 @@ async fn stats(
     session_html(
         StatusCode::OK,
         lang,
-        Page::stats(lang, &session.user.name, &session.csrf, &view),
+        Page::stats(
+            lang,
+            &session.user.name,
+            session.user.role == Role::Operator,
+            &session.csrf,
+            &view,
+        ),
     )
+}
+
+// ------------------------------------------------------------------------------- operators
+//
+// The area tree, users and devices are the relay's own configuration, not records: an operator changes
+// them through the same functions as `gridwork-server admin`, each change in the audit trail.
+
+/// The page for operators only; others get 403.
+fn operator_only(state: &ConsoleState, session: &Session) -> Option<Response> {
+    let _ = state;
+    if session.user.role == Role::Operator {
+        return None;
+    }
+    let w = Words::of(session.lang);
+    Some(session_html(
+        StatusCode::FORBIDDEN,
+        session.lang,
+        Page::message(session.lang, w.forbidden, w.operators_only),
+    ))
+}
+
+async fn admin_view(state: &ConsoleState) -> Result<pages::AdminView> {
+    let admin = crate::admin::Admin::on(state.store.clone());
+    let areas = admin
+        .list_areas()
+        .await?
+        .into_iter()
+        .map(|a| pages::AreaLine {
+            id: a.id,
+            path: a.path,
+            level: a.level.as_str().to_owned(),
+            name: a.name,
+        })
+        .collect();
+    let users = admin
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| pages::UserLine {
+            id: u.id,
+            name: u.name,
+            role: u.role.as_str().to_owned(),
+            area: u.area,
+            disabled: u.disabled,
+            devices: u.devices,
+        })
+        .collect();
+    let devices = admin
+        .list_devices()
+        .await?
+        .into_iter()
+        .map(|d| pages::DeviceLine {
+            state: if d.revoked_at.is_some() {
+                "revoked".into()
+            } else if d.bound {
+                "in use".into()
+            } else {
+                "issued".into()
+            },
+            active: d.revoked_at.is_none(),
+            last_sync: pages::when(d.last_sync_at),
+            user: d.user_id,
+            id: d.id,
+        })
+        .collect();
+    let schedules = admin
+        .list_schedules()
+        .await?
+        .into_iter()
+        .map(|s| {
+            (
+                s.id,
+                format!(
+                    "{} · {} · {} · {}",
+                    s.area,
+                    s.kind.as_str(),
+                    s.every,
+                    s.name
+                ),
+            )
+        })
+        .collect();
+    let forms = admin
+        .list_forms()
+        .await?
+        .into_iter()
+        .map(|f| {
+            let keys: Vec<String> = f.fields.iter().map(|x| x.key.clone()).collect();
+            (
+                f.id,
+                format!("{} · {} · {}", f.area, f.kind.as_str(), keys.join(", ")),
+            )
+        })
+        .collect();
+    Ok(pages::AdminView {
+        areas,
+        users,
+        devices,
+        schedules,
+        forms,
+    })
+}
+
+async fn admin_page(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<ReviewsQuery>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    let lang = session.lang;
+    let view = match admin_view(&state).await {
+        Ok(v) => v,
+        Err(e) => return unavailable(lang, &e),
+    };
+    let w = Words::of(lang);
+    let notice = match q.done.as_deref() {
+        Some("revoked") => Some(w.revoked_notice),
+        Some(_) => Some(w.saved_notice),
+        None => None,
+    };
+    // Operator errors are the relay's own messages (ids and rules, never personal data).
+    let error = q.error.clone();
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::admin(
+            lang,
+            &session.user.name,
+            true,
+            &session.csrf,
+            &view,
+            notice,
+            error.as_deref(),
+        ),
+    )
+}
+
+/// The answer to an operator's change: back to the page, with what happened.
+async fn admin_done(
+    state: &ConsoleState,
+    session: &Session,
+    action: &str,
+    target: &str,
+    result: Result<()>,
+    done: &str,
+) -> Response {
+    match result {
+        Ok(()) => {
+            state
+                .audit(&session.user.id, action, Some(target), "ok")
+                .await;
+            secure(Redirect::to(&format!("/console/admin?done={done}")).into_response())
+        }
+        Err(e) => {
+            let code = match &e {
+                Error::Invalid(_) => "invalid",
+                Error::Conflict(_) => "exists",
+                Error::NotFound(_) => "not_found",
+                _ => "failed",
+            };
+            state
+                .audit(&session.user.id, action, Some(target), code)
+                .await;
+            let text: String = e.to_string().chars().take(300).collect();
+            let mut url = String::from("/console/admin?error=");
+            for b in text.bytes() {
+                if b.is_ascii_alphanumeric() {
+                    url.push(b as char);
+                } else {
+                    url.push_str(&format!("%{b:02X}"));
+                }
+            }
+            secure(Redirect::to(&url).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AreaForm {
+    csrf: String,
+    id: String,
+    #[serde(default)]
+    parent: String,
+    level: String,
+    name: String,
+}
+
+async fn admin_area(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<AreaForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "add_area", Some(&f.id)).await;
+    }
+    let id = f.id.trim().to_owned();
+    let result = match f.level.parse::<gridwork_protocol::AreaLevel>() {
+        Ok(level) => crate::admin::Admin::on(state.store.clone())
+            .add_area(
+                &id,
+                Some(f.parent.trim()).filter(|p| !p.is_empty()),
+                level,
+                f.name.trim(),
+            )
+            .await
+            .map(|_| ()),
+        Err(e) => Err(Error::Invalid(e)),
+    };
+    admin_done(&state, &session, "add_area", &id, result, "area").await
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    csrf: String,
+    id: String,
+    name: String,
+    role: String,
+    area: String,
+}
+
+async fn admin_user(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<UserForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "add_user", Some(&f.id)).await;
+    }
+    let id = f.id.trim().to_owned();
+    let result = match f.role.parse::<Role>() {
+        Ok(role) => {
+            crate::admin::Admin::on(state.store.clone())
+                .add_user(&id, f.name.trim(), role, f.area.trim())
+                .await
+        }
+        Err(e) => Err(Error::Invalid(e)),
+    };
+    admin_done(&state, &session, "add_user", &id, result, "user").await
+}
+
+#[derive(Deserialize)]
+struct DeviceForm {
+    csrf: String,
+    user: String,
+    #[serde(default)]
+    device: String,
+}
+
+/// Issues a device token and shows it once, as text and as a QR code an app scans (the relay's address,
+/// as the operator's browser reaches it, and the token).
+async fn admin_device(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    headers: HeaderMap,
+    Form(f): Form<DeviceForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "issue_device", Some(&f.user)).await;
+    }
+    let user = f.user.trim().to_owned();
+    let new = crate::admin::Admin::on(state.store.clone())
+        .add_device(&user, Some(f.device.trim()).filter(|d| !d.is_empty()))
+        .await;
+    let new = match new {
+        Ok(n) => n,
+        Err(e) => return admin_done(&state, &session, "issue_device", &user, Err(e), "").await,
+    };
+    state
+        .audit(&session.user.id, "issue_device", Some(&new.device_id), "ok")
+        .await;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    let scheme = if state.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    let relay = format!("{scheme}://{host}");
+    let qr_text = pages::enrolment_text(&relay, &new.token);
+    let view = pages::TokenView {
+        qr_svg: pages::qr_svg(&qr_text),
+        qr_text,
+        relay,
+        device: new.device_id,
+        token: new.token,
+    };
+    session_html(
+        StatusCode::OK,
+        session.lang,
+        Page::token(session.lang, &session.user.name, true, &session.csrf, &view),
+    )
+}
+
+async fn admin_revoke(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "revoke_device", Some(&id)).await;
+    }
+    let result = crate::admin::Admin::on(state.store.clone())
+        .revoke_device(&id)
+        .await;
+    admin_done(&state, &session, "revoke_device", &id, result, "revoked").await
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {
     session_html(
         StatusCode::OK,
         session.lang,
-        Page::exports(session.lang, &session.user.name, &session.csrf),
+        Page::exports(
+            session.lang,
+            &session.user.name,
+            session.user.role == Role::Operator,
+            &session.csrf,
+        ),
     )
 }
 

@@ -87,6 +87,35 @@ pub struct Words {
     pub done_notice: &'static str,
     pub not_found: &'static str,
     pub not_in_your_area: &'static str,
+    pub admin: &'static str,
+    pub areas: &'static str,
+    pub path: &'static str,
+    pub level: &'static str,
+    pub name: &'static str,
+    pub id: &'static str,
+    pub parent: &'static str,
+    pub add_area: &'static str,
+    pub users: &'static str,
+    pub role: &'static str,
+    pub devices: &'static str,
+    pub disabled: &'static str,
+    pub add_user: &'static str,
+    pub revoke: &'static str,
+    pub device_id_optional: &'static str,
+    pub issue_device: &'static str,
+    pub schedules_and_forms: &'static str,
+    pub form: &'static str,
+    pub schedules_by_cli: &'static str,
+    pub new_device: &'static str,
+    pub token_once: &'static str,
+    pub relay_address: &'static str,
+    pub device: &'static str,
+    pub token: &'static str,
+    pub qr_holds: &'static str,
+    pub operators_only: &'static str,
+    pub last_sync: &'static str,
+    pub saved_notice: &'static str,
+    pub revoked_notice: &'static str,
     pub stats: &'static str,
     pub from: &'static str,
     pub until: &'static str,
@@ -201,6 +230,35 @@ const EN: Words = Words {
     done_notice: "Done. Devices see it at their next sync.",
     not_found: "Not found",
     not_in_your_area: "There is no such record in your area.",
+    admin: "Operator",
+    areas: "Areas",
+    path: "Path",
+    level: "Level",
+    name: "Name",
+    id: "Id",
+    parent: "Parent",
+    add_area: "Add area",
+    users: "Users",
+    role: "Role",
+    devices: "Devices",
+    disabled: "disabled",
+    add_user: "Add user",
+    revoke: "Revoke",
+    device_id_optional: "Device id (optional)",
+    issue_device: "Issue a device token",
+    schedules_and_forms: "Follow-up schedules and city forms",
+    form: "Form",
+    schedules_by_cli: "Schedules and forms are defined with gridwork-server admin schedule add / form add.",
+    new_device: "A new device",
+    token_once: "This token is shown once. Scan the code with the Gridwork app, or type the relay's address and the token.",
+    relay_address: "Relay",
+    device: "Device",
+    token: "Token",
+    qr_holds: "The code holds:",
+    operators_only: "This page is for operators.",
+    last_sync: "Last sync",
+    saved_notice: "Saved.",
+    revoked_notice: "Device revoked: it wipes its store at its next contact.",
     stats: "Follow-ups and statistics",
     from: "From",
     until: "Until",
@@ -321,6 +379,35 @@ const ZH: Words = Words {
     done_notice: "已完成。各设备下次同步时可见。",
     not_found: "未找到",
     not_in_your_area: "您的辖区内没有这条记录。",
+    admin: "系统管理",
+    areas: "区域",
+    path: "路径",
+    level: "层级",
+    name: "名称",
+    id: "编号",
+    parent: "上级",
+    add_area: "添加区域",
+    users: "用户",
+    role: "角色",
+    devices: "设备",
+    disabled: "已停用",
+    add_user: "添加用户",
+    revoke: "吊销",
+    device_id_optional: "设备编号（可选）",
+    issue_device: "签发设备令牌",
+    schedules_and_forms: "随访计划与城市表单",
+    form: "表单",
+    schedules_by_cli: "随访计划和表单用 gridwork-server admin schedule add / form add 定义。",
+    new_device: "新设备",
+    token_once: "此令牌只显示一次。请用网格通应用扫描二维码，或输入中继地址和令牌。",
+    relay_address: "中继",
+    device: "设备",
+    token: "令牌",
+    qr_holds: "二维码内容：",
+    operators_only: "此页面仅供系统管理员使用。",
+    last_sync: "上次同步",
+    saved_notice: "已保存。",
+    revoked_notice: "设备已吊销：它下次联系时会清除本地数据。",
     stats: "随访与统计",
     from: "开始",
     until: "结束",
@@ -424,6 +511,7 @@ struct LoginTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     error: Option<&'a str>,
 }
@@ -435,6 +523,7 @@ struct MessageTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     text: &'a str,
 }
@@ -446,6 +535,7 @@ struct ReviewsTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     rows: &'a [ReviewRow],
     notice: Option<&'a str>,
@@ -459,6 +549,7 @@ struct EventsTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     state: &'a str,
     rows: &'a [EventRow],
@@ -471,6 +562,7 @@ struct EventTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     e: &'a EventRow,
     timeline: &'a [TimelineRow],
@@ -487,6 +579,7 @@ struct RecordTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     r: &'a RecordView,
     notice: Option<&'a str>,
@@ -500,6 +593,7 @@ struct DuplicatesTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     pairs: &'a [PairRow],
     notice: Option<&'a str>,
@@ -513,6 +607,7 @@ struct ExportsTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     kinds: &'a [&'a str],
 }
@@ -524,8 +619,39 @@ struct StatsTemplate<'a> {
     title: &'a str,
     w: &'a Words,
     user: Option<&'a str>,
+    operator: bool,
     csrf: &'a str,
     v: &'a StatsView,
+}
+
+#[derive(Template)]
+#[template(path = "console/admin.html")]
+struct AdminTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    operator: bool,
+    csrf: &'a str,
+    v: &'a AdminView,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/token.html")]
+struct TokenTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    operator: bool,
+    csrf: &'a str,
+    relay: &'a str,
+    device: &'a str,
+    token: &'a str,
+    qr: &'a str,
+    qr_text: &'a str,
 }
 
 fn rendered(t: impl Template) -> String {
@@ -554,6 +680,7 @@ impl<'a> Page<'a> {
             title: w.login_title,
             w,
             user: None,
+            operator: false,
             csrf,
             error,
         }))
@@ -565,6 +692,7 @@ impl<'a> Page<'a> {
             title,
             w: Words::of(lang),
             user: None,
+            operator: false,
             csrf: "",
             text,
         }))
@@ -573,6 +701,7 @@ impl<'a> Page<'a> {
     pub fn reviews(
         lang: Lang,
         user: &str,
+        operator: bool,
         csrf: &str,
         rows: &[ReviewRow],
         notice: Option<&str>,
@@ -584,6 +713,7 @@ impl<'a> Page<'a> {
             title: w.reviews,
             w,
             user: Some(user),
+            operator,
             csrf,
             rows,
             notice,
@@ -593,13 +723,21 @@ impl<'a> Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    pub fn events(lang: Lang, user: &str, csrf: &str, state: &str, rows: &[EventRow]) -> Page<'a> {
+    pub fn events(
+        lang: Lang,
+        user: &str,
+        operator: bool,
+        csrf: &str,
+        state: &str,
+        rows: &[EventRow],
+    ) -> Page<'a> {
         let w = Words::of(lang);
         Page::of(rendered(EventsTemplate {
             lang,
             title: w.events,
             w,
             user: Some(user),
+            operator,
             csrf,
             state,
             rows,
@@ -609,6 +747,7 @@ impl<'a> Page<'a> {
     pub fn event(
         lang: Lang,
         user: &str,
+        operator: bool,
         csrf: &str,
         view: &EventView,
         notice: Option<&str>,
@@ -620,6 +759,7 @@ impl<'a> Page<'a> {
             title: &view.row.title,
             w,
             user: Some(user),
+            operator,
             csrf,
             e: &view.row,
             timeline: &view.timeline,
@@ -801,6 +941,7 @@ impl<'a> Page<'a> {
     pub fn record(
         lang: Lang,
         user: &str,
+        operator: bool,
         csrf: &str,
         r: &RecordView,
         notice: Option<&str>,
@@ -811,6 +952,7 @@ impl<'a> Page<'a> {
             title: &r.title,
             w: Words::of(lang),
             user: Some(user),
+            operator,
             csrf,
             r,
             notice,
@@ -821,6 +963,7 @@ impl<'a> Page<'a> {
     pub fn duplicates(
         lang: Lang,
         user: &str,
+        operator: bool,
         csrf: &str,
         pairs: &[PairRow],
         notice: Option<&str>,
@@ -832,6 +975,7 @@ impl<'a> Page<'a> {
             title: w.duplicates,
             w,
             user: Some(user),
+            operator,
             csrf,
             pairs,
             notice,
@@ -839,13 +983,14 @@ impl<'a> Page<'a> {
         }))
     }
 
-    pub fn exports(lang: Lang, user: &str, csrf: &str) -> Page<'a> {
+    pub fn exports(lang: Lang, user: &str, operator: bool, csrf: &str) -> Page<'a> {
         let w = Words::of(lang);
         Page::of(rendered(ExportsTemplate {
             lang,
             title: w.exports,
             w,
             user: Some(user),
+            operator,
             csrf,
             kinds: &[
                 "person",
@@ -1036,13 +1181,14 @@ pub fn pair_rows(store: &gridwork_core::Store) -> gridwork_core::Result<Vec<Pair
 }
 
 impl<'a> Page<'a> {
-    pub fn stats(lang: Lang, user: &str, csrf: &str, v: &StatsView) -> Page<'a> {
+    pub fn stats(lang: Lang, user: &str, operator: bool, csrf: &str, v: &StatsView) -> Page<'a> {
         let w = Words::of(lang);
         Page::of(rendered(StatsTemplate {
             lang,
             title: w.stats,
             w,
             user: Some(user),
+            operator,
             csrf,
             v,
         }))
@@ -1193,6 +1339,116 @@ pub fn stats_view(
     })
 }
 
+impl<'a> Page<'a> {
+    pub fn admin(
+        lang: Lang,
+        user: &str,
+        operator: bool,
+        csrf: &str,
+        v: &AdminView,
+        notice: Option<&str>,
+        error: Option<&str>,
+    ) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(AdminTemplate {
+            lang,
+            title: w.admin,
+            w,
+            user: Some(user),
+            operator,
+            csrf,
+            v,
+            notice,
+            error,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn token(lang: Lang, user: &str, operator: bool, csrf: &str, new: &TokenView) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(TokenTemplate {
+            lang,
+            title: w.new_device,
+            w,
+            user: Some(user),
+            operator,
+            csrf,
+            relay: &new.relay,
+            device: &new.device,
+            token: &new.token,
+            qr: &new.qr_svg,
+            qr_text: &new.qr_text,
+        }))
+    }
+}
+
+/// The operator's page.
+pub struct AdminView {
+    pub areas: Vec<AreaLine>,
+    pub users: Vec<UserLine>,
+    pub devices: Vec<DeviceLine>,
+    /// (id, what it is).
+    pub schedules: Vec<(String, String)>,
+    pub forms: Vec<(String, String)>,
+}
+
+pub struct AreaLine {
+    pub id: String,
+    pub path: String,
+    pub level: String,
+    pub name: String,
+}
+
+pub struct UserLine {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub area: String,
+    pub disabled: bool,
+    pub devices: u64,
+}
+
+pub struct DeviceLine {
+    pub id: String,
+    pub user: String,
+    pub last_sync: String,
+    pub state: String,
+    pub active: bool,
+}
+
+/// A device just issued: shown once.
+pub struct TokenView {
+    pub relay: String,
+    pub device: String,
+    pub token: String,
+    pub qr_text: String,
+    pub qr_svg: String,
+}
+
+/// What an app scans to enrol: the relay's address and the device token.
+pub fn enrolment_text(relay: &str, token: &str) -> String {
+    format!("gridwork:enrol?relay={relay}&token={token}")
+}
+
+/// A QR code of `text` as SVG (black modules on white, no styles or scripts).
+pub fn qr_svg(text: &str) -> String {
+    use qrcode::render::svg;
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code
+            .render::<svg::Color<'_>>()
+            .min_dimensions(220, 220)
+            .dark_color(svg::Color("#000000"))
+            .light_color(svg::Color("#ffffff"))
+            .build(),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn when(secs: Option<i64>) -> String {
+    secs.map(|s| short(&gridwork_core::time::iso_from_secs(s)))
+        .unwrap_or_else(|| "–".into())
+}
+
 /// A visit waiting for review, as the queue shows it.
 pub struct ReviewRow {
     pub id: String,
@@ -1282,6 +1538,8 @@ button.choice { background: #fff; color: var(--ink); border-color: var(--line); 
 label.check { display: flex; gap: .5rem; align-items: center; }
 label.check input { width: auto; display: inline; }
 .narrow-left { max-width: 28rem; }
+.qr svg { width: 220px; height: 220px; }
+code { font-family: ui-monospace, monospace; word-break: break-all; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 1rem; }
 table.bars th { text-align: left; font-weight: 400; color: var(--muted); padding-right: .75rem; }
 table.bars td.num { padding-left: .5rem; font-variant-numeric: tabular-nums; }
@@ -1302,3 +1560,13 @@ ol.timeline .when { color: var(--muted); font-variant-numeric: tabular-nums; }
 select { display: block; width: 100%; padding: .5rem; font: inherit; border: 1px solid var(--line); border-radius: 6px; }
 form.act .buttons { display: flex; gap: .5rem; flex-wrap: wrap; }
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_qr_code_is_plain_svg_without_styles_or_scripts() {
+        let svg = super::qr_svg(&super::enrolment_text("https://relay.example", "gw1_abc"));
+        assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
+        assert!(!svg.contains("style=") && !svg.contains("<script"), "{svg}");
+    }
+}

@@ -2611,6 +2611,93 @@ async fn judges_merges_of_duplicates(b: Backend) {
     env.stop().await;
 }
 
+/// The web console's tables on both backends: accounts (argon2id), sessions that expire and end with
+/// their account, and the audit trail newest first.
+async fn console_accounts_sessions_and_audit(b: Backend) {
+    use gridwork_server::storage::console::AuditRow;
+    let env = Env::new(b).await;
+    let admin = Admin::open(&env.storage).await.unwrap();
+    let store = gridwork_server::storage::Store::open(&env.storage, &Limits::default())
+        .await
+        .unwrap();
+    assert!(is_invalid(admin.set_web_password("sup", "short").await));
+    assert!(is_not_found(
+        admin.set_web_password("nobody", "long enough pw").await
+    ));
+    admin
+        .set_web_password("sup", "long enough pw")
+        .await
+        .unwrap();
+    let hash = store.web_account("sup").await.unwrap().unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(gridwork_server::console::passwords::verify(
+        Some(&hash),
+        "long enough pw"
+    ));
+    assert!(!gridwork_server::console::passwords::verify(
+        Some(&hash),
+        "long enough PW"
+    ));
+    assert!(!gridwork_server::console::passwords::verify(
+        None,
+        "long enough pw"
+    ));
+    // A live session, an expired one.
+    let (live, old) = ([1u8; 32], [2u8; 32]);
+    let now = gridwork_protocol::time::now_secs();
+    store
+        .insert_web_session(live, "sup", "csrf-1", now + 3600)
+        .await
+        .unwrap();
+    store
+        .insert_web_session(old, "sup", "csrf-2", now - 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.web_session(live).await.unwrap(),
+        Some(("sup".to_owned(), "csrf-1".to_owned()))
+    );
+    assert_eq!(store.web_session(old).await.unwrap(), None, "expired");
+    store.delete_web_session(live).await.unwrap();
+    assert_eq!(store.web_session(live).await.unwrap(), None);
+    store
+        .insert_web_session(live, "sup", "csrf-3", now + 3600)
+        .await
+        .unwrap();
+    admin.remove_web_account("sup").await.unwrap();
+    assert_eq!(
+        store.web_session(live).await.unwrap(),
+        None,
+        "ended with the account"
+    );
+    assert!(is_not_found(admin.remove_web_account("sup").await));
+    for (i, action) in ["login", "approved"].into_iter().enumerate() {
+        store
+            .audit(AuditRow {
+                at: now + i as i64,
+                user: "sup".into(),
+                action: action.into(),
+                target: (i == 1).then(|| "r1".to_owned()),
+                outcome: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let trail = admin.audit_trail(10).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = trail
+        .iter()
+        .map(|a| (a.action.as_str(), a.target.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [("approved", Some("r1")), ("login", None)],
+        "newest first"
+    );
+    store.close().await;
+    admin.close().await;
+    env.stop().await;
+}
+
 fn author_note(author: &Author, forms_version: Option<&str>) -> String {
     serde_json::to_string(
         &ChangeNote::new(&author.user, &author.device, "update", vec![]).with_forms(forms_version),
@@ -2826,4 +2913,5 @@ conformance!(
     follow_up_schedules,
     city_forms,
     judges_merges_of_duplicates,
+    console_accounts_sessions_and_audit,
 );

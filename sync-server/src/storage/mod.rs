@@ -14,7 +14,7 @@
 //! conformance suite (`tests/conformance.rs`) runs every test against both.
 
 mod admin;
-pub(crate) mod console;
+pub mod console;
 mod pg_tls;
 pub mod postgres;
 mod reads;

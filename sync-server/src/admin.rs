@@ -294,6 +294,20 @@ impl Admin {
         Ok(())
     }
 
+    /// Sets an area's boundary for the console's map, from GeoJSON (a Polygon, a MultiPolygon, a
+    /// Feature of one or a FeatureCollection of them).
+    pub async fn set_area_shape(&self, area: &str, geojson: &str) -> Result<()> {
+        if !self.list_areas().await?.iter().any(|a| a.id == area) {
+            return Err(Error::NotFound(format!("area {area}")));
+        }
+        let shape = crate::console::map::parse_boundary(geojson).map_err(Error::Invalid)?;
+        self.store
+            .put_area_shape(area, &crate::console::map::to_geojson(&shape))
+            .await?;
+        tracing::info!(area = %area, "area boundary set");
+        Ok(())
+    }
+
     /// Removes a user's web account and ends their console sessions.
     pub async fn remove_web_account(&self, user: &str) -> Result<()> {
         if !self.store.remove_web_account(user).await? {

@@ -162,6 +162,9 @@ async fn sign_out(c: &Client) {
 
 const PASSWORD: &str = "willow-tree-2026";
 
+/// Grid 1's boundary, around the building.
+const GRID_1: &str = r#"{"type":"Feature","properties":{"name":"Grid 1"},"geometry":{"type":"Polygon","coordinates":[[[120.150,30.270],[120.160,30.270],[120.160,30.278],[120.150,30.278],[120.150,30.270]]]}}"#;
+
 fn finished_visit(d: &Device, resident: &str, purpose: &str) -> String {
     let v = d.store.start_visit("g1", purpose, None).unwrap();
     d.store.add_visited(&v, resident).unwrap();
@@ -278,6 +281,40 @@ fn a_supervisor_reviews_visits_in_the_console() {
             Some("Needs the community's help."),
         )
         .unwrap();
+    // For the map: a building with coordinates, a broken street lamp reported there, a visit on site.
+    let building = wang
+        .store
+        .create(
+            NewRecord::new(Kind::Place, "g1")
+                .field("name", "5号楼")
+                .field("lat", "30.2741")
+                .field("lon", "120.1551"),
+        )
+        .unwrap();
+    let lamp = wang
+        .store
+        .create(
+            NewRecord::new(Kind::Event, "g1")
+                .field("title", "路灯损坏")
+                .field("category", "incident"),
+        )
+        .unwrap();
+    wang.store
+        .link(&lamp, LinkType::LocatedAt, &building)
+        .unwrap();
+    let on_site = wang
+        .store
+        .start_visit(
+            "g1",
+            "Lamp check",
+            Some(GeoPoint {
+                lat: 30.2745,
+                lon: 120.1556,
+                accuracy: 5.0,
+            }),
+        )
+        .unwrap();
+    wang.store.finish_visit(&on_site, None).unwrap();
     wang.sync();
 
     rt.block_on(async {
@@ -488,6 +525,37 @@ fn a_supervisor_reviews_visits_in_the_console() {
         click(&c, &format!("{form} button")).await;
         let page = body(&c).await;
         assert!(page.contains("Saved.") && page.contains("d1/s1/c1/g5/"), "{page}");
+        // Grid 1's boundary, then the map: the boundary, the building, the visit, the open lamp.
+        let form = "form[action='/console/admin/shapes']";
+        c.find(Locator::Css(&format!("{form} select[name=area] option[value=g1]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css(&format!("{form} textarea")))
+            .await
+            .unwrap()
+            .send_keys(GRID_1)
+            .await
+            .unwrap();
+        click(&c, &format!("{form} button")).await;
+        assert!(body(&c).await.contains("Saved."));
+        click(&c, "header nav a[href='/console/map']").await;
+        let count = |css: &'static str| {
+            let c = c.clone();
+            async move { c.find_all(Locator::Css(css)).await.unwrap().len() }
+        };
+        assert_eq!(count("#map path.area").await, 1);
+        assert_eq!(count("#map circle.place").await, 1);
+        assert_eq!(count("#map circle.visit").await, 1, "the visit with coordinates");
+        assert_eq!(count("#map rect.event").await, 1, "the open lamp, not the closed hazard");
+        shot(&c, "console-map").await;
+        c.goto(&format!("{base}/console/map?category=dispute")).await.unwrap();
+        assert_eq!(count("#map rect.event").await, 0, "filtered by category");
+        c.goto(&format!("{base}/console/map?from=2020-01-01&until=2020-01-02")).await.unwrap();
+        assert_eq!(count("#map circle.visit").await, 0, "filtered by period");
+        c.goto(&format!("{base}/console/admin")).await.unwrap();
         let form = "form[action='/console/admin/users']";
         for (name, value) in [("id", "chen"), ("name", "Chen Jie")] {
             c.find(Locator::Css(&format!("{form} input[name={name}]")))
@@ -578,6 +646,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         "wang\tlogin\t-\tforbidden_role".to_owned(),
         "zhou\tlogin\t-\twrong_password".to_owned(),
         "op\tadd_area\tg5\tok".to_owned(),
+        "op\tset_boundary\tg1\tok".to_owned(),
         "op\tadd_user\tchen\tok".to_owned(),
         "op\tissue_device\tchen-phone\tok".to_owned(),
         "op\trevoke_device\tchen-phone\tok".to_owned(),

@@ -23,3 +23,9 @@ CREATE TABLE console_audit (
     target  TEXT,
     outcome TEXT NOT NULL
 );
+-- An area's boundary for the console's map (GeoJSON geometry, a MultiPolygon, checked before it is
+-- stored). Not a foreign key: removing an area leaves its boundary unused, never blocks the removal.
+CREATE TABLE area_shapes (
+    area    TEXT PRIMARY KEY,
+    geojson TEXT NOT NULL
+);

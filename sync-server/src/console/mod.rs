@@ -15,6 +15,7 @@
 //! - **What is logged**: the audit trail (`console_audit`) keeps every console action: who, what, which
 //!   record, how it ended. No personal data in logs or URLs (record ids only); pages are `no-store`
 //!   under a strict Content-Security-Policy (no inline script, nothing from other hosts).
+pub mod map;
 mod pages;
 
 use std::collections::HashMap;
@@ -216,7 +217,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/duplicates/decide", post(decide))
         .route("/console/exports", get(exports))
         .route("/console/stats", get(stats))
+        .route("/console/map", get(map_page))
         .route("/console/admin", get(admin_page))
+        .route("/console/admin/shapes", post(admin_shape))
         .route("/console/admin/areas", post(admin_area))
         .route("/console/admin/users", post(admin_user))
         .route("/console/admin/devices", post(admin_device))
@@ -1418,6 +1421,91 @@ async fn admin_revoke(
         .revoke_device(&id)
         .await;
     admin_done(&state, &session, "revoke_device", &id, result, "revoked").await
+}
+
+#[derive(Deserialize)]
+struct MapQuery {
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    until: String,
+}
+
+/// The map: boundaries, places, visits in the period, open events (of a category).
+async fn map_page(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Query(q): Query<MapQuery>,
+) -> Response {
+    let lang = session.lang;
+    let shapes = match state.store.area_shapes().await {
+        Ok(s) => s,
+        Err(e) => return unavailable(lang, &e),
+    };
+    let date = |d: &str| {
+        let d = d.trim();
+        if pages::day_secs(d).is_some() {
+            d.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let category = if gridwork_protocol::model::Kind::Event
+        .spec("category")
+        .is_ok_and(|s| s.validate(q.category.trim()).is_ok())
+    {
+        q.category.trim().to_owned()
+    } else {
+        String::new()
+    };
+    let (from, until) = (date(&q.from), date(&q.until));
+    let view = match on_device(&state, &session, move |s| {
+        map::map_view(s, &shapes, &category, &from, &until)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    session_html(
+        StatusCode::OK,
+        lang,
+        Page::map(
+            lang,
+            &session.user.name,
+            session.user.role == Role::Operator,
+            &session.csrf,
+            &view,
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ShapeForm {
+    csrf: String,
+    area: String,
+    geojson: String,
+}
+
+/// An operator sets an area's boundary from GeoJSON.
+async fn admin_shape(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<ShapeForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "set_boundary", Some(&f.area)).await;
+    }
+    let area = f.area.trim().to_owned();
+    let result = crate::admin::Admin::on(state.store.clone())
+        .set_area_shape(&area, &f.geojson)
+        .await;
+    admin_done(&state, &session, "set_boundary", &area, result, "boundary").await
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {

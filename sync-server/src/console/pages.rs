@@ -113,6 +113,13 @@ pub struct Words {
     pub token: &'static str,
     pub qr_holds: &'static str,
     pub operators_only: &'static str,
+    pub map: &'static str,
+    pub nothing_to_draw: &'static str,
+    pub places: &'static str,
+    pub visits: &'static str,
+    pub boundaries: &'static str,
+    pub geojson: &'static str,
+    pub save_boundary: &'static str,
     pub last_sync: &'static str,
     pub saved_notice: &'static str,
     pub revoked_notice: &'static str,
@@ -256,6 +263,13 @@ const EN: Words = Words {
     token: "Token",
     qr_holds: "The code holds:",
     operators_only: "This page is for operators.",
+    map: "Map",
+    nothing_to_draw: "Nothing to draw yet: an operator uploads the areas' boundaries, and places and visits with coordinates appear.",
+    places: "Places",
+    visits: "Visits",
+    boundaries: "Area boundaries (GeoJSON)",
+    geojson: "GeoJSON (Polygon, MultiPolygon, Feature or FeatureCollection)",
+    save_boundary: "Save the boundary",
     last_sync: "Last sync",
     saved_notice: "Saved.",
     revoked_notice: "Device revoked: it wipes its store at its next contact.",
@@ -405,6 +419,13 @@ const ZH: Words = Words {
     token: "令牌",
     qr_holds: "二维码内容：",
     operators_only: "此页面仅供系统管理员使用。",
+    map: "地图",
+    nothing_to_draw: "暂无可显示内容：管理员上传区域边界后，带坐标的地点和走访会显示在这里。",
+    places: "地点",
+    visits: "走访",
+    boundaries: "区域边界（GeoJSON）",
+    geojson: "GeoJSON（Polygon、MultiPolygon、Feature 或 FeatureCollection）",
+    save_boundary: "保存边界",
     last_sync: "上次同步",
     saved_notice: "已保存。",
     revoked_notice: "设备已吊销：它下次联系时会清除本地数据。",
@@ -652,6 +673,19 @@ struct TokenTemplate<'a> {
     token: &'a str,
     qr: &'a str,
     qr_text: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "console/map.html")]
+struct MapTemplate<'a> {
+    lang: Lang,
+    title: &'a str,
+    w: &'a Words,
+    user: Option<&'a str>,
+    operator: bool,
+    csrf: &'a str,
+    v: &'a super::map::MapView,
+    categories: &'a [&'a str],
 }
 
 fn rendered(t: impl Template) -> String {
@@ -1449,6 +1483,28 @@ pub fn when(secs: Option<i64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+impl<'a> Page<'a> {
+    pub fn map(
+        lang: Lang,
+        user: &str,
+        operator: bool,
+        csrf: &str,
+        v: &super::map::MapView,
+    ) -> Page<'a> {
+        let w = Words::of(lang);
+        Page::of(rendered(MapTemplate {
+            lang,
+            title: w.map,
+            w,
+            user: Some(user),
+            operator,
+            csrf,
+            v,
+            categories: &["incident", "dispute", "hazard_report", "service_request"],
+        }))
+    }
+}
+
 /// A visit waiting for review, as the queue shows it.
 pub struct ReviewRow {
     pub id: String,
@@ -1539,6 +1595,17 @@ label.check { display: flex; gap: .5rem; align-items: center; }
 label.check input { width: auto; display: inline; }
 .narrow-left { max-width: 28rem; }
 .qr svg { width: 220px; height: 220px; }
+textarea { display: block; width: 100%; font: .85rem ui-monospace, monospace; border: 1px solid var(--line); border-radius: 6px; padding: .5rem; }
+svg.map { width: 100%; height: auto; background: #fbfcfd; border: 1px solid var(--line); border-radius: 10px; }
+svg.map .area { fill: #e7f0fb; stroke: #0b6bcb; stroke-width: 1.5; }
+svg.map .area-label { font-size: 13px; fill: #1d2733; text-anchor: middle; }
+svg.map .place { fill: #ffffff; stroke: #1d2733; stroke-width: 2; }
+svg.map .visit { fill: #1e7d32; }
+svg.map .event { fill: #b3261e; }
+.legend .key { display: inline-block; width: .8rem; height: .8rem; border-radius: 50%; margin-left: 1rem; vertical-align: middle; }
+.legend .key.place { background: #fff; border: 2px solid #1d2733; }
+.legend .key.visit { background: #1e7d32; }
+.legend .key.event { background: #b3261e; border-radius: 2px; }
 code { font-family: ui-monospace, monospace; word-break: break-all; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 1rem; }
 table.bars th { text-align: left; font-weight: 400; color: var(--muted); padding-right: .75rem; }

@@ -20,6 +20,9 @@ pub(crate) const DELETE_USER_SESSIONS: &str = "DELETE FROM web_sessions WHERE us
 pub(crate) const DELETE_EXPIRED: &str = "DELETE FROM web_sessions WHERE expires_at <= $1";
 pub(crate) const INSERT_AUDIT: &str =
     "INSERT INTO console_audit (at, user_id, action, target, outcome) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const PUT_SHAPE: &str = "INSERT INTO area_shapes (area, geojson) VALUES ($1, $2)
+     ON CONFLICT (area) DO UPDATE SET geojson = excluded.geojson";
+pub(crate) const SHAPES: &str = "SELECT area, geojson FROM area_shapes ORDER BY area";
 pub(crate) const AUDIT: &str = "SELECT at, user_id, action, target, outcome FROM console_audit
      ORDER BY seq DESC LIMIT $1";
 
@@ -179,5 +182,20 @@ pub(crate) async fn audit_trail<S: ConsoleSql>(sql: &mut S, limit: i64) -> Resul
             target: r[3].text(),
             outcome: r[4].text().unwrap_or_default(),
         })
+        .collect())
+}
+
+pub(crate) async fn put_shape<S: ConsoleSql>(sql: &mut S, area: &str, geojson: &str) -> Result<()> {
+    sql.exec(PUT_SHAPE, &[Value::Text(area), Value::Text(geojson)])
+        .await?;
+    Ok(())
+}
+
+/// Every area boundary: (area, GeoJSON MultiPolygon).
+pub(crate) async fn shapes<S: ConsoleSql>(sql: &mut S) -> Result<Vec<(String, String)>> {
+    let rows = sql.query(SHAPES, &[]).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r[0].text()?, r[1].text()?)))
         .collect())
 }

@@ -489,6 +489,17 @@ impl Store {
         logic!(self, sql => console::delete_session(&mut sql, &token_hash))
     }
 
+    /// Sets an area's boundary (a GeoJSON MultiPolygon, checked by the caller).
+    pub async fn put_area_shape(&self, area: &str, geojson: &str) -> Result<()> {
+        let (a, g) = (area.to_owned(), geojson.to_owned());
+        logic!(self, sql => console::put_shape(&mut sql, &a, &g))
+    }
+
+    /// Every area boundary: (area, GeoJSON MultiPolygon).
+    pub async fn area_shapes(&self) -> Result<Vec<(String, String)>> {
+        logic!(self, sql => console::shapes(&mut sql))
+    }
+
     /// Appends a console action to the audit trail.
     pub async fn audit(&self, row: console::AuditRow) -> Result<()> {
         logic!(self, sql => console::audit(&mut sql, &row))

@@ -189,46 +189,6 @@ impl Frame {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boundaries_are_read_from_any_polygon_geojson_and_checked() {
-        let square = r#"{"type":"Polygon","coordinates":[[[120,30],[120.01,30],[120.01,30.01],[120,30.01],[120,30]]]}"#;
-        assert_eq!(parse_boundary(square).unwrap().len(), 1);
-        let fc = format!(
-            r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{}},"geometry":{square}}},{{"type":"Feature","geometry":{{"type":"Point","coordinates":[1,2]}}}}]}}"#
-        );
-        assert_eq!(parse_boundary(&fc).unwrap().len(), 1);
-        let stored = to_geojson(&parse_boundary(square).unwrap());
-        assert_eq!(
-            parse_boundary(&stored).unwrap(),
-            parse_boundary(square).unwrap()
-        );
-        for bad in [
-            "not json",
-            r#"{"type":"Point","coordinates":[1,2]}"#,
-            r#"{"type":"Polygon","coordinates":[[[200,30],[120,30],[120,31],[200,30]]]}"#,
-            r#"{"type":"Polygon","coordinates":[[[120,30],[120,31]]]}"#,
-            r#"{"coordinates":[]}"#,
-        ] {
-            assert!(parse_boundary(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_frame_keeps_points_inside() {
-        let f = Frame::new(&[(120.0, 30.0), (120.02, 30.01)], 960.0, 640.0).unwrap();
-        for (lon, lat) in [(120.0, 30.0), (120.02, 30.01), (120.01, 30.005)] {
-            let (x, y) = f.xy(lon, lat);
-            assert!(
-                (0.0..=960.0).contains(&x) && (0.0..=640.0).contains(&y),
-                "{x} {y}"
-            );
-        }
-    }
-}
 
 /// The map of what a console device holds: the boundaries of the areas it sees, its places, its visits
 /// started in the period (`from`, `until`: YYYY-MM-DD, inclusive), its open events (of `category`)
@@ -360,4 +320,45 @@ pub fn map_view(
         until: until.to_owned(),
         empty: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_read_from_any_polygon_geojson_and_checked() {
+        let square = r#"{"type":"Polygon","coordinates":[[[120,30],[120.01,30],[120.01,30.01],[120,30.01],[120,30]]]}"#;
+        assert_eq!(parse_boundary(square).unwrap().len(), 1);
+        let fc = format!(
+            r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{}},"geometry":{square}}},{{"type":"Feature","geometry":{{"type":"Point","coordinates":[1,2]}}}}]}}"#
+        );
+        assert_eq!(parse_boundary(&fc).unwrap().len(), 1);
+        let stored = to_geojson(&parse_boundary(square).unwrap());
+        assert_eq!(
+            parse_boundary(&stored).unwrap(),
+            parse_boundary(square).unwrap()
+        );
+        for bad in [
+            "not json",
+            r#"{"type":"Point","coordinates":[1,2]}"#,
+            r#"{"type":"Polygon","coordinates":[[[200,30],[120,30],[120,31],[200,30]]]}"#,
+            r#"{"type":"Polygon","coordinates":[[[120,30],[120,31]]]}"#,
+            r#"{"coordinates":[]}"#,
+        ] {
+            assert!(parse_boundary(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_frame_keeps_points_inside() {
+        let f = Frame::new(&[(120.0, 30.0), (120.02, 30.01)], 960.0, 640.0).unwrap();
+        for (lon, lat) in [(120.0, 30.0), (120.02, 30.01), (120.01, 30.005)] {
+            let (x, y) = f.xy(lon, lat);
+            assert!(
+                (0.0..=960.0).contains(&x) && (0.0..=640.0).contains(&y),
+                "{x} {y}"
+            );
+        }
+    }
 }

@@ -495,6 +495,15 @@ fn a_supervisor_reviews_visits_in_the_console() {
         let page = sign_in(&c, &base, "qian", PASSWORD).await;
         assert!(page.contains("Nothing to review"), "{page}");
         assert!(!page.contains("Evening check") && !page.contains("李华"), "{page}");
+        for path in [
+            format!("/console/records/{li_hua}"),
+            format!("/console/events/{hazard}"),
+        ] {
+            c.goto(&format!("{base}{path}")).await.unwrap();
+            assert!(body(&c).await.contains("no such record in your area"), "{path}");
+        }
+        c.goto(&format!("{base}/console/duplicates")).await.unwrap();
+        assert!(body(&c).await.contains("No possible duplicates"));
         sign_out(&c).await;
 
         // The operator's page: supervisors are refused it; an operator adds a grid and a worker and
@@ -609,6 +618,38 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert_eq!((status, who["user_id"].as_str()), (200, Some("chen")), "{who}");
         assert_eq!(who["area"], "g5");
         c.goto(&format!("{base}/console/admin")).await.unwrap();
+        // A city form and a schedule, defined in the console; a malformed form is refused with why,
+        // and nothing of it goes into the address.
+        let textarea = "form[action='/console/admin/forms'] textarea";
+        c.find(Locator::Css(textarea)).await.unwrap().send_keys(r#"{"id":"broken""#).await.unwrap();
+        click(&c, "form[action='/console/admin/forms'] button").await;
+        assert!(body(&c).await.contains("not a form"));
+        assert!(!c.current_url().await.unwrap().as_str().contains("broken"));
+        c.find(Locator::Css(textarea))
+            .await
+            .unwrap()
+            .send_keys(r#"{"id":"c1-person","area":"c1","kind":"person","fields":[{"key":"pension","label_zh":"养老金","label_en":"Pension","type":"yes_no"}]}"#)
+            .await
+            .unwrap();
+        click(&c, "form[action='/console/admin/forms'] button").await;
+        let form = "form[action='/console/admin/schedules']";
+        for (name, value) in [("id", "hazards-monthly"), ("name", "Hazards: monthly")] {
+            c.find(Locator::Css(&format!("{form} input[name={name}]")))
+                .await
+                .unwrap()
+                .send_keys(value)
+                .await
+                .unwrap();
+        }
+        c.find(Locator::Css(&format!("{form} select[name=kind] option[value=object]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        click(&c, &format!("{form} button")).await;
+        let defs = c.find(Locator::Css("#definitions")).await.unwrap().text().await.unwrap();
+        assert!(defs.contains("c1-person") && defs.contains("hazards-monthly"), "{defs}");
         click(&c, "#device-chen-phone form button").await;
         assert!(body(&c).await.contains("Device revoked"));
         assert_eq!(me(token).await.0, 401);
@@ -646,6 +687,8 @@ fn a_supervisor_reviews_visits_in_the_console() {
         "wang\tlogin\t-\tforbidden_role".to_owned(),
         "zhou\tlogin\t-\twrong_password".to_owned(),
         "op\tadd_area\tg5\tok".to_owned(),
+        "op\tput_form\tc1-person\tok".to_owned(),
+        "op\tput_schedule\thazards-monthly\tok".to_owned(),
         "op\tset_boundary\tg1\tok".to_owned(),
         "op\tadd_user\tchen\tok".to_owned(),
         "op\tissue_device\tchen-phone\tok".to_owned(),

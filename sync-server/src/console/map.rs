@@ -189,7 +189,6 @@ impl Frame {
     }
 }
 
-
 /// The map of what a console device holds: the boundaries of the areas it sees, its places, its visits
 /// started in the period (`from`, `until`: YYYY-MM-DD, inclusive), its open events (of `category`)
 /// where they are located at a place.

@@ -220,6 +220,13 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/map", get(map_page))
         .route("/console/admin", get(admin_page))
         .route("/console/admin/shapes", post(admin_shape))
+        .route("/console/admin/schedules", post(admin_schedule))
+        .route(
+            "/console/admin/schedules/{id}/remove",
+            post(admin_remove_schedule),
+        )
+        .route("/console/admin/forms", post(admin_form))
+        .route("/console/admin/forms/{id}/remove", post(admin_remove_form))
         .route("/console/admin/areas", post(admin_area))
         .route("/console/admin/users", post(admin_user))
         .route("/console/admin/devices", post(admin_device))
@@ -1217,8 +1224,6 @@ async fn admin_page(
         Some(_) => Some(w.saved_notice),
         None => None,
     };
-    // Operator errors are the relay's own messages (ids and rules, never personal data).
-    let error = q.error.clone();
     session_html(
         StatusCode::OK,
         lang,
@@ -1229,7 +1234,7 @@ async fn admin_page(
             &session.csrf,
             &view,
             notice,
-            error.as_deref(),
+            None,
         ),
     )
 }
@@ -1260,16 +1265,26 @@ async fn admin_done(
             state
                 .audit(&session.user.id, action, Some(target), code)
                 .await;
+            // The page again, with the relay's message (ids and rules, never values): nothing of
+            // it goes into a URL.
             let text: String = e.to_string().chars().take(300).collect();
-            let mut url = String::from("/console/admin?error=");
-            for b in text.bytes() {
-                if b.is_ascii_alphanumeric() {
-                    url.push(b as char);
-                } else {
-                    url.push_str(&format!("%{b:02X}"));
-                }
-            }
-            secure(Redirect::to(&url).into_response())
+            let view = match admin_view(state).await {
+                Ok(v) => v,
+                Err(e) => return unavailable(session.lang, &e),
+            };
+            session_html(
+                StatusCode::BAD_REQUEST,
+                session.lang,
+                Page::admin(
+                    session.lang,
+                    &session.user.name,
+                    true,
+                    &session.csrf,
+                    &view,
+                    None,
+                    Some(&text),
+                ),
+            )
         }
     }
 }
@@ -1506,6 +1521,120 @@ async fn admin_shape(
         .set_area_shape(&area, &f.geojson)
         .await;
     admin_done(&state, &session, "set_boundary", &area, result, "boundary").await
+}
+
+#[derive(Deserialize)]
+struct ScheduleForm {
+    csrf: String,
+    id: String,
+    area: String,
+    kind: String,
+    #[serde(default)]
+    tag: String,
+    every: String,
+    name: String,
+}
+
+/// Defines (or replaces) a follow-up schedule; devices get it at their next sync.
+async fn admin_schedule(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<ScheduleForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "put_schedule", Some(&f.id)).await;
+    }
+    let id = f.id.trim().to_owned();
+    let schedule = (|| {
+        Ok::<_, String>(gridwork_protocol::Schedule {
+            id: id.clone(),
+            area: f.area.trim().to_owned(),
+            name: f.name.trim().to_owned(),
+            kind: gridwork_protocol::Kind::parse(f.kind.trim()).ok_or("unknown kind")?,
+            tag: Some(f.tag.trim().to_owned()).filter(|t| !t.is_empty()),
+            category: None,
+            every: gridwork_protocol::Every::parse(&f.every)?,
+        })
+    })();
+    let result = match schedule {
+        Ok(s) => {
+            crate::admin::Admin::on(state.store.clone())
+                .put_schedule(s)
+                .await
+        }
+        Err(e) => Err(Error::Invalid(e)),
+    };
+    admin_done(&state, &session, "put_schedule", &id, result, "schedule").await
+}
+
+#[derive(Deserialize)]
+struct CityForm {
+    csrf: String,
+    form: String,
+}
+
+/// Defines (or replaces) a city form from its JSON; devices get it at their next sync.
+async fn admin_form(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<CityForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    let parsed: std::result::Result<gridwork_protocol::Form, _> = serde_json::from_str(&f.form);
+    let id = parsed.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "put_form", Some(&id)).await;
+    }
+    let result = match parsed {
+        Ok(form) => {
+            crate::admin::Admin::on(state.store.clone())
+                .put_form(form)
+                .await
+        }
+        Err(e) => Err(Error::Invalid(format!("not a form: {e}"))),
+    };
+    admin_done(&state, &session, "put_form", &id, result, "form").await
+}
+
+async fn admin_remove_schedule(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "remove_schedule", Some(&id)).await;
+    }
+    let result = crate::admin::Admin::on(state.store.clone())
+        .remove_schedule(&id)
+        .await;
+    admin_done(&state, &session, "remove_schedule", &id, result, "removed").await
+}
+
+async fn admin_remove_form(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "remove_form", Some(&id)).await;
+    }
+    let result = crate::admin::Admin::on(state.store.clone())
+        .remove_form(&id)
+        .await;
+    admin_done(&state, &session, "remove_form", &id, result, "removed").await
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {

@@ -280,6 +280,9 @@ pub struct ConsoleConfig {
     /// Failed logins a client address may make at once, and how many it regains per second.
     pub login_fail_burst: f64,
     pub login_fail_per_sec: f64,
+    /// A map tile server to draw under the console's map (`https://host/{z}/{x}/{y}.png`); none: the
+    /// map is drawn without tiles (a relay may have no internet).
+    pub map_tiles: Option<String>,
 }
 
 impl ConsoleConfig {
@@ -291,6 +294,7 @@ impl ConsoleConfig {
             session_secs: 8 * 3600,
             login_fail_burst: 5.0,
             login_fail_per_sec: 1.0 / 30.0,
+            map_tiles: None,
         }
     }
 }

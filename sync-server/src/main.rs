@@ -141,6 +141,10 @@ enum Cmd {
         /// Mark console session cookies Secure: the relay is reached over HTTPS (behind a proxy).
         #[arg(long)]
         secure_cookies: bool,
+        /// A map tile server for the console's map, e.g. https://tile.example/{z}/{x}/{y}.png (none:
+        /// boundaries and points without tiles).
+        #[arg(long, value_name = "URL", env = "GRIDWORK_MAP_TILES")]
+        map_tiles: Option<String>,
     },
     /// Manage areas, users and devices (works while a relay is running), convert a plaintext store
     /// (`encrypt`), make a key (`keygen`).
@@ -386,6 +390,7 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             console_key_file,
             no_console,
             secure_cookies,
+            map_tiles,
         } => {
             if !(rate_per_sec > 0.0 && rate_burst >= 1.0) {
                 return Err(Error::Invalid(
@@ -437,6 +442,10 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             }
             if let Some(c) = &mut config.console {
                 c.secure_cookies = secure_cookies;
+                if let Some(t) = map_tiles {
+                    gridwork_server::console::map::tile_origin(&t).map_err(Error::Invalid)?;
+                    c.map_tiles = Some(t);
+                }
             }
             let server = start(config).await?;
             server.run_until_signal().await;

@@ -162,6 +162,44 @@ async fn sign_out(c: &Client) {
 
 const PASSWORD: &str = "willow-tree-2026";
 
+/// A map tile server on loopback: answers every request with a 1x1 PNG and counts them.
+struct TileServer {
+    port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TileServer {
+    fn start() -> TileServer {
+        use std::io::{Read, Write};
+        const PNG: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00,
+            0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78,
+            0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99,
+            0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+        ];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    PNG.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(PNG);
+            }
+        });
+        TileServer { port, served }
+    }
+}
+
 /// Grid 1's boundary, around the building.
 const GRID_1: &str = r#"{"type":"Feature","properties":{"name":"Grid 1"},"geometry":{"type":"Polygon","coordinates":[[[120.150,30.270],[120.160,30.270],[120.160,30.278],[120.150,30.278],[120.150,30.270]]]}}"#;
 
@@ -181,6 +219,12 @@ fn a_supervisor_reviews_visits_in_the_console() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    // A tile server on loopback for the map (the relay process inherits the variable).
+    let tiles = TileServer::start();
+    std::env::set_var(
+        "GRIDWORK_MAP_TILES",
+        format!("http://127.0.0.1:{}/{{z}}/{{x}}/{{y}}.png", tiles.port),
+    );
     let relay = Relay::start(&dir.path().join("relay"));
     relay.add_areas();
     relay.add_weekly_alone_schedule();
@@ -328,6 +372,24 @@ fn a_supervisor_reviews_visits_in_the_console() {
         );
         assert!(page.contains("overdue"), "{page}");
         shot(&c, "console-events").await;
+        // By area: grid 2 has none; the export link exports what is shown.
+        c.goto(&format!("{base}/console/events?state=all&area=g2"))
+            .await
+            .unwrap();
+        assert!(body(&c).await.contains("No events here"));
+        let link = c
+            .find(Locator::Css(".exports a"))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            link.contains("kind=event") && link.contains("area=g2"),
+            "{link}"
+        );
+        c.goto(&format!("{base}/console/events")).await.unwrap();
         click(&c, &format!("#event-{hazard} a")).await;
         let page = body(&c).await;
         assert!(
@@ -559,6 +621,13 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert_eq!(count("#map circle.place").await, 1);
         assert_eq!(count("#map circle.visit").await, 1, "the visit with coordinates");
         assert_eq!(count("#map rect.event").await, 1, "the open lamp, not the closed hazard");
+        assert!(count("#map image.tile").await > 0, "tiles under the map");
+        // The browser fetched them: the page's policy allows the tile server's images.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tiles.served.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no tile was fetched");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         shot(&c, "console-map").await;
         c.goto(&format!("{base}/console/map?category=dispute")).await.unwrap();
         assert_eq!(count("#map rect.event").await, 0, "filtered by category");
@@ -617,7 +686,19 @@ fn a_supervisor_reviews_visits_in_the_console() {
         let (status, who) = me(token.clone()).await;
         assert_eq!((status, who["user_id"].as_str()), (200, Some("chen")), "{who}");
         assert_eq!(who["area"], "g5");
+        // Chen moves to grid 1: the phone learns it at its next contact.
         c.goto(&format!("{base}/console/admin")).await.unwrap();
+        for (select, value) in [("id", "chen"), ("role", "worker"), ("area", "g1")] {
+            c.find(Locator::Css(&format!("#set-user select[name={select}] option[value={value}]")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+        click(&c, "#set-user button").await;
+        assert!(body(&c).await.contains("Saved."));
+        assert_eq!(me(token.clone()).await.1["area"], "g1");
         // A city form and a schedule, defined in the console; a malformed form is refused with why,
         // and nothing of it goes into the address.
         let textarea = "form[action='/console/admin/forms'] textarea";
@@ -691,6 +772,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         "op\tput_schedule\thazards-monthly\tok".to_owned(),
         "op\tset_boundary\tg1\tok".to_owned(),
         "op\tadd_user\tchen\tok".to_owned(),
+        "op\tset_user\tchen\tok".to_owned(),
         "op\tissue_device\tchen-phone\tok".to_owned(),
         "op\trevoke_device\tchen-phone\tok".to_owned(),
     ] {

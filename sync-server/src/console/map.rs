@@ -121,6 +121,8 @@ pub struct MapView {
     pub from: String,
     pub until: String,
     pub empty: bool,
+    /// Map tiles under it, when the relay is configured with a tile server.
+    pub tiles: Vec<Tile>,
 }
 
 /// A point on the map, with what to show on hover and the record it links to.
@@ -131,47 +133,59 @@ pub struct Dot {
     pub id: String,
 }
 
-/// Projects (lon, lat) into a `width` x `height` frame around `bounds` (equirectangular, longitudes
-/// shrunk by the cosine of the middle latitude, so a street looks like a street), with a margin.
+/// Projects (lon, lat) into a `width` x `height` frame around the points (Web Mercator, as map tiles
+/// are cut, so tiles drawn under it line up), with a margin.
 pub struct Frame {
-    min_lon: f64,
-    max_lat: f64,
+    min_x: f64,
+    min_y: f64,
+    /// SVG units per unit of the Mercator square (the whole world is 1 x 1).
     scale: f64,
-    k: f64,
     margin: f64,
+    width: f64,
+    height: f64,
+}
+
+/// (lon, lat) on the Mercator square: x and y from 0 to 1, y downwards.
+fn mercator(lon: f64, lat: f64) -> (f64, f64) {
+    let lat = lat.clamp(-85.05, 85.05).to_radians();
+    (
+        (lon + 180.0) / 360.0,
+        (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0,
+    )
 }
 
 impl Frame {
     pub fn new(points: &[(f64, f64)], width: f64, height: f64) -> Option<Frame> {
-        let (mut min_lon, mut max_lon, mut min_lat, mut max_lat) =
-            (180.0f64, -180.0f64, 90.0f64, -90.0f64);
-        for (lon, lat) in points {
-            min_lon = min_lon.min(*lon);
-            max_lon = max_lon.max(*lon);
-            min_lat = min_lat.min(*lat);
-            max_lat = max_lat.max(*lat);
-        }
         if points.is_empty() {
             return None;
         }
-        let k = ((min_lat + max_lat) / 2.0).to_radians().cos().max(0.01);
+        let (mut min_x, mut max_x, mut min_y, mut max_y) = (1.0f64, 0.0f64, 1.0f64, 0.0f64);
+        for (lon, lat) in points {
+            let (x, y) = mercator(*lon, *lat);
+            min_x = min_x.min(x);
+            max_x = max_x.max(x);
+            min_y = min_y.min(y);
+            max_y = max_y.max(y);
+        }
         let margin = 24.0;
-        let span_x = ((max_lon - min_lon) * k).max(1e-6);
-        let span_y = (max_lat - min_lat).max(1e-6);
+        let span_x = (max_x - min_x).max(1e-9);
+        let span_y = (max_y - min_y).max(1e-9);
         let scale = ((width - 2.0 * margin) / span_x).min((height - 2.0 * margin) / span_y);
         Some(Frame {
-            min_lon,
-            max_lat,
+            min_x,
+            min_y,
             scale,
-            k,
             margin,
+            width,
+            height,
         })
     }
 
     pub fn xy(&self, lon: f64, lat: f64) -> (f64, f64) {
+        let (x, y) = mercator(lon, lat);
         (
-            self.margin + (lon - self.min_lon) * self.k * self.scale,
-            self.margin + (self.max_lat - lat) * self.scale,
+            self.margin + (x - self.min_x) * self.scale,
+            self.margin + (y - self.min_y) * self.scale,
         )
     }
 
@@ -187,6 +201,71 @@ impl Frame {
         }
         d
     }
+
+    /// The map tiles (`template` with `{z}`, `{x}`, `{y}`) that cover the frame, at the zoom whose
+    /// tiles come closest to 256 units: (URL, x, y, size). At most 64.
+    pub fn tiles(&self, template: &str) -> Vec<Tile> {
+        let z = (self.scale / 256.0).log2().round().clamp(0.0, 19.0) as i32;
+        let n = f64::from(1u32 << z);
+        let size = self.scale / n;
+        let left = self.min_x - self.margin / self.scale;
+        let top = self.min_y - self.margin / self.scale;
+        let right = left + self.width / self.scale;
+        let bottom = top + self.height / self.scale;
+        let (x0, x1) = ((left * n).floor() as i64, (right * n).floor() as i64);
+        let (y0, y1) = ((top * n).floor() as i64, (bottom * n).floor() as i64);
+        let mut out = Vec::new();
+        for ty in y0.max(0)..=y1.min(n as i64 - 1) {
+            for tx in x0.max(0)..=x1.min(n as i64 - 1) {
+                if out.len() >= 64 {
+                    return out;
+                }
+                let url = template
+                    .replace("{z}", &z.to_string())
+                    .replace("{x}", &tx.to_string())
+                    .replace("{y}", &ty.to_string());
+                out.push(Tile {
+                    url,
+                    x: self.margin + (tx as f64 / n - self.min_x) * self.scale,
+                    y: self.margin + (ty as f64 / n - self.min_y) * self.scale,
+                    size,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A map tile drawn under the map.
+pub struct Tile {
+    pub url: String,
+    pub x: f64,
+    pub y: f64,
+    pub size: f64,
+}
+
+/// Checks a tile URL template (`https://tiles.example/{z}/{x}/{y}.png`) and returns its origin, for
+/// the page's Content-Security-Policy.
+pub fn tile_origin(template: &str) -> Result<String, String> {
+    let rest = template
+        .strip_prefix("https://")
+        .map(|r| ("https://", r))
+        .or_else(|| template.strip_prefix("http://").map(|r| ("http://", r)));
+    let Some((scheme, rest)) = rest else {
+        return Err("map tiles: an http(s) URL".into());
+    };
+    if !["{z}", "{x}", "{y}"].iter().all(|p| template.contains(p)) {
+        return Err("map tiles: the URL holds {z}, {x} and {y}".into());
+    }
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    {
+        return Err("map tiles: a host name".into());
+    }
+    Ok(format!("{scheme}{host}"))
 }
 
 /// The map of what a console device holds: the boundaries of the areas it sees, its places, its visits
@@ -198,6 +277,7 @@ pub fn map_view(
     category: &str,
     from: &str,
     until: &str,
+    tiles: Option<&str>,
 ) -> gridwork_core::Result<MapView> {
     use gridwork_core::{EventStatus, Kind, LinkType, ListQuery};
     let (width, height) = (960u32, 640u32);
@@ -278,6 +358,7 @@ pub fn map_view(
             from: from.to_owned(),
             until: until.to_owned(),
             empty: true,
+            tiles: Vec::new(),
         });
     };
     let dots = |items: &[(gridwork_core::Record, (f64, f64))]| -> Vec<Dot> {
@@ -318,6 +399,7 @@ pub fn map_view(
         from: from.to_owned(),
         until: until.to_owned(),
         empty: false,
+        tiles: tiles.map(|t| frame.tiles(t)).unwrap_or_default(),
     })
 }
 
@@ -359,5 +441,32 @@ mod tests {
                 "{x} {y}"
             );
         }
+    }
+
+    #[test]
+    fn tiles_cover_the_frame_at_a_fitting_zoom() {
+        let f = Frame::new(&[(120.150, 30.270), (120.160, 30.278)], 960.0, 640.0).unwrap();
+        let tiles = f.tiles("https://tiles.example/{z}/{x}/{y}.png");
+        assert!(!tiles.is_empty() && tiles.len() <= 64);
+        assert!(tiles
+            .iter()
+            .all(|t| t.url.starts_with("https://tiles.example/1")));
+        assert!(
+            tiles.iter().all(|t| t.size > 128.0 && t.size < 512.0),
+            "about 256 units"
+        );
+        // Together they cover the whole frame.
+        let (min_x, min_y) = tiles
+            .iter()
+            .fold((f64::MAX, f64::MAX), |(a, b), t| (a.min(t.x), b.min(t.y)));
+        let max_x = tiles.iter().map(|t| t.x + t.size).fold(0.0, f64::max);
+        let max_y = tiles.iter().map(|t| t.y + t.size).fold(0.0, f64::max);
+        assert!(min_x <= 0.0 && min_y <= 0.0 && max_x >= 960.0 && max_y >= 640.0);
+        assert_eq!(
+            tile_origin("https://tiles.example:8443/{z}/{x}/{y}.png").unwrap(),
+            "https://tiles.example:8443"
+        );
+        assert!(tile_origin("javascript:alert(1)").is_err());
+        assert!(tile_origin("https://tiles.example/static.png").is_err());
     }
 }

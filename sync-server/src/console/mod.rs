@@ -229,6 +229,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/admin/forms/{id}/remove", post(admin_remove_form))
         .route("/console/admin/areas", post(admin_area))
         .route("/console/admin/users", post(admin_user))
+        .route("/console/admin/users/set", post(admin_set_user))
         .route("/console/admin/devices", post(admin_device))
         .route("/console/admin/devices/{id}/revoke", post(admin_revoke))
         .route("/console/export", get(export))
@@ -711,6 +712,8 @@ async fn act(
 #[derive(Deserialize)]
 struct EventsQuery {
     state: Option<String>,
+    #[serde(default)]
+    area: String,
 }
 
 /// The events board: open ones first, overdue and escalated to the user's area on top.
@@ -725,9 +728,11 @@ async fn events(
         Some("all") => "all",
         _ => "open",
     };
-    let area = session.user.area.clone();
-    let rows = match on_device(&state, &session, move |s| {
-        pages::event_rows(s, which, &area)
+    let mine = session.user.area.clone();
+    let area = q.area.trim().to_owned();
+    let wanted = area.clone();
+    let (rows, areas) = match on_device(&state, &session, move |s| {
+        pages::event_rows(s, which, &mine, &wanted)
     })
     .await
     {
@@ -743,6 +748,8 @@ async fn events(
             session.user.role == Role::Operator,
             &session.csrf,
             which,
+            &area,
+            &areas,
             &rows,
         ),
     )
@@ -1359,6 +1366,46 @@ async fn admin_user(
 }
 
 #[derive(Deserialize)]
+struct SetUserForm {
+    csrf: String,
+    id: String,
+    role: String,
+    area: String,
+}
+
+/// Changes a user's role and area (their devices learn it at their next sync; a narrower scope purges
+/// what it no longer covers from them).
+async fn admin_set_user(
+    State(state): State<Arc<ConsoleState>>,
+    session: Session,
+    Form(f): Form<SetUserForm>,
+) -> Response {
+    if let Some(refused) = operator_only(&state, &session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, &f.csrf) {
+        return csrf_refused(&state, &session, "set_user", Some(&f.id)).await;
+    }
+    let id = f.id.trim().to_owned();
+    let result = match f.role.parse::<Role>() {
+        Ok(role) => {
+            crate::admin::Admin::on(state.store.clone())
+                .set_user(
+                    &id,
+                    &crate::storage::UserChanges {
+                        name: None,
+                        role: Some(role),
+                        area: Some(f.area.trim().to_owned()),
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(Error::Invalid(e)),
+    };
+    admin_done(&state, &session, "set_user", &id, result, "user").await
+}
+
+#[derive(Deserialize)]
 struct DeviceForm {
     csrf: String,
     user: String,
@@ -1476,15 +1523,16 @@ async fn map_page(
         String::new()
     };
     let (from, until) = (date(&q.from), date(&q.until));
+    let tiles = state.config.map_tiles.clone();
     let view = match on_device(&state, &session, move |s| {
-        map::map_view(s, &shapes, &category, &from, &until)
+        map::map_view(s, &shapes, &category, &from, &until, tiles.as_deref())
     })
     .await
     {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    session_html(
+    let mut resp = session_html(
         StatusCode::OK,
         lang,
         Page::map(
@@ -1494,7 +1542,24 @@ async fn map_page(
             &session.csrf,
             &view,
         ),
-    )
+    );
+    // The tile server's images, and nothing else from another host, on this page only.
+    if let Some(origin) = state
+        .config
+        .map_tiles
+        .as_deref()
+        .and_then(|t| map::tile_origin(t).ok())
+    {
+        let policy = format!(
+            "default-src 'none'; style-src 'self'; img-src 'self' data: {origin}; \
+             form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            resp.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    resp
 }
 
 #[derive(Deserialize)]
@@ -1656,6 +1721,10 @@ struct ExportQuery {
     format: String,
     #[serde(default)]
     area: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    until: String,
     unmasked: Option<String>,
 }
 
@@ -1678,6 +1747,9 @@ async fn export(
     let mut query = gridwork_core::ExportQuery::new(kind);
     query.area = Some(q.area.trim().to_owned()).filter(|a| !a.is_empty());
     query.unmasked = q.unmasked.as_deref() == Some("true");
+    // Visits and events of a period (dates, the last one included), as the statistics page shows.
+    query.from = pages::day_secs(q.from.trim());
+    query.until = pages::day_secs(q.until.trim()).map(|s| s + 86_400);
     let unmasked = query.unmasked;
     let bytes = match on_device(&state, &session, move |s| s.export_records(&query, format)).await {
         Ok(b) => b,

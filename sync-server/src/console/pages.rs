@@ -112,6 +112,8 @@ pub struct Words {
     pub token: &'static str,
     pub qr_holds: &'static str,
     pub operators_only: &'static str,
+    pub export_this: &'static str,
+    pub set_user: &'static str,
     pub remove: &'static str,
     pub tag_optional: &'static str,
     pub every: &'static str,
@@ -267,6 +269,8 @@ const EN: Words = Words {
     token: "Token",
     qr_holds: "The code holds:",
     operators_only: "This page is for operators.",
+    export_this: "Export what is shown",
+    set_user: "Change role and area",
     remove: "remove",
     tag_optional: "Tag (optional)",
     every: "Every (weekly, monthly, 10d, 2w, 3m)",
@@ -428,6 +432,8 @@ const ZH: Words = Words {
     token: "令牌",
     qr_holds: "二维码内容：",
     operators_only: "此页面仅供系统管理员使用。",
+    export_this: "导出当前内容",
+    set_user: "修改角色和区域",
     remove: "删除",
     tag_optional: "标签（可选）",
     every: "周期（weekly、monthly、10d、2w、3m）",
@@ -588,6 +594,8 @@ struct EventsTemplate<'a> {
     operator: bool,
     csrf: &'a str,
     state: &'a str,
+    area: &'a str,
+    areas: &'a [(String, String)],
     rows: &'a [EventRow],
 }
 
@@ -772,12 +780,15 @@ impl<'a> Page<'a> {
 }
 
 impl<'a> Page<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn events(
         lang: Lang,
         user: &str,
         operator: bool,
         csrf: &str,
         state: &str,
+        area: &str,
+        areas: &[(String, String)],
         rows: &[EventRow],
     ) -> Page<'a> {
         let w = Words::of(lang);
@@ -789,6 +800,8 @@ impl<'a> Page<'a> {
             operator,
             csrf,
             state,
+            area,
+            areas,
             rows,
         }))
     }
@@ -892,7 +905,11 @@ pub fn event_rows(
     store: &gridwork_core::Store,
     state: &str,
     my_area: &str,
-) -> gridwork_core::Result<Vec<EventRow>> {
+    area: &str,
+) -> gridwork_core::Result<(Vec<EventRow>, Vec<(String, String)>)> {
+    let areas = store.areas()?;
+    let within = areas.iter().find(|a| a.id == area).map(|a| a.path.clone());
+    let path_of = |id: &str| areas.iter().find(|a| a.id == id).map(|a| a.path.as_str());
     let mut q = gridwork_core::ListQuery::new(gridwork_core::Kind::Event);
     q.limit = 1000;
     let now = gridwork_core::time::now_iso();
@@ -900,11 +917,18 @@ pub fn event_rows(
     for s in store.list(&q)?.items {
         let r = store.get(&s.id)?;
         let row = event_row(&r, my_area, &now);
-        let keep = match state {
-            "open" => row.open,
-            "closed" => !row.open,
-            _ => true,
-        };
+        let in_area = within.as_deref().is_none_or(|w| {
+            [row.area.as_str(), row.responsible.as_str()]
+                .into_iter()
+                .filter_map(path_of)
+                .any(|p| p.starts_with(w))
+        });
+        let keep = in_area
+            && match state {
+                "open" => row.open,
+                "closed" => !row.open,
+                _ => true,
+            };
         if keep {
             rows.push(row);
         }
@@ -915,7 +939,11 @@ pub fn event_rows(
             .cmp(&key(b))
             .then_with(|| b.reported_at.cmp(&a.reported_at))
     });
-    Ok(rows)
+    let choices = areas
+        .iter()
+        .map(|a| (a.id.clone(), format!("{} ({})", a.name, a.id)))
+        .collect();
+    Ok((rows, choices))
 }
 
 /// An event's page.

@@ -230,6 +230,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
     relay.add_weekly_alone_schedule();
     relay.add_area_tree(&OTHER_DISTRICT);
     let wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    let li = Device::new(&relay, dir.path(), "li", Role::Worker, "g1");
     relay.add_device("zhou", Role::Supervisor, "c1", "zhou-ipad");
     relay.add_device("qian", Role::Supervisor, "c9", "qian-ipad");
     relay.add_device("op", Role::Operator, "d1", "op-laptop");
@@ -295,7 +296,16 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert!(page.contains("Nothing to review"), "{page}");
     });
 
-    // The worker's phone sees both reviews after its next sync.
+    // The worker's phone sees both reviews after its next sync. Meanwhile wang and li, both offline,
+    // changed 李华's phone: a conflict for the supervisor to settle in the console.
+    li.sync();
+    wang.store
+        .update(&li_hua, Update::new().set("phone", "13911110000"))
+        .unwrap();
+    li.store
+        .update(&li_hua, Update::new().set("phone", "13922220000"))
+        .unwrap();
+    li.sync();
     wang.sync();
     let approved = wang.store.get(&first).unwrap();
     assert_eq!(approved.field("review_state"), Some("approved"));
@@ -531,6 +541,27 @@ fn a_supervisor_reviews_visits_in_the_console() {
         .any(|t| t.action == "close" && t.by == "zhou"));
 
     rt.block_on(async {
+        // The conflict on 李华's phone, both values with who entered them; settled on one.
+        c.goto(&format!("{base}/console/records/{li_hua}")).await.unwrap();
+        let page = body(&c).await;
+        assert!(page.contains("13911110000 (wang)") && page.contains("13922220000 (li)"), "{page}");
+        click(&c, "#conflict-phone button[value='13922220000']").await;
+        assert!(body(&c).await.contains("Resolved"));
+        // On an iPad (820 x 1180, portrait) the pages fit the screen: nothing scrolls sideways.
+        c.set_window_size(820, 1180).await.unwrap();
+        for path in ["/console/reviews", "/console/events", "/console/stats", "/console/duplicates"] {
+            c.goto(&format!("{base}{path}")).await.unwrap();
+            let fits = c
+                .execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(fits, serde_json::Value::Bool(true), "{path} is wider than an iPad");
+        }
+        shot(&c, "console-ipad").await;
+        c.set_window_size(1280, 900).await.unwrap();
         // A forged CSRF token: refused, and the session's page still works.
         c.execute(
             "document.querySelector('form[action=\"/console/logout\"] input[name=csrf]').value = 'forged';",
@@ -754,6 +785,19 @@ fn a_supervisor_reviews_visits_in_the_console() {
         c.close().await.unwrap();
     });
     drop(driver);
+
+    // The conflict settled in the console reaches the phones.
+    li.sync();
+    assert_eq!(
+        li.store.get(&li_hua).unwrap().field("phone"),
+        Some("13922220000")
+    );
+    assert!(li
+        .store
+        .conflicts()
+        .unwrap()
+        .iter()
+        .all(|c| c.record_id != li_hua));
 
     // The audit trail has every console action, and no value of a record.
     let audit = relay.admin(&["audit", "--limit", "100"]);

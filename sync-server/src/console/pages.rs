@@ -833,6 +833,9 @@ impl<'a> Page<'a> {
     }
 }
 
+/// Areas to choose from: (id, "name (id)").
+pub type AreaChoices = Vec<(String, String)>;
+
 /// An event as the board lists it.
 pub struct EventRow {
     pub id: String,
@@ -906,7 +909,7 @@ pub fn event_rows(
     state: &str,
     my_area: &str,
     area: &str,
-) -> gridwork_core::Result<(Vec<EventRow>, Vec<(String, String)>)> {
+) -> gridwork_core::Result<(Vec<EventRow>, AreaChoices)> {
     let areas = store.areas()?;
     let within = areas.iter().find(|a| a.id == area).map(|a| a.path.clone());
     let path_of = |id: &str| areas.iter().find(|a| a.id == id).map(|a| a.path.as_str());

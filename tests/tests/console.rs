@@ -807,7 +807,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         format!("zhou\tmerge\t{zhang}<-{zhang_again}\tok"),
         "zhou\texport\tperson.csv\tok".to_owned(),
         format!("zhou\treturned\t{second}\tok"),
-        format!("zhou\treview\t{second}\tinvalid_value"),
+        format!("zhou\treturned\t{second}\tinvalid_value"),
         "zhou\tlogout\t-\tcsrf_refused".to_owned(),
         "wang\tlogin\t-\tforbidden_role".to_owned(),
         "zhou\tlogin\t-\twrong_password".to_owned(),

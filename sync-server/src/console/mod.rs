@@ -629,9 +629,6 @@ async fn review(
     Path(id): Path<String>,
     Form(form): Form<ReviewForm>,
 ) -> Response {
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused(&state, &session, "review", Some(&id)).await;
-    }
     let decision = match form.decision.as_str() {
         "approve" => ReviewState::Approved,
         "return" => ReviewState::Returned,
@@ -643,31 +640,67 @@ async fn review(
             );
         }
     };
-    let comment = form.comment.trim().to_owned();
-    let visit = id.clone();
     let done = if decision == ReviewState::Approved {
         "approved"
     } else {
         "returned"
     };
-    let outcome = act(&state, &session, &id, move |store| {
-        store.review_visit(
-            &visit,
-            decision,
-            Some(comment.as_str()).filter(|c| !c.is_empty()),
-        )
-    })
-    .await;
-    match outcome {
+    let back = Back {
+        ok: format!("/console/reviews?done={done}"),
+        refused: "/console/reviews?".into(),
+    };
+    let (visit, comment) = (id.clone(), form.comment.trim().to_owned());
+    record_change(
+        &state,
+        &session,
+        &form.csrf,
+        done,
+        &id,
+        &id,
+        back,
+        move |store| {
+            let comment = Some(comment.as_str()).filter(|c| !c.is_empty());
+            store.review_visit(&visit, decision, comment)
+        },
+    )
+    .await
+}
+
+/// Where a record action leads: the page after it went through, and the page (to which
+/// `error=<code>` is added) after a refusal.
+struct Back {
+    ok: String,
+    refused: String,
+}
+
+/// A change of a record through the user's console device (see [`act`]): refused without the
+/// session's CSRF token, audited as `action` on `target`, then back to a page that says how it went.
+#[allow(clippy::too_many_arguments)]
+async fn record_change(
+    state: &ConsoleState,
+    session: &Session,
+    csrf: &str,
+    action: &str,
+    target: &str,
+    record: &str,
+    back: Back,
+    f: impl FnOnce(&gridwork_core::Store) -> gridwork_core::Result<()> + Send + 'static,
+) -> Response {
+    if !same_secret(&session.csrf, csrf) {
+        return csrf_refused(state, session, action, Some(target)).await;
+    }
+    match act(state, session, record, f).await {
         Ok(()) => {
-            state.audit(&session.user.id, done, Some(&id), "ok").await;
-            secure(Redirect::to(&format!("/console/reviews?done={done}")).into_response())
+            state
+                .audit(&session.user.id, action, Some(target), "ok")
+                .await;
+            secure(Redirect::to(&back.ok).into_response())
         }
         Err(Acted::Refused(code)) => {
             state
-                .audit(&session.user.id, "review", Some(&id), code)
+                .audit(&session.user.id, action, Some(target), code)
                 .await;
-            secure(Redirect::to(&format!("/console/reviews?error={code}")).into_response())
+            secure(Redirect::to(&format!("{}error={code}", back.refused)).into_response())
         }
         Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
     }
@@ -841,9 +874,6 @@ async fn event_act(
     Path(id): Path<String>,
     Form(form): Form<EventForm>,
 ) -> Response {
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused(&state, &session, "event", Some(&id)).await;
-    }
     use gridwork_core::EventAction as A;
     let action = match form.action.as_str() {
         "assign" => A::Assign {
@@ -869,29 +899,25 @@ async fn event_act(
         }
     };
     let name = action.name();
-    let comment = form.comment.trim().to_owned();
-    let event = id.clone();
-    let outcome = act(&state, &session, &id, move |store| {
-        store
-            .transition(
-                &event,
-                action,
-                Some(comment.as_str()).filter(|c| !c.is_empty()),
-            )
-            .map(|_| ())
-    })
-    .await;
-    match outcome {
-        Ok(()) => {
-            state.audit(&session.user.id, name, Some(&id), "ok").await;
-            secure(Redirect::to(&format!("/console/events/{id}?done={name}")).into_response())
-        }
-        Err(Acted::Refused(code)) => {
-            state.audit(&session.user.id, name, Some(&id), code).await;
-            secure(Redirect::to(&format!("/console/events/{id}?error={code}")).into_response())
-        }
-        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
-    }
+    let back = Back {
+        ok: format!("/console/events/{id}?done={name}"),
+        refused: format!("/console/events/{id}?"),
+    };
+    let (event, comment) = (id.clone(), form.comment.trim().to_owned());
+    record_change(
+        &state,
+        &session,
+        &form.csrf,
+        name,
+        &id,
+        &id,
+        back,
+        move |store| {
+            let comment = Some(comment.as_str()).filter(|c| !c.is_empty());
+            store.transition(&event, action, comment).map(|_| ())
+        },
+    )
+    .await
 }
 
 /// A record's page: values, links, history with old and new values, conflicts to resolve.
@@ -939,31 +965,22 @@ async fn resolve(
     Path(id): Path<String>,
     Form(form): Form<ResolveForm>,
 ) -> Response {
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused(&state, &session, "resolve", Some(&id)).await;
-    }
+    let back = Back {
+        ok: format!("/console/records/{id}?done=resolved"),
+        refused: format!("/console/records/{id}?"),
+    };
     let record = id.clone();
-    let outcome = act(&state, &session, &id, move |store| {
-        store.resolve_conflict(&record, &form.field, &form.value)
-    })
-    .await;
-    let back =
-        |q: &str| secure(Redirect::to(&format!("/console/records/{id}?{q}")).into_response());
-    match outcome {
-        Ok(()) => {
-            state
-                .audit(&session.user.id, "resolve", Some(&id), "ok")
-                .await;
-            back("done=resolved")
-        }
-        Err(Acted::Refused(code)) => {
-            state
-                .audit(&session.user.id, "resolve", Some(&id), code)
-                .await;
-            back(&format!("error={code}"))
-        }
-        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
-    }
+    record_change(
+        &state,
+        &session,
+        &form.csrf,
+        "resolve",
+        &id,
+        &id,
+        back,
+        move |store| store.resolve_conflict(&record, &form.field, &form.value),
+    )
+    .await
 }
 
 /// Possible duplicates in the user's area, side by side.
@@ -1013,9 +1030,6 @@ async fn decide(
     session: Session,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    if !same_secret(&session.csrf, &form.csrf) {
-        return csrf_refused(&state, &session, "duplicate", Some(&form.a)).await;
-    }
     let (kept, away) = match form.decision.as_str() {
         "keep_a" => (form.a.clone(), form.b.clone()),
         "keep_b" => (form.b.clone(), form.a.clone()),
@@ -1029,37 +1043,34 @@ async fn decide(
         }
     };
     let distinct = form.decision == "distinct";
-    let (k, a) = (kept.clone(), away.clone());
-    let outcome = act(&state, &session, &kept, move |store| {
-        if distinct {
-            store.mark_not_duplicate(&k, &a)
-        } else {
-            store.merge_records(&k, &a).map(|_| ())
-        }
-    })
-    .await;
     let action = if distinct { "not_duplicate" } else { "merge" };
+    let back = Back {
+        ok: if distinct {
+            "/console/duplicates?done=distinct".to_owned()
+        } else {
+            format!("/console/records/{kept}")
+        },
+        refused: "/console/duplicates?".into(),
+    };
     let target = format!("{kept}<-{away}");
-    match outcome {
-        Ok(()) => {
-            state
-                .audit(&session.user.id, action, Some(&target), "ok")
-                .await;
-            let to = if distinct {
-                "/console/duplicates?done=distinct".to_owned()
+    let (k, a) = (kept.clone(), away.clone());
+    record_change(
+        &state,
+        &session,
+        &form.csrf,
+        action,
+        &target,
+        &kept,
+        back,
+        move |store| {
+            if distinct {
+                store.mark_not_duplicate(&k, &a)
             } else {
-                format!("/console/records/{kept}")
-            };
-            secure(Redirect::to(&to).into_response())
-        }
-        Err(Acted::Refused(code)) => {
-            state
-                .audit(&session.user.id, action, Some(&target), code)
-                .await;
-            secure(Redirect::to(&format!("/console/duplicates?error={code}")).into_response())
-        }
-        Err(Acted::Unavailable(e)) => unavailable(session.lang, &e),
-    }
+                store.merge_records(&k, &a).map(|_| ())
+            }
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1246,6 +1257,27 @@ async fn admin_page(
     )
 }
 
+/// An operator's change: refused to others and without the session's CSRF token; then `change` on the
+/// relay's admin functions, audited, and the page again with what happened.
+async fn operator_change(
+    state: &ConsoleState,
+    session: &Session,
+    csrf: &str,
+    action: &str,
+    target: &str,
+    done: &str,
+    change: impl AsyncFnOnce(crate::admin::Admin) -> Result<()>,
+) -> Response {
+    if let Some(refused) = operator_only(state, session) {
+        return refused;
+    }
+    if !same_secret(&session.csrf, csrf) {
+        return csrf_refused(state, session, action, Some(target)).await;
+    }
+    let result = change(crate::admin::Admin::on(state.store.clone())).await;
+    admin_done(state, session, action, target, result, done).await
+}
+
 /// The answer to an operator's change: back to the page, with what happened.
 async fn admin_done(
     state: &ConsoleState,
@@ -1311,26 +1343,27 @@ async fn admin_area(
     session: Session,
     Form(f): Form<AreaForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "add_area", Some(&f.id)).await;
-    }
     let id = f.id.trim().to_owned();
-    let result = match f.level.parse::<gridwork_protocol::AreaLevel>() {
-        Ok(level) => crate::admin::Admin::on(state.store.clone())
-            .add_area(
-                &id,
-                Some(f.parent.trim()).filter(|p| !p.is_empty()),
-                level,
-                f.name.trim(),
-            )
-            .await
-            .map(|_| ()),
-        Err(e) => Err(Error::Invalid(e)),
-    };
-    admin_done(&state, &session, "add_area", &id, result, "area").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "add_area",
+        &id,
+        "area",
+        async |admin| {
+            let level = f
+                .level
+                .parse::<gridwork_protocol::AreaLevel>()
+                .map_err(Error::Invalid)?;
+            let parent = Some(f.parent.trim()).filter(|p| !p.is_empty());
+            admin
+                .add_area(&id, parent, level, f.name.trim())
+                .await
+                .map(|_| ())
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1347,22 +1380,22 @@ async fn admin_user(
     session: Session,
     Form(f): Form<UserForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "add_user", Some(&f.id)).await;
-    }
     let id = f.id.trim().to_owned();
-    let result = match f.role.parse::<Role>() {
-        Ok(role) => {
-            crate::admin::Admin::on(state.store.clone())
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "add_user",
+        &id,
+        "user",
+        async |admin| {
+            let role = f.role.parse::<Role>().map_err(Error::Invalid)?;
+            admin
                 .add_user(&id, f.name.trim(), role, f.area.trim())
                 .await
-        }
-        Err(e) => Err(Error::Invalid(e)),
-    };
-    admin_done(&state, &session, "add_user", &id, result, "user").await
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1380,29 +1413,24 @@ async fn admin_set_user(
     session: Session,
     Form(f): Form<SetUserForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "set_user", Some(&f.id)).await;
-    }
     let id = f.id.trim().to_owned();
-    let result = match f.role.parse::<Role>() {
-        Ok(role) => {
-            crate::admin::Admin::on(state.store.clone())
-                .set_user(
-                    &id,
-                    &crate::storage::UserChanges {
-                        name: None,
-                        role: Some(role),
-                        area: Some(f.area.trim().to_owned()),
-                    },
-                )
-                .await
-        }
-        Err(e) => Err(Error::Invalid(e)),
-    };
-    admin_done(&state, &session, "set_user", &id, result, "user").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "set_user",
+        &id,
+        "user",
+        async |admin| {
+            let changes = crate::storage::UserChanges {
+                name: None,
+                role: Some(f.role.parse::<Role>().map_err(Error::Invalid)?),
+                area: Some(f.area.trim().to_owned()),
+            };
+            admin.set_user(&id, &changes).await
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1473,16 +1501,16 @@ async fn admin_revoke(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "revoke_device", Some(&id)).await;
-    }
-    let result = crate::admin::Admin::on(state.store.clone())
-        .revoke_device(&id)
-        .await;
-    admin_done(&state, &session, "revoke_device", &id, result, "revoked").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "revoke_device",
+        &id,
+        "revoked",
+        async |admin| admin.revoke_device(&id).await,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1575,17 +1603,17 @@ async fn admin_shape(
     session: Session,
     Form(f): Form<ShapeForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "set_boundary", Some(&f.area)).await;
-    }
     let area = f.area.trim().to_owned();
-    let result = crate::admin::Admin::on(state.store.clone())
-        .set_area_shape(&area, &f.geojson)
-        .await;
-    admin_done(&state, &session, "set_boundary", &area, result, "boundary").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "set_boundary",
+        &area,
+        "boundary",
+        async |admin| admin.set_area_shape(&area, &f.geojson).await,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1606,33 +1634,29 @@ async fn admin_schedule(
     session: Session,
     Form(f): Form<ScheduleForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "put_schedule", Some(&f.id)).await;
-    }
     let id = f.id.trim().to_owned();
-    let schedule = (|| {
-        Ok::<_, String>(gridwork_protocol::Schedule {
-            id: id.clone(),
-            area: f.area.trim().to_owned(),
-            name: f.name.trim().to_owned(),
-            kind: gridwork_protocol::Kind::parse(f.kind.trim()).ok_or("unknown kind")?,
-            tag: Some(f.tag.trim().to_owned()).filter(|t| !t.is_empty()),
-            category: None,
-            every: gridwork_protocol::Every::parse(&f.every)?,
-        })
-    })();
-    let result = match schedule {
-        Ok(s) => {
-            crate::admin::Admin::on(state.store.clone())
-                .put_schedule(s)
-                .await
-        }
-        Err(e) => Err(Error::Invalid(e)),
-    };
-    admin_done(&state, &session, "put_schedule", &id, result, "schedule").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "put_schedule",
+        &id,
+        "schedule",
+        async |admin| {
+            let schedule = gridwork_protocol::Schedule {
+                id: id.clone(),
+                area: f.area.trim().to_owned(),
+                name: f.name.trim().to_owned(),
+                kind: gridwork_protocol::Kind::parse(f.kind.trim())
+                    .ok_or_else(|| Error::Invalid("unknown kind".into()))?,
+                tag: Some(f.tag.trim().to_owned()).filter(|t| !t.is_empty()),
+                category: None,
+                every: gridwork_protocol::Every::parse(&f.every).map_err(Error::Invalid)?,
+            };
+            admin.put_schedule(schedule).await
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1647,23 +1671,21 @@ async fn admin_form(
     session: Session,
     Form(f): Form<CityForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
     let parsed: std::result::Result<gridwork_protocol::Form, _> = serde_json::from_str(&f.form);
     let id = parsed.as_ref().map(|p| p.id.clone()).unwrap_or_default();
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "put_form", Some(&id)).await;
-    }
-    let result = match parsed {
-        Ok(form) => {
-            crate::admin::Admin::on(state.store.clone())
-                .put_form(form)
-                .await
-        }
-        Err(e) => Err(Error::Invalid(format!("not a form: {e}"))),
-    };
-    admin_done(&state, &session, "put_form", &id, result, "form").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "put_form",
+        &id,
+        "form",
+        async |admin| {
+            let form = parsed.map_err(|e| Error::Invalid(format!("not a form: {e}")))?;
+            admin.put_form(form).await
+        },
+    )
+    .await
 }
 
 async fn admin_remove_schedule(
@@ -1672,16 +1694,16 @@ async fn admin_remove_schedule(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "remove_schedule", Some(&id)).await;
-    }
-    let result = crate::admin::Admin::on(state.store.clone())
-        .remove_schedule(&id)
-        .await;
-    admin_done(&state, &session, "remove_schedule", &id, result, "removed").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "remove_schedule",
+        &id,
+        "removed",
+        async |admin| admin.remove_schedule(&id).await,
+    )
+    .await
 }
 
 async fn admin_remove_form(
@@ -1690,16 +1712,16 @@ async fn admin_remove_form(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
-        return refused;
-    }
-    if !same_secret(&session.csrf, &f.csrf) {
-        return csrf_refused(&state, &session, "remove_form", Some(&id)).await;
-    }
-    let result = crate::admin::Admin::on(state.store.clone())
-        .remove_form(&id)
-        .await;
-    admin_done(&state, &session, "remove_form", &id, result, "removed").await
+    operator_change(
+        &state,
+        &session,
+        &f.csrf,
+        "remove_form",
+        &id,
+        "removed",
+        async |admin| admin.remove_form(&id).await,
+    )
+    .await
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {

@@ -129,7 +129,7 @@ enum Cmd {
         /// Where the web console keeps its users' console stores (default with --data: DATA/console).
         /// With PostgreSQL the console needs this and a key (--console-key-file or
         /// GRIDWORK_CONSOLE_KEY, 64 hex characters).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "GRIDWORK_CONSOLE_DIR")]
         console_dir: Option<PathBuf>,
         /// The key the console derives its stores' keys and its devices' tokens from (default with
         /// --data: the relay key).

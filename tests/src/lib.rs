@@ -135,6 +135,8 @@ pub struct Relay {
     child: Option<Child>,
     storage: Storage,
     pub port: u16,
+    /// On PostgreSQL: this process's own web console directory (each relay of a city has its own).
+    console: Option<tempfile::TempDir>,
 }
 
 impl Relay {
@@ -185,10 +187,15 @@ impl Relay {
     }
 
     fn launch(storage: Storage) -> Relay {
+        let console = match storage {
+            Storage::Postgres { .. } => Some(tempfile::tempdir().expect("console dir")),
+            Storage::Sqlite { .. } => None,
+        };
         let mut relay = Relay {
             child: None,
             storage,
             port: free_port(),
+            console,
         };
         relay.spawn();
         relay
@@ -198,6 +205,10 @@ impl Relay {
         let mut cmd = Command::new(server_bin());
         cmd.arg("serve");
         self.storage.apply(&mut cmd);
+        if let Some(console) = &self.console {
+            cmd.env("GRIDWORK_CONSOLE_DIR", console.path())
+                .env("GRIDWORK_CONSOLE_KEY", RELAY_KEY);
+        }
         let child = cmd
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .env("RUST_LOG", "warn")

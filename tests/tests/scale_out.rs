@@ -233,3 +233,142 @@ fn two_relays_on_one_postgres_skip_and_double_nothing() {
         }
     }
 }
+
+/// The web console as a browser without script uses it: cookies kept by hand, forms posted.
+struct ConsoleClient {
+    http: reqwest::blocking::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+impl ConsoleClient {
+    fn new(base: String) -> ConsoleClient {
+        ConsoleClient {
+            http: reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::blocking::Response) {
+        for v in r.headers().get_all("set-cookie") {
+            let first = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = first.split_once('=').unwrap();
+            self.cookies.insert(k.to_owned(), v.to_owned());
+        }
+    }
+
+    fn cookie(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// GET `path` (following redirects by hand): status and page.
+    fn get(&mut self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie())
+            .send()
+            .unwrap();
+        self.keep(&r);
+        let status = r.status().as_u16();
+        if status == 303 {
+            let to = r.headers()["location"].to_str().unwrap().to_owned();
+            return self.get(&to);
+        }
+        (status, r.text().unwrap())
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie())
+            .form(form)
+            .send()
+            .unwrap();
+        self.keep(&r);
+        let status = r.status().as_u16();
+        if status == 303 {
+            let to = r.headers()["location"].to_str().unwrap().to_owned();
+            return self.get(&to);
+        }
+        (status, r.text().unwrap())
+    }
+
+    /// The CSRF token of the forms on `page`.
+    fn csrf(page: &str) -> String {
+        let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+        page[at..at + 64].to_owned()
+    }
+
+    fn sign_in(&mut self, user: &str, password: &str) -> String {
+        let (_, page) = self.get("/console/login?lang=en");
+        let csrf = Self::csrf(&page);
+        let (status, page) = self.post(
+            "/console/login",
+            &[("user", user), ("password", password), ("csrf", &csrf)],
+        );
+        assert_eq!(status, 200, "{page}");
+        page
+    }
+}
+
+/// The web console behind a load balancer: each relay process has console devices of its own (a device
+/// token binds to one store), the session works on either relay (it is in the database), and what a
+/// supervisor does through one relay is seen through the other and by the worker's phone.
+#[test]
+fn the_console_works_through_either_relay() {
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("skipped: GRIDWORK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Relay::start_on(&backend, dir.path());
+    a.add_areas();
+    let b = a.another_process();
+    let wang = Device::new(&a, dir.path(), "wang", Role::Worker, "g1");
+    a.add_device("zhou", Role::Supervisor, "c1", "zhou-ipad");
+    a.set_web_password("zhou", "willow-tree-2026");
+    wang.sync();
+    let v = wang
+        .store
+        .start_visit("g1", "Check on the stairwell", None)
+        .unwrap();
+    wang.store.finish_visit(&v, None).unwrap();
+    wang.sync();
+
+    let mut on_a = ConsoleClient::new(a.url());
+    let page = on_a.sign_in("zhou", "willow-tree-2026");
+    assert!(page.contains("Check on the stairwell"), "{page}");
+    // The same session through the other relay: its own console device, the same view.
+    let mut on_b = ConsoleClient::new(b.url());
+    on_b.cookies = on_a.cookies.clone();
+    let (status, page) = on_b.get("/console/reviews");
+    assert_eq!(status, 200);
+    assert!(page.contains("Check on the stairwell"), "{page}");
+    // Approved through relay a, gone from relay b's queue, and on the phone.
+    let csrf = ConsoleClient::csrf(&page);
+    let (_, page) = on_a.post(
+        &format!("/console/visits/{v}/review"),
+        &[("csrf", &csrf), ("decision", "approve")],
+    );
+    assert!(page.contains("Visit approved"), "{page}");
+    let (_, page) = on_b.get("/console/reviews");
+    assert!(page.contains("Nothing to review"), "{page}");
+    wang.sync();
+    assert_eq!(
+        wang.store.get(&v).unwrap().field("review_state"),
+        Some("approved")
+    );
+    // Two console devices of zhou, one per relay.
+    let devices = a.admin(&["device", "list"]);
+    assert_eq!(devices.matches("-zhou").count(), 2, "{devices}");
+}

@@ -57,6 +57,9 @@ pub struct ConsoleState {
     relay_url: String,
     devices: Mutex<HashMap<String, Arc<ConsoleDevice>>>,
     failed_logins: RateLimiter<IpAddr>,
+    /// This relay's console (its directory's `instance` file): each relay process behind a load
+    /// balancer has console devices of its own, since a device token binds to one store.
+    instance: String,
 }
 
 /// A web user's console device: their store and how it syncs with this relay.
@@ -81,18 +84,20 @@ impl ConsoleState {
             std::fs::set_permissions(&config.dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let failed_logins = RateLimiter::new(config.login_fail_per_sec, config.login_fail_burst);
+        let instance = instance_id(&config.dir)?;
         Ok(Arc::new(ConsoleState {
             store,
             config,
             relay_url,
             devices: Mutex::new(HashMap::new()),
             failed_logins,
+            instance,
         }))
     }
 
-    /// The console device id of a user.
-    fn device_id(user: &str) -> String {
-        format!("console-{user}")
+    /// The console device id of a user on this relay.
+    fn device_id(&self, user: &str) -> String {
+        format!("console-{}-{user}", self.instance)
     }
 
     /// The token of a user's console device: derived from the relay key, never stored (the relay keeps
@@ -103,7 +108,7 @@ impl ConsoleState {
             hex::encode(
                 self.config
                     .key
-                    .derive(&format!("console token {}", Self::device_id(user)))
+                    .derive(&format!("console token {}", self.device_id(user)))
             )
         )
     }
@@ -113,7 +118,7 @@ impl ConsoleState {
         if let Some(d) = self.devices.lock().expect("devices").get(&user.id) {
             return Ok(d.clone());
         }
-        let device_id = Self::device_id(&user.id);
+        let device_id = self.device_id(&user.id);
         let token = self.device_token(&user.id);
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         match self
@@ -186,6 +191,28 @@ impl ConsoleDevice {
             .map_err(|e| Error::Unavailable(format!("the console device could not sync: {e}")))?;
         *self.last_sync.lock().expect("last sync") = Some(Instant::now());
         Ok(())
+    }
+}
+
+/// The id of this relay's console directory: 8 hex characters kept in `<dir>/instance`, made once.
+fn instance_id(dir: &std::path::Path) -> Result<String> {
+    let file = dir.join("instance");
+    match std::fs::read_to_string(&file) {
+        Ok(id) if id.trim().len() == 8 && id.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(id.trim().to_owned())
+        }
+        Ok(_) => Err(Error::Invalid(format!(
+            "{} is not a console instance id: remove it to make a new one",
+            file.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 4];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            let id = hex::encode(b);
+            std::fs::write(&file, &id)?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -122,19 +122,34 @@ impl Store {
                 }
             }
         }
-        let mut out = Vec::new();
-        for (rid, reasons) in found {
+        // The lookups above find the candidates quickly; whether and why each is one is the protocol's
+        // rule, the one the relay and the duplicates list apply.
+        let mut incoming = crate::model::Record::empty("", kind, new.area.clone());
+        incoming.fields = new.fields.clone();
+        let mut summaries_found = Vec::new();
+        for rid in found.into_keys() {
             if let Some(record) = summaries(&inner, &[rid])?.pop() {
-                let fields = record
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), kind.list_value(k, v)))
-                    .collect();
-                out.push(DuplicateCandidate {
-                    record: RecordSummary { fields, ..record },
-                    reasons,
-                });
+                summaries_found.push(record);
             }
+        }
+        drop(in_scope);
+        drop(inner);
+        let mut out = Vec::new();
+        for record in summaries_found {
+            let other = self.get(&record.id)?;
+            let reasons = gridwork_protocol::duplicates::reasons(&incoming, &other);
+            if reasons.is_empty() {
+                continue;
+            }
+            let fields = record
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), kind.list_value(k, v)))
+                .collect();
+            out.push(DuplicateCandidate {
+                record: RecordSummary { fields, ..record },
+                reasons,
+            });
         }
         Ok(out)
     }

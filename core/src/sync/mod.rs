@@ -398,6 +398,20 @@ impl Store {
             .optional()?)
     }
 
+    /// Sets several sync state values in one transaction.
+    fn set_sync_states(&self, values: &[(&str, &str)]) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        for (key, value) in values {
+            tx.execute(
+                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                [key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn set_sync_state(&self, key: &str, value: Option<&str>) -> Result<()> {
         let inner = self.lock();
         match value {
@@ -596,13 +610,17 @@ impl Store {
         if cursor_now.is_none() {
             self.bootstrap(&client, progress, &mut report).await?;
         }
-        self.pull(&client, progress, &mut report, early).await?;
+        let cursor = self.pull(&client, progress, &mut report, early).await?;
         if scope.lost || scope.gained {
             report.purged += self.lock().purge_out_of_scope(None)? as u64;
         }
         self.upload_attachments(&client, progress, &mut report)
             .await?;
-        self.set_sync_state(LAST_SYNC, Some(&crate::model::time::now_secs().to_string()))?;
+        // The last page's cursor and the time of this sync, in one transaction (a commit less per sync).
+        self.set_sync_states(&[
+            (CURSOR, &cursor.to_string()),
+            (LAST_SYNC, &crate::model::time::now_secs().to_string()),
+        ])?;
         report.cursor = self.sync_status()?.0;
         progress.progress(SyncProgress {
             phase: SyncPhase::Done,
@@ -831,13 +849,16 @@ impl Store {
 
     /// Pulls pages from the saved cursor until the relay has no more. `first` is the page after
     /// that cursor when it was fetched already (see [`Store::sync_async`]).
+    /// Pulls pages until the relay has no more. The cursor of every page but the last is saved as it
+    /// is applied (an interrupted pull resumes there); the last page's cursor is returned for the caller
+    /// to save with the sync's end (applying a page again is harmless).
     async fn pull(
         &self,
         client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
         mut first: Option<PullResponse>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut cursor: u64 = self
             .sync_state(CURSOR)?
             .and_then(|c| c.parse().ok())
@@ -856,15 +877,18 @@ impl Store {
             if resp.cursor < cursor {
                 return Err(SyncError::Protocol("the relay's cursor went backwards".into()).into());
             }
+            let moved = resp.cursor != cursor;
             cursor = resp.cursor;
-            self.set_sync_state(CURSOR, Some(&cursor.to_string()))?;
             progress.progress(SyncProgress {
                 phase: SyncPhase::Pulling,
                 done: report.pulled,
                 total: None,
             });
             if !resp.more {
-                return Ok(());
+                return Ok(cursor);
+            }
+            if moved {
+                self.set_sync_state(CURSOR, Some(&cursor.to_string()))?;
             }
         }
     }

@@ -767,6 +767,9 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert_eq!(me(token).await.0, 401);
         sign_out(&c).await;
 
+        // A password typed into the user box is not kept in the audit trail.
+        let page = sign_in(&c, &base, "my-secret-pw-typed-here", PASSWORD).await;
+        assert!(page.contains("Wrong user or password"), "{page}");
         // Ten wrong passwords: slowed down before the tenth.
         let mut slowed = None;
         for attempt in 1..=10 {
@@ -823,4 +826,9 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert!(audit.contains(&expected), "{expected:?} in\n{audit}");
     }
     assert!(!audit.contains("handrail") && !audit.contains("李华"));
+    assert!(
+        audit.contains("(unknown)\tlogin\t-\twrong_password"),
+        "{audit}"
+    );
+    assert!(!audit.contains("my-secret-pw-typed-here"), "{audit}");
 }

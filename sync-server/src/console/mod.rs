@@ -513,13 +513,17 @@ async fn login(
     };
     // The same work whether or not the account exists: no timing tells which users have one.
     let password = zeroize::Zeroizing::new(form.password);
+    let known = hash.is_some();
     let verified =
         tokio::task::spawn_blocking(move || passwords::verify(hash.as_deref(), &password))
             .await
             .unwrap_or(false);
     if !verified {
         let _ = state.failed_logins.check(&client);
-        state.audit(&user_id, "login", None, "wrong_password").await;
+        // What was typed as a user name is kept only when it names an account: it may be a password
+        // typed into the wrong box.
+        let who = if known { user_id.as_str() } else { "(unknown)" };
+        state.audit(who, "login", None, "wrong_password").await;
         return login_form(&state, lang, StatusCode::UNAUTHORIZED, Some(w.wrong_login));
     }
     let user = match console_user(&state, &user_id).await {

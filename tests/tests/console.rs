@@ -106,18 +106,8 @@ async fn sign_in(c: &Client, base: &str, user: &str, password: &str) -> String {
     c.goto(&format!("{base}/console/login?lang=en"))
         .await
         .unwrap();
-    c.find(Locator::Css("input[name=user]"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
+    type_into(c, "input[name=user]", user).await;
+    type_into(c, "input[name=password]", password).await;
     click(c, "main form button[type=submit]").await;
     body(c).await
 }
@@ -139,15 +129,26 @@ async fn body(c: &Client) -> String {
     }
 }
 
-/// Clicks what `css` finds and waits until the page it leads to has replaced this one.
-async fn click(c: &Client, css: &str) {
-    let old = c.find(Locator::Css("html")).await.unwrap();
+/// Types `text` into the field `css` finds.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Clicks what `css` finds (an option, a checkbox: nothing that leaves the page).
+async fn pick(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+/// Clicks what `css` finds and waits until the page it leads to has replaced this one.
+async fn click(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    pick(c, css).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     // The old document's element goes stale once the next page is loaded.
     while old.tag_name().await.is_ok() {
@@ -282,14 +283,12 @@ fn a_supervisor_reviews_visits_in_the_console() {
         click(&c, &format!("#visit-{second} button.return")).await;
         let page = body(&c).await;
         assert!(page.contains("returning needs a comment"), "{page}");
-        c.find(Locator::Css(&format!(
-            "#visit-{second} input[name=comment]"
-        )))
-        .await
-        .unwrap()
-        .send_keys("Add a photo of the handrail.")
-        .await
-        .unwrap();
+        type_into(
+            &c,
+            &format!("#visit-{second} input[name=comment]"),
+            "Add a photo of the handrail.",
+        )
+        .await;
         click(&c, &format!("#visit-{second} button.return")).await;
         let page = body(&c).await;
         assert!(page.contains("Visit returned"), "{page}");
@@ -408,12 +407,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         );
         // Closing a reported event is not a step the lifecycle has: refused, with why.
         assert!(c.find(Locator::Css("button.action-close")).await.is_err());
-        c.find(Locator::Css("input[name=assignee]"))
-            .await
-            .unwrap()
-            .send_keys("zhou")
-            .await
-            .unwrap();
+        type_into(&c, "input[name=assignee]", "zhou").await;
         click(&c, "button.action-assign").await;
         for step in ["start", "resolve", "verify", "close"] {
             click(&c, &format!("button.action-{step}")).await;
@@ -498,12 +492,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         assert!(body(&c).await.contains("no such record in your area"));
         // An export, downloaded by the browser and read back.
         c.goto(&format!("{base}/console/exports")).await.unwrap();
-        c.find(Locator::Css("main form button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        pick(&c, "main form button[type=submit]").await;
     });
     let file = downloads().join("gridwork-person.csv");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -611,36 +600,16 @@ fn a_supervisor_reviews_visits_in_the_console() {
         click(&c, "header nav a[href='/console/admin']").await;
         let form = "form[action='/console/admin/areas']";
         for (name, value) in [("id", "g5"), ("name", "Grid 5")] {
-            c.find(Locator::Css(&format!("{form} input[name={name}]")))
-                .await
-                .unwrap()
-                .send_keys(value)
-                .await
-                .unwrap();
+            type_into(&c, &format!("{form} input[name={name}]"), value).await;
         }
-        c.find(Locator::Css(&format!("{form} select[name=parent] option[value=c1]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        pick(&c, &format!("{form} select[name=parent] option[value=c1]")).await;
         click(&c, &format!("{form} button")).await;
         let page = body(&c).await;
         assert!(page.contains("Saved.") && page.contains("d1/s1/c1/g5/"), "{page}");
         // Grid 1's boundary, then the map: the boundary, the building, the visit, the open lamp.
         let form = "form[action='/console/admin/shapes']";
-        c.find(Locator::Css(&format!("{form} select[name=area] option[value=g1]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css(&format!("{form} textarea")))
-            .await
-            .unwrap()
-            .send_keys(GRID_1)
-            .await
-            .unwrap();
+        pick(&c, &format!("{form} select[name=area] option[value=g1]")).await;
+        type_into(&c, &format!("{form} textarea"), GRID_1).await;
         click(&c, &format!("{form} button")).await;
         assert!(body(&c).await.contains("Saved."));
         click(&c, "header nav a[href='/console/map']").await;
@@ -667,34 +636,14 @@ fn a_supervisor_reviews_visits_in_the_console() {
         c.goto(&format!("{base}/console/admin")).await.unwrap();
         let form = "form[action='/console/admin/users']";
         for (name, value) in [("id", "chen"), ("name", "Chen Jie")] {
-            c.find(Locator::Css(&format!("{form} input[name={name}]")))
-                .await
-                .unwrap()
-                .send_keys(value)
-                .await
-                .unwrap();
+            type_into(&c, &format!("{form} input[name={name}]"), value).await;
         }
-        c.find(Locator::Css(&format!("{form} select[name=area] option[value=g5]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        pick(&c, &format!("{form} select[name=area] option[value=g5]")).await;
         click(&c, &format!("{form} button")).await;
         assert!(body(&c).await.contains("Chen Jie"));
         let form = "form[action='/console/admin/devices']";
-        c.find(Locator::Css(&format!("{form} select[name=user] option[value=chen]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css(&format!("{form} input[name=device]")))
-            .await
-            .unwrap()
-            .send_keys("chen-phone")
-            .await
-            .unwrap();
+        pick(&c, &format!("{form} select[name=user] option[value=chen]")).await;
+        type_into(&c, &format!("{form} input[name=device]"), "chen-phone").await;
         click(&c, &format!("{form} button")).await;
         let token = c.find(Locator::Css("#token")).await.unwrap().text().await.unwrap();
         assert!(token.starts_with("gw1_"), "{token}");
@@ -720,12 +669,7 @@ fn a_supervisor_reviews_visits_in_the_console() {
         // Chen moves to grid 1: the phone learns it at its next contact.
         c.goto(&format!("{base}/console/admin")).await.unwrap();
         for (select, value) in [("id", "chen"), ("role", "worker"), ("area", "g1")] {
-            c.find(Locator::Css(&format!("#set-user select[name={select}] option[value={value}]")))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            pick(&c, &format!("#set-user select[name={select}] option[value={value}]")).await;
         }
         click(&c, "#set-user button").await;
         assert!(body(&c).await.contains("Saved."));
@@ -733,32 +677,17 @@ fn a_supervisor_reviews_visits_in_the_console() {
         // A city form and a schedule, defined in the console; a malformed form is refused with why,
         // and nothing of it goes into the address.
         let textarea = "form[action='/console/admin/forms'] textarea";
-        c.find(Locator::Css(textarea)).await.unwrap().send_keys(r#"{"id":"broken""#).await.unwrap();
+        type_into(&c, textarea, r#"{"id":"broken""#).await;
         click(&c, "form[action='/console/admin/forms'] button").await;
         assert!(body(&c).await.contains("not a form"));
         assert!(!c.current_url().await.unwrap().as_str().contains("broken"));
-        c.find(Locator::Css(textarea))
-            .await
-            .unwrap()
-            .send_keys(r#"{"id":"c1-person","area":"c1","kind":"person","fields":[{"key":"pension","label_zh":"养老金","label_en":"Pension","type":"yes_no"}]}"#)
-            .await
-            .unwrap();
+        type_into(&c, textarea, r#"{"id":"c1-person","area":"c1","kind":"person","fields":[{"key":"pension","label_zh":"养老金","label_en":"Pension","type":"yes_no"}]}"#).await;
         click(&c, "form[action='/console/admin/forms'] button").await;
         let form = "form[action='/console/admin/schedules']";
         for (name, value) in [("id", "hazards-monthly"), ("name", "Hazards: monthly")] {
-            c.find(Locator::Css(&format!("{form} input[name={name}]")))
-                .await
-                .unwrap()
-                .send_keys(value)
-                .await
-                .unwrap();
+            type_into(&c, &format!("{form} input[name={name}]"), value).await;
         }
-        c.find(Locator::Css(&format!("{form} select[name=kind] option[value=object]")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        pick(&c, &format!("{form} select[name=kind] option[value=object]")).await;
         click(&c, &format!("{form} button")).await;
         let defs = c.find(Locator::Css("#definitions")).await.unwrap().text().await.unwrap();
         assert!(defs.contains("c1-person") && defs.contains("hazards-monthly"), "{defs}");

@@ -286,12 +286,12 @@ fn secure(mut resp: Response) -> Response {
     resp
 }
 
-fn html(status: StatusCode, page: Page<'_>) -> Response {
+fn html(status: StatusCode, page: Page) -> Response {
     secure((status, axum::response::Html(page.render())).into_response())
 }
 
 /// A page of a session, remembering its language.
-fn session_html(status: StatusCode, lang: Lang, page: Page<'_>) -> Response {
+fn session_html(status: StatusCode, lang: Lang, page: Page) -> Response {
     let mut resp = html(status, page);
     resp.headers_mut()
         .append(header::SET_COOKIE, lang_cookie(lang));
@@ -397,16 +397,33 @@ impl FromRequestParts<Arc<ConsoleState>> for Session {
             return Err(to_login());
         };
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let (user_id, csrf) = match state.store.web_session(hash).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return Err(to_login()),
-            Err(e) => return Err(unavailable(lang, &e)),
-        };
-        match console_user(state, &user_id).await {
-            Ok(Some(user)) => Ok(Session { user, csrf, lang }),
-            // Disabled, demoted or gone since logging in.
+        match state.store.web_session(hash).await {
+            // Disabled or demoted since logging in: as if signed out.
+            Ok(Some(s)) if s.disabled || s.role == Role::Worker => Err(to_login()),
+            Ok(Some(s)) => Ok(Session {
+                user: User {
+                    id: s.user,
+                    name: s.name,
+                    role: s.role,
+                    area: s.area,
+                },
+                csrf: s.csrf,
+                lang,
+            }),
             Ok(None) => Err(to_login()),
             Err(e) => Err(unavailable(lang, &e)),
+        }
+    }
+}
+
+impl Session {
+    /// Who the pages are drawn for.
+    fn who(&self) -> pages::Who<'_> {
+        pages::Who {
+            lang: self.lang,
+            name: &self.user.name,
+            operator: self.user.role == Role::Operator,
+            csrf: &self.csrf,
         }
     }
 }
@@ -606,10 +623,18 @@ async fn csrf_refused(
     )
 }
 
+/// What a page says after an action: `done=<what>` or `error=<refusal code>`.
 #[derive(Deserialize)]
 struct ReviewsQuery {
     done: Option<String>,
     error: Option<String>,
+}
+
+impl ReviewsQuery {
+    /// The refusal the page was sent back with, in words.
+    fn refusal(&self, w: &Words) -> Option<&'static str> {
+        self.error.as_deref().map(|code| w.refusal(code))
+    }
 }
 
 /// The review queue: finished visits in the user's scope waiting for review, oldest first.
@@ -629,19 +654,11 @@ async fn reviews(
         Some("returned") => Some(w.returned_notice),
         _ => None,
     };
-    let error = q.error.as_deref().map(|code| w.refusal(code));
+    let error = q.refusal(w);
     session_html(
         StatusCode::OK,
         lang,
-        Page::reviews(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &rows,
-            notice,
-            error,
-        ),
+        Page::reviews(&session.who(), &rows, notice, error),
     )
 }
 
@@ -806,16 +823,7 @@ async fn events(
     session_html(
         StatusCode::OK,
         lang,
-        Page::events(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            which,
-            &area,
-            &areas,
-            &rows,
-        ),
+        Page::events(&session.who(), which, &area, &areas, &rows),
     )
 }
 
@@ -870,19 +878,11 @@ async fn event_page(
     };
     let w = Words::of(lang);
     let notice = q.done.is_some().then_some(w.done_notice);
-    let error = q.error.as_deref().map(|code| w.refusal(code));
+    let error = q.refusal(w);
     session_html(
         StatusCode::OK,
         lang,
-        Page::event(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &view,
-            notice,
-            error,
-        ),
+        Page::event(&session.who(), &view, notice, error),
     )
 }
 
@@ -966,19 +966,11 @@ async fn record_page(
     };
     let w = Words::of(lang);
     let notice = q.done.is_some().then_some(w.resolved_notice);
-    let error = q.error.as_deref().map(|code| w.refusal(code));
+    let error = q.refusal(w);
     session_html(
         StatusCode::OK,
         lang,
-        Page::record(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &view,
-            notice,
-            error,
-        ),
+        Page::record(&session.who(), &view, notice, error),
     )
 }
 
@@ -1031,19 +1023,11 @@ async fn duplicates(
         Some("distinct") => Some(w.distinct_notice),
         _ => None,
     };
-    let error = q.error.as_deref().map(|code| w.refusal(code));
+    let error = q.refusal(w);
     session_html(
         StatusCode::OK,
         lang,
-        Page::duplicates(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &pairs,
-            notice,
-            error,
-        ),
+        Page::duplicates(&session.who(), &pairs, notice, error),
     )
 }
 
@@ -1140,17 +1124,7 @@ async fn stats(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    session_html(
-        StatusCode::OK,
-        lang,
-        Page::stats(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &view,
-        ),
-    )
+    session_html(StatusCode::OK, lang, Page::stats(&session.who(), &view))
 }
 
 // ------------------------------------------------------------------------------- operators
@@ -1276,15 +1250,7 @@ async fn admin_page(
     session_html(
         StatusCode::OK,
         lang,
-        Page::admin(
-            lang,
-            &session.user.name,
-            true,
-            &session.csrf,
-            &view,
-            notice,
-            None,
-        ),
+        Page::admin(&session.who(), &view, notice, None),
     )
 }
 
@@ -1345,15 +1311,7 @@ async fn admin_done(
             session_html(
                 StatusCode::BAD_REQUEST,
                 session.lang,
-                Page::admin(
-                    session.lang,
-                    &session.user.name,
-                    true,
-                    &session.csrf,
-                    &view,
-                    None,
-                    Some(&text),
-                ),
+                Page::admin(&session.who(), &view, None, Some(&text)),
             )
         }
     }
@@ -1522,7 +1480,7 @@ async fn admin_device(
     session_html(
         StatusCode::OK,
         session.lang,
-        Page::token(session.lang, &session.user.name, true, &session.csrf, &view),
+        Page::token(&session.who(), &view),
     )
 }
 
@@ -1591,17 +1549,7 @@ async fn map_page(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let mut resp = session_html(
-        StatusCode::OK,
-        lang,
-        Page::map(
-            lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-            &view,
-        ),
-    );
+    let mut resp = session_html(StatusCode::OK, lang, Page::map(&session.who(), &view));
     // The tile server's images, and nothing else from another host, on this page only.
     if let Some(origin) = state
         .config
@@ -1756,16 +1704,7 @@ async fn admin_remove_form(
 }
 
 async fn exports(State(_state): State<Arc<ConsoleState>>, session: Session) -> Response {
-    session_html(
-        StatusCode::OK,
-        session.lang,
-        Page::exports(
-            session.lang,
-            &session.user.name,
-            session.user.role == Role::Operator,
-            &session.csrf,
-        ),
-    )
+    session_html(StatusCode::OK, session.lang, Page::exports(&session.who()))
 }
 
 #[derive(Deserialize)]

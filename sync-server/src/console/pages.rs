@@ -541,9 +541,16 @@ impl Words {
 }
 
 /// A rendered page.
-pub struct Page<'a> {
-    html: String,
-    _lang: std::marker::PhantomData<&'a ()>,
+pub struct Page(String);
+
+/// Who a page is drawn for: the signed-in user's language, name, whether they are an operator (the
+/// operator's link) and the session's CSRF token (every form carries it).
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub lang: Lang,
+    pub name: &'a str,
+    pub operator: bool,
+    pub csrf: &'a str,
 }
 
 #[derive(Template)]
@@ -718,19 +725,16 @@ fn rendered(t: impl Template) -> String {
     })
 }
 
-impl<'a> Page<'a> {
-    fn of(html: String) -> Page<'a> {
-        Page {
-            html,
-            _lang: std::marker::PhantomData,
-        }
+impl Page {
+    fn of(html: String) -> Page {
+        Page(html)
     }
 
     pub fn render(self) -> String {
-        self.html
+        self.0
     }
 
-    pub fn login(lang: Lang, csrf: &str, error: Option<&str>) -> Page<'a> {
+    pub fn login(lang: Lang, csrf: &str, error: Option<&str>) -> Page {
         let w = Words::of(lang);
         Page::of(rendered(LoginTemplate {
             lang,
@@ -743,7 +747,7 @@ impl<'a> Page<'a> {
         }))
     }
 
-    pub fn message(lang: Lang, title: &str, text: &str) -> Page<'a> {
+    pub fn message(lang: Lang, title: &str, text: &str) -> Page {
         Page::of(rendered(MessageTemplate {
             lang,
             title,
@@ -756,14 +760,17 @@ impl<'a> Page<'a> {
     }
 
     pub fn reviews(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
+        who: &Who<'_>,
         rows: &[ReviewRow],
         notice: Option<&str>,
         error: Option<&str>,
-    ) -> Page<'a> {
+    ) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(ReviewsTemplate {
             lang,
@@ -779,18 +786,21 @@ impl<'a> Page<'a> {
     }
 }
 
-impl<'a> Page<'a> {
+impl Page {
     #[allow(clippy::too_many_arguments)]
     pub fn events(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
+        who: &Who<'_>,
         state: &str,
         area: &str,
         areas: &[(String, String)],
         rows: &[EventRow],
-    ) -> Page<'a> {
+    ) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(EventsTemplate {
             lang,
@@ -807,14 +817,17 @@ impl<'a> Page<'a> {
     }
 
     pub fn event(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
+        who: &Who<'_>,
         view: &EventView,
         notice: Option<&str>,
         error: Option<&str>,
-    ) -> Page<'a> {
+    ) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(EventTemplate {
             lang,
@@ -1017,16 +1030,19 @@ pub fn event_view(
     })
 }
 
-impl<'a> Page<'a> {
+impl Page {
     pub fn record(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
+        who: &Who<'_>,
         r: &RecordView,
         notice: Option<&str>,
         error: Option<&str>,
-    ) -> Page<'a> {
+    ) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         Page::of(rendered(RecordTemplate {
             lang,
             title: &r.title,
@@ -1041,14 +1057,17 @@ impl<'a> Page<'a> {
     }
 
     pub fn duplicates(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
+        who: &Who<'_>,
         pairs: &[PairRow],
         notice: Option<&str>,
         error: Option<&str>,
-    ) -> Page<'a> {
+    ) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(DuplicatesTemplate {
             lang,
@@ -1063,7 +1082,13 @@ impl<'a> Page<'a> {
         }))
     }
 
-    pub fn exports(lang: Lang, user: &str, operator: bool, csrf: &str) -> Page<'a> {
+    pub fn exports(who: &Who<'_>) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(ExportsTemplate {
             lang,
@@ -1168,10 +1193,7 @@ pub fn record_view(store: &gridwork_core::Store, id: &str) -> gridwork_core::Res
         .into_iter()
         .rev()
         .map(|h| HistoryRow {
-            at: gridwork_core::time::iso_from_secs(h.time)
-                .get(..16)
-                .unwrap_or("")
-                .replace('T', " "),
+            at: short(&gridwork_core::time::iso_from_secs(h.time)),
             by: h.user,
             action: h.action,
             changes: h
@@ -1260,8 +1282,14 @@ pub fn pair_rows(store: &gridwork_core::Store) -> gridwork_core::Result<Vec<Pair
         .collect())
 }
 
-impl<'a> Page<'a> {
-    pub fn stats(lang: Lang, user: &str, operator: bool, csrf: &str, v: &StatsView) -> Page<'a> {
+impl Page {
+    pub fn stats(who: &Who<'_>, v: &StatsView) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(StatsTemplate {
             lang,
@@ -1419,16 +1447,14 @@ pub fn stats_view(
     })
 }
 
-impl<'a> Page<'a> {
-    pub fn admin(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
-        v: &AdminView,
-        notice: Option<&str>,
-        error: Option<&str>,
-    ) -> Page<'a> {
+impl Page {
+    pub fn admin(who: &Who<'_>, v: &AdminView, notice: Option<&str>, error: Option<&str>) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(AdminTemplate {
             lang,
@@ -1444,7 +1470,13 @@ impl<'a> Page<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn token(lang: Lang, user: &str, operator: bool, csrf: &str, new: &TokenView) -> Page<'a> {
+    pub fn token(who: &Who<'_>, new: &TokenView) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(TokenTemplate {
             lang,
@@ -1529,14 +1561,14 @@ pub fn when(secs: Option<i64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-impl<'a> Page<'a> {
-    pub fn map(
-        lang: Lang,
-        user: &str,
-        operator: bool,
-        csrf: &str,
-        v: &super::map::MapView,
-    ) -> Page<'a> {
+impl Page {
+    pub fn map(who: &Who<'_>, v: &super::map::MapView) -> Page {
+        let Who {
+            lang,
+            name: user,
+            operator,
+            csrf,
+        } = *who;
         let w = Words::of(lang);
         Page::of(rendered(MapTemplate {
             lang,
@@ -1589,7 +1621,7 @@ pub fn review_rows(store: &gridwork_core::Store) -> gridwork_core::Result<Vec<Re
             worker: field("worker"),
             area: visit.area.clone(),
             ended: if ended.len() >= 16 {
-                format!("{} {} UTC", &ended[..10], &ended[11..16])
+                format!("{} UTC", short(&ended))
             } else {
                 ended
             },

@@ -13,8 +13,9 @@ pub(crate) const DELETE_ACCOUNT: &str = "DELETE FROM web_accounts WHERE user_id 
 pub(crate) const INSERT_SESSION: &str =
     "INSERT INTO web_sessions (token_hash, user_id, csrf, created_at, expires_at)
      VALUES ($1, $2, $3, $4, $5)";
-pub(crate) const SESSION: &str =
-    "SELECT user_id, csrf FROM web_sessions WHERE token_hash = $1 AND expires_at > $2";
+pub(crate) const SESSION: &str = "SELECT s.user_id, s.csrf, u.name, u.role, u.area, u.disabled_at
+     FROM web_sessions s JOIN users u ON u.id = s.user_id
+     WHERE s.token_hash = $1 AND s.expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM web_sessions WHERE token_hash = $1";
 pub(crate) const DELETE_USER_SESSIONS: &str = "DELETE FROM web_sessions WHERE user_id = $1";
 pub(crate) const DELETE_EXPIRED: &str = "DELETE FROM web_sessions WHERE expires_at <= $1";
@@ -137,18 +138,42 @@ pub(crate) async fn insert_session<S: ConsoleSql>(
     Ok(())
 }
 
-/// The user and CSRF token of a live session.
+/// A live session: its CSRF token and its user as the users table has them now (a request reads it in
+/// one query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub user: String,
+    pub csrf: String,
+    pub name: String,
+    pub role: gridwork_protocol::Role,
+    pub area: String,
+    pub disabled: bool,
+}
+
+/// The live session of a token hash.
 pub(crate) async fn session<S: ConsoleSql>(
     sql: &mut S,
     token_hash: &[u8],
     now: i64,
-) -> Result<Option<(String, String)>> {
+) -> Result<Option<WebSession>> {
     let rows = sql
         .query(SESSION, &[Value::Blob(token_hash), Value::Int(now)])
         .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| Some((r[0].text()?, r[1].text()?))))
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
+    let text = |i: usize| {
+        r[i].text()
+            .ok_or_else(|| crate::error::Error::Unavailable("a session row does not read".into()))
+    };
+    Ok(Some(WebSession {
+        user: text(0)?,
+        csrf: text(1)?,
+        name: text(2)?,
+        role: text(3)?.parse().map_err(crate::error::Error::Unavailable)?,
+        area: text(4)?,
+        disabled: r[5] != Owned::Null,
+    }))
 }
 
 pub(crate) async fn delete_session<S: ConsoleSql>(sql: &mut S, token_hash: &[u8]) -> Result<()> {

@@ -479,8 +479,8 @@ impl Store {
         logic!(self, sql => console::insert_session(&mut sql, &token_hash, &u, &c, now, expires))
     }
 
-    /// The user and CSRF token of a live console session.
-    pub async fn web_session(&self, token_hash: [u8; 32]) -> Result<Option<(String, String)>> {
+    /// A live console session, with its user as they are now.
+    pub async fn web_session(&self, token_hash: [u8; 32]) -> Result<Option<console::WebSession>> {
         let now = now_secs();
         logic!(self, sql => console::session(&mut sql, &token_hash, now))
     }

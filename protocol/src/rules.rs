@@ -695,63 +695,70 @@ pub fn may_merge(actor: &Actor, areas: &dyn Areas, record: &Record) -> Verdict {
     Ok(())
 }
 
-/// Checks the change of a record's duplicate decisions (`dups`) from `b` to `a`, with the action the
-/// change claims: only [`may_merge`]'s people change them; a record id maps to `merged` (only with
-/// the `absorb` entry that names it) or `distinct`; `<id>/<field>` to a settled value.
+/// Checks the change of a record's duplicate decisions (`dups`) from `b` to `a`, with the timeline
+/// entry the change claims: only [`may_merge`]'s people change them; a record id maps to `merged` (only
+/// with the `absorb` entry that names it) or `distinct`; `<id>/<field>` to a settled value; and an
+/// `absorb` entry records the merged-away record as `merged`.
 fn check_dups(
     actor: &Actor,
     areas: &dyn Areas,
     b: &Record,
     a: &Record,
-    claim: Option<(Action, &TimelineEntry)>,
+    claim: Option<&TimelineEntry>,
 ) -> Verdict {
     use crate::duplicates::{DISTINCT, MERGED};
-    if a.dups == b.dups {
-        return Ok(());
-    }
-    may_merge(actor, areas, b)?;
-    let absorbing = match claim {
-        Some((Action::Absorb, e)) => e.from.as_deref(),
-        _ => None,
-    };
-    for (key, value) in &a.dups {
-        if b.dups.get(key) == Some(value) {
-            continue;
-        }
-        match key.split_once('/') {
-            None => {
-                if !crate::doc::is_valid_record_id(key) || key == &a.id {
-                    return Err(invalid("dups", "a decision names another record"));
-                }
-                if value == MERGED {
-                    if absorbing != Some(key.as_str()) {
-                        return refuse(
-                            Reason::InvalidTransition,
-                            "a record absorbs another only by an `absorb` entry naming it",
-                        );
+    let absorbing = claim
+        .filter(|e| e.action == "absorb")
+        .map(|e| e.from.as_deref().unwrap_or_default());
+    if a.dups != b.dups {
+        may_merge(actor, areas, b)?;
+        for (key, value) in &a.dups {
+            if b.dups.get(key) == Some(value) {
+                continue;
+            }
+            match key.split_once('/') {
+                None => {
+                    if !crate::doc::is_valid_record_id(key) || key == &a.id {
+                        return Err(invalid("dups", "a decision names another record"));
                     }
-                } else if value != DISTINCT {
-                    return Err(invalid("dups", "a decision is `merged` or `distinct`"));
+                    if value == MERGED {
+                        if absorbing != Some(key.as_str()) {
+                            return refuse(
+                                Reason::InvalidTransition,
+                                "a record absorbs another only by an `absorb` entry naming it",
+                            );
+                        }
+                    } else if value != DISTINCT {
+                        return Err(invalid("dups", "a decision is `merged` or `distinct`"));
+                    }
                 }
-            }
-            Some((other, field)) => {
-                if !crate::doc::is_valid_record_id(other)
-                    || !text_ok(field, 1, 128)
-                    || value.len() > MAX_NOTES
-                {
-                    return Err(invalid(
-                        "dups",
-                        "a settled value names a record and a field, and is at most 64 KiB",
-                    ));
+                Some((other, field)) => {
+                    if !crate::doc::is_valid_record_id(other)
+                        || !text_ok(field, 1, 128)
+                        || value.len() > MAX_NOTES
+                    {
+                        return Err(invalid(
+                            "dups",
+                            "a settled value names a record and a field, and is at most 64 KiB",
+                        ));
+                    }
                 }
             }
         }
+        if b.dups
+            .iter()
+            .any(|(k, v)| v == MERGED && a.dups.get(k) != Some(v))
+        {
+            return refuse(Reason::AppendOnly, "a merge is not undone");
+        }
     }
-    if b.dups
-        .iter()
-        .any(|(k, v)| v == MERGED && a.dups.get(k) != Some(v))
-    {
-        return refuse(Reason::AppendOnly, "a merge is not undone");
+    if let Some(from) = absorbing {
+        if a.dups.get(from).map(String::as_str) != Some(MERGED) {
+            return refuse(
+                Reason::InvalidValue,
+                "an absorb records the merged-away record in `dups`",
+            );
+        }
     }
     Ok(())
 }
@@ -1200,25 +1207,7 @@ pub fn authorize(
     if a.kind != Kind::Event && a.responsible.is_some() {
         return refuse(Reason::InvalidValue, "only events have a responsible area");
     }
-    check_dups(
-        actor,
-        areas,
-        b,
-        a,
-        claim.map(|e| (Action::parse(&e.action).expect("checked above"), e)),
-    )?;
-    if let Some(e) = claim.filter(|e| e.action == "absorb") {
-        if a.dups
-            .get(e.from.as_deref().unwrap_or_default())
-            .map(String::as_str)
-            != Some(crate::duplicates::MERGED)
-        {
-            return refuse(
-                Reason::InvalidValue,
-                "an absorb records the merged-away record in `dups`",
-            );
-        }
-    }
+    check_dups(actor, areas, b, a, claim)?;
     for area in std::iter::once(&a.area).chain(a.responsible.as_ref()) {
         if areas.path(area).is_none() {
             return refuse(Reason::UnknownArea, format!("no area {area}"));

@@ -501,9 +501,7 @@ impl AreaMap {
         cache.insert(key.to_owned(), v.clone());
         v
     }
-}
 
-impl AreaMap {
     /// Area paths of a document (home area and, for events, responsible area), sorted.
     pub fn paths_of(&self, doc: &Automerge) -> Vec<String> {
         let areas = record_areas(doc);

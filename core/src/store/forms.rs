@@ -4,7 +4,7 @@
 //! (see `gridwork_protocol::rules`), as the relay does on push; a new record must also fill the fields
 //! its form requires (a convenience of the form: the relay does not ask it of devices that could not
 //! know the form yet).
-use super::{meta, set_meta, Inner, Store};
+use super::{meta, set_meta, Store};
 use crate::error::{Error, Result};
 use crate::model::Kind;
 use gridwork_protocol::{form_fields, read_form, FieldValue, Form, FormField};
@@ -108,26 +108,24 @@ impl Store {
     }
 }
 
-impl Inner {
-    /// The friendly check of a new record's attributes: the fields its form requires are filled.
-    pub(crate) fn check_required(
-        forms: &[Form],
-        areas: &std::collections::HashMap<String, String>,
-        kind: Kind,
-        area: &str,
-        attrs: &std::collections::BTreeMap<String, String>,
-    ) -> Result<()> {
-        if forms.is_empty() {
-            return Ok(());
-        }
-        for f in form_fields(forms, areas, kind, area) {
-            if f.required && attrs.get(&f.key).is_none_or(|v| v.trim().is_empty()) {
-                return Err(Error::field(
-                    &format!("attrs.{}", f.key),
-                    "required by the form",
-                ));
-            }
-        }
-        Ok(())
+/// The friendly check of a new record's attributes: the fields its form requires are filled.
+pub(crate) fn check_required(
+    forms: &[Form],
+    areas: &std::collections::HashMap<String, String>,
+    kind: Kind,
+    area: &str,
+    attrs: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    if forms.is_empty() {
+        return Ok(());
     }
+    for f in form_fields(forms, areas, kind, area) {
+        if f.required && attrs.get(&f.key).is_none_or(|v| v.trim().is_empty()) {
+            return Err(Error::field(
+                &format!("attrs.{}", f.key),
+                "required by the form",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -736,7 +736,7 @@ impl<'a> Maker<'a> {
             return Err(Error::field(title, "required"));
         }
         check_area(self.area_paths, &new.area)?;
-        Inner::check_required(self.forms, self.area_paths, kind, &new.area, &new.attrs)?;
+        super::forms::check_required(self.forms, self.area_paths, kind, &new.area, &new.attrs)?;
         Ok(kind)
     }
 

@@ -1133,8 +1133,7 @@ async fn stats(
 // them through the same functions as `gridwork-server admin`, each change in the audit trail.
 
 /// The page for operators only; others get 403.
-fn operator_only(state: &ConsoleState, session: &Session) -> Option<Response> {
-    let _ = state;
+fn operator_only(session: &Session) -> Option<Response> {
     if session.user.role == Role::Operator {
         return None;
     }
@@ -1233,7 +1232,7 @@ async fn admin_page(
     session: Session,
     Query(q): Query<ReviewsQuery>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
+    if let Some(refused) = operator_only(&session) {
         return refused;
     }
     let lang = session.lang;
@@ -1265,7 +1264,7 @@ async fn operator_change(
     done: &str,
     change: impl AsyncFnOnce(crate::admin::Admin) -> Result<()>,
 ) -> Response {
-    if let Some(refused) = operator_only(state, session) {
+    if let Some(refused) = operator_only(session) {
         return refused;
     }
     if !same_secret(&session.csrf, csrf) {
@@ -1438,7 +1437,7 @@ async fn admin_device(
     headers: HeaderMap,
     Form(f): Form<DeviceForm>,
 ) -> Response {
-    if let Some(refused) = operator_only(&state, &session) {
+    if let Some(refused) = operator_only(&session) {
         return refused;
     }
     if !same_secret(&session.csrf, &f.csrf) {

@@ -281,11 +281,6 @@ impl ChangeNote {
         self
     }
 
-    /// Whether the change was judged by the forms of `forms_version`.
-    pub fn judged_by_forms(&self, forms_version: &str) -> bool {
-        self.forms.as_deref() == Some(crate::model::forms_tag(forms_version))
-    }
-
     /// Reads a change message; `None` when it is absent or not a note.
     pub fn parse(message: Option<&str>) -> Option<ChangeNote> {
         message.and_then(|m| serde_json::from_str(m).ok())

@@ -61,8 +61,16 @@ pub const KIND_RELEASE: i16 = 2;
 /// One change of a push, decoded and checked by a [`Decoder`] on the request task.
 #[derive(Debug, Clone)]
 pub enum Incoming {
-    Change { record: String, change: Box<Change> },
-    Refused { hash: String, refusal: Refusal },
+    Change {
+        record: String,
+        change: Box<Change>,
+        /// The city forms its author's device judged it by (the note's `forms`), read once here.
+        forms: Option<String>,
+    },
+    Refused {
+        hash: String,
+        refusal: Refusal,
+    },
 }
 
 /// The `busy` answer: the change is fine, the relay did not get to it in this request.
@@ -202,6 +210,7 @@ impl<'a> Decoder<'a> {
         Incoming::Change {
             record: record.to_owned(),
             change: Box::new(change),
+            forms: note.and_then(|n| n.forms),
         }
     }
 }
@@ -543,7 +552,7 @@ impl Engine {
         let mut seen = HashSet::new();
         for job in jobs {
             for inc in &job.changes {
-                if let Incoming::Change { record, change } = inc {
+                if let Incoming::Change { record, change, .. } = inc {
                     hashes.push(change.hash().0);
                     if seen.insert(record.as_str()) {
                         records.push(record.clone());
@@ -600,7 +609,7 @@ impl Engine {
                 let mut deferred = Vec::new();
                 let mut progress = false;
                 for &ci in &pending {
-                    let (record, change) = match &job.changes[ci] {
+                    let (record, change, forms) = match &job.changes[ci] {
                         Incoming::Refused { hash, refusal } => {
                             out[ci] = Some(Planned::Rejected {
                                 hash: hash.clone(),
@@ -608,7 +617,11 @@ impl Engine {
                             });
                             continue;
                         }
-                        Incoming::Change { record, change } => (record, change),
+                        Incoming::Change {
+                            record,
+                            change,
+                            forms,
+                        } => (record, change, forms.as_deref()),
                     };
                     let hash = change.hash();
                     let seq = existing
@@ -623,9 +636,9 @@ impl Engine {
                         out[ci] = Some(out_of_time(hash));
                         continue;
                     }
-                    let Some(planned) =
-                        self.apply_one(&job.actor, job_idx, record, change, &mut rows, &mut plan)
-                    else {
+                    let Some(planned) = self.apply_one(
+                        &job.actor, job_idx, record, change, forms, &mut rows, &mut plan,
+                    ) else {
                         deferred.push(ci);
                         continue;
                     };
@@ -719,12 +732,14 @@ impl Engine {
 
     /// Checks one change and applies it to the working copy of its record. `None`: a dependency is
     /// missing (nothing was applied).
+    #[allow(clippy::too_many_arguments)]
     fn apply_one(
         &mut self,
         actor: &Actor,
         job: usize,
         record: &str,
         change: &Change,
+        forms: Option<&str>,
         rows: &mut HashMap<String, RecordRow>,
         plan: &mut Plan,
     ) -> Option<Planned> {
@@ -745,7 +760,7 @@ impl Engine {
         }
         let existed = !w.doc.get_heads().is_empty();
         let before = w.current_paths(areas);
-        if let Err(refusal) = judge_and_apply(w, areas, actor, record, change) {
+        if let Err(refusal) = judge_and_apply(w, areas, actor, record, change, forms) {
             return Some(Planned::Rejected {
                 hash: hash.to_string(),
                 refusal,
@@ -834,6 +849,7 @@ fn judge_and_apply(
     actor: &Actor,
     record: &str,
     change: &Change,
+    forms: Option<&str>,
 ) -> Result<(), Refusal> {
     let heads = w.doc.get_heads();
     if !heads.is_empty() && change.deps().is_empty() {
@@ -849,6 +865,7 @@ fn judge_and_apply(
         actor,
         record,
         change,
+        note_forms: forms,
         current: current.as_ref(),
     };
     let mut deps = change.deps().to_vec();
@@ -885,6 +902,8 @@ struct Judge<'a> {
     actor: &'a Actor,
     record: &'a str,
     change: &'a Change,
+    /// The forms the change's note names (see [`Judge::forms`]).
+    note_forms: Option<&'a str>,
     current: Option<&'a DocState>,
 }
 
@@ -897,10 +916,10 @@ impl Judge<'_> {
         if all.is_empty() {
             return all;
         }
-        let Some(note) = ChangeNote::parse(self.change.message()) else {
+        let Some(tag) = self.note_forms else {
             return &[];
         };
-        if note.judged_by_forms(&self.areas.forms_version_for(self.actor)) {
+        if tag == gridwork_protocol::forms_tag(&self.areas.forms_version_for(self.actor)) {
             all
         } else {
             &[]

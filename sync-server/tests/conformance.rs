@@ -2868,6 +2868,45 @@ async fn postgres_over_tls() {
     );
 }
 
+/// The SQLite relay copies its WAL into the database file on a thread of its own, after its
+/// commits, not when the WAL reaches the writer's own (much larger) threshold: the database file
+/// grows while the relay runs, and the WAL stays about one batch long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_off_the_writer() {
+    let env = Env::new(Backend::Sqlite).await;
+    let db = env._dir.as_ref().unwrap().path().join("gridwork.db");
+    let size = |f: &std::path::Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+    let before = size(&db);
+    let made: Vec<(String, Automerge, Vec<u8>)> = (0..400)
+        .map(|i| env.person("wa", "g1", &format!("Resident {i} {}", "x".repeat(500))))
+        .collect();
+    let changes: Vec<(&str, Vec<u8>)> = made
+        .iter()
+        .map(|(r, _, c)| (r.as_str(), c.clone()))
+        .collect();
+    for chunk in changes.chunks(100) {
+        assert!(env
+            .push("wa", chunk)
+            .await
+            .iter()
+            .all(|a| a["status"] == "accepted"));
+    }
+    let started = Instant::now();
+    while size(&db) < before + 200_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the database file did not grow: {} -> {} bytes, WAL {} bytes",
+            before,
+            size(&db),
+            size(&db.with_extension("db-wal"))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wal = size(&db.with_extension("db-wal"));
+    assert!(wal < 8_192 * 4_096 / 4, "WAL of {wal} bytes");
+    env.stop().await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

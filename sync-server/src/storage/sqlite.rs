@@ -9,6 +9,7 @@
 use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,6 +44,42 @@ pub struct SqliteStore {
     /// async side) instead of opening a connection and a blocking thread per request.
     pub(super) permits: std::sync::Arc<tokio::sync::Semaphore>,
     pub(super) writer: Writer,
+    checkpointer: Mutex<Option<Checkpointer>>,
+}
+
+/// WAL pages after which the writer checkpoints on its own (32 MiB of 4 KiB pages): only when the
+/// [`Checkpointer`] falls behind. SQLite's default, 1,000, would have the writer do it every few
+/// batches, its commit waiting for the database file to be written and synced.
+const WRITER_CHECKPOINT_PAGES: i64 = 8_192;
+
+/// Copies the WAL into the database file on a thread of its own, woken after each of the writer's
+/// commits (a passive checkpoint: it never blocks the writer or a reader), so a commit waits for
+/// its WAL frames only. When nothing is running while it copies, the writer's next transaction
+/// starts the WAL over from its beginning, so the WAL stays about one batch long.
+struct Checkpointer {
+    wake: SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Checkpointer> {
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("gridwork-sqlite-checkpoint".into())
+            .spawn(move || {
+                // Ends when the writer and the store have dropped their senders.
+                while woken.recv().is_ok() {
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match done {
+                        Ok((wal, copied)) => tracing::trace!(wal, copied, "checkpoint"),
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+                    }
+                }
+            })?;
+        Ok(Checkpointer { wake, thread })
+    }
 }
 
 /// The database file in a data directory.
@@ -139,6 +176,8 @@ fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -32_000)?;
+    // The writer's statements: a few per table and chunk size (see `chunk_sizes`), kept prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -328,11 +367,11 @@ impl SqliteStore {
         let writer_conn = open_conn(&path, encryption)?;
         // The WAL and shared-memory files exist now: make sure they are private too.
         restrict_files(&path)?;
-        let writer = Writer::on_thread(
-            "gridwork-sqlite-writer",
-            SqliteSql::new(writer_conn),
-            Engine::new(limits),
-        )?;
+        let checkpointer = Checkpointer::start(open_conn(&path, encryption)?)?;
+        writer_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+        let mut sql = SqliteSql::new(writer_conn);
+        sql.after_commit = Some(checkpointer.wake.clone());
+        let writer = Writer::on_thread("gridwork-sqlite-writer", sql, Engine::new(limits))?;
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
@@ -341,6 +380,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             encryption: encryption.clone(),
+            checkpointer: Mutex::new(Some(checkpointer)),
             pool: Mutex::new(pool),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers)),
             writer,
@@ -631,6 +671,10 @@ fn bump_areas_version(c: &Connection) -> Result<()> {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.writer.close_blocking();
+        if let Some(c) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(c.wake);
+            let _ = c.thread.join();
+        }
     }
 }
 
@@ -692,7 +736,22 @@ fn multi_insert_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String 
     format!("{head} VALUES {} {tail}", vec![one; rows].join(","))
 }
 
-/// Runs a multi-row INSERT over `params`, `cols` values per row, in chunks of [`ROWS_PER_INSERT`].
+/// Row counts to write `rows` rows in: chunks of `max` (a power of two), then the rest as powers of
+/// two (100 = 64 + 32 + 4). A handful of statements, each prepared once per connection, serves every
+/// batch; a chunk of the remainder's exact size would be a statement prepared anew almost every time.
+fn chunk_sizes(rows: usize, max: usize) -> impl Iterator<Item = usize> {
+    debug_assert!(max.is_power_of_two());
+    let rest = rows % max;
+    std::iter::repeat_n(max, rows / max).chain(
+        (0..max.trailing_zeros())
+            .rev()
+            .map(|bit| 1 << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
+/// Runs a multi-row INSERT over `params`, `cols` values per row, in chunks of at most
+/// [`ROWS_PER_INSERT`] rows ([`chunk_sizes`]).
 fn insert_many(
     tx: &Connection,
     head: &str,
@@ -700,8 +759,11 @@ fn insert_many(
     cols: usize,
     params: &[&dyn rusqlite::ToSql],
 ) -> Result<()> {
-    for chunk in params.chunks(cols * ROWS_PER_INSERT) {
-        let sql = multi_insert_sql(head, cols, chunk.len() / cols, tail);
+    let mut rest = params;
+    for rows in chunk_sizes(params.len() / cols, ROWS_PER_INSERT) {
+        let (chunk, after) = rest.split_at(rows * cols);
+        rest = after;
+        let sql = multi_insert_sql(head, cols, rows, tail);
         tx.prepare_cached(&sql)?
             .execute(rusqlite::params_from_iter(chunk.iter()))?;
     }
@@ -716,9 +778,16 @@ fn lookup_many<K: rusqlite::ToSql>(
     mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
 ) -> Result<()> {
     for chunk in keys.chunks(KEYS_PER_LOOKUP) {
-        let sql = format!("{select} IN ({})", vec!["?"; chunk.len()].join(","));
+        // Padded to a power of two with the last key again (a key twice in `IN` finds its row
+        // once): a few statements, each prepared once, serve every batch.
+        let width = chunk.len().next_power_of_two();
+        let sql = format!("{select} IN ({})", vec!["?"; width].join(","));
         let mut st = tx.prepare_cached(&sql)?;
-        let mut rows = st.query(rusqlite::params_from_iter(chunk.iter()))?;
+        let last = &chunk[chunk.len() - 1];
+        let padded = chunk
+            .iter()
+            .chain(std::iter::repeat_n(last, width - chunk.len()));
+        let mut rows = st.query(rusqlite::params_from_iter(padded))?;
         while let Some(r) = rows.next()? {
             f(r)?;
         }
@@ -731,11 +800,16 @@ fn lookup_many<K: rusqlite::ToSql>(
 /// write lock at once; the log's head is `MAX(seq)` under it.
 pub(super) struct SqliteSql<C> {
     conn: C,
+    /// The writer's: wakes the [`Checkpointer`] after each commit.
+    after_commit: Option<SyncSender<()>>,
 }
 
 impl<C: BorrowMut<Connection>> SqliteSql<C> {
     pub(super) fn new(conn: C) -> Self {
-        SqliteSql { conn }
+        SqliteSql {
+            conn,
+            after_commit: None,
+        }
     }
 
     fn c(&self) -> &Connection {
@@ -753,6 +827,10 @@ impl<C: BorrowMut<Connection> + Send> Transact for SqliteSql<C> {
         let t = prof::start();
         self.c().execute_batch("COMMIT")?;
         t.stop(Span::Commit);
+        if let Some(wake) = &self.after_commit {
+            // Full: a checkpoint is pending already and will take this commit's pages too.
+            let _ = wake.try_send(());
+        }
         Ok(())
     }
 
@@ -1462,5 +1540,24 @@ fn sqlite_value(v: &super::console::Value<'_>) -> rusqlite::types::Value {
         Value::OptText(None) => rusqlite::types::Value::Null,
         Value::Int(i) => rusqlite::types::Value::Integer(*i),
         Value::Blob(b) => rusqlite::types::Value::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_cover_every_row_with_few_statements() {
+        let mut sizes_seen = std::collections::HashSet::new();
+        for rows in 0..1_000 {
+            let sizes: Vec<usize> = chunk_sizes(rows, ROWS_PER_INSERT).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), rows);
+            assert!(sizes
+                .iter()
+                .all(|s| s.is_power_of_two() && *s <= ROWS_PER_INSERT));
+            sizes_seen.extend(sizes);
+        }
+        assert_eq!(sizes_seen.len(), 8, "{sizes_seen:?}");
     }
 }

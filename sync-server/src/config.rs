@@ -206,6 +206,9 @@ pub struct Limits {
     pub auth_fail_burst: f64,
     /// Record documents kept in memory by the push path.
     pub doc_cache_entries: usize,
+    /// Threads a large batch of pushes is judged on (records are independent; each record's
+    /// changes are judged in order on one thread). Default: the machine's cores, at most 4.
+    pub plan_threads: usize,
     /// Database connections (SQLite readers, or the PostgreSQL pool size).
     pub db_connections: usize,
 }
@@ -230,6 +233,9 @@ impl Default for Limits {
             auth_fail_per_sec: 1.0,
             auth_fail_burst: 20.0,
             doc_cache_entries: 20_000,
+            plan_threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
             db_connections: 8,
         }
     }

@@ -531,6 +531,8 @@ pub struct Engine {
     working: HashMap<String, CachedDoc>,
     /// Writer time one push may take before its remaining changes are answered `busy`.
     max_push: Duration,
+    /// Threads a large batch is judged on.
+    threads: usize,
 }
 
 impl Engine {
@@ -542,6 +544,7 @@ impl Engine {
             areas: AreaMap::default(),
             working: HashMap::new(),
             max_push: Duration::from_millis(limits.max_push_millis),
+            threads: limits.plan_threads.max(1),
         }
     }
 
@@ -584,6 +587,10 @@ impl Engine {
 
     /// Plan a batch. `existing` maps already-logged hashes to their seq, `rows` holds the loaded
     /// (stale or uncached) records that exist in the database.
+    ///
+    /// Records are independent, so a large batch is judged on several threads ([`Limits::plan_threads`]),
+    /// each taking some records with every change of the batch that touches them, in order; the
+    /// plan is the same as one thread's (entries ordered by push, each record's in its order).
     pub fn plan(
         &mut self,
         jobs: &[PushJob],
@@ -591,9 +598,240 @@ impl Engine {
         mut rows: HashMap<String, RecordRow>,
     ) -> Plan {
         self.working.clear();
+        let shard_of = self.shards(jobs);
+        let shards = shard_of.values().copied().max().map_or(1, |m| m + 1);
+        // Each shard's records: the cached documents (a loaded row is newer than any cached copy)
+        // and the rows.
+        let mut inputs: Vec<(HashMap<String, CachedDoc>, HashMap<String, RecordRow>)> =
+            (0..shards).map(|_| Default::default()).collect();
+        for id in Engine::wants(jobs).records {
+            let s = shard_of.get(id.as_str()).copied().unwrap_or(0);
+            match rows.remove(&id) {
+                Some(row) => {
+                    self.cache.pop(&id);
+                    inputs[s].1.insert(id, row);
+                }
+                None => {
+                    if let Some(doc) = self.cache.pop(&id) {
+                        inputs[s].0.insert(id, doc);
+                    }
+                }
+            }
+        }
+        let (areas, max_push) = (&self.areas, self.max_push);
+        let mut shard_inputs = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(n, (cached, rows))| Shard {
+                areas,
+                max_push,
+                existing,
+                mine: if shards > 1 {
+                    Some((&shard_of, n))
+                } else {
+                    None
+                },
+                cached,
+                rows,
+                working: HashMap::new(),
+                entries: Vec::new(),
+                results: vec![Vec::new(); jobs.len()],
+            });
+        let outputs: Vec<ShardPlan> = if shards == 1 {
+            shard_inputs.map(|s| s.plan(jobs)).collect()
+        } else {
+            let first = shard_inputs.next();
+            std::thread::scope(|scope| {
+                let others: Vec<_> = shard_inputs
+                    .map(|s| scope.spawn(move || s.plan(jobs)))
+                    .collect();
+                let mut out: Vec<ShardPlan> = first.into_iter().map(|s| s.plan(jobs)).collect();
+                for h in others {
+                    match h.join() {
+                        Ok(p) => out.push(p),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                out
+            })
+        };
+        self.merge(jobs, outputs)
+    }
+
+    /// Which thread judges each record of a batch: empty (one thread) for a small batch, or when
+    /// one change is pushed under two record ids (one thread then answers the second as the first).
+    fn shards<'j>(&self, jobs: &'j [PushJob]) -> HashMap<&'j str, usize> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut by_hash: HashMap<ChangeHash, &str> = HashMap::new();
+        for job in jobs {
+            for inc in &job.changes {
+                if let Incoming::Change { record, change, .. } = inc {
+                    if by_hash
+                        .insert(change.hash(), record)
+                        .is_some_and(|r| r != record)
+                    {
+                        return HashMap::new();
+                    }
+                    *counts.entry(record).or_default() += 1;
+                }
+            }
+        }
+        let total: usize = counts.values().sum();
+        let n = self.threads.min(counts.len());
+        if n < 2 || total < PARALLEL_MIN_CHANGES {
+            return HashMap::new();
+        }
+        // Largest records first, each to the least loaded thread.
+        let mut records: Vec<(&str, usize)> = counts.into_iter().collect();
+        records.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut load = vec![0usize; n];
+        records
+            .into_iter()
+            .map(|(id, c)| {
+                let (s, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, l)| **l)
+                    .unwrap_or((0, &0));
+                load[s] += c;
+                (id, s)
+            })
+            .collect()
+    }
+
+    /// One plan out of the shards' plans: entries ordered by push (then shard, then each shard's
+    /// order, so each record's entries stay in order), answers and records pointing at them.
+    fn merge(&mut self, jobs: &[PushJob], outputs: Vec<ShardPlan>) -> Plan {
+        let mut order: Vec<(usize, usize, usize)> = Vec::new();
+        for (s, out) in outputs.iter().enumerate() {
+            for (i, e) in out.entries.iter().enumerate() {
+                order.push((e.job, s, i));
+            }
+        }
+        order.sort_unstable();
+        let mut global: Vec<Vec<usize>> =
+            outputs.iter().map(|o| vec![0; o.entries.len()]).collect();
+        for (g, &(_, s, i)) in order.iter().enumerate() {
+            global[s][i] = g;
+        }
         let mut plan = Plan::default();
+        let mut results: Vec<Vec<Option<Planned>>> =
+            jobs.iter().map(|j| vec![None; j.changes.len()]).collect();
+        let mut entries: Vec<Vec<Option<NewEntry>>> = Vec::new();
+        for (s, out) in outputs.into_iter().enumerate() {
+            for (j, answers) in out.results.into_iter().enumerate() {
+                for (ci, mut planned) in answers {
+                    if let Planned::Accepted {
+                        seq: SeqRef::New(i),
+                        ..
+                    } = &mut planned
+                    {
+                        *i = global[s][*i];
+                    }
+                    results[j][ci] = Some(planned);
+                }
+            }
+            for mut r in out.records {
+                r.last_entry = global[s][r.last_entry];
+                plan.records.push(r);
+            }
+            self.working.extend(out.working);
+            entries.push(out.entries.into_iter().map(Some).collect());
+        }
+        plan.records.sort_unstable_by_key(|r| r.last_entry);
+        plan.entries = order
+            .iter()
+            .filter_map(|&(_, s, i)| entries[s][i].take())
+            .collect();
+        plan.results = results
+            .into_iter()
+            .zip(jobs)
+            .map(|(answers, job)| {
+                answers
+                    .into_iter()
+                    .zip(&job.changes)
+                    .map(|(p, inc)| match (p, inc) {
+                        (Some(p), _) => p,
+                        (None, Incoming::Refused { hash, refusal }) => Planned::Rejected {
+                            hash: hash.clone(),
+                            refusal: refusal.clone(),
+                        },
+                        (None, Incoming::Change { change, .. }) => Planned::Rejected {
+                            hash: change.hash().to_string(),
+                            refusal: Refusal::new(Reason::Malformed, "not planned"),
+                        },
+                    })
+                    .collect()
+            })
+            .collect();
+        plan
+    }
+
+    /// The plan was committed with `entries[0]` at `first_seq`: cache the new document versions.
+    pub fn committed(&mut self, plan: &Plan, first_seq: i64) {
+        for rw in &plan.records {
+            if let Some(mut w) = self.working.remove(&rw.id) {
+                w.version = first_seq + rw.last_entry as i64;
+                w.in_db = true;
+                w.stored_paths = rw.paths.clone();
+                self.cache.put(rw.id.clone(), w);
+            }
+        }
+        // Working documents that were only read (every change rejected or duplicate) are unchanged
+        // and go back too.
+        for (id, w) in self.working.drain() {
+            self.cache.put(id, w);
+        }
+    }
+
+    /// The plan was not written: forget every document it touched (the database is the truth).
+    pub fn aborted(&mut self) {
+        for (id, _) in self.working.drain() {
+            self.cache.pop(&id);
+        }
+    }
+}
+
+/// Batches with fewer changes are judged on the writer alone (a thread costs more than they do).
+const PARALLEL_MIN_CHANGES: usize = 256;
+
+/// One thread's share of a batch: its records, judged with every change of the batch that touches
+/// them, push by push.
+struct Shard<'a> {
+    areas: &'a AreaMap,
+    max_push: Duration,
+    existing: &'a HashMap<[u8; 32], i64>,
+    /// Which records are this shard's (`None`: all of them).
+    mine: Option<(&'a HashMap<&'a str, usize>, usize)>,
+    /// Cached documents of this shard's records.
+    cached: HashMap<String, CachedDoc>,
+    /// Loaded rows of this shard's records.
+    rows: HashMap<String, RecordRow>,
+    /// Working copies of the records touched so far.
+    working: HashMap<String, CachedDoc>,
+    entries: Vec<NewEntry>,
+    /// Per push: (index of the change in the push, what became of it), for this shard's changes.
+    results: Vec<Vec<(usize, Planned)>>,
+}
+
+/// What a shard planned; indexes into `entries` are the shard's own until merged.
+struct ShardPlan {
+    entries: Vec<NewEntry>,
+    records: Vec<RecordWrite>,
+    results: Vec<Vec<(usize, Planned)>>,
+    /// Every document the shard held: working copies, and cached ones it did not need.
+    working: HashMap<String, CachedDoc>,
+}
+
+impl Shard<'_> {
+    fn is_mine(&self, record: &str) -> bool {
+        self.mine
+            .is_none_or(|(of, n)| of.get(record).copied().unwrap_or(0) == n)
+    }
+
+    fn plan(mut self, jobs: &[PushJob]) -> ShardPlan {
         let mut new_hashes: HashMap<ChangeHash, usize> = HashMap::new();
-        // Per record: index into plan.entries of its last entry, in first-touched order.
+        // Per record: index into entries of its last entry, in first-touched order.
         let mut touched: HashMap<String, usize> = HashMap::new();
         let mut touched_order: Vec<String> = Vec::new();
 
@@ -601,44 +839,44 @@ impl Engine {
             let deadline = Instant::now() + self.max_push;
             // The first change of a push is always judged, so every push makes progress.
             let mut judged_any = false;
-            let mut out: Vec<Option<Planned>> = vec![None; job.changes.len()];
             // Changes whose dependencies are missing are retried after the rest of the push (a push
             // may list a change before its dependencies); what is still missing then is rejected.
-            let mut pending: Vec<usize> = (0..job.changes.len()).collect();
+            let mut pending: Vec<usize> = (0..job.changes.len())
+                .filter(|&ci| match &job.changes[ci] {
+                    Incoming::Change { record, .. } => self.is_mine(record),
+                    Incoming::Refused { .. } => false,
+                })
+                .collect();
+            let mut out: Vec<(usize, Planned)> = Vec::new();
             loop {
                 let mut deferred = Vec::new();
                 let mut progress = false;
                 for &ci in &pending {
-                    let (record, change, forms) = match &job.changes[ci] {
-                        Incoming::Refused { hash, refusal } => {
-                            out[ci] = Some(Planned::Rejected {
-                                hash: hash.clone(),
-                                refusal: refusal.clone(),
-                            });
-                            continue;
-                        }
-                        Incoming::Change {
-                            record,
-                            change,
-                            forms,
-                        } => (record, change, forms.as_deref()),
+                    let Incoming::Change {
+                        record,
+                        change,
+                        forms,
+                    } = &job.changes[ci]
+                    else {
+                        continue;
                     };
                     let hash = change.hash();
-                    let seq = existing
+                    let seq = self
+                        .existing
                         .get(&hash.0)
                         .map(|s| SeqRef::Existing(*s))
                         .or_else(|| new_hashes.get(&hash).map(|i| SeqRef::New(*i)));
                     if let Some(seq) = seq {
-                        out[ci] = Some(Planned::Accepted { hash, seq });
+                        out.push((ci, Planned::Accepted { hash, seq }));
                         continue;
                     }
                     if judged_any && Instant::now() >= deadline {
-                        out[ci] = Some(out_of_time(hash));
+                        out.push((ci, out_of_time(hash)));
                         continue;
                     }
-                    let Some(planned) = self.apply_one(
-                        &job.actor, job_idx, record, change, forms, &mut rows, &mut plan,
-                    ) else {
+                    let Some(planned) =
+                        self.apply_one(&job.actor, job_idx, record, change, forms.as_deref())
+                    else {
                         deferred.push(ci);
                         continue;
                     };
@@ -654,7 +892,7 @@ impl Engine {
                             touched_order.push(record.clone());
                         }
                     }
-                    out[ci] = Some(planned);
+                    out.push((ci, planned));
                 }
                 if deferred.is_empty() || !progress {
                     let late = judged_any && Instant::now() >= deadline;
@@ -663,35 +901,30 @@ impl Engine {
                             continue;
                         };
                         // Out of time, a dependency may have been one of the `busy` changes.
-                        out[ci] = Some(if late {
-                            out_of_time(change.hash())
-                        } else {
-                            tracing::info!(change = %change.hash(), "change rejected: dependencies missing");
-                            Planned::Rejected {
-                                hash: change.hash().to_string(),
-                                refusal: Refusal::new(
-                                    Reason::MissingDeps,
-                                    "the change builds on changes the relay does not have",
-                                ),
-                            }
-                        });
+                        out.push((
+                            ci,
+                            if late {
+                                out_of_time(change.hash())
+                            } else {
+                                tracing::info!(change = %change.hash(), "change rejected: dependencies missing");
+                                Planned::Rejected {
+                                    hash: change.hash().to_string(),
+                                    refusal: Refusal::new(
+                                        Reason::MissingDeps,
+                                        "the change builds on changes the relay does not have",
+                                    ),
+                                }
+                            },
+                        ));
                     }
                     break;
                 }
                 pending = deferred;
             }
-            plan.results.push(
-                out.into_iter()
-                    .map(|p| {
-                        p.unwrap_or(Planned::Rejected {
-                            hash: String::new(),
-                            refusal: Refusal::new(Reason::Malformed, "not planned"),
-                        })
-                    })
-                    .collect(),
-            );
+            self.results[job_idx] = out;
         }
 
+        let mut records = Vec::with_capacity(touched_order.len());
         for id in touched_order {
             let Some(last_entry) = touched.get(&id).copied() else {
                 continue;
@@ -709,14 +942,14 @@ impl Engine {
                     .ok()
                     .map(|s| s.state().record.compact_json()),
             };
-            let paths = w.current_paths(&self.areas);
+            let paths = w.current_paths(self.areas);
             let keys_changed = !w.in_db || paths != w.stored_paths;
             let keys = if keys_changed {
                 scope_keys(&paths)
             } else {
                 Vec::new()
             };
-            plan.records.push(RecordWrite {
+            records.push(RecordWrite {
                 id: id.clone(),
                 doc: w.stored.clone(),
                 last_entry,
@@ -727,12 +960,18 @@ impl Engine {
                 view,
             });
         }
-        plan
+        let mut working = self.working;
+        working.extend(self.cached);
+        ShardPlan {
+            entries: self.entries,
+            records,
+            results: self.results,
+            working,
+        }
     }
 
     /// Checks one change and applies it to the working copy of its record. `None`: a dependency is
     /// missing (nothing was applied).
-    #[allow(clippy::too_many_arguments)]
     fn apply_one(
         &mut self,
         actor: &Actor,
@@ -740,17 +979,10 @@ impl Engine {
         record: &str,
         change: &Change,
         forms: Option<&str>,
-        rows: &mut HashMap<String, RecordRow>,
-        plan: &mut Plan,
     ) -> Option<Planned> {
         let hash = change.hash();
-        let Engine {
-            cache,
-            areas,
-            working,
-            ..
-        } = self;
-        let w = doc_for(working, cache, record, rows);
+        let areas = self.areas;
+        let w = doc_for(&mut self.working, &mut self.cached, record, &mut self.rows);
         if !change
             .deps()
             .iter()
@@ -791,8 +1023,8 @@ impl Engine {
             all.extend(after);
             scope_keys(&all)
         };
-        let idx = plan.entries.len();
-        plan.entries.push(NewEntry {
+        let idx = self.entries.len();
+        self.entries.push(NewEntry {
             hash: hash.0,
             record: record.to_owned(),
             bytes: change.raw_bytes().to_vec(),
@@ -806,30 +1038,6 @@ impl Engine {
             hash,
             seq: SeqRef::New(idx),
         })
-    }
-
-    /// The plan was committed with `entries[0]` at `first_seq`: cache the new document versions.
-    pub fn committed(&mut self, plan: &Plan, first_seq: i64) {
-        for rw in &plan.records {
-            if let Some(mut w) = self.working.remove(&rw.id) {
-                w.version = first_seq + rw.last_entry as i64;
-                w.in_db = true;
-                w.stored_paths = rw.paths.clone();
-                self.cache.put(rw.id.clone(), w);
-            }
-        }
-        // Working documents that were only read (every change rejected or duplicate) are unchanged
-        // and go back too.
-        for (id, w) in self.working.drain() {
-            self.cache.put(id, w);
-        }
-    }
-
-    /// The plan was not written: forget every document it touched (the database is the truth).
-    pub fn aborted(&mut self) {
-        for (id, _) in self.working.drain() {
-            self.cache.pop(&id);
-        }
     }
 }
 
@@ -1046,7 +1254,7 @@ fn malformed(e: gridwork_protocol::doc::ShapeError) -> Refusal {
 /// The working copy of a record: loaded row, else cached document, else a new empty one.
 fn doc_for<'a>(
     working: &'a mut HashMap<String, CachedDoc>,
-    cache: &mut LruCache<String, CachedDoc>,
+    cache: &mut HashMap<String, CachedDoc>,
     record: &str,
     rows: &mut HashMap<String, RecordRow>,
 ) -> &'a mut CachedDoc {
@@ -1054,7 +1262,7 @@ fn doc_for<'a>(
         if let Some(row) = rows.remove(record) {
             CachedDoc::from_row(row)
         } else {
-            cache.pop(record).unwrap_or_else(CachedDoc::empty)
+            cache.remove(record).unwrap_or_else(CachedDoc::empty)
         }
     })
 }

@@ -126,6 +126,10 @@ enum Cmd {
         /// Failed authentications a client address may make at once before that rate applies.
         #[arg(long, value_name = "N", default_value_t = Limits::default().auth_fail_burst)]
         auth_fail_burst: f64,
+        /// Threads a large batch of pushes is judged on (default: the machine's cores, at most 4;
+        /// 1 judges every change on the writer itself).
+        #[arg(long, value_name = "N")]
+        plan_threads: Option<usize>,
         /// Where the web console keeps its users' console stores (default with --data: DATA/console).
         /// With PostgreSQL the console needs this and a key (--console-key-file or
         /// GRIDWORK_CONSOLE_KEY, 64 hex characters).
@@ -386,6 +390,7 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             rate_burst,
             auth_fail_per_sec,
             auth_fail_burst,
+            plan_threads,
             console_dir,
             console_key_file,
             no_console,
@@ -408,6 +413,9 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
                 rate_burst,
                 auth_fail_per_sec,
                 auth_fail_burst,
+                plan_threads: plan_threads
+                    .unwrap_or(Limits::default().plan_threads)
+                    .max(1),
                 ..Limits::default()
             };
             let key = match console_key_file {

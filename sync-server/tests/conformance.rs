@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -1703,6 +1703,136 @@ async fn busy_past_the_push_budget(b: Backend) {
     env.stop().await;
 }
 
+/// A batch large enough to be judged on several threads (`Limits::plan_threads`) is answered as one
+/// thread would answer it: each record's changes in order (a change listed before its dependency
+/// still lands after it), a change already in the log or repeated in the push answered with its seq,
+/// refusals where they belong, each push's new entries together in the log, and every record whole
+/// for a reader.
+async fn judges_large_batches_on_several_threads(b: Backend) {
+    let env = Env::with_limits(
+        b,
+        Limits {
+            plan_threads: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let (old, mut old_doc, old_create) = env.person("wa", "g1", "Old");
+    let old_seq = env.push1("wa", &old, old_create.clone()).await["seq"]
+        .as_i64()
+        .unwrap();
+    // Per push: who, the changes, and the answer each must get.
+    type Push<'a> = (&'a str, Vec<(String, Vec<u8>)>, Vec<&'a str>);
+    let mut pushes: Vec<Push> = Vec::new();
+    let mut docs: Vec<(String, Automerge)> = Vec::new();
+    for (who, area) in [("wa", "g1"), ("wb", "g2"), ("sup", "g1")] {
+        let (mut changes, mut want) = (Vec::new(), Vec::new());
+        for i in 0..150 {
+            let (r, mut doc, create) = env.person(who, area, &format!("{who} {i}"));
+            let edit = env.edit(who, &mut doc, "phone", &format!("1380013{i:04}"));
+            if i % 3 == 0 {
+                changes.push((r.clone(), edit));
+                changes.push((r.clone(), create));
+            } else {
+                changes.push((r.clone(), create));
+                changes.push((r.clone(), edit));
+            }
+            want.extend(["accepted", "accepted"]);
+            docs.push((r, doc));
+        }
+        pushes.push((who, changes, want));
+    }
+    let wa = &mut pushes[0];
+    // Already in the log, then an edit of it.
+    let old_at = wa.1.len();
+    wa.1.push((old.clone(), old_create));
+    wa.1.push((
+        old.clone(),
+        env.edit("wa", &mut old_doc, "phone", "13800139999"),
+    ));
+    // Repeated within the push.
+    let repeat_at = wa.1.len();
+    let again = wa.1[5].clone();
+    wa.1.push(again);
+    // Outside the worker's grid, built on a change the relay never got, and corrupted.
+    let (far, _, far_create) = env.person("wa", "g2", "Far");
+    wa.1.push((far, far_create));
+    let (lost, mut lost_doc, _) = env.person("wa", "g1", "Lost");
+    wa.1.push((lost, env.edit("wa", &mut lost_doc, "phone", "1")));
+    let (bad, _, mut bad_create) = env.person("wa", "g1", "Bad");
+    let last = bad_create.len() - 1;
+    bad_create[last] ^= 1;
+    wa.1.push((bad, bad_create));
+    wa.2.extend([
+        "accepted",
+        "accepted",
+        "accepted",
+        "out_of_scope",
+        "missing_deps",
+        "bad_checksum",
+    ]);
+    docs.push((old.clone(), old_doc));
+
+    // Held writer: the pushes queue up and are planned in as few batches as the writer takes.
+    let hold = env.hold_writer().await;
+    let sent = pushes.iter().map(|(who, changes, _)| {
+        let changes: Vec<(&str, Vec<u8>)> = changes
+            .iter()
+            .map(|(r, c)| (r.as_str(), c.clone()))
+            .collect();
+        let env = &env;
+        async move { env.push(who, &changes).await }
+    });
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(sent), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold.release().await;
+    });
+
+    let mut all_new = HashSet::new();
+    for ((who, changes, want), got) in pushes.iter().zip(&answers) {
+        assert_eq!(&reasons(got), want, "{who}");
+        let seq = |i: usize| got[i]["seq"].as_i64().unwrap();
+        let mut new: Vec<i64> = Vec::new();
+        for (i, answer) in got.iter().enumerate().take(changes.len()) {
+            match (*who, answer["status"].as_str()) {
+                (_, Some("rejected")) => {}
+                ("wa", _) if i == old_at => assert_eq!(seq(i), old_seq, "already in the log"),
+                ("wa", _) if i == repeat_at => {
+                    assert_eq!(seq(i), seq(5), "a repeat: the first's seq")
+                }
+                _ => new.push(seq(i)),
+            }
+        }
+        // Each record's edit after its creation, whatever the order in the push.
+        for pair in 0..150 {
+            let (a, b) = (seq(2 * pair), seq(2 * pair + 1));
+            if pair % 3 == 0 {
+                assert!(
+                    a > b,
+                    "{who}: the edit listed first lands after its record's creation"
+                );
+            } else {
+                assert!(b > a);
+            }
+        }
+        new.sort_unstable();
+        assert_eq!(
+            new.last().unwrap() - new[0] + 1,
+            new.len() as i64,
+            "{who}: a push's entries are together in the log"
+        );
+        for s in new {
+            assert!(all_new.insert(s), "seq {s} given twice");
+        }
+    }
+    let (items, _) = env.pull_all("op", 0, 1000).await;
+    assert_eq!(items.len(), all_new.len() + 1);
+    for (record, doc) in &docs {
+        assert_eq!(apply_items(&items, record).get_heads(), doc.get_heads());
+    }
+    env.stop().await;
+}
+
 /// A change chunk as the compressed chunk type of the format (Automerge never sends one for a single
 /// change, but may read one).
 fn compressed(change: &[u8]) -> Vec<u8> {
@@ -2957,6 +3087,7 @@ conformance!(
     refuses_bombs,
     busy_past_the_push_budget,
     busy_past_the_push_time,
+    judges_large_batches_on_several_threads,
     refuses_forged_counters,
     admin_rules,
     attachment_sessions,

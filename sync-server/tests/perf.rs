@@ -1120,3 +1120,99 @@ async fn burst_real_relays() {
         }
     }
 }
+
+/// Judging alone, without HTTP or a database: batches of 4,000 changes (400 new people of ten
+/// changes each, four pushes) planned by the engine on one thread and on `Limits::plan_threads`,
+/// alternately. Tells what judging on several threads gains where nothing else wants the cores
+/// (a relay draining a backlog; a relay on a machine of its own).
+///
+/// `cargo test --release -p gridwork-server --test perf -- --ignored plan_threads --nocapture`
+#[test]
+#[ignore]
+fn plan_threads() {
+    use gridwork_server::engine::{AreaMap, Decoder, Engine, Incoming, PushJob};
+    let author = Author::new("u0", "dev-u0");
+    let actor = gridwork_protocol::rules::Actor {
+        user: "u0".into(),
+        device: "dev-u0".into(),
+        role: Role::Worker,
+        area_path: "d1/s1/c1/g0/".into(),
+    };
+    let bound = author.actor.to_hex_string();
+    let limits = Limits::default();
+    let areas = AreaMap::new(
+        1,
+        [
+            ("d1", "d1/"),
+            ("s1", "d1/s1/"),
+            ("c1", "d1/s1/c1/"),
+            ("g0", "d1/s1/c1/g0/"),
+        ]
+        .into_iter()
+        .map(|(a, p)| (a.to_owned(), p.to_owned()))
+        .collect(),
+        Vec::new(),
+    );
+    let rounds: usize = std::env::var("GRIDWORK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let batch = |round: usize| -> Vec<PushJob> {
+        (0..4)
+            .map(|p| {
+                let mut decoder = Decoder::new(&actor, Some(&bound), &limits);
+                let changes = (0..100)
+                    .flat_map(|r| {
+                        changes_for(
+                            &author,
+                            &format!("{:032x}", (round * 4 + p) * 1000 + r),
+                            "g0",
+                            10,
+                        )
+                    })
+                    .map(|c| {
+                        let bytes = B64.decode(c["bytes"].as_str().unwrap()).unwrap();
+                        decoder.decode(c["record"].as_str().unwrap(), Some(&bytes))
+                    })
+                    .collect::<Vec<Incoming>>();
+                PushJob {
+                    device_id: "dev-u0".into(),
+                    actor: actor.clone(),
+                    changes,
+                }
+            })
+            .collect()
+    };
+    let threads = [1, limits.plan_threads.max(2)];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+    println!("\n| round | threads | 4,000 changes judged (ms) | changes/s |\n|---|---|---|---|");
+    for round in 0..rounds {
+        for (i, &n) in threads.iter().enumerate() {
+            let jobs = batch(round * threads.len() + i);
+            let mut engine = Engine::new(&Limits {
+                plan_threads: n,
+                ..Limits::default()
+            });
+            engine.areas = areas.clone();
+            let started = Instant::now();
+            let plan = engine.plan(&jobs, &std::collections::HashMap::new(), Default::default());
+            let secs = started.elapsed().as_secs_f64();
+            assert_eq!(plan.entries.len(), 4_000, "every change accepted");
+            times[i].push(secs);
+            println!(
+                "| {} | {n} | {:.1} | {:.0} |",
+                round + 1,
+                secs * 1e3,
+                4_000.0 / secs
+            );
+        }
+    }
+    for (i, &n) in threads.iter().enumerate() {
+        let m = median(times[i].clone());
+        println!(
+            "median, {n} thread(s): {:.1} ms = {:.0} changes/s",
+            m * 1e3,
+            4_000.0 / m
+        );
+    }
+}

@@ -604,16 +604,25 @@ impl Engine {
         // and the rows.
         let mut inputs: Vec<(HashMap<String, CachedDoc>, HashMap<String, RecordRow>)> =
             (0..shards).map(|_| Default::default()).collect();
-        for id in Engine::wants(jobs).records {
-            let s = shard_of.get(id.as_str()).copied().unwrap_or(0);
-            match rows.remove(&id) {
-                Some(row) => {
-                    self.cache.pop(&id);
-                    inputs[s].1.insert(id, row);
+        let mut seen = HashSet::new();
+        for job in jobs {
+            for inc in &job.changes {
+                let Incoming::Change { record: id, .. } = inc else {
+                    continue;
+                };
+                if !seen.insert(id.as_str()) {
+                    continue;
                 }
-                None => {
-                    if let Some(doc) = self.cache.pop(&id) {
-                        inputs[s].0.insert(id, doc);
+                let s = shard_of.get(id.as_str()).copied().unwrap_or(0);
+                match rows.remove(id) {
+                    Some(row) => {
+                        self.cache.pop(id);
+                        inputs[s].1.insert(id.clone(), row);
+                    }
+                    None => {
+                        if let Some(doc) = self.cache.pop(id) {
+                            inputs[s].0.insert(id.clone(), doc);
+                        }
                     }
                 }
             }

@@ -292,6 +292,12 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
     let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
     let mut hold: Vec<(String, Change)> = Vec::new();
     let mut release: Vec<ChangeHash> = Vec::new();
+    // Held changes are rare (a record's first change not yet arrived): when none are, no record
+    // looks for its own and no applied change is deleted from them.
+    let any_held: bool = inner
+        .conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM held_changes)")?
+        .query_row([], |r| r.get(0))?;
     for (id, pieces) in by_record {
         // Taken out of the cache while it is edited: if anything fails, the next read reloads the
         // stored version.
@@ -300,7 +306,9 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             None => inner.new_doc(),
         };
         let heads_before = doc.get_heads();
-        let held: Vec<Vec<u8>> = {
+        let held: Vec<Vec<u8>> = if !any_held {
+            Vec::new()
+        } else {
             let mut stmt = inner
                 .conn
                 .prepare_cached("SELECT bytes FROM held_changes WHERE record_id = ?1")?;
@@ -369,7 +377,9 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         for change in singles {
             let hash = change.hash();
             if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
-                release.push(hash);
+                if any_held {
+                    release.push(hash);
+                }
             } else {
                 hold.push((id.to_owned(), change));
             }
@@ -417,12 +427,18 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
     tx.commit()?;
     report.malformed = bad.len();
     report.records_changed = updated.len();
-    let ids: Vec<String> = updated.iter().map(|(r, _, _)| r.id.clone()).collect();
+    // A record that someone else moved out of this user's scope leaves the device. Who sees it is
+    // read from the record just merged: only those this user does not see are looked at again.
+    let actor = inner.rule_actor();
+    let unseen: Vec<String> = updated
+        .iter()
+        .filter(|(r, _, _)| !actor.sees(&inner.area_paths, r))
+        .map(|(r, _, _)| r.id.clone())
+        .collect();
     for (record, doc, _) in updated {
         inner.cache_doc(&record.id, doc);
     }
-    // A record that someone else moved out of this user's scope leaves the device.
-    report.purged = inner.purge_out_of_scope(Some(&ids))?;
+    report.purged = inner.purge_out_of_scope(Some(&unseen))?;
     Ok(report)
 }
 

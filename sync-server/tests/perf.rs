@@ -1056,14 +1056,16 @@ async fn hostile_real_relay() {
 /// each GETting /v1/health twice, in the same run.
 ///   GRIDWORK_TEST_POSTGRES_URL=... cargo test --release -p gridwork-server --test perf -- --ignored \
 ///     burst_real_relays --nocapture
-/// The relay build is the first of GRIDWORK_SERVER_BINS (its arguments are not used), else the one
-/// built with this test.
+/// The relay builds are those of GRIDWORK_SERVER_BINS (their arguments are not used), run alternately
+/// in each round, else the one built with this test.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn burst_real_relays() {
     let pg = std::env::var("GRIDWORK_TEST_POSTGRES_URL").ok();
-    let build = relay_builds().remove(0).1;
-    let bin = build.split_whitespace().next().unwrap().to_owned();
+    let builds: Vec<(String, String)> = relay_builds()
+        .into_iter()
+        .map(|(label, build)| (label, build.split_whitespace().next().unwrap().to_owned()))
+        .collect();
     let rounds: usize = std::env::var("GRIDWORK_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1077,10 +1079,14 @@ async fn burst_real_relays() {
     if pg.is_some() {
         setups.extend([("PostgreSQL", 1), ("PostgreSQL", 2)]);
     }
-    println!("\n| store | relays | round | 1,000 devices at t=0: push 20 + pull, per request | baseline: GET /v1/health x2 |");
-    println!("|---|---|---|---|---|");
+    println!("\n| relay | store | relays | round | 1,000 devices at t=0: push 20 + pull, per request | baseline: GET /v1/health x2 |");
+    println!("|---|---|---|---|---|---|");
+    let mut procs_started = 0;
     for round in 1..=rounds {
-        for &(backend, relays) in &setups {
+        for ((label, bin), &(backend, relays)) in builds
+            .iter()
+            .flat_map(|b| setups.iter().map(move |s| (b, s)))
+        {
             let mut procs = Vec::new();
             let devs = match (backend, &pg) {
                 ("PostgreSQL", Some(url)) => {
@@ -1088,19 +1094,20 @@ async fn burst_real_relays() {
                     let devs = setup(&StorageConfig::Postgres { url: db.clone() }, 1000).await;
                     for _ in 0..relays {
                         let store = RelayStore::Postgres(db.clone());
-                        procs.push(RelayProcess::serve(&bin, store, &[]).await);
+                        procs.push(RelayProcess::serve(bin, store, &[]).await);
                     }
                     devs
                 }
                 _ => {
                     let key = gridwork_server::RelayKey::generate();
-                    let key_file = keys.path().join(format!("relay-{round}.key"));
+                    let key_file = keys.path().join(format!("relay-{}.key", procs_started));
+                    procs_started += 1;
                     key.write_new_file(&key_file).unwrap();
                     let data = tempfile::tempdir().unwrap();
                     let devs = setup(&StorageConfig::sqlite(data.path(), key), 1000).await;
                     let key_file = key_file.to_str().unwrap().to_owned();
                     let args = ["--key-file", key_file.as_str()];
-                    procs.push(RelayProcess::serve(&bin, RelayStore::Dir(data), &args).await);
+                    procs.push(RelayProcess::serve(bin, RelayStore::Dir(data), &args).await);
                     devs
                 }
             };
@@ -1112,7 +1119,7 @@ async fn burst_real_relays() {
             let burst = devices_run(&http, &bases, &devs, Duration::ZERO, 1, false).await;
             let health = devices_run(&http, &bases, &devs, Duration::ZERO, 2, true).await;
             println!(
-                "| {backend} | {relays} | {round} | {} | {} |",
+                "| {label} | {backend} | {relays} | {round} | {} | {} |",
                 fmt_lat(&burst.0, burst.1, burst.2),
                 fmt_lat(&health.0, health.1, health.2)
             );

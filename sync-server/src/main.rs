@@ -128,8 +128,8 @@ enum Cmd {
         auth_fail_burst: f64,
         /// Threads a large batch of pushes is judged on (default: the machine's cores, at most 4;
         /// 1 judges every change on the writer itself).
-        #[arg(long, value_name = "N")]
-        plan_threads: Option<usize>,
+        #[arg(long, value_name = "N", default_value_t = Limits::default().plan_threads)]
+        plan_threads: usize,
         /// Where the web console keeps its users' console stores (default with --data: DATA/console).
         /// With PostgreSQL the console needs this and a key (--console-key-file or
         /// GRIDWORK_CONSOLE_KEY, 64 hex characters).
@@ -413,9 +413,7 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
                 rate_burst,
                 auth_fail_per_sec,
                 auth_fail_burst,
-                plan_threads: plan_threads
-                    .unwrap_or(Limits::default().plan_threads)
-                    .max(1),
+                plan_threads,
                 ..Limits::default()
             };
             let key = match console_key_file {

@@ -260,12 +260,7 @@ impl super::Inner {
             self.forget_doc(id);
         }
         // Who sees a record is read from its view: only those this user does not see are purged.
-        let actor = self.rule_actor();
-        let unseen: Vec<String> = order
-            .iter()
-            .filter(|id| !actor.sees(&self.area_paths, &views[**id]))
-            .map(|s| (*s).to_owned())
-            .collect();
+        let unseen = self.unseen(order.iter().map(|id| &views[*id]));
         let purged = self.purge_out_of_scope(Some(&unseen))?;
         Ok((order.len(), purged))
     }
@@ -429,12 +424,7 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
     report.records_changed = updated.len();
     // A record that someone else moved out of this user's scope leaves the device. Who sees it is
     // read from the record just merged: only those this user does not see are looked at again.
-    let actor = inner.rule_actor();
-    let unseen: Vec<String> = updated
-        .iter()
-        .filter(|(r, _, _)| !actor.sees(&inner.area_paths, r))
-        .map(|(r, _, _)| r.id.clone())
-        .collect();
+    let unseen = inner.unseen(updated.iter().map(|(r, _, _)| r));
     for (record, doc, _) in updated {
         inner.cache_doc(&record.id, doc);
     }

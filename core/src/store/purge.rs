@@ -16,6 +16,17 @@ impl Inner {
     /// any more, unless a local change of theirs still waits in the outbox or the quarantine (they go
     /// once it is pushed or discarded). Everything of a purged record goes: its document, projection
     /// row, search row, links, tags, conflicts, held changes and attachments. Returns how many went.
+    /// The ids of `records` this user does not see (by the records as given, not as stored): the
+    /// candidates for [`Inner::purge_out_of_scope`] after records were written.
+    pub(crate) fn unseen<'r>(&self, records: impl IntoIterator<Item = &'r Record>) -> Vec<String> {
+        let actor = self.rule_actor();
+        records
+            .into_iter()
+            .filter(|r| !actor.sees(&self.area_paths, r))
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     pub(crate) fn purge_out_of_scope(&mut self, candidates: Option<&[String]>) -> Result<usize> {
         if candidates.is_some_and(<[String]>::is_empty) {
             return Ok(0);

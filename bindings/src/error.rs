@@ -124,6 +124,8 @@ impl From<SyncError> for GridworkError {
             SyncError::DeviceInUse => GridworkError::DeviceInUse { reason },
             SyncError::WrongUser { .. } => GridworkError::WrongUser { reason },
             SyncError::Cancelled => GridworkError::Cancelled { reason },
+            // The token changed between the relay's answer and the push: the next sync sorts it out.
+            SyncError::IdentityChanged => GridworkError::Network { reason },
             SyncError::Server { status: 403, .. } => GridworkError::Forbidden { reason },
             // Other refusals (4xx, 5xx after retries) are the relay's side: retry later.
             SyncError::Server { .. } => GridworkError::Network { reason },

@@ -121,13 +121,10 @@ impl Ctx {
 /// Logs go to stderr, off unless GRIDWORK_LOG is set (e.g. GRIDWORK_LOG=debug). The core logs ids and
 /// counts, never personal values.
 pub fn init_logging() {
-    match std::env::var("GRIDWORK_LOG") {
-        Ok(filter) => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
-        Err(_) => {}
+    if let Ok(filter) = std::env::var("GRIDWORK_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }

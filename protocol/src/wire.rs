@@ -59,6 +59,10 @@ pub struct MeResponse {
     /// relays that predate forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forms_version: Option<String>,
+    /// Whether this relay honours [`PushRequest::expect`] (absent from relays that predate it, which
+    /// ignore the field): a device that knows it may push while its `/v1/me` is still on the way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_expect: bool,
 }
 
 /// `POST /v1/me`: binds the device token to the store presenting `actor` (first call), or checks that
@@ -136,6 +140,18 @@ pub struct PushChange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushRequest {
     pub changes: Vec<PushChange>,
+    /// Who the device believes the token is. A relay that says [`MeResponse::push_expect`] judges
+    /// nothing of a push whose `expect` differs from the token (another user, or the token bound to
+    /// another store or to none) and answers `412 identity_changed` for the whole push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<PushExpect>,
+}
+
+/// The precondition of a push: the token's user, and the store (Automerge actor, hex) it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushExpect {
+    pub user: String,
+    pub actor: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

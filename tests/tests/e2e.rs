@@ -527,6 +527,83 @@ fn a_store_made_from_a_token_takes_its_identity_and_a_second_store_is_refused() 
     }
 }
 
+/// A store that has synced pushes beside its `POST /v1/me` (one round trip per sync), with the user and
+/// store it believes the token is as the push's precondition: when the token changed meanwhile, the
+/// relay judges nothing of the push, and the store keeps every change.
+#[test]
+fn a_push_made_beside_me_for_a_token_that_changed_keeps_its_changes() {
+    let (dir, relay) = world();
+    let mut wang = Device::new(&relay, dir.path(), "wang", Role::Worker, "g1");
+    wang.sync();
+    let first = wang
+        .store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Before The Reset"))
+        .unwrap();
+    assert_eq!(wang.sync().pushed, 1);
+
+    // An operator resets the device (its token is bound to no store now) while it is offline: the
+    // push that leaves beside `/v1/me` is refused as a whole, `/v1/me` binds the token again, and the
+    // push made after it is accepted; nothing is quarantined as another store's.
+    relay.admin(&["device", "reset", "wang-dev"]);
+    wang.store
+        .update(&first, Update::new().set("phone", "13800139999"))
+        .unwrap();
+    let report = wang.sync();
+    assert_eq!((report.pushed, report.rejected), (1, 0));
+    assert!(wang.store.quarantined().unwrap().is_empty());
+    assert_eq!(wang.store.outbox_len().unwrap(), 0);
+
+    // The store is given another user's token, bound to that user's store or to none yet: the sync
+    // stops at the relay's answer, the push beside it was judged not at all, and the change waits in
+    // the outbox.
+    let zhao = Device::new(&relay, dir.path(), "zhao", Role::Supervisor, "c1");
+    zhao.sync();
+    let seen = zhao.store.record_ids().unwrap().len();
+    wang.store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Not Zhao's"))
+        .unwrap();
+    wang.config.token = zhao.config.token.clone();
+    match wang.try_sync() {
+        Err(Error::Sync(SyncError::DeviceInUse)) => {}
+        other => panic!("expected DeviceInUse, got {other:?}"),
+    }
+    wang.config.token = relay.add_device("zhao", Role::Supervisor, "c1", "zhao-tablet");
+    match wang.try_sync() {
+        Err(Error::Sync(SyncError::WrongUser { store, token })) => {
+            assert_eq!((store.as_str(), token.as_str()), ("wang", "zhao"))
+        }
+        other => panic!("expected WrongUser, got {other:?}"),
+    }
+    assert_eq!(wang.store.outbox_len().unwrap(), 1, "nothing was pushed");
+    assert!(wang.store.quarantined().unwrap().is_empty());
+    zhao.sync();
+    assert_eq!(zhao.store.record_ids().unwrap().len(), seen);
+
+    // The relay's side of it: a push whose precondition names another user or store, or a token
+    // bound to no store, gets `412 identity_changed` and nothing of it is judged.
+    let actor = wang.store.actor_hex();
+    for (user, actor) in [("wang", actor.as_str()), ("zhao", "00ff")] {
+        let r = gridwork_tests::forge::http()
+            .post(format!("{}/v1/changes", relay.url()))
+            .bearer_auth(&zhao.config.token)
+            .json(&serde_json::json!({
+                "changes": [{"record": "0".repeat(32), "bytes": "AAAA"}],
+                "expect": {"user": user, "actor": actor},
+            }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 412, "{user}");
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "identity_changed");
+    }
+    // And `/v1/me` says the relay honours it.
+    let (status, me) = relay.get_json(&zhao.config.token, "/v1/me");
+    assert_eq!(
+        (status, &me["push_expect"]),
+        (200, &serde_json::json!(true))
+    );
+}
+
 #[test]
 fn an_offline_store_claiming_too_much_is_corrected_at_its_first_sync() {
     let (dir, relay) = world();

@@ -8,8 +8,10 @@
 //!
 //! The relay is the authority on who the device is: every sync starts by registering the store
 //! (`POST /v1/me`) and taking the relay's answer (user, device, role, area and the area tree). A token of
-//! another user is refused before anything is pushed; a token bound to another store is
-//! [`SyncError::DeviceInUse`]; a revoked device or disabled user makes the store wipe itself.
+//! another user is refused before anything of the store's is judged (a store that has synced pushes
+//! beside `/v1/me`, under the precondition of who it believes the token is, which the relay checks
+//! before anything else); a token bound to another store is [`SyncError::DeviceInUse`]; a revoked
+//! device or disabled user makes the store wipe itself.
 
 use crate::error::{Error, Result};
 use crate::model::{forms_version, schedules_version, Identity, Record, Role};
@@ -40,6 +42,11 @@ pub enum SyncError {
          reinstalled app): an operator must reset the device or issue a new token"
     )]
     DeviceInUse,
+    #[error(
+        "the relay's token now belongs to another user or store than the one this push was made \
+         for: the next sync asks the relay who it is first"
+    )]
+    IdentityChanged,
     #[error("this store belongs to user {store}, but the token is user {token}'s: use the token issued for this store's user")]
     WrongUser { store: String, token: String },
     #[error("the relay refused the request ({status}, {code}): {message}")]
@@ -157,6 +164,8 @@ const CURSOR: &str = "cursor";
 const SNAPSHOT_CURSOR: &str = "snapshot_cursor";
 const SNAPSHOT_AFTER: &str = "snapshot_after";
 const LAST_SYNC: &str = "last_sync";
+/// `"1"` once the relay said (in `/v1/me`) that it honours a push's `expect`.
+const RELAY_PUSH_EXPECT: &str = "relay_push_expect";
 /// A sync that pushed more changes than this pulls afresh after the push instead of using the page
 /// it asked for beside `/v1/me`.
 const EARLY_PULL_MAX_PUSHED: u64 = 100;
@@ -378,6 +387,7 @@ async fn error_from(resp: reqwest::Response) -> SyncError {
         (401, "disabled") => SyncError::Disabled,
         (401, _) => SyncError::Unauthorized,
         (409, "device_in_use") => SyncError::DeviceInUse,
+        (412, "identity_changed") => SyncError::IdentityChanged,
         _ => SyncError::Server {
             status,
             code,
@@ -545,15 +555,43 @@ impl Store {
         // the answer, before anything is pushed. The first pull page is asked for at the same time
         // (a round trip less on every sync); it is applied only if the answer leaves the scope as
         // it was, and only after the push, as if it had been asked for then.
+        //
+        // A store that has synced with a relay that honours a push's precondition (`expect`: the
+        // user and store it was made for, refused as a whole with `412 identity_changed` when the
+        // token is now another's) pushes at the same time too: a sync is then one round trip. The
+        // relay judges the push by the token's user and scope as they are now, whatever `/v1/me`
+        // answers; a refused precondition leaves the outbox as it was, and the push is made again
+        // below, after the answer was taken, as on a relay without it.
         let cursor_before: Option<u64> = self.sync_state(CURSOR)?.and_then(|c| c.parse().ok());
         let actor = self.actor_hex();
-        let (me, early) = tokio::join!(client.register(&actor), async {
-            match cursor_before {
-                Some(c) => client.pull_page(c).await.ok(),
-                None => None,
+        let expect = PushExpect {
+            user: self.identity().user_id,
+            actor: actor.clone(),
+        };
+        let push_at_once = cursor_before.is_some()
+            && self.identity_confirmed()
+            && self.sync_state(RELAY_PUSH_EXPECT)?.as_deref() == Some("1");
+        let (me, early, early_push) = tokio::join!(
+            client.register(&actor),
+            async {
+                match cursor_before {
+                    Some(c) => client.pull_page(c).await.ok(),
+                    None => None,
+                }
+            },
+            async {
+                if push_at_once {
+                    Some(self.push(&client, progress, &mut report, &expect).await)
+                } else {
+                    None
+                }
             }
-        });
+        );
         let me = me?;
+        let supports_expect = if me.push_expect { Some("1") } else { None };
+        if self.sync_state(RELAY_PUSH_EXPECT)?.as_deref() != supports_expect {
+            self.set_sync_state(RELAY_PUSH_EXPECT, supports_expect)?;
+        }
         // The area tree only when the relay's differs from the one the store holds.
         let areas = match &me.areas_version {
             Some(v) if self.areas_version()?.as_ref() == Some(v) => None,
@@ -583,7 +621,15 @@ impl Store {
             self.set_sync_state(CURSOR, None)?;
         }
 
-        self.push(&client, progress, &mut report).await?;
+        match early_push {
+            Some(Ok(())) => {}
+            // The token is not what the store believed when the push left (the answer above has
+            // been taken, or refused the sync): push now, as a sync without the precondition would.
+            Some(Err(Error::Sync(SyncError::IdentityChanged))) | None => {
+                self.push(&client, progress, &mut report, &expect).await?
+            }
+            Some(Err(e)) => return Err(e),
+        }
         let cursor_now: Option<u64> = self.sync_state(CURSOR)?.and_then(|c| c.parse().ok());
         // After a large push the early page is not used: its cursor predates this device's own new
         // entries, which the next pull would then page through again (cheap for a few, not for an
@@ -702,6 +748,7 @@ impl Store {
         client: &Client,
         progress: &dyn ProgressSink,
         report: &mut SyncReport,
+        expect: &PushExpect,
     ) -> Result<()> {
         let total = self.outbox_len()?;
         let mut done = 0;
@@ -725,6 +772,7 @@ impl Store {
                         bytes: B64.encode(&c.bytes),
                     })
                     .collect(),
+                expect: Some(expect.clone()),
             };
             let resp: PushResponse = client
                 .json(

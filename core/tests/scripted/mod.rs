@@ -3,12 +3,13 @@
 //! protocol crate's wire types, answers taken from a [`Script`] the test changes as it goes.
 #![allow(dead_code)]
 use gridwork_core::sync::{
-    areas_version, AreasResponse, MeResponse, PullResponse, PushRequest, PushResponse, PushResult,
-    PushStatus, SnapshotRecord, SnapshotResponse, WireArea,
+    areas_version, AreasResponse, MeResponse, PullResponse, PushExpect, PushRequest, PushResponse,
+    PushResult, PushStatus, SnapshotRecord, SnapshotResponse, WireArea,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What the relay answers, and what it was asked.
 pub struct Script {
@@ -26,6 +27,13 @@ pub struct Script {
     /// Whether `/v1/me` says the version of the area tree (as the relay does since protocol 2's
     /// `areas_version`); a relay without it sends none.
     pub areas_versioned: bool,
+    /// Each request answered, `"<method> <path>"`, in the order of the answers.
+    pub log: Vec<String>,
+    /// The `expect` of each push.
+    pub expects: Vec<Option<PushExpect>>,
+    /// `/v1/me` is answered only once a push has been answered since the last `/v1/me` (or after this
+    /// long): a client that pushes beside `/v1/me` is seen doing so in [`Script::log`].
+    pub me_waits_for_push: Option<Duration>,
 }
 
 impl Script {
@@ -43,6 +51,7 @@ impl Script {
                 areas_version: None,
                 schedules_version: None,
                 forms_version: None,
+                push_expect: false,
             },
             areas: tree(&["d1", "s1", "c1", "g1"]),
             snapshot: Vec::new(),
@@ -51,6 +60,9 @@ impl Script {
             snapshots: 0,
             area_fetches: 0,
             areas_versioned: true,
+            log: Vec::new(),
+            expects: Vec::new(),
+            me_waits_for_push: None,
         }
     }
 }
@@ -74,6 +86,17 @@ pub fn tree(ids: &[&str]) -> Vec<WireArea> {
             }
         })
         .collect()
+}
+
+impl Script {
+    /// Whether a push was answered after the last `/v1/me` answer.
+    fn pushed_since_me(&self) -> bool {
+        self.log
+            .iter()
+            .rev()
+            .take_while(|r| *r != "POST /v1/me")
+            .any(|r| r == "POST /v1/changes")
+    }
 }
 
 pub struct ScriptedRelay {
@@ -129,7 +152,20 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
         let mut parts = request_line.split_whitespace();
         let (method, target) = (parts.next().unwrap(), parts.next().unwrap());
         let path = target.split('?').next().unwrap();
-        let answer = answer(&mut script.lock().unwrap(), method, path, &body);
+        if (method, path) == ("POST", "/v1/me") {
+            let wait = script.lock().unwrap().me_waits_for_push;
+            if let Some(wait) = wait {
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !script.lock().unwrap().pushed_since_me() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let answer = {
+            let mut script = script.lock().unwrap();
+            script.log.push(format!("{method} {path}"));
+            answer(&mut script, method, path, &body)
+        };
         write!(
             out,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
@@ -155,6 +191,7 @@ fn answer(script: &mut Script, method: &str, path: &str, body: &[u8]) -> String 
         ("POST", "/v1/changes") => {
             let push: PushRequest = serde_json::from_slice(body).unwrap();
             script.pushes += 1;
+            script.expects.push(push.expect.clone());
             let busy = script.pushes <= script.busy_pushes;
             serde_json::to_string(&PushResponse {
                 results: (0..push.changes.len())

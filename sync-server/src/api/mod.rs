@@ -367,6 +367,7 @@ async fn me_response(st: &AppState, c: DeviceAuth) -> Result<MeResponse, ApiErro
         areas_version: Some(areas.version.clone()),
         schedules_version: Some(areas.schedules_version.clone()),
         forms_version: Some(areas.forms_version.clone()),
+        push_expect: true,
         device_id: c.device_id,
         user_id: c.user_id,
         user_name: c.user_name,
@@ -722,6 +723,20 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
             "at most {} changes per push",
             st.limits.max_changes_per_push
         )));
+    }
+    // A push made for another user or store than the token's now (the token was handed to another
+    // user, or reset by an operator while the device was offline): nothing of it is judged, so the
+    // device keeps its changes and learns who it is from `/v1/me` first.
+    if let Some(expect) = &req.expect {
+        let bound = c.actor.as_deref();
+        if expect.user != c.user_id || bound != Some(expect.actor.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "identity_changed",
+                "this push was made for another user or store than the token now belongs to; \
+                 ask POST /v1/me who the token is",
+            ));
+        }
     }
     let n = req.changes.len();
     let actor = c.actor();

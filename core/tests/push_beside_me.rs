@@ -1,0 +1,89 @@
+//! A store that has synced pushes beside its `POST /v1/me`, so a sync with something to push is one
+//! round trip instead of two, when the relay has said it honours a push's precondition (`expect`: the
+//! user and store the push was made for). A relay that has not said so gets the push after `/v1/me`'s
+//! answer, as before. What the precondition protects is tested against the real relay
+//! (`tests/tests/e2e.rs`); here a scripted relay holds `/v1/me`'s answer back until a push arrived, so
+//! the order of the answers shows what the client did.
+mod common;
+mod scripted;
+use common::*;
+use gridwork_core::sync::PushExpect;
+use gridwork_core::*;
+use scripted::{Script, ScriptedRelay};
+use std::time::Duration;
+
+fn sync(store: &Store, relay: &ScriptedRelay) -> SyncReport {
+    store
+        .sync(
+            &SyncConfig::new(&relay.url, "gw_test"),
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap()
+}
+
+/// The requests answered since the log was last cleared, in the order of their answers.
+fn answered(relay: &ScriptedRelay) -> Vec<String> {
+    relay.script().log.clone()
+}
+
+#[test]
+fn a_synced_store_pushes_beside_me_when_the_relay_honours_the_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    let mut script = Script::wang();
+    script.me.push_expect = true;
+    let relay = ScriptedRelay::start(script);
+    store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "First Resident"))
+        .unwrap();
+    // The first sync learns who the store is before it pushes anything.
+    assert_eq!(sync(&store, &relay).pushed, 1);
+    let first = answered(&relay);
+    let me = first.iter().position(|r| r == "POST /v1/me").unwrap();
+    let push = first.iter().position(|r| r == "POST /v1/changes").unwrap();
+    assert!(me < push, "{first:?}");
+    let expect = PushExpect {
+        user: "wang".into(),
+        actor: store.actor_hex(),
+    };
+    assert_eq!(relay.script().expects, [Some(expect.clone())]);
+
+    // Later syncs push at once: `/v1/me` is answered only after the push was (a client that waited
+    // for it would have waited the whole 10 s for nothing and pushed after).
+    relay.script().me_waits_for_push = Some(Duration::from_secs(10));
+    relay.script().log.clear();
+    store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Second Resident"))
+        .unwrap();
+    let report = sync(&store, &relay);
+    assert_eq!((report.pushed, report.rejected), (1, 0));
+    assert_eq!(store.outbox_len().unwrap(), 0);
+    let second = answered(&relay);
+    let me = second.iter().position(|r| r == "POST /v1/me").unwrap();
+    let push = second.iter().position(|r| r == "POST /v1/changes").unwrap();
+    assert!(push < me, "{second:?}");
+    assert_eq!(relay.script().expects, [Some(expect.clone()), Some(expect)]);
+}
+
+#[test]
+fn a_relay_that_does_not_say_it_honours_the_precondition_gets_the_push_after_me() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    let relay = ScriptedRelay::start(Script::wang());
+    sync(&store, &relay);
+    // `/v1/me` waits a little for a push that must not come.
+    relay.script().me_waits_for_push = Some(Duration::from_millis(300));
+    relay.script().log.clear();
+    store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Resident"))
+        .unwrap();
+    assert_eq!(sync(&store, &relay).pushed, 1);
+    let answers = answered(&relay);
+    let me = answers.iter().position(|r| r == "POST /v1/me").unwrap();
+    let push = answers
+        .iter()
+        .position(|r| r == "POST /v1/changes")
+        .unwrap();
+    assert!(me < push, "{answers:?}");
+}

@@ -70,3 +70,46 @@ fn a_relay_that_stays_busy_leaves_the_changes_for_the_next_sync() {
         "the first push and two more, then it stops"
     );
 }
+
+/// `429` is the relay saying when to come back (`Retry-After-Ms`): a sync waits and asks again, even
+/// with a client that retries failures only once, and gives up only after several such answers.
+#[test]
+fn a_rate_limited_sync_waits_as_told_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Resident"))
+        .unwrap();
+    let relay = ScriptedRelay::start(Script {
+        rate_limited: 4,
+        ..Script::wang()
+    });
+    let started = Instant::now();
+    let report = store
+        .sync(&config(&relay, 1), &NoProgress, &CancelToken::new())
+        .unwrap();
+    assert_eq!(report.pushed, 1);
+    let limited = relay
+        .script()
+        .log
+        .iter()
+        .filter(|r| r.starts_with("429 "))
+        .count();
+    assert_eq!(limited, 4);
+    // Waited at least as long as the relay asked (20 ms each, the retries of one request in a row).
+    assert!(started.elapsed() >= Duration::from_millis(20));
+
+    // A relay that never takes the request: the sync ends with its answer, after a bounded number of
+    // tries.
+    relay.script().rate_limited = 1_000;
+    store
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Another"))
+        .unwrap();
+    match store.sync(&config(&relay, 1), &NoProgress, &CancelToken::new()) {
+        Err(Error::Sync(SyncError::Server { status: 429, .. })) => {}
+        other => panic!("expected the relay's 429, got {other:?}"),
+    }
+    let tries = 1_000 - relay.script().rate_limited;
+    assert!((9..=30).contains(&tries), "{tries} tries");
+    assert_eq!(store.outbox_len().unwrap(), 1);
+}

@@ -71,7 +71,8 @@ pub struct SyncConfig {
     pub push_batch: usize,
     /// Changes or records per pull/snapshot page (the relay gives at most 5,000).
     pub page_size: u32,
-    /// Retries of one request on network errors, 5xx and 429, with exponential backoff.
+    /// Retries of one request on network errors and 5xx, with exponential backoff (a 429 is retried
+    /// after the wait the relay asks for, at least 8 times).
     pub max_retries: u32,
     /// The first backoff delay; it doubles with each retry.
     pub backoff: Duration,
@@ -169,6 +170,9 @@ const RELAY_PUSH_EXPECT: &str = "relay_push_expect";
 /// A sync that pushed more changes than this pulls afresh after the push instead of using the page
 /// it asked for beside `/v1/me`.
 const EARLY_PULL_MAX_PUSHED: u64 = 100;
+/// How many times a request answered `429` (with the wait the relay asks for) is sent again, at least
+/// ([`SyncConfig::max_retries`] if that is more).
+const RATE_LIMITED_RETRIES: u32 = 8;
 
 /// The HTTP client of one sync, with its configuration: cheap to clone (for a request that runs
 /// while the sync goes on with something else).
@@ -207,10 +211,20 @@ impl Client {
                 {
                     return Ok(resp)
                 }
-                Ok(resp)
-                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
-                        || resp.status().is_server_error() =>
-                {
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    // The relay says when it takes this device's next request: flow control, not
+                    // a failure, so it has a budget of its own. The requests of one sync run side
+                    // by side: each waits a little more than it was told (up to half again), so they
+                    // do not all come back for the same token.
+                    if attempt >= self.config.max_retries.max(RATE_LIMITED_RETRIES) {
+                        return Err(error_from(resp).await);
+                    }
+                    retry_after(resp.headers()).map(|after| {
+                        let spread = after.as_millis() as u64 / 2;
+                        after + Duration::from_millis(rand::random::<u64>() % (spread + 1))
+                    })
+                }
+                Ok(resp) if resp.status().is_server_error() => {
                     let after = retry_after(resp.headers());
                     if attempt >= self.config.max_retries {
                         return Err(error_from(resp).await);

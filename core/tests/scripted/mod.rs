@@ -34,6 +34,8 @@ pub struct Script {
     /// `/v1/me` is answered only once a push has been answered since the last `/v1/me` (or after this
     /// long): a client that pushes beside `/v1/me` is seen doing so in [`Script::log`].
     pub me_waits_for_push: Option<Duration>,
+    /// The next this many requests are answered `429` with `Retry-After-Ms: 20`, whatever they ask.
+    pub rate_limited: usize,
 }
 
 impl Script {
@@ -63,6 +65,7 @@ impl Script {
             log: Vec::new(),
             expects: Vec::new(),
             me_waits_for_push: None,
+            rate_limited: 0,
         }
     }
 }
@@ -163,8 +166,25 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
         }
         let answer = {
             let mut script = script.lock().unwrap();
-            script.log.push(format!("{method} {path}"));
-            answer(&mut script, method, path, &body)
+            if script.rate_limited > 0 {
+                script.rate_limited -= 1;
+                script.log.push(format!("429 {method} {path}"));
+                None
+            } else {
+                script.log.push(format!("{method} {path}"));
+                Some(answer(&mut script, method, path, &body))
+            }
+        };
+        let Some(answer) = answer else {
+            let body = r#"{"error":{"code":"rate_limited","message":"too many requests"}}"#;
+            write!(
+                out,
+                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\nretry-after-ms: 20\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            out.flush().unwrap();
+            continue;
         };
         write!(
             out,

@@ -87,3 +87,28 @@ fn a_relay_that_does_not_say_it_honours_the_precondition_gets_the_push_after_me(
         .unwrap();
     assert!(me < push, "{answers:?}");
 }
+
+/// The store keeps its HTTP client between syncs: a sync soon after the last one sends its requests
+/// on the connections the last one opened.
+#[test]
+fn a_sync_reuses_the_connections_of_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    let mut script = Script::wang();
+    script.me.push_expect = true;
+    let relay = ScriptedRelay::start(script);
+    sync(&store, &relay);
+    let mut opened = Vec::new();
+    for i in 0..4 {
+        store
+            .create(NewRecord::new(Kind::Person, "g1").field("name", format!("Resident {i}")))
+            .unwrap();
+        let before = relay.script().connections;
+        assert_eq!(sync(&store, &relay).pushed, 1);
+        opened.push(relay.script().connections - before);
+    }
+    // The first of these opens one connection per request it sends side by side (three); the later
+    // ones open none.
+    assert!(opened[0] >= 1, "{opened:?}");
+    assert_eq!(opened[1..], [0, 0, 0], "{opened:?}");
+}

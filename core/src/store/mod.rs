@@ -116,6 +116,8 @@ impl StoreOptions {
 pub struct Store {
     inner: Mutex<Inner>,
     path: PathBuf,
+    /// The runtime and HTTP client kept between syncs (see [`Store::sync`]).
+    pub(crate) session: Mutex<crate::sync::SyncSession>,
 }
 
 pub(crate) struct Inner {
@@ -324,6 +326,7 @@ impl Store {
                 wiped: None,
             }),
             path: options.path,
+            session: Mutex::default(),
         };
         let reproject = meta(&store.lock().conn, "reproject")?;
         if reproject.as_deref() == Some("1") {

@@ -467,19 +467,24 @@ impl Store {
         cancel: &CancelToken,
     ) -> Result<SyncReport> {
         // A store that will bootstrap gets a worker thread, on which the next snapshot page is
-        // fetched while this thread applies the last one. Otherwise everything runs on this thread:
-        // a small sync is a few requests, and handing each between threads would only add latency.
-        let runtime = if self.sync_state(CURSOR)?.is_none() {
-            tokio::runtime::Builder::new_multi_thread()
+        // fetched while this thread applies the last one.
+        if self.sync_state(CURSOR)?.is_none() {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        };
-        runtime.block_on(self.sync_async(config, progress, cancel))
+                .build()?;
+            let http = make_http(config)?;
+            return runtime.block_on(self.sync_with(http, config, progress, cancel));
+        }
+        // Otherwise everything runs on this thread (a small sync is a few requests, and handing each
+        // between threads would only add latency), on the runtime and HTTP client the store keeps
+        // between syncs: a sync soon after the last one reuses its connections to the relay instead
+        // of opening new ones (a TCP handshake per request, and a TLS handshake over the internet).
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let (runtime, http) = session.take(config)?;
+        let result = runtime.block_on(self.sync_with(http.clone(), config, progress, cancel));
+        session.keep(runtime, config, http);
+        result
     }
 
     /// Downloads an attachment on demand (checked against its hash) and keeps it.
@@ -548,17 +553,27 @@ impl Store {
         progress: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<SyncReport> {
-        let result = self.sync_steps(config, progress, cancel).await;
-        self.wipe_if_refused(result)
+        let http = make_http(config)?;
+        self.sync_with(http, config, progress, cancel).await
     }
 
-    async fn sync_steps(
+    async fn sync_with(
         &self,
+        http: reqwest::Client,
         config: &SyncConfig,
         progress: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<SyncReport> {
-        let client = make_client(config, cancel)?;
+        let client = Client {
+            http,
+            config: Arc::new(config.clone()),
+            cancel: cancel.clone(),
+        };
+        let result = self.sync_steps(client, progress).await;
+        self.wipe_if_refused(result)
+    }
+
+    async fn sync_steps(&self, client: Client, progress: &dyn ProgressSink) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         progress.progress(SyncProgress {
             phase: SyncPhase::Connecting,
@@ -1028,19 +1043,76 @@ impl Store {
 }
 
 fn make_client(config: &SyncConfig, cancel: &CancelToken) -> Result<Client, SyncError> {
-    let http = reqwest::Client::builder()
+    Ok(Client {
+        http: make_http(config)?,
+        config: Arc::new(config.clone()),
+        cancel: cancel.clone(),
+    })
+}
+
+/// Connections idle longer than this are not used again but closed: below the idle timeouts of
+/// common proxies and of mobile networks' NAT, which drop a quiet connection without telling either
+/// end (a request on it would wait for its timeout).
+const IDLE_CONNECTION: Duration = Duration::from_secs(20);
+
+fn make_http(config: &SyncConfig) -> Result<reqwest::Client, SyncError> {
+    reqwest::Client::builder()
         .timeout(config.request_timeout)
         .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(IDLE_CONNECTION)
         .user_agent(concat!("gridwork/", env!("CARGO_PKG_VERSION")))
         // The relay answers 308 to a HEAD of a partial upload; that is not a redirect to follow.
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| SyncError::Network(network_reason(&e)))?;
-    Ok(Client {
-        http,
-        config: Arc::new(config.clone()),
-        cancel: cancel.clone(),
-    })
+        .map_err(|e| SyncError::Network(network_reason(&e)))
+}
+
+/// What a store keeps between its syncs (not its bootstraps): the runtime a sync runs on and the HTTP
+/// client, whose open connections to the relay wait on that runtime for the next sync.
+#[derive(Default)]
+pub(crate) struct SyncSession {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The client, and the request timeout it was made with (the one setting of a [`SyncConfig`]
+    /// it holds: the relay's address and the token go with each request).
+    http: Option<(Duration, reqwest::Client)>,
+}
+
+impl SyncSession {
+    /// The kept runtime and client, or new ones (a client with another timeout is not reused).
+    fn take(&mut self, config: &SyncConfig) -> Result<(tokio::runtime::Runtime, reqwest::Client)> {
+        let runtime = match self.runtime.take() {
+            Some(r) => r,
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        };
+        let http = match self.http.take() {
+            Some((timeout, http)) if timeout == config.request_timeout => http,
+            _ => make_http(config)?,
+        };
+        Ok((runtime, http))
+    }
+
+    fn keep(
+        &mut self,
+        runtime: tokio::runtime::Runtime,
+        config: &SyncConfig,
+        http: reqwest::Client,
+    ) {
+        self.runtime = Some(runtime);
+        self.http = Some((config.request_timeout, http));
+    }
+}
+
+impl Drop for SyncSession {
+    fn drop(&mut self) {
+        // A store may be dropped on an async runtime's thread, where a runtime must not be dropped
+        // by blocking on its tasks: its idle connections are simply let go.
+        drop(self.http.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A snapshot page as fetched: the answer and its decoded chunks.

@@ -34,6 +34,8 @@ pub struct Script {
     /// `/v1/me` is answered only once a push has been answered since the last `/v1/me` (or after this
     /// long): a client that pushes beside `/v1/me` is seen doing so in [`Script::log`].
     pub me_waits_for_push: Option<Duration>,
+    /// TCP connections accepted.
+    pub connections: usize,
     /// The next this many requests are answered `429` with `Retry-After-Ms: 20`, whatever they ask.
     pub rate_limited: usize,
 }
@@ -66,6 +68,7 @@ impl Script {
             expects: Vec::new(),
             me_waits_for_push: None,
             rate_limited: 0,
+            connections: 0,
         }
     }
 }
@@ -116,6 +119,7 @@ impl ScriptedRelay {
         let shared = Arc::clone(&script);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                shared.lock().unwrap().connections += 1;
                 let shared = Arc::clone(&shared);
                 std::thread::spawn(move || serve(stream, &shared));
             }

@@ -10,12 +10,70 @@
 //!    relay share of the time).
 //! 2. An edit on A visible on the supervisor's device after A pushes and it pulls, 100 rounds, both
 //!    stores full (N records); baseline: one `GET /v1/health` round trip on the same loopback.
+//! 2b. The same rounds over a link with a round trip of GRIDWORK_BENCH_LINK_RTT_MS (default 40 ms, 0
+//!    skips it; a phone's link is 30-300 ms): a proxy on loopback delays every byte by half of it each
+//!    way, and the first bytes of a new connection by a round trip more (the TCP handshake; TLS would
+//!    add one or two more); 20 rounds. Baseline: one `GET /v1/health` on an open connection over the
+//!    same link (one round trip: what a sync cannot go below).
 //! 3. Peak memory (VmHWM) of a process that does nothing but bootstrap another new device of the
 //!    supervisor (this binary run again as a child); baseline: a child that only downloads and decodes
 //!    the same snapshot pages.
 use gridwork_core::*;
 use gridwork_tests::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+
+/// A TCP proxy on loopback in front of `upstream` that makes a link with a round trip of
+/// 2 x `one_way`: every byte is delivered `one_way` after it was sent, in each direction, and the
+/// first bytes of a new connection not before the handshake's round trip would have let the client
+/// send them. Returns its URL; it serves until the process ends.
+fn delay_proxy(upstream: SocketAddr, one_way: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let accepted = Instant::now();
+            let Ok(server) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            delayed_pump(client, server, one_way, accepted + 2 * one_way);
+            delayed_pump(s2, c2, one_way, accepted);
+        }
+    });
+    url
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read (and not before `first_at + delay`).
+fn delayed_pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, first_at: Instant) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if tx
+                .send((Instant::now().max(first_at), buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (read_at, bytes) in rx {
+            let due = read_at + delay;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -264,6 +322,56 @@ fn main() {
         .filter(|d| **d > Duration::from_millis(500))
         .count();
 
+    // --- 2b. the same rounds over a link with a phone's round trip
+    let rtt = Duration::from_millis(env_or("GRIDWORK_BENCH_LINK_RTT_MS", 40));
+    let link = (!rtt.is_zero()).then(|| {
+        let upstream: SocketAddr = relay.url().trim_start_matches("http://").parse().unwrap();
+        let via = delay_proxy(upstream, rtt / 2);
+        let mut a_link = a.config.clone();
+        a_link.server_url = via.clone();
+        let mut b_link = b_config.clone();
+        b_link.server_url = via.clone();
+        let (mut edit, mut a_sync, mut b_sync) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..20 {
+            std::thread::sleep(pace);
+            let value = format!("1390000{i:04}");
+            let t = Instant::now();
+            a.store
+                .update(&p, Update::new().set("phone", value.clone()))
+                .unwrap();
+            let t1 = Instant::now();
+            a.store
+                .sync(&a_link, &NoProgress, &CancelToken::new())
+                .unwrap();
+            let t2 = Instant::now();
+            fresh
+                .sync(&b_link, &NoProgress, &CancelToken::new())
+                .unwrap();
+            edit.push(t.elapsed());
+            a_sync.push(t2 - t1);
+            b_sync.push(t2.elapsed());
+            assert_eq!(fresh.get(&p).unwrap().field("phone"), Some(value.as_str()));
+        }
+        // One request on an open connection over the same link (the first opens it).
+        let client = reqwest::blocking::Client::new();
+        let mut one = Vec::new();
+        for _ in 0..11 {
+            let t = Instant::now();
+            client
+                .get(format!("{via}/v1/health"))
+                .send()
+                .unwrap()
+                .bytes()
+                .unwrap();
+            one.push(t.elapsed());
+        }
+        one.remove(0);
+        for v in [&mut edit, &mut a_sync, &mut b_sync, &mut one] {
+            v.sort();
+        }
+        (edit, a_sync, b_sync, one)
+    });
+
     // --- 3. memory of a bootstrapping device, in a process of its own
     let phone = relay.add_device("zhou", Role::Supervisor, "c1", "zhou-phone");
     let download_mb = child_peak(
@@ -297,6 +405,19 @@ fn main() {
         ms(*edit.last().unwrap()),
         ms(percentile(&health, 0.5)),
     );
+    if let Some((edit, a_sync, b_sync, one)) = &link {
+        let rtt_ms = ms(percentile(one, 0.5));
+        println!(
+            "| edit on A visible on B over a link with a {} ms round trip (a delay proxy on loopback), 20 rounds, pause {} ms | p50 {:.1} ms = {:.1} round trips (A's sync {:.1}, B's sync {:.1}), max {:.1} ms | one request on an open connection over the link: p50 {rtt_ms:.1} ms | - |",
+            rtt.as_millis(),
+            pace.as_millis(),
+            ms(percentile(edit, 0.5)),
+            ms(percentile(edit, 0.5)) / rtt_ms,
+            ms(percentile(a_sync, 0.5)),
+            ms(percentile(b_sync, 0.5)),
+            ms(*edit.last().unwrap()),
+        );
+    }
     println!(
         "| peak memory (VmHWM) of a device process bootstrapping {records} records | {bootstrap_mb:.1} MB | a process downloading and decoding the same pages: {download_mb:.1} MB | <= 64 MB |"
     );

@@ -1,6 +1,6 @@
 //! A store's writes never copy the write-ahead log into the database file themselves (below 32 MiB of
 //! log): a thread of the store does, on a connection of its own, woken when a commit leaves more than
-//! 1,000 pages in the log.
+//! 4,000 pages (16 MiB) in the log.
 mod common;
 use common::*;
 use gridwork_core::*;
@@ -18,11 +18,11 @@ fn the_log_is_copied_into_the_file_by_a_thread_of_the_store() {
     let db = dir.path().join("wang.db");
     let wal = dir.path().join("wang.db-wal");
     let before = size(&db);
-    // Residents with long notes, a few hundred per transaction, until the log holds over 1,000 pages
-    // (4 MiB) and some more.
+    // Residents with long notes, a few hundred per transaction, until the log holds over 4,000 pages
+    // (16 MiB) and some more.
     let mut batch = 0;
-    while size(&wal) < 5 * 1024 * 1024 {
-        let records = (0..200)
+    while size(&wal) < 17 * 1024 * 1024 {
+        let records = (0..500)
             .map(|i| {
                 NewRecord::new(Kind::Person, "g1")
                     .field("name", format!("Resident {batch}-{i}"))
@@ -36,7 +36,7 @@ fn the_log_is_copied_into_the_file_by_a_thread_of_the_store() {
     // The database file grows as the thread copies the log into it (SQLite's own automatic
     // checkpoint is off: without the thread nothing would copy it before 32 MiB).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while size(&db) < before + 3 * 1024 * 1024 {
+    while size(&db) < before + 12 * 1024 * 1024 {
         assert!(
             Instant::now() < deadline,
             "the database file stayed at {} bytes (log {} bytes)",
@@ -46,7 +46,7 @@ fn the_log_is_copied_into_the_file_by_a_thread_of_the_store() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Everything written is there, and the store goes on.
-    assert_eq!(store.record_ids().unwrap().len(), batch * 200);
+    assert_eq!(store.record_ids().unwrap().len(), batch * 500);
     store
         .create(NewRecord::new(Kind::Person, "g1").field("name", "After"))
         .unwrap();

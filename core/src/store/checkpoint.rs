@@ -14,10 +14,14 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
 
-/// A commit that leaves this many pages (4 MiB) in the log wakes the checkpointer (SQLite's own
-/// automatic checkpoint is at 1,000 too).
-pub(crate) const BACKGROUND_PAGES: i32 = 1_000;
-/// A commit that leaves this many pages (32 MiB) in the log checkpoints on the writer itself.
+/// A commit that leaves this many pages (16 MiB) in the log wakes the checkpointer. Not fewer: a page
+/// written again and again (an index's, the outbox's) is copied and synced once per checkpoint, under
+/// SQLCipher decrypted and encrypted again each time (checkpoints every 1,000 pages made one-field
+/// edits 20% slower than every 4,000, BENCHMARKS.md section 11).
+pub(crate) const BACKGROUND_PAGES: i32 = 4_000;
+/// A commit that leaves this many pages (32 MiB) in the log checkpoints on the writer itself: a long
+/// run of writes never lets the thread's checkpoint catch up and restart the log, this one does (the
+/// thread has copied most of it by then).
 pub(crate) const INLINE_PAGES: i32 = 8_000;
 
 /// The checkpoint thread of one store. Dropped with the store's connection, it stops the thread and
@@ -74,12 +78,26 @@ fn checkpoint(conn: &Connection) {
 
 /// Hands the checkpoints of `conn` (the store's connection) to a [`Checkpointer`] of the same store.
 pub(crate) fn install(conn: &mut Connection, checkpointer: Checkpointer) -> Result<()> {
+    // The log's length at which the thread is woken next: every BACKGROUND_PAGES more (a checkpoint
+    // cannot restart a log that a writer keeps adding to, and waking the thread after every commit
+    // of a long run of writes would have it copy a few pages at a time, each time with a sync),
+    // and from the start again once the log has restarted.
+    let (mut wake_at, mut last) = (BACKGROUND_PAGES, 0);
     conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
-        if pages >= INLINE_PAGES {
-            return wal.checkpoint();
+        if pages < last {
+            wake_at = BACKGROUND_PAGES;
         }
-        if pages >= BACKGROUND_PAGES {
+        last = pages;
+        if pages >= INLINE_PAGES {
+            // Never an error from here: SQLite reports a hook's error as the error of the statement
+            // that committed, though the commit stands (a caller would believe its write failed). A
+            // checkpoint that cannot run now (the thread is at it: `SQLITE_BUSY`) is simply left.
+            if let Err(e) = wal.checkpoint() {
+                tracing::debug!(error = %e, "checkpoint on the writer left for later");
+            }
+        } else if pages >= wake_at {
             checkpointer.wake();
+            wake_at = pages + BACKGROUND_PAGES;
         }
         Ok(())
     }))?;

@@ -5,7 +5,6 @@
 //! the projection rows are rewritten, all or nothing. The document is the truth; the projection is a pure
 //! function of the documents and can be rebuilt at any time (`rebuild_projection`).
 mod attachments;
-mod checkpoint;
 mod dedup;
 mod duplicates;
 mod events;
@@ -243,9 +242,9 @@ pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> R
     // 16 MiB of page cache (SQLite's default is 2 MiB): under SQLCipher every page read from the file is
     // decrypted and authenticated, so a store of 100k records pays for each cache miss twice.
     conn.pragma_update(None, "cache_size", -16_384)?;
-    // A connection without a store's checkpoint thread (tools, migrations of older files) copies the
-    // WAL into the database file itself when it reaches 4,000 pages (16 MiB); a store's connection
-    // hands that to a thread of its own (`checkpoint.rs`).
+    // The WAL is copied into the database file (and both synced) when it reaches 4,000 pages
+    // (16 MiB) instead of SQLite's 1,000: a write that triggers it waits for the copy, so a quarter
+    // as many of them (BENCHMARKS.md section 10: +14% one-field edits). The WAL file keeps that size.
     conn.pragma_update(None, "wal_autocheckpoint", 4_000)?;
     Ok(conn)
 }
@@ -260,10 +259,6 @@ impl Store {
         }
         let mut conn = open_connection(&options.path, &options.key, options.durability)?;
         schema::migrate(&mut conn)?;
-        checkpoint::install(
-            &mut conn,
-            checkpoint::Checkpointer::start(&options.path, &options.key)?,
-        )?;
         if let Some(reason) = meta(&conn, META_WIPED)? {
             return Err(Error::Wiped(reason));
         }

@@ -112,3 +112,25 @@ fn a_sync_reuses_the_connections_of_the_last_one() {
     assert!(opened[0] >= 1, "{opened:?}");
     assert_eq!(opened[1..], [0, 0, 0], "{opened:?}");
 }
+
+/// A sync told not to keep connections (the relay's web console's devices) opens its own each time
+/// and leaves none open.
+#[test]
+fn a_sync_that_keeps_no_connections_opens_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "wang", Role::Worker, "g1");
+    let relay = ScriptedRelay::start(Script::wang());
+    let mut config = SyncConfig::new(&relay.url, "gw_test");
+    config.keep_connections = false;
+    let sync = || {
+        store
+            .sync(&config, &NoProgress, &CancelToken::new())
+            .unwrap()
+    };
+    sync();
+    for _ in 0..3 {
+        let before = relay.script().connections;
+        sync();
+        assert!(relay.script().connections > before);
+    }
+}

@@ -77,6 +77,11 @@ pub struct SyncConfig {
     /// The first backoff delay; it doubles with each retry.
     pub backoff: Duration,
     pub request_timeout: Duration,
+    /// Whether the store keeps its HTTP client, and the connections to the relay it holds open,
+    /// from one sync to the next (for up to 20 s idle). Yes for a phone: a sync soon after the last
+    /// one needs no new connection. The relay's web console says no for its devices: one per web
+    /// user, each would hold connections to the relay itself until that user's next page.
+    pub keep_connections: bool,
 }
 
 impl SyncConfig {
@@ -89,6 +94,7 @@ impl SyncConfig {
             max_retries: 5,
             backoff: Duration::from_millis(200),
             request_timeout: Duration::from_secs(60),
+            keep_connections: true,
         }
     }
 }
@@ -473,13 +479,18 @@ impl Store {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            let http = make_http(config)?;
-            return runtime.block_on(self.sync_with(http, config, progress, cancel));
+            return runtime.block_on(self.sync_async(config, progress, cancel));
         }
         // Otherwise everything runs on this thread (a small sync is a few requests, and handing each
         // between threads would only add latency), on the runtime and HTTP client the store keeps
         // between syncs: a sync soon after the last one reuses its connections to the relay instead
         // of opening new ones (a TCP handshake per request, and a TLS handshake over the internet).
+        if !config.keep_connections {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(self.sync_async(config, progress, cancel));
+        }
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let (runtime, http) = session.take(config)?;
         let result = runtime.block_on(self.sync_with(http.clone(), config, progress, cancel));

@@ -150,9 +150,13 @@ impl ConsoleState {
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?
         .map_err(|e| Error::Unavailable(format!("console store: {e}")))?;
+        let mut sync = SyncConfig::new(self.relay_url.clone(), token);
+        // One device per web user, each syncing at that user's page views: none keeps connections
+        // to this relay open between them.
+        sync.keep_connections = false;
         let device = Arc::new(ConsoleDevice {
             store: Arc::new(store),
-            sync: SyncConfig::new(self.relay_url.clone(), token),
+            sync,
             last_sync: Mutex::new(None),
             syncing: tokio::sync::Mutex::new(()),
         });

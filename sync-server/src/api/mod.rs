@@ -718,12 +718,6 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
     let req: PushRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid push body: {e}")))?;
     drop(body);
-    if req.changes.len() > st.limits.max_changes_per_push {
-        return Err(ApiError::too_large(format!(
-            "at most {} changes per push",
-            st.limits.max_changes_per_push
-        )));
-    }
     // A push made for another user or store than the token's now (the token was handed to another
     // user, or reset by an operator while the device was offline): nothing of it is judged, so the
     // device keeps its changes and learns who it is from `/v1/me` first.
@@ -737,6 +731,12 @@ async fn push(State(st): St, Caller(c): Caller, Body(body): Body) -> Result<Resp
                  ask POST /v1/me who the token is",
             ));
         }
+    }
+    if req.changes.len() > st.limits.max_changes_per_push {
+        return Err(ApiError::too_large(format!(
+            "at most {} changes per push",
+            st.limits.max_changes_per_push
+        )));
     }
     let n = req.changes.len();
     let actor = c.actor();

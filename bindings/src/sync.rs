@@ -52,7 +52,8 @@ pub struct SyncConfig {
     /// Changes per push request.
     #[uniffi(default = None)]
     pub push_batch: Option<u32>,
-    /// Retries of one request on network errors, 5xx and 429.
+    /// Retries of one request on network errors and 5xx (a 429 is retried after the wait the relay
+    /// asks for, at least 8 times).
     #[uniffi(default = None)]
     pub max_retries: Option<u32>,
     /// Timeout of one HTTP request, in milliseconds.

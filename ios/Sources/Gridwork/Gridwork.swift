@@ -4688,7 +4688,8 @@ public struct SyncConfig: Equatable, Hashable {
      */
     public let pushBatch: UInt32?
     /**
-     * Retries of one request on network errors, 5xx and 429.
+     * Retries of one request on network errors and 5xx (a 429 is retried after the wait the relay
+     * asks for, at least 8 times).
      */
     public let maxRetries: UInt32?
     /**
@@ -4712,7 +4713,8 @@ public struct SyncConfig: Equatable, Hashable {
          * Changes per push request.
          */pushBatch: UInt32? = nil, 
         /**
-         * Retries of one request on network errors, 5xx and 429.
+         * Retries of one request on network errors and 5xx (a 429 is retried after the wait the relay
+         * asks for, at least 8 times).
          */maxRetries: UInt32? = nil, 
         /**
          * Timeout of one HTTP request, in milliseconds.

@@ -10,11 +10,12 @@
 //!    relay share of the time).
 //! 2. An edit on A visible on the supervisor's device after A pushes and it pulls, 100 rounds, both
 //!    stores full (N records); baseline: one `GET /v1/health` round trip on the same loopback.
-//! 2b. The same rounds over a link with a round trip of GRIDWORK_BENCH_LINK_RTT_MS (default 40 ms, 0
-//!    skips it; a phone's link is 30-300 ms): a proxy on loopback delays every byte by half of it each
-//!    way, and the first bytes of a new connection by a round trip more (the TCP handshake; TLS would
-//!    add one or two more); 20 rounds. Baseline: one `GET /v1/health` on an open connection over the
-//!    same link (one round trip: what a sync cannot go below).
+//!
+//!    2b: the same rounds over a link with a round trip of GRIDWORK_BENCH_LINK_RTT_MS (default 40 ms,
+//!    0 skips it; a phone's link is 30-300 ms): a proxy on loopback delays every byte by half of it
+//!    each way, and the first bytes of a new connection by a round trip more (the TCP handshake; TLS
+//!    would add one or two more); 20 rounds. Baseline: one `GET /v1/health` on an open connection
+//!    over the same link (one round trip: what a sync cannot go below).
 //! 3. Peak memory (VmHWM) of a process that does nothing but bootstrap another new device of the
 //!    supervisor (this binary run again as a child); baseline: a child that only downloads and decodes
 //!    the same snapshot pages.

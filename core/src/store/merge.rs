@@ -85,7 +85,7 @@ impl Store {
     /// Local changes not yet accepted by the relay, oldest first.
     pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxChange>> {
         self.lock().outbox_rows(
-            "SELECT seq, record_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1",
+            "SELECT seq, record_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1 + 0",
             limit,
         )
     }

@@ -488,7 +488,7 @@ impl Store {
         let ids: Vec<String> = {
             let mut stmt = inner
                 .conn
-                .prepare("SELECT id FROM records WHERE checked = 0 ORDER BY rid LIMIT ?1")?;
+                .prepare("SELECT id FROM records WHERE checked = 0 ORDER BY rid LIMIT ?1 + 0")?;
             let rows = stmt.query_map([max], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };

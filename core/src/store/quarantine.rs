@@ -243,7 +243,7 @@ impl Store {
         self.lock().outbox_rows(
             "SELECT seq, record_id, hash, bytes FROM outbox
              WHERE record_id NOT IN (SELECT record_id FROM quarantine WHERE origin = 'refused')
-             ORDER BY seq LIMIT ?1",
+             ORDER BY seq LIMIT ?1 + 0",
             limit,
         )
     }

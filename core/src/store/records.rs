@@ -657,7 +657,7 @@ impl Store {
                 let mut stmt = inner.conn.prepare_cached(
                     "SELECT r.rid FROM numbers n JOIN records r ON r.rid = n.rid
                      WHERE n.number = ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2)
-                     ORDER BY r.rid LIMIT ?3",
+                     ORDER BY r.rid LIMIT ?3 + 0",
                 )?;
                 let rows = stmt.query_map(rusqlite::params![number, kind, limit], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
@@ -667,7 +667,7 @@ impl Store {
         if let Some(query) = search::match_query(text) {
             let mut stmt = inner.conn.prepare_cached(
                 "SELECT r.rid FROM search s JOIN records r ON r.rid = s.rowid
-                 WHERE search MATCH ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2) LIMIT ?3",
+                 WHERE search MATCH ?1 AND r.deleted = 0 AND (?2 IS NULL OR r.kind = ?2) LIMIT ?3 + 0",
             )?;
             let rows = stmt.query_map(rusqlite::params![query, kind, limit], |r| r.get(0))?;
             for rid in rows {

@@ -486,9 +486,7 @@ impl Store {
         // between syncs: a sync soon after the last one reuses its connections to the relay instead
         // of opening new ones (a TCP handshake per request, and a TLS handshake over the internet).
         if !config.keep_connections {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = current_thread_runtime()?;
             return runtime.block_on(self.sync_async(config, progress, cancel));
         }
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
@@ -511,9 +509,7 @@ impl Store {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::InvalidId(sha256.to_owned()));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = current_thread_runtime()?;
         let cancel = CancelToken::new();
         let fetched = runtime.block_on(async {
             let client = make_client(config, &cancel)?;
@@ -608,9 +604,10 @@ impl Store {
             user: self.identity().user_id,
             actor: actor.clone(),
         };
+        let relay_told = self.sync_state(RELAY_PUSH_EXPECT)?;
         let push_at_once = cursor_before.is_some()
             && self.identity_confirmed()
-            && self.sync_state(RELAY_PUSH_EXPECT)?.as_deref() == Some("1");
+            && relay_told.as_deref() == Some("1");
         let (me, early, early_push) = tokio::join!(
             client.register(&actor),
             async {
@@ -629,7 +626,7 @@ impl Store {
         );
         let me = me?;
         let supports_expect = if me.push_expect { Some("1") } else { None };
-        if self.sync_state(RELAY_PUSH_EXPECT)?.as_deref() != supports_expect {
+        if relay_told.as_deref() != supports_expect {
             self.set_sync_state(RELAY_PUSH_EXPECT, supports_expect)?;
         }
         // The area tree only when the relay's differs from the one the store holds.
@@ -746,9 +743,7 @@ impl Store {
                 options.path.display()
             )));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = current_thread_runtime()?;
         let cancel = CancelToken::new();
         let client = make_client(config, &cancel)?;
         let (me, areas) = runtime.block_on(async {
@@ -1053,6 +1048,13 @@ impl Store {
     }
 }
 
+/// The runtime of a small sync or request, on the calling thread.
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 fn make_client(config: &SyncConfig, cancel: &CancelToken) -> Result<Client, SyncError> {
     Ok(Client {
         http: make_http(config)?,
@@ -1093,9 +1095,7 @@ impl SyncSession {
     fn take(&mut self, config: &SyncConfig) -> Result<(tokio::runtime::Runtime, reqwest::Client)> {
         let runtime = match self.runtime.take() {
             Some(r) => r,
-            None => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
+            None => current_thread_runtime()?,
         };
         let http = match self.http.take() {
             Some((timeout, http)) if timeout == config.request_timeout => http,

@@ -449,6 +449,17 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
     one_base_edit.sort();
     let at = |v: &[Duration], p: f64| ms(percentile(v, p));
     let over = |v: &[Duration]| v.iter().filter(|d| **d > Duration::from_millis(10)).count();
+    let waits = |v: &[Duration], digits: usize| {
+        format!(
+            "{:.*} / {:.*} / {:.1}, {}",
+            digits,
+            at(v, 0.5),
+            digits,
+            at(v, 0.99),
+            at(v, 1.0),
+            over(v)
+        )
+    };
     res.add(
         "(a) 1-field edit, random record, own transaction (edits/s)",
         format!("{edit_rate:.0}"),
@@ -459,20 +470,8 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
     );
     res.add(
         "(a) one of those edits: p50 / p99 / max (ms), edits over 10 ms",
-        format!(
-            "{:.2} / {:.2} / {:.1}, {}",
-            at(&one_edit, 0.5),
-            at(&one_edit, 0.99),
-            at(&one_edit, 1.0),
-            over(&one_edit)
-        ),
-        format!(
-            "{:.3} / {:.3} / {:.1}, {}",
-            at(&one_base_edit, 0.5),
-            at(&one_base_edit, 0.99),
-            at(&one_base_edit, 1.0),
-            over(&one_base_edit)
-        ),
+        waits(&one_edit, 2),
+        waits(&one_base_edit, 3),
         format!(
             "{:.1}x at max",
             at(&one_edit, 1.0) / at(&one_base_edit, 1.0)

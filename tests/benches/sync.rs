@@ -25,6 +25,25 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+/// One round of part 2: `value` as record `p`'s phone on A, A's sync, B's sync (each with its
+/// configuration), checked on B. How long the edit, A's sync and B's sync took.
+fn edit_round(
+    (a, a_config): (&Store, &SyncConfig),
+    (b, b_config): (&Store, &SyncConfig),
+    p: &str,
+    value: &str,
+) -> [Duration; 3] {
+    let t = Instant::now();
+    a.update(p, Update::new().set("phone", value)).unwrap();
+    let t1 = Instant::now();
+    a.sync(a_config, &NoProgress, &CancelToken::new()).unwrap();
+    let t2 = Instant::now();
+    b.sync(b_config, &NoProgress, &CancelToken::new()).unwrap();
+    let t3 = Instant::now();
+    assert_eq!(b.get(p).unwrap().field("phone"), Some(value));
+    [t1 - t, t2 - t1, t3 - t2]
+}
+
 /// A TCP proxy on loopback in front of `upstream` that makes a link with a round trip of
 /// 2 x `one_way`: every byte is delivered `one_way` after it was sent, in each direction, and the
 /// first bytes of a new connection not before the handshake's round trip would have let the client
@@ -274,22 +293,16 @@ fn main() {
     let b_config = cfg.clone();
     for i in 0..100 {
         std::thread::sleep(pace);
-        let value = format!("1380000{i:04}");
-        let t = Instant::now();
-        a.store
-            .update(&p, Update::new().set("phone", value.clone()))
-            .unwrap();
-        let t1 = Instant::now();
-        a.sync();
-        let t2 = Instant::now();
-        fresh
-            .sync(&b_config, &NoProgress, &CancelToken::new())
-            .unwrap();
-        edit.push(t.elapsed());
-        parts[0].push(t1 - t);
-        parts[1].push(t2 - t1);
-        parts[2].push(t2.elapsed());
-        assert_eq!(fresh.get(&p).unwrap().field("phone"), Some(value.as_str()));
+        let round = edit_round(
+            (&a.store, &a.config),
+            (&fresh, &b_config),
+            &p,
+            &format!("1380000{i:04}"),
+        );
+        edit.push(round.iter().sum());
+        for (part, d) in parts.iter_mut().zip(round) {
+            part.push(d);
+        }
         let t = Instant::now();
         http.get(format!("{}/v1/health", relay.url()))
             .send()
@@ -335,23 +348,15 @@ fn main() {
         let (mut edit, mut a_sync, mut b_sync) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..20 {
             std::thread::sleep(pace);
-            let value = format!("1390000{i:04}");
-            let t = Instant::now();
-            a.store
-                .update(&p, Update::new().set("phone", value.clone()))
-                .unwrap();
-            let t1 = Instant::now();
-            a.store
-                .sync(&a_link, &NoProgress, &CancelToken::new())
-                .unwrap();
-            let t2 = Instant::now();
-            fresh
-                .sync(&b_link, &NoProgress, &CancelToken::new())
-                .unwrap();
-            edit.push(t.elapsed());
-            a_sync.push(t2 - t1);
-            b_sync.push(t2.elapsed());
-            assert_eq!(fresh.get(&p).unwrap().field("phone"), Some(value.as_str()));
+            let [local, a_part, b_part] = edit_round(
+                (&a.store, &a_link),
+                (&fresh, &b_link),
+                &p,
+                &format!("1390000{i:04}"),
+            );
+            edit.push(local + a_part + b_part);
+            a_sync.push(a_part);
+            b_sync.push(b_part);
         }
         // One request on an open connection over the same link (the first opens it).
         let client = reqwest::blocking::Client::new();

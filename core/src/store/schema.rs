@@ -4,7 +4,7 @@
 use crate::model::Kind;
 use rusqlite::{Connection, Transaction};
 
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Version 1: records with their documents, the outbox, areas, sync state and the projection.
 fn v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -155,8 +155,23 @@ fn v7(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 8: the outbox without its unique index on `hash`. A change's hash is random, so the index
+/// put every queued change on a page of its own, one more page to encrypt and write with each edit
+/// (BENCHMARKS.md section 12); a local change's hash is unique by construction, the relay takes a
+/// change pushed twice for one, and the one lookup by hash (discarding a quarantined change) reads
+/// the outbox, which holds only what is not pushed yet.
+fn v8(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE outbox_v8 (
+             seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, hash BLOB NOT NULL, bytes BLOB NOT NULL);
+         INSERT INTO outbox_v8 (seq, record_id, hash, bytes) SELECT seq, record_id, hash, bytes FROM outbox;
+         DROP TABLE outbox;
+         ALTER TABLE outbox_v8 RENAME TO outbox;",
+    )
+}
+
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5, v6, v7];
+const STEPS: [Step; VERSION as usize] = [v1, v2, v3, v4, v5, v6, v7, v8];
 
 /// Brings the schema from its current version up to `target`. Returns the version found.
 pub fn migrate_to(conn: &mut Connection, target: i64) -> crate::Result<i64> {

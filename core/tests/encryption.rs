@@ -256,6 +256,50 @@ fn wrong_key_or_no_key_is_refused_with_a_typed_error() {
     store.check_integrity().unwrap();
 }
 
+#[test]
+fn a_store_made_with_sqlciphers_default_page_hmac_opens_and_new_stores_use_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, key, wrong) in [
+        ("raw", StoreKey::Raw(KEY), StoreKey::Raw([0x5a; 32])),
+        (
+            "pass",
+            StoreKey::Passphrase("correct horse battery".into()),
+            StoreKey::Passphrase("correct horse".into()),
+        ),
+    ] {
+        // A store file as builds before HMAC-SHA256 made it (SQLCipher 4's defaults).
+        let old = dir.path().join(format!("{name}-sha512.db"));
+        store::create_sha512_store_file(&old, &key).unwrap();
+        let store = store_at(&old, key.clone()).unwrap();
+        let ids = fill(&store);
+        drop(store);
+        assert!(leaks(&old, &secrets()).is_empty());
+        let r = store_at(&old, wrong.clone()).map(|_| ());
+        assert!(matches!(r, Err(Error::WrongKeyOrNotAStore)), "{name}: {r:?}");
+        let store = store_at(&old, key.clone()).unwrap();
+        assert_eq!(store.get(&ids[1]).unwrap().field("name"), Some("欧阳慧敏"));
+        store.check_integrity().unwrap();
+        drop(store);
+        // It stays as it was made: still readable with SHA-512 alone.
+        store::create_sha512_store_file(&old, &key).unwrap();
+
+        // A new store authenticates its pages with HMAC-SHA256: SHA-512 alone cannot read it.
+        let new = dir.path().join(format!("{name}-new.db"));
+        let store = store_at(&new, key.clone()).unwrap();
+        fill(&store);
+        drop(store);
+        assert!(matches!(
+            store::create_sha512_store_file(&new, &key),
+            Err(Error::WrongKeyOrNotAStore)
+        ));
+        assert!(matches!(
+            store_at(&new, wrong),
+            Err(Error::WrongKeyOrNotAStore)
+        ));
+        store_at(&new, key).unwrap().check_integrity().unwrap();
+    }
+}
+
 /// Runs `f`, turning a panic into a test failure that names what panicked.
 fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -439,3 +483,4 @@ fn damaged_encrypted_bytes_give_typed_errors_never_a_panic() {
         Outcome::AllRead => panic!("spread damage went unnoticed"),
     }
 }
+

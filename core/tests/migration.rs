@@ -3,7 +3,7 @@
 //! from; a store from a newer build is refused without being touched.
 mod common;
 use common::*;
-use gridwork_core::store::{open_connection, schema};
+use gridwork_core::store::{self, open_connection, schema};
 use gridwork_core::*;
 use rusqlite::Connection;
 use std::path::Path;
@@ -78,7 +78,11 @@ fn table_rows(conn: &Connection, table: &str, skip: &[&str]) -> Vec<Vec<String>>
 
 /// A store with every kind of record, links, tags, attributes, notes, a tombstone, event and visit
 /// histories and unresolved conflicts (from a second device).
+/// The store whose rows the version-1 copy is made of. Its file, like the copy's, is authenticated
+/// as version-1 builds made them (HMAC-SHA512, SQLCipher's default: see `store::PageHmac`), which
+/// also lets the copy attach it (an attached database gets SQLCipher's defaults).
 fn original_store(dir: &Path) -> (Store, Vec<String>) {
+    store::create_sha512_store_file(&dir.join("wang.db"), &key()).unwrap();
     let a = open(dir, "wang", Role::Supervisor, "c1");
     let b = open(dir, "li", Role::Worker, "g1");
     let home = a
@@ -183,6 +187,7 @@ fn v1_copy_of(source: &Path, store: &Store, v1: &Path) {
         text.push_str(&r.notes);
         bodies.push((id, gridwork_core::store::search::index_text(&text)));
     }
+    store::create_sha512_store_file(v1, &key()).unwrap();
     let mut conn = raw(v1);
     assert_eq!(schema::migrate_to(&mut conn, 1).unwrap(), 0);
     assert_eq!(user_version(&conn), 1);

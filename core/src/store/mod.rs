@@ -179,10 +179,37 @@ fn sqlcipher_process_init() {
     });
 }
 
-/// Opens `path` and sets its key. A failure to set the key is tried again on a new connection (twice,
-/// a moment apart) before it is reported: SQLCipher may leave a connection whose codec failed to
-/// initialise in an error state, and the failures seen under load were transient.
-fn open_keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
+/// How a store's pages are authenticated. SQLCipher 4's default is HMAC-SHA512; stores made since
+/// schema version 8 use HMAC-SHA256, which phones' CPUs compute in hardware (ARMv8's crypto extension
+/// has SHA-256, SHA-512 only from ARMv8.2) as do recent x86 ones (SHA-NI): every page written is
+/// authenticated, so this is a cost of every write (BENCHMARKS.md section 12). The tag stays 256 bits.
+/// SQLCipher cannot tell from a file which one made it (its header is encrypted too), so a store that
+/// does not open with the first is opened with the second: stores made before keep working as they
+/// are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PageHmac {
+    Sha256,
+    /// SQLCipher 4's default, stores made before HMAC-SHA256.
+    Sha512,
+}
+
+impl PageHmac {
+    /// In the order a store is tried with.
+    const ALL: [PageHmac; 2] = [PageHmac::Sha256, PageHmac::Sha512];
+
+    fn pragma(self) -> &'static str {
+        match self {
+            PageHmac::Sha256 => "PRAGMA cipher_hmac_algorithm = HMAC_SHA256;",
+            PageHmac::Sha512 => "PRAGMA cipher_hmac_algorithm = HMAC_SHA512;",
+        }
+    }
+}
+
+/// Opens `path` and sets its key and page authentication. A failure to set the key is tried again on
+/// a new connection (twice, a moment apart) before it is reported: SQLCipher may leave a connection
+/// whose codec failed to initialise in an error state, and the failures seen under load were
+/// transient.
+fn open_keyed(path: &Path, key: &StoreKey, hmac: PageHmac) -> Result<Connection> {
     let mut attempt = 0;
     loop {
         let conn = Connection::open(path)?;
@@ -192,7 +219,11 @@ fn open_keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
                 conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(bytes)))
             }
             StoreKey::Passphrase(p) => conn.pragma_update(None, "key", p),
-        };
+        }
+        .and_then(|()| match key {
+            StoreKey::None => Ok(()),
+            _ => conn.execute_batch(hmac.pragma()),
+        });
         match result {
             Ok(()) => return Ok(conn),
             Err(e) if attempt < 2 => {
@@ -210,12 +241,42 @@ fn open_keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
 /// Public for tests and tools that build stores of older schema versions.
 #[doc(hidden)]
 pub fn open_connection(path: &Path, key: &StoreKey, durability: Durability) -> Result<Connection> {
+    open_connection_with(path, key, durability, &PageHmac::ALL)
+}
+
+/// A store made before HMAC-SHA256 (SQLCipher's default page authentication), for the tests that
+/// such stores still open.
+#[doc(hidden)]
+pub fn create_sha512_store_file(path: &Path, key: &StoreKey) -> Result<()> {
+    let conn = open_connection_with(path, key, Durability::Normal, &[PageHmac::Sha512])?;
+    conn.execute_batch("CREATE TABLE made_before_sha256 (x); DROP TABLE made_before_sha256;")?;
+    Ok(())
+}
+
+fn open_connection_with(
+    path: &Path,
+    key: &StoreKey,
+    durability: Durability,
+    hmacs: &[PageHmac],
+) -> Result<Connection> {
     sqlcipher_process_init();
-    let conn = open_keyed(path, key)?;
-    // The first read fails with NotADatabase on a wrong key or a foreign file.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
+    let mut hmacs = hmacs.iter().peekable();
+    let conn = loop {
+        let hmac = *hmacs.next().expect("at least one page authentication");
+        let conn = open_keyed(path, key, hmac)?;
+        // The first read fails with NotADatabase on a wrong key, a foreign file, or a store whose
+        // pages another HMAC authenticates.
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => break conn,
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
+                    && !matches!(key, StoreKey::None)
+                    && hmacs.peek().is_some() => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Lists sort names the way Chinese readers expect (see `search::sort_key`).
     conn.create_collation("PINYIN", search::compare_names)?;

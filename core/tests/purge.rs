@@ -35,6 +35,9 @@ fn in_file(path: &Path, needle: &str) -> bool {
 
 const NAME: &str = "Qwzxjvkl";
 const NOTES: &str = "Plkrvtsq lives on the fifth floor";
+/// As typed; search's number index keeps its digits alone (`PHONE_DIGITS`), which nothing else holds.
+const PHONE: &str = "139-7531-8642";
+const PHONE_DIGITS: &str = "13975318642";
 
 #[test]
 fn a_record_moved_out_of_the_grid_leaves_the_device_and_the_file() {
@@ -48,6 +51,7 @@ fn a_record_moved_out_of_the_grid_leaves_the_device_and_the_file() {
         .create(
             NewRecord::new(Kind::Person, "g1")
                 .field("name", NAME)
+                .field("phone", PHONE)
                 .tag("lives alone")
                 .notes(NOTES),
         )
@@ -83,6 +87,10 @@ fn a_record_moved_out_of_the_grid_leaves_the_device_and_the_file() {
         in_file(&path, "Zjqxwkvb"),
         "the attachment is in the file before"
     );
+    assert!(
+        in_file(&path, PHONE_DIGITS),
+        "the phone's search number is in the file before"
+    );
     let report = worker.apply_remote(&sup.all_changes().unwrap()).unwrap();
     assert_eq!(report.purged, 2);
 
@@ -102,7 +110,8 @@ fn a_record_moved_out_of_the_grid_leaves_the_device_and_the_file() {
         "the place and the event stay"
     );
     assert_eq!(worker.get(&ev).unwrap().responsible.as_deref(), Some("c1"));
-    for needle in [NAME, "Plkrvtsq", "Zjqxwkvb"] {
+    assert!(worker.search(PHONE, None, 10).unwrap().is_empty());
+    for needle in [NAME, "Plkrvtsq", "Zjqxwkvb", PHONE, PHONE_DIGITS] {
         assert!(!in_file(&path, needle), "{needle} is gone from the file");
     }
     worker.check_integrity().unwrap();

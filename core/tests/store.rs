@@ -891,6 +891,17 @@ fn edits_leave_the_side_rows_a_rebuild_from_the_documents_writes() {
             })
             .collect()
     };
+    // Rows written before stores kept views have no view to compare with: their numbers are read
+    // from the projection row.
+    for (i, p) in people.iter().enumerate() {
+        s.update(p, Update::new().set("phone", format!("1360000000{i}")))
+            .unwrap();
+    }
+    conn.execute("UPDATE records SET view = NULL", []).unwrap();
+    for (i, p) in people.iter().enumerate() {
+        s.update(p, Update::new().set("phone", format!("1370000000{}", i % 2)))
+            .unwrap();
+    }
     let written = dump();
     let shared = written[3].len() - {
         let mut numbers: Vec<&str> = written[3].iter().map(|r| r.split(" | ").next().unwrap()).collect();

@@ -3,7 +3,7 @@
 use super::search;
 use crate::doc;
 use crate::error::{Error, Result};
-use crate::model::{search_number, time, Record};
+use crate::model::{search_number, time, Kind, Record};
 use automerge::Automerge;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeSet;
@@ -153,7 +153,7 @@ pub(crate) fn project_deferred(
             )?;
         // A record seen for the first time has no rows to clear (the common case of a bulk apply).
         insert_kind_row(conn, rid, record)?;
-        write_side_rows(conn, rid, None, record, true)?;
+        write_side_rows(conn, rid, None, BTreeSet::new(), record, true)?;
         search.rows.push((rid, false, body));
         return Ok(rid);
     };
@@ -193,9 +193,17 @@ pub(crate) fn project_deferred(
         .as_deref()
         .and_then(|v| serde_json::from_str(v).ok())
         .filter(|b: &Record| !kind_changed && b.kind == record.kind);
+    // The numbers that search finds the record by, as written: from the stored view, or else from the
+    // projection row they were written from (read before it is written again).
+    let old_kind = crate::model::Kind::parse(&old.kind);
+    let old_numbers = match (&before, old_kind) {
+        (Some(b), _) => record_numbers(b),
+        (None, Some(k)) => row_numbers(conn, k, rid)?,
+        (None, None) => BTreeSet::new(),
+    };
     if kind_changed {
         // A kind never changes for a record made by Gridwork, but a hostile document could try.
-        if let Some(k) = crate::model::Kind::parse(&old.kind) {
+        if let Some(k) = old_kind {
             conn.execute(&format!("DELETE FROM {} WHERE rid = ?1", k.table()), [rid])?;
         }
     }
@@ -203,7 +211,7 @@ pub(crate) fn project_deferred(
         Some(b) => update_kind_row(conn, rid, b, record)?,
         None => insert_kind_row(conn, rid, record)?,
     }
-    write_side_rows(conn, rid, before.as_ref(), record, false)?;
+    write_side_rows(conn, rid, before.as_ref(), old_numbers, record, false)?;
     if old.search_key != Some(key) {
         search.rows.push((rid, old.search_key.is_some(), body));
     }
@@ -290,13 +298,64 @@ fn update_kind_row(conn: &Connection, rid: i64, before: &Record, record: &Record
     Ok(())
 }
 
+/// The numbers search finds a record by (see [`search_number`]), one row each in `numbers`.
+fn record_numbers(r: &Record) -> BTreeSet<String> {
+    r.fields
+        .iter()
+        .filter(|(k, _)| r.kind.is_number_field(k))
+        .filter_map(|(_, v)| search_number(v))
+        .collect()
+}
+
+/// The numbers of record `rid` as its projection row holds them, which is what its `numbers` rows were
+/// written from (as `Store::open` fills them, `fill_numbers`): the rows to delete when no stored view
+/// says. `numbers` has no index by record (one page fewer to write with every edit of a number,
+/// BENCHMARKS.md section 12): its rows are deleted by their keys.
+pub(crate) fn row_numbers(conn: &Connection, kind: Kind, rid: i64) -> Result<BTreeSet<String>> {
+    let columns: Vec<&str> = kind
+        .fields()
+        .iter()
+        .filter(|f| kind.is_number_field(f.name))
+        .map(|f| f.name)
+        .collect();
+    if columns.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE rid = ?1",
+        columns.join(", "),
+        kind.table()
+    );
+    let values: Option<Vec<Option<String>>> = conn
+        .prepare_cached(&sql)?
+        .query_row([rid], |r| (0..columns.len()).map(|i| r.get(i)).collect())
+        .optional()?;
+    Ok(values
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|v| search_number(&v))
+        .collect())
+}
+
+/// Deletes the `numbers` rows of record `rid` (of `kind`), read from its projection row: call it before
+/// that row is deleted.
+pub(crate) fn delete_numbers(conn: &Connection, kind: Kind, rid: i64) -> Result<()> {
+    for number in row_numbers(conn, kind, rid)? {
+        conn.prepare_cached("DELETE FROM numbers WHERE number = ?1 AND rid = ?2")?
+            .execute(params![number, rid])?;
+    }
+    Ok(())
+}
+
 /// Writes the links, tags, conflicted fields, numbers and visited records of record `rid` where they
-/// differ from `before`'s (all of them without `before`). `fresh`: the record is new to the table, with
-/// no rows to delete.
+/// differ from `before`'s (all of them without `before`); `old_numbers`: the numbers its `numbers` rows
+/// hold (see [`row_numbers`]). `fresh`: the record is new to the table, with no rows to delete.
 fn write_side_rows(
     conn: &Connection,
     rid: i64,
     before: Option<&Record>,
+    old_numbers: BTreeSet<String>,
     record: &Record,
     fresh: bool,
 ) -> Result<()> {
@@ -334,17 +393,9 @@ fn write_side_rows(
         "INSERT OR IGNORE INTO conflicts (rid, field) VALUES (?1, ?2)",
         |stmt, field| stmt.execute(params![rid, field]),
     )?;
-    let numbers = |r: &Record| -> BTreeSet<String> {
-        r.fields
-            .iter()
-            .filter(|(k, _)| r.kind.is_number_field(k))
-            .filter_map(|(_, v)| search_number(v))
-            .collect()
-    };
-    side.write(
-        before.map(numbers),
-        numbers(record),
-        "DELETE FROM numbers WHERE rid = ?1",
+    side.write_difference(
+        &old_numbers,
+        &record_numbers(record),
         "DELETE FROM numbers WHERE number = ?2 AND rid = ?1",
         "INSERT OR IGNORE INTO numbers (number, rid) VALUES (?2, ?1)",
         |stmt, number| stmt.execute(params![rid, number]),
@@ -384,22 +435,30 @@ impl SideRows<'_> {
         insert: &str,
         bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
     ) -> Result<()> {
-        let (gone, new): (Vec<&T>, Vec<&T>) = match &before {
-            Some(before) => (
-                before.difference(&now).collect(),
-                now.difference(before).collect(),
-            ),
+        match &before {
+            Some(before) => self.write_difference(before, &now, delete, insert, bind),
             None => {
                 if !self.fresh {
                     self.conn.prepare_cached(clear)?.execute([self.rid])?;
                 }
-                (Vec::new(), now.iter().collect())
+                self.write_difference(&BTreeSet::new(), &now, delete, insert, bind)
             }
-        };
-        for row in gone {
+        }
+    }
+
+    /// Deletes the rows of `before` that are not in `now` and inserts those of `now` not in `before`.
+    fn write_difference<T: Ord>(
+        &self,
+        before: &BTreeSet<T>,
+        now: &BTreeSet<T>,
+        delete: &str,
+        insert: &str,
+        bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+    ) -> Result<()> {
+        for row in before.difference(now) {
             bind(&mut self.conn.prepare_cached(delete)?, row)?;
         }
-        for row in new {
+        for row in now.difference(before) {
             bind(&mut self.conn.prepare_cached(insert)?, row)?;
         }
         Ok(())

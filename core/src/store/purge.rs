@@ -5,7 +5,7 @@
 //! only marks deleted rows (contentless FTS5 keeps them in its segments behind tombstones), is rewritten
 //! without them; and the WAL is checkpointed and truncated afterwards. So the removed bytes are gone from
 //! the file, not only from the tables.
-use super::{Inner, Store};
+use super::{projection, Inner, Store};
 use crate::error::Result;
 use crate::model::{Kind, Record};
 use rusqlite::{Connection, OptionalExtension};
@@ -114,6 +114,7 @@ pub(crate) fn delete_record(tx: &Connection, id: &str) -> Result<()> {
         .optional()?;
     if let Some((rid, kind)) = row {
         if let Some(kind) = Kind::parse(&kind) {
+            projection::delete_numbers(tx, kind, rid)?;
             tx.execute(
                 &format!("DELETE FROM {} WHERE rid = ?1", kind.table()),
                 [rid],
@@ -124,7 +125,6 @@ pub(crate) fn delete_record(tx: &Connection, id: &str) -> Result<()> {
             "DELETE FROM tags WHERE rid = ?1",
             "DELETE FROM conflicts WHERE rid = ?1",
             "DELETE FROM visited WHERE visit = ?1",
-            "DELETE FROM numbers WHERE rid = ?1",
             "DELETE FROM search WHERE rowid = ?1",
             "DELETE FROM records WHERE rid = ?1",
         ] {

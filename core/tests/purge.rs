@@ -158,6 +158,7 @@ fn a_wiped_store_keeps_nothing_and_says_so_when_opened() {
         .create(
             NewRecord::new(Kind::Person, "g1")
                 .field("name", NAME)
+                .field("phone", PHONE)
                 .notes(NOTES),
         )
         .unwrap();
@@ -165,11 +166,19 @@ fn a_wiped_store_keeps_nothing_and_says_so_when_opened() {
         .quarantine(store.outbox(1).unwrap()[0].seq, "out_of_scope", None)
         .unwrap();
     store.check_integrity().unwrap();
-    for needle in [NAME, "Kxqvbwzj", "Vbnqzxkw", "wang-phone"] {
+    for needle in [NAME, "Kxqvbwzj", "Vbnqzxkw", "wang-phone", PHONE_DIGITS] {
         assert!(in_file(&path, needle), "{needle} is in the file before");
     }
     store.wipe("revoked").unwrap();
-    for needle in [NAME, "Plkrvtsq", "Kxqvbwzj", "Vbnqzxkw", "wang-phone"] {
+    for needle in [
+        NAME,
+        "Plkrvtsq",
+        "Kxqvbwzj",
+        "Vbnqzxkw",
+        "wang-phone",
+        PHONE,
+        PHONE_DIGITS,
+    ] {
         assert!(!in_file(&path, needle), "{needle} is gone from the file");
     }
     // The open store refuses to work on; opened again, it says why.

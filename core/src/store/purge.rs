@@ -150,22 +150,6 @@ fn placement(kind: Kind, area: String, responsible: Option<String>) -> Record {
     }
 }
 
-/// Every table that holds records, changes or what the relay told the device; `meta` is emptied too
-/// but for the mark that the store was wiped.
-const WIPED_TABLES: &[&str] = &[
-    "records",
-    "outbox",
-    "quarantine",
-    "held_changes",
-    "attachments",
-    "links",
-    "tags",
-    "conflicts",
-    "sync_state",
-    "areas",
-    "meta",
-];
-
 impl Store {
     /// Deletes everything of this store's records and sync state (records, outbox and quarantine,
     /// held changes, attachments, projection and search rows, areas, identity), zeroing the freed
@@ -175,11 +159,19 @@ impl Store {
     pub fn wipe(&self, reason: &str) -> Result<()> {
         let mut inner = self.lock();
         let tx = inner.conn.transaction()?;
-        for table in WIPED_TABLES {
-            tx.execute(&format!("DELETE FROM {table}"), [])?;
-        }
-        for kind in Kind::ALL {
-            tx.execute(&format!("DELETE FROM {}", kind.table()), [])?;
+        // Every table of the schema, so that none added later is forgotten (search's number index
+        // once was: the phone and ID numbers of a wiped store stayed in its file). The search index's
+        // own tables are emptied by its `delete-all`; `meta` keeps only the mark that it was wiped.
+        let tables: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table'
+                 AND name NOT GLOB 'sqlite_*' AND name <> 'search' AND name NOT GLOB 'search_*'",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for table in tables {
+            tx.execute(&format!("DELETE FROM \"{table}\""), [])?;
         }
         tx.execute("INSERT INTO search (search) VALUES ('delete-all')", [])?;
         super::set_meta(&tx, super::META_WIPED, reason)?;

@@ -181,6 +181,27 @@ fn a_wiped_store_keeps_nothing_and_says_so_when_opened() {
     ] {
         assert!(!in_file(&path, needle), "{needle} is gone from the file");
     }
+    // No table keeps a row but the mark in `meta` (the search index's own tables keep their
+    // configuration and empty structure).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT GLOB 'sqlite_*' AND name NOT GLOB 'search*'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(tables.len() > 20, "{tables:?}");
+    for table in tables {
+        let rows: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, i64::from(table == "meta"), "rows left in {table}");
+    }
+    drop(conn);
     // The open store refuses to work on; opened again, it says why.
     assert!(matches!(
         store.create(NewRecord::new(Kind::Person, "g1").field("name", "After")),

@@ -492,6 +492,7 @@ fn a_version_5_store_takes_its_visits_records_from_the_stored_views() {
     assert_eq!(numbers_before.len(), 2, "the fixture's phone and ID number");
     conn.execute_batch(
         "DROP TABLE visited; DROP TABLE schedules; DROP TABLE forms; DROP TABLE area_workers; DROP TABLE numbers; DROP TABLE seen_items;
+         DROP TABLE absorbed;
          DELETE FROM meta WHERE key IN ('reproject', 'renumber');
          PRAGMA user_version = 5;",
     )
@@ -636,4 +637,76 @@ fn a_row_without_its_view_is_read_from_the_document() {
     drop(conn);
     let store = Store::open(StoreOptions::new(&path, key())).unwrap();
     assert!(matches!(store.get(&id), Err(Error::Corrupt(_))));
+}
+
+/// A version-7 store with merged duplicates: version 8 fills the index of the records that absorbed
+/// others from the stored views, so `conflicts()` still lists what the merge left (it no longer reads
+/// every record), and the outbox and search numbers keep working without their dropped indexes.
+#[test]
+fn a_version_7_store_keeps_its_merge_conflicts_and_queued_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zhou.db");
+    let store = open(dir.path(), "zhou", Role::Supervisor, "c1");
+    let person = |name: &str, phone: &str| {
+        store
+            .create(
+                NewRecord::new(Kind::Person, "g1")
+                    .field("name", name)
+                    .field("birth_date", "1950-01-02")
+                    .field("phone", phone),
+            )
+            .unwrap()
+    };
+    let kept = person("王芳", "13800000001");
+    let away = person("王芳", "13800000002");
+    let other = person("李明", "13800000003");
+    let report = store.merge_records(&kept, &away).unwrap();
+    assert_eq!(report.conflicts, ["phone"]);
+    let conflicts = store.conflicts().unwrap();
+    assert_eq!(conflicts.len(), 1);
+    let queued = store.outbox(1000).unwrap();
+    drop(store);
+
+    // The same file as a version-7 build left it.
+    let conn = raw(&path);
+    conn.execute_batch(
+        "DROP TABLE absorbed;
+         CREATE INDEX numbers_rid ON numbers (rid);
+         CREATE TABLE outbox_v7 (
+             seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,
+             bytes BLOB NOT NULL);
+         INSERT INTO outbox_v7 SELECT seq, record_id, hash, bytes FROM outbox;
+         DROP TABLE outbox;
+         ALTER TABLE outbox_v7 RENAME TO outbox;
+         PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(StoreOptions::new(&path, key())).unwrap();
+    assert_eq!(store.conflicts().unwrap(), conflicts);
+    assert_eq!(store.outbox(1000).unwrap(), queued);
+    let found = |q: &str| -> Vec<String> {
+        store
+            .search(q, None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(found("13800000003"), [other.clone()]);
+    store
+        .update(&other, Update::new().set("phone", "13900000003"))
+        .unwrap();
+    assert!(found("13800000003").is_empty());
+    assert_eq!(found("13900000003"), [other]);
+    store.resolve_conflict(&kept, "phone", "13800000002").unwrap();
+    assert!(store.conflicts().unwrap().is_empty());
+    assert_eq!(store.outbox(1000).unwrap().len(), queued.len() + 2);
+    let conn = raw(&path);
+    assert_eq!(user_version(&conn), schema::VERSION);
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    drop(open(&fresh, "zhou", Role::Supervisor, "c1"));
+    assert_eq!(schema_of(&conn), schema_of(&raw(&fresh.join("zhou.db"))));
 }

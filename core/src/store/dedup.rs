@@ -316,9 +316,25 @@ impl Store {
 
     /// Every record on this device with conflicts merges left, and those conflicts.
     pub(crate) fn all_merge_conflicts(&self) -> Result<Vec<Conflict>> {
+        // Only the records that absorbed others (the `absorbed` index), not every record's view.
+        let ids: Vec<String> = {
+            let inner = self.lock();
+            let mut st = inner.conn.prepare_cached(
+                "SELECT DISTINCT r.id FROM absorbed a JOIN records r ON r.rid = a.rid
+                 WHERE r.deleted = 0 AND r.kind IN ('person', 'place', 'organisation')
+                 ORDER BY r.rid",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
         let mut out = Vec::new();
-        for kept in self.compared_views()? {
-            if absorbed(&kept).next().is_some() {
+        for id in ids {
+            let kept = self.get(&id)?;
+            let seen = {
+                let inner = self.lock();
+                inner.rule_actor().sees(&inner.area_paths, &kept)
+            };
+            if seen && absorbed(&kept).next().is_some() {
                 out.extend(self.merge_conflicts_of(&kept)?);
             }
         }

@@ -578,7 +578,7 @@ impl Store {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for table in ["links", "tags", "conflicts", "visited", "numbers"] {
+        for table in ["links", "tags", "conflicts", "visited", "numbers", "absorbed"] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         for kind in Kind::ALL {

@@ -348,7 +348,7 @@ pub(crate) fn delete_numbers(conn: &Connection, kind: Kind, rid: i64) -> Result<
     Ok(())
 }
 
-/// Writes the links, tags, conflicted fields, numbers and visited records of record `rid` where they
+/// Writes the links, tags, conflicted fields, numbers, absorbed records and visited records of record `rid` where they
 /// differ from `before`'s (all of them without `before`); `old_numbers`: the numbers its `numbers` rows
 /// hold (see [`row_numbers`]). `fresh`: the record is new to the table, with no rows to delete.
 fn write_side_rows(
@@ -399,6 +399,17 @@ fn write_side_rows(
         "DELETE FROM numbers WHERE number = ?2 AND rid = ?1",
         "INSERT OR IGNORE INTO numbers (number, rid) VALUES (?2, ?1)",
         |stmt, number| stmt.execute(params![rid, number]),
+    )?;
+    fn absorbed(r: &Record) -> BTreeSet<&str> {
+        gridwork_protocol::duplicates::absorbed(r).collect()
+    }
+    side.write(
+        before.map(absorbed),
+        absorbed(record),
+        "DELETE FROM absorbed WHERE rid = ?1",
+        "DELETE FROM absorbed WHERE rid = ?1 AND away = ?2",
+        "INSERT OR IGNORE INTO absorbed (rid, away) VALUES (?1, ?2)",
+        |stmt, away| stmt.execute(params![rid, away]),
     )?;
     side.write(
         before.map(|b| strings(&b.visited)),

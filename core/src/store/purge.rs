@@ -125,6 +125,7 @@ pub(crate) fn delete_record(tx: &Connection, id: &str) -> Result<()> {
             "DELETE FROM tags WHERE rid = ?1",
             "DELETE FROM conflicts WHERE rid = ?1",
             "DELETE FROM visited WHERE visit = ?1",
+            "DELETE FROM absorbed WHERE rid = ?1",
             "DELETE FROM search WHERE rowid = ?1",
             "DELETE FROM records WHERE rid = ?1",
         ] {

@@ -275,7 +275,10 @@ fn a_store_made_with_sqlciphers_default_page_hmac_opens_and_new_stores_use_sha25
         drop(store);
         assert!(leaks(&old, &secrets()).is_empty());
         let r = store_at(&old, wrong.clone()).map(|_| ());
-        assert!(matches!(r, Err(Error::WrongKeyOrNotAStore)), "{name}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::WrongKeyOrNotAStore)),
+            "{name}: {r:?}"
+        );
         let store = store_at(&old, key.clone()).unwrap();
         assert_eq!(store.get(&ids[1]).unwrap().field("name"), Some("欧阳慧敏"));
         store.check_integrity().unwrap();
@@ -483,4 +486,3 @@ fn damaged_encrypted_bytes_give_typed_errors_never_a_panic() {
         Outcome::AllRead => panic!("spread damage went unnoticed"),
     }
 }
-

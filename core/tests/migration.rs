@@ -700,7 +700,9 @@ fn a_version_7_store_keeps_its_merge_conflicts_and_queued_changes() {
         .unwrap();
     assert!(found("13800000003").is_empty());
     assert_eq!(found("13900000003"), [other]);
-    store.resolve_conflict(&kept, "phone", "13800000002").unwrap();
+    store
+        .resolve_conflict(&kept, "phone", "13800000002")
+        .unwrap();
     assert!(store.conflicts().unwrap().is_empty());
     assert_eq!(store.outbox(1000).unwrap().len(), queued.len() + 2);
     let conn = raw(&path);

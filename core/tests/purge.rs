@@ -197,7 +197,9 @@ fn a_wiped_store_keeps_nothing_and_says_so_when_opened() {
     assert!(tables.len() > 20, "{tables:?}");
     for table in tables {
         let rows: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))
+            .query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(rows, i64::from(table == "meta"), "rows left in {table}");
     }

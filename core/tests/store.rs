@@ -796,7 +796,11 @@ fn search_finds_exact_phone_and_id_numbers() {
         .unwrap();
     assert!(found("13800138000").is_empty());
     assert_eq!(found("139 0000 0000"), [p.clone()]);
-    assert_eq!(found("11010519491231002X"), [p.clone()], "the unchanged ID number");
+    assert_eq!(
+        found("11010519491231002X"),
+        [p.clone()],
+        "the unchanged ID number"
+    );
     s.delete(&p, None).unwrap();
     assert!(found("13900000000").is_empty());
     // Names are still found as before.
@@ -844,7 +848,10 @@ fn edits_leave_the_side_rows_a_rebuild_from_the_documents_writes() {
         let place = places[next(places.len())].clone();
         match next(7) {
             // Few values, so that people share numbers now and then.
-            0 => s.update(&p, Update::new().set("phone", format!("1390000000{}", next(6)))),
+            0 => s.update(
+                &p,
+                Update::new().set("phone", format!("1390000000{}", next(6))),
+            ),
             1 => s.update(&p, Update::new().set("phone", "")),
             2 => s.update(
                 &p,
@@ -899,12 +906,18 @@ fn edits_leave_the_side_rows_a_rebuild_from_the_documents_writes() {
     }
     conn.execute("UPDATE records SET view = NULL", []).unwrap();
     for (i, p) in people.iter().enumerate() {
-        s.update(p, Update::new().set("phone", format!("1370000000{}", i % 2)))
-            .unwrap();
+        s.update(
+            p,
+            Update::new().set("phone", format!("1370000000{}", i % 2)),
+        )
+        .unwrap();
     }
     let written = dump();
     let shared = written[3].len() - {
-        let mut numbers: Vec<&str> = written[3].iter().map(|r| r.split(" | ").next().unwrap()).collect();
+        let mut numbers: Vec<&str> = written[3]
+            .iter()
+            .map(|r| r.split(" | ").next().unwrap())
+            .collect();
         numbers.dedup();
         numbers.len()
     };

@@ -907,6 +907,12 @@ fn child(args: &[String]) {
                 s.get(ids.choose(&mut rng).unwrap()).unwrap();
             }
             s.conflicts().unwrap();
+            // What a supervisor's device shows every day: statistics, duplicate candidates and the
+            // "new for me" list (which includes them).
+            s.statistics(&gridwork_core::stats::StatsQuery::default())
+                .unwrap();
+            s.duplicates(None).unwrap();
+            s.new_for_me(None, 480).unwrap();
         }
         _ => {
             let c = baseline_conn(path, v);
@@ -942,6 +948,18 @@ fn child(args: &[String]) {
                     .unwrap()
                     .query_row([ids.choose(&mut rng).unwrap()], |r| r.get::<_, String>(1))
                     .unwrap();
+            }
+            // Counts per grid and the people sharing an ID number or a name and birth date.
+            for sql in [
+                "SELECT area, count(*) FROM people GROUP BY area",
+                "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
+                "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
+            ] {
+                c.prepare(sql)
+                    .unwrap()
+                    .query_map([], |_| Ok(()))
+                    .unwrap()
+                    .count();
             }
         }
     }

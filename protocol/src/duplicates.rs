@@ -13,7 +13,7 @@
 //! listed again); `<other id>/<field>` -> the merged-away record's value the kept record has settled.
 use crate::model::{search_number, Kind, Link, Record};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `dups` value: this record absorbed the other.
 pub const MERGED: &str = "merged";
@@ -147,47 +147,131 @@ pub fn dismissed(a: &Record, b: &Record) -> bool {
         || b.dups.get(&a.id).map(String::as_str) == Some(DISTINCT)
 }
 
+/// Finds the candidates among records given one at a time ([`Candidates::add`]), keeping of each only
+/// its id, kind and match keys, packed in a few large buffers, and the records it says are not
+/// duplicates of it: a device compares 100,000 records in ~15 MB without holding them
+/// (BENCHMARKS.md section 12).
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// The records' ids, one after another; `records[i]` is where record `i`'s id ends, and its kind.
+    ids: String,
+    records: Vec<(u32, Kind)>,
+    /// The match keys, one after another, each with its reason, where it ends in `key_text` and the
+    /// record that has it.
+    key_text: String,
+    keys: Vec<(DuplicateReason, u32, u32)>,
+    /// (record, other id): record `i` says it is not a duplicate of the other.
+    distinct: Vec<(u32, String)>,
+}
+
+impl Candidates {
+    pub fn new() -> Candidates {
+        Candidates::default()
+    }
+
+    /// Takes a record into account (a deleted one, or one of a kind not compared, is never a
+    /// candidate).
+    pub fn add(&mut self, r: &Record) {
+        if r.deleted || !compared(r.kind) {
+            return;
+        }
+        let i = self.records.len() as u32;
+        self.ids.push_str(&r.id);
+        self.records.push((self.ids.len() as u32, r.kind));
+        for (reason, key) in match_keys(r) {
+            self.key_text.push_str(&key);
+            self.keys.push((reason, self.key_text.len() as u32, i));
+        }
+        self.distinct.extend(
+            r.dups
+                .iter()
+                .filter(|(_, v)| v.as_str() == DISTINCT)
+                .map(|(k, _)| (i, k.clone())),
+        );
+    }
+
+    fn id(&self, i: u32) -> &str {
+        let end = self.records[i as usize].0 as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.records[i as usize - 1].0 as usize,
+        };
+        &self.ids[start..end]
+    }
+
+    /// The pairs: records sharing a key, not dismissed; by kind, then ids.
+    pub fn pairs(self) -> Vec<DuplicatePair> {
+        let text = |k: usize| -> &str {
+            let end = self.keys[k].1 as usize;
+            let start = match k {
+                0 => 0,
+                _ => self.keys[k - 1].1 as usize,
+            };
+            &self.key_text[start..end]
+        };
+        // (kind, reason, key) of every key, sorted: the records sharing a key are a run.
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        let sort_key = |k: usize| {
+            let (reason, _, record) = self.keys[k];
+            (self.records[record as usize].1, reason, text(k))
+        };
+        order.sort_unstable_by(|x, y| sort_key(*x).cmp(&sort_key(*y)));
+        // (kind, a, b) -> why, and the two records.
+        type Found = (BTreeSet<DuplicateReason>, u32, u32);
+        let mut pairs: BTreeMap<(Kind, &str, &str), Found> = BTreeMap::new();
+        for run in order.chunk_by(|x, y| sort_key(*x) == sort_key(*y)) {
+            if run.len() < 2 {
+                continue;
+            }
+            let (kind, reason, _) = sort_key(run[0]);
+            let mut members: Vec<(&str, u32)> = run
+                .iter()
+                .map(|k| {
+                    let record = self.keys[*k].2;
+                    (self.id(record), record)
+                })
+                .collect();
+            members.sort_unstable();
+            members.dedup_by(|x, y| x.0 == y.0);
+            members.truncate(MAX_BUCKET);
+            for (i, (a, ia)) in members.iter().enumerate() {
+                for (b, ib) in &members[i + 1..] {
+                    pairs
+                        .entry((kind, a, b))
+                        .or_insert_with(|| (BTreeSet::new(), *ia, *ib))
+                        .0
+                        .insert(reason);
+                }
+            }
+        }
+        let mut distinct: Vec<(u32, &str)> = self
+            .distinct
+            .iter()
+            .map(|(r, o)| (*r, o.as_str()))
+            .collect();
+        distinct.sort_unstable();
+        let dismisses = |record: u32, other: &str| distinct.binary_search(&(record, other)).is_ok();
+        pairs
+            .into_iter()
+            .filter(|((_, a, b), (_, ia, ib))| !(dismisses(*ia, b) || dismisses(*ib, a)))
+            .map(|((kind, a, b), (reasons, _, _))| DuplicatePair {
+                kind,
+                a: a.to_owned(),
+                b: b.to_owned(),
+                reasons: reasons.into_iter().collect(),
+            })
+            .collect()
+    }
+}
+
 /// The open duplicate candidates among `records`: pairs of live people, places or organisations that
 /// share a key, not dismissed; by kind, then ids.
 pub fn candidates<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<DuplicatePair> {
-    let mut by_id: HashMap<&str, &Record> = HashMap::new();
-    let mut buckets: HashMap<(Kind, DuplicateReason, String), Vec<&str>> = HashMap::new();
+    let mut found = Candidates::new();
     for r in records {
-        if r.deleted || !compared(r.kind) {
-            continue;
-        }
-        by_id.insert(&r.id, r);
-        for (reason, key) in match_keys(r) {
-            buckets
-                .entry((r.kind, reason, key))
-                .or_default()
-                .push(&r.id);
-        }
+        found.add(r);
     }
-    let mut pairs: BTreeMap<(Kind, &str, &str), BTreeSet<DuplicateReason>> = BTreeMap::new();
-    for ((kind, reason, _), mut ids) in buckets {
-        if ids.len() < 2 {
-            continue;
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(MAX_BUCKET);
-        for (i, a) in ids.iter().enumerate() {
-            for b in &ids[i + 1..] {
-                pairs.entry((kind, a, b)).or_default().insert(reason);
-            }
-        }
-    }
-    pairs
-        .into_iter()
-        .filter(|((_, a, b), _)| !dismissed(by_id[a], by_id[b]))
-        .map(|((kind, a, b), reasons)| DuplicatePair {
-            kind,
-            a: a.to_owned(),
-            b: b.to_owned(),
-            reasons: reasons.into_iter().collect(),
-        })
-        .collect()
+    found.pairs()
 }
 
 /// The values a merge compares, by name: the kind's fields that are not managed, `attrs.<key>`, and
@@ -341,6 +425,70 @@ mod tests {
             1,
             "a dismissed pair stays dismissed"
         );
+    }
+
+    /// Against the plain definition (every pair of live records sharing a match key, not dismissed),
+    /// over many small random sets where names, dates and numbers collide often.
+    #[test]
+    fn candidates_are_the_pairs_that_share_a_key() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            let n = 2 + next(12) as usize;
+            let mut records: Vec<Record> = (0..n)
+                .map(|i| {
+                    let name = ["王芳", "汪芳", "Li Hua", "李华"][next(4) as usize];
+                    let mut fields =
+                        vec![("birth_date", ["1950-01-02", "1961-05-05"][next(2) as usize])];
+                    if next(2) == 0 {
+                        fields.push((
+                            "id_number",
+                            [
+                                "110105194912310021",
+                                "110105 194912310021",
+                                "31010419570815342X",
+                            ][next(3) as usize],
+                        ));
+                    }
+                    let mut r = person(&format!("r{i:02}"), name, &fields);
+                    r.deleted = next(8) == 0;
+                    r
+                })
+                .collect();
+            for _ in 0..next(3) {
+                let (a, b) = (next(n as u64) as usize, next(n as u64) as usize);
+                let other = records[b].id.clone();
+                records[a].dups.insert(other, DISTINCT.into());
+            }
+            let mut expected = Vec::new();
+            for (i, a) in records.iter().enumerate() {
+                for b in &records[i + 1..] {
+                    if a.deleted || b.deleted || dismissed(a, b) {
+                        continue;
+                    }
+                    let ka: BTreeSet<_> = match_keys(a).into_iter().collect();
+                    let shared: BTreeSet<DuplicateReason> = match_keys(b)
+                        .into_iter()
+                        .filter(|k| ka.contains(k))
+                        .map(|(reason, _)| reason)
+                        .collect();
+                    if !shared.is_empty() {
+                        expected.push(DuplicatePair {
+                            kind: Kind::Person,
+                            a: a.id.clone(),
+                            b: b.id.clone(),
+                            reasons: shared.into_iter().collect(),
+                        });
+                    }
+                }
+            }
+            assert_eq!(candidates(&records), expected, "{records:?}");
+        }
     }
 
     #[test]

@@ -78,157 +78,237 @@ pub fn compute(
     schedules: &[Schedule],
     query: &StatsQuery,
 ) -> Stats {
-    let at = query.at.unwrap_or_else(time::now_secs);
-    let root = match &query.area {
-        Some(a) => areas.get(a).map(|p| p.path.clone()),
-        None => Some(String::new()),
-    };
-    let path_of = |area: &str| areas.get(area).map(|p| p.path.as_str());
-    let within = |r: &Record| -> bool {
-        let Some(root) = &root else {
+    let mut counting = Counting::new(areas, schedules, query);
+    for r in records {
+        counting.add(r);
+    }
+    counting.finish()
+}
+
+/// [`compute`] over records given one at a time, keeping of each only what the totals need (its id
+/// where a schedule covers it, a visit's records, a candidate's match keys): a device counts 100,000
+/// records without holding them (BENCHMARKS.md section 12).
+pub struct Counting<'a> {
+    areas: &'a HashMap<String, AreaPlace>,
+    /// The schedules of records (not event re-checks), by id, with the path of the area each covers.
+    schedules: Vec<(&'a Schedule, Option<&'a str>)>,
+    at: i64,
+    at_iso: String,
+    root: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    stats: Stats,
+    close_times: Vec<i64>,
+    /// Each record's last finished visit up to `at` (end time), by the id the visits name it by.
+    last_visit: HashMap<String, String>,
+    /// Merged-away record -> the record that absorbed it, as the records came.
+    merged: HashMap<String, String>,
+    /// Per schedule (as in `schedules`), the ids of the records it covers.
+    covered: Vec<Vec<String>>,
+    candidates: crate::duplicates::Candidates,
+}
+
+impl<'a> Counting<'a> {
+    pub fn new(
+        areas: &'a HashMap<String, AreaPlace>,
+        schedules: &'a [Schedule],
+        query: &StatsQuery,
+    ) -> Counting<'a> {
+        let at = query.at.unwrap_or_else(time::now_secs);
+        let root = match &query.area {
+            Some(a) => areas.get(a).map(|p| p.path.clone()),
+            None => Some(String::new()),
+        };
+        let mut sorted: Vec<&Schedule> =
+            schedules.iter().filter(|s| s.kind != Kind::Event).collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        let schedules: Vec<(&Schedule, Option<&str>)> = sorted
+            .into_iter()
+            .map(|s| (s, areas.get(&s.area).map(|p| p.path.as_str())))
+            .collect();
+        Counting {
+            areas,
+            covered: vec![Vec::new(); schedules.len()],
+            schedules,
+            at,
+            at_iso: time::iso_from_secs(at),
+            root,
+            from: query.from.map(time::iso_from_secs),
+            until: query.until.map(time::iso_from_secs),
+            stats: Stats {
+                query: query.clone(),
+                records_per_kind: BTreeMap::new(),
+                visits_per_worker: BTreeMap::new(),
+                events_by_category: BTreeMap::new(),
+                escalations_per_level: BTreeMap::new(),
+                median_close_secs: None,
+                coverage: Vec::new(),
+                duplicates_open: 0,
+            },
+            close_times: Vec::new(),
+            last_visit: HashMap::new(),
+            merged: HashMap::new(),
+            candidates: crate::duplicates::Candidates::new(),
+        }
+    }
+
+    fn path_of(&self, area: &str) -> Option<&'a str> {
+        self.areas.get(area).map(|p| p.path.as_str())
+    }
+
+    /// Whether a record counts in the area: an event counts where it is now handled as well as where
+    /// it happened.
+    fn within(&self, r: &Record) -> bool {
+        let Some(root) = &self.root else {
             return false;
         };
-        // An event counts where it is now handled as well as where it happened.
         [Some(r.area.as_str()), r.responsible.as_deref()]
             .into_iter()
             .flatten()
-            .filter_map(path_of)
+            .filter_map(|a| self.path_of(a))
             .any(|p| p.starts_with(root.as_str()))
-    };
-    let (from, until) = (
-        query.from.map(time::iso_from_secs),
-        query.until.map(time::iso_from_secs),
-    );
-    let in_period = |t: Option<&str>| -> bool {
+    }
+
+    fn in_period(&self, t: Option<&str>) -> bool {
         let Some(t) = t else {
             return false;
         };
-        from.as_deref().is_none_or(|f| t >= f) && until.as_deref().is_none_or(|u| t < u)
-    };
-    let mut stats = Stats {
-        query: query.clone(),
-        records_per_kind: BTreeMap::new(),
-        visits_per_worker: BTreeMap::new(),
-        events_by_category: BTreeMap::new(),
-        escalations_per_level: BTreeMap::new(),
-        median_close_secs: None,
-        coverage: Vec::new(),
-        duplicates_open: 0,
-    };
-    let mut close_times = Vec::new();
-    // Each record's last finished visit (end time), by the visits that included it, up to `at`.
-    let at_iso = time::iso_from_secs(at);
-    let mut last_visit: HashMap<&str, &str> = HashMap::new();
-    let merged: HashMap<&str, &str> = records
-        .iter()
-        .flat_map(|kept| crate::duplicates::absorbed(kept).map(|away| (away, kept.id.as_str())))
-        .collect();
-    for r in records
-        .iter()
-        .filter(|r| !r.deleted && r.kind == Kind::Visit)
-    {
-        let Some(ended) = r.field("ended_at").filter(|e| *e <= at_iso.as_str()) else {
-            continue;
-        };
-        for v in &r.visited {
-            // A visit of a record merged into another counts for the kept one.
-            let v = merged.get(v.as_str()).copied().unwrap_or(v.as_str());
-            let e = last_visit.entry(v).or_insert(ended);
-            if ended > *e {
-                *e = ended;
+        self.from.as_deref().is_none_or(|f| t >= f) && self.until.as_deref().is_none_or(|u| t < u)
+    }
+
+    /// Counts one record (each record once).
+    pub fn add(&mut self, r: &Record) {
+        for away in crate::duplicates::absorbed(r) {
+            self.merged.insert(away.to_owned(), r.id.clone());
+        }
+        if r.deleted {
+            return;
+        }
+        if r.kind == Kind::Visit {
+            if let Some(ended) = r.field("ended_at").filter(|e| *e <= self.at_iso.as_str()) {
+                for v in &r.visited {
+                    match self.last_visit.get_mut(v) {
+                        Some(e) if ended > e.as_str() => *e = ended.to_owned(),
+                        Some(_) => {}
+                        None => {
+                            self.last_visit.insert(v.clone(), ended.to_owned());
+                        }
+                    }
+                }
             }
         }
-    }
-    for r in records.iter().filter(|r| !r.deleted && within(r)) {
-        *stats
+        if !self.within(r) {
+            return;
+        }
+        *self
+            .stats
             .records_per_kind
             .entry(r.kind.as_str().to_owned())
             .or_default() += 1;
         match r.kind {
-            Kind::Visit if r.field("ended_at").is_some() && in_period(r.field("started_at")) => {
+            Kind::Visit
+                if r.field("ended_at").is_some() && self.in_period(r.field("started_at")) =>
+            {
                 let worker = r.field("worker").unwrap_or("-").to_owned();
-                *stats.visits_per_worker.entry(worker).or_default() += 1;
+                *self.stats.visits_per_worker.entry(worker).or_default() += 1;
             }
-            Kind::Event => {
-                for t in r.timeline.iter().filter(|t| t.action == "escalate") {
-                    if in_period(Some(&t.at)) {
-                        let level =
-                            t.to.as_deref()
-                                .and_then(|a| areas.get(a))
-                                .map_or("unknown", |p| p.level.as_str());
-                        *stats
-                            .escalations_per_level
-                            .entry(level.to_owned())
-                            .or_default() += 1;
-                    }
-                }
-                if !in_period(r.field("reported_at")) {
-                    continue;
-                }
-                let category = r.field("category").unwrap_or("uncategorised").to_owned();
-                let counts = stats.events_by_category.entry(category).or_default();
-                counts.reported += 1;
-                let status = r.field("status").unwrap_or("reported");
-                if status == "closed" {
-                    counts.closed += 1;
-                    let closed = r.timeline.iter().rev().find(|t| t.action == "close");
-                    if let (Some(rep), Some(c)) = (
-                        r.field("reported_at").and_then(time::parse_iso),
-                        closed.and_then(|t| time::parse_iso(&t.at)),
-                    ) {
-                        close_times.push(c - rep);
-                    }
-                } else if status != "verified" {
-                    counts.open += 1;
-                    if r.field("due")
-                        .and_then(time::parse_iso)
-                        .is_some_and(|d| d < at)
-                    {
-                        counts.overdue += 1;
-                    }
-                }
-            }
+            Kind::Event => self.add_event(r),
             _ => {}
         }
-    }
-    close_times.sort_unstable();
-    stats.median_close_secs = match close_times.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(close_times[n / 2]),
-        n => Some((close_times[n / 2 - 1] + close_times[n / 2]) / 2),
-    };
-    let mut sorted: Vec<&Schedule> = schedules.iter().filter(|s| s.kind != Kind::Event).collect();
-    sorted.sort_by(|a, b| a.id.cmp(&b.id));
-    for s in sorted {
-        let Some(covered) = path_of(&s.area) else {
-            continue;
-        };
-        let (mut n, mut ok) = (0u64, 0u64);
-        for r in records.iter().filter(|r| {
-            !r.deleted
-                && r.kind == s.kind
-                && within(r)
-                && path_of(&r.area).is_some_and(|p| p.starts_with(covered))
+        let path = self.path_of(&r.area);
+        for (i, (s, covered)) in self.schedules.iter().enumerate() {
+            if r.kind == s.kind
+                && covered.is_some_and(|c| path.is_some_and(|p| p.starts_with(c)))
                 && s.tag.as_ref().is_none_or(|t| r.tags.contains(t))
-        }) {
-            n += 1;
-            let fresh = last_visit
-                .get(r.id.as_str())
-                .and_then(|t| time::parse_iso(t))
-                .is_some_and(|t| s.every.after(t) > at);
-            if fresh {
-                ok += 1;
+            {
+                self.covered[i].push(r.id.clone());
             }
         }
-        stats.coverage.push(ScheduleCoverage {
-            schedule_id: s.id.clone(),
-            name: s.name.clone(),
-            records: n,
-            up_to_date: ok,
-            share: if n == 0 { 1.0 } else { ok as f64 / n as f64 },
-        });
+        self.candidates.add(r);
     }
-    stats.duplicates_open =
-        crate::duplicates::candidates(records.iter().filter(|r| within(r))).len() as u64;
-    stats
+
+    fn add_event(&mut self, r: &Record) {
+        for t in r.timeline.iter().filter(|t| t.action == "escalate") {
+            if self.in_period(Some(&t.at)) {
+                let level =
+                    t.to.as_deref()
+                        .and_then(|a| self.areas.get(a))
+                        .map_or("unknown", |p| p.level.as_str());
+                *self
+                    .stats
+                    .escalations_per_level
+                    .entry(level.to_owned())
+                    .or_default() += 1;
+            }
+        }
+        if !self.in_period(r.field("reported_at")) {
+            return;
+        }
+        let category = r.field("category").unwrap_or("uncategorised").to_owned();
+        let counts = self.stats.events_by_category.entry(category).or_default();
+        counts.reported += 1;
+        let status = r.field("status").unwrap_or("reported");
+        if status == "closed" {
+            counts.closed += 1;
+            let closed = r.timeline.iter().rev().find(|t| t.action == "close");
+            if let (Some(rep), Some(c)) = (
+                r.field("reported_at").and_then(time::parse_iso),
+                closed.and_then(|t| time::parse_iso(&t.at)),
+            ) {
+                self.close_times.push(c - rep);
+            }
+        } else if status != "verified" {
+            counts.open += 1;
+            if r.field("due")
+                .and_then(time::parse_iso)
+                .is_some_and(|d| d < self.at)
+            {
+                counts.overdue += 1;
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Stats {
+        let mut stats = self.stats;
+        self.close_times.sort_unstable();
+        let close_times = &self.close_times;
+        stats.median_close_secs = match close_times.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(close_times[n / 2]),
+            n => Some((close_times[n / 2 - 1] + close_times[n / 2]) / 2),
+        };
+        // A visit of a record merged into another counts for the kept one.
+        let mut last_visit: HashMap<&str, &str> = HashMap::new();
+        for (v, ended) in &self.last_visit {
+            let v = self.merged.get(v).map_or(v.as_str(), String::as_str);
+            let e = last_visit.entry(v).or_insert(ended);
+            if ended.as_str() > *e {
+                *e = ended;
+            }
+        }
+        for ((s, covered), ids) in self.schedules.iter().zip(&self.covered) {
+            if covered.is_none() {
+                continue;
+            }
+            let n = ids.len() as u64;
+            let ok = ids
+                .iter()
+                .filter(|id| {
+                    last_visit
+                        .get(id.as_str())
+                        .and_then(|t| time::parse_iso(t))
+                        .is_some_and(|t| s.every.after(t) > self.at)
+                })
+                .count() as u64;
+            stats.coverage.push(ScheduleCoverage {
+                schedule_id: s.id.clone(),
+                name: s.name.clone(),
+                records: n,
+                up_to_date: ok,
+                share: if n == 0 { 1.0 } else { ok as f64 / n as f64 },
+            });
+        }
+        stats.duplicates_open = self.candidates.pairs().len() as u64;
+        stats
+    }
 }

@@ -24,7 +24,7 @@ use crate::model::{Conflict, ConflictValue, Kind, Record};
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT};
 use gridwork_protocol::duplicates::{
-    self as dups, absorbed, candidates, merge_conflicts, merge_plan, settled_key, DuplicateReason,
+    self as dups, absorbed, merge_conflicts, merge_plan, settled_key, Candidates, DuplicateReason,
 };
 use gridwork_protocol::rules;
 use serde::{Deserialize, Serialize};
@@ -81,49 +81,39 @@ fn dups_map(tx: &mut automerge::transaction::Transaction<'_>) -> Result<automerg
 }
 
 impl Store {
-    /// The live people, places and organisations on this device that this user sees.
-    fn compared_views(&self) -> Result<Vec<Record>> {
-        let rows: Vec<(String, Option<String>)> = {
-            let inner = self.lock();
-            let mut st = inner.conn.prepare_cached(
-                "SELECT id, view FROM records
-                 WHERE deleted = 0 AND kind IN ('person', 'place', 'organisation')",
-            )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, view) in rows {
-            let record = match view.and_then(|v| serde_json::from_str::<Record>(&v).ok()) {
-                Some(r) => r,
-                None => self.get(&id)?,
-            };
-            out.push(record);
-        }
-        let inner = self.lock();
-        let actor = inner.rule_actor();
-        out.retain(|r| actor.sees(&inner.area_paths, r));
-        Ok(out)
-    }
-
     /// The open duplicate candidates on this device: pairs of people, places or organisations this
     /// user sees that may be one (same ID number; same name and birth date, home, address, place or
     /// phone), not merged or dismissed; both in `area`'s subtree when given.
     pub fn duplicates(&self, area: Option<&str>) -> Result<Vec<DuplicatePairSummary>> {
-        let mut views = self.compared_views()?;
-        if let Some(area) = area {
+        let (actor, paths) = {
             let inner = self.lock();
-            let root = inner
-                .area_path(area)
-                .ok_or_else(|| Error::UnknownArea(area.to_owned()))?
-                .to_owned();
-            views.retain(|r| {
-                inner
-                    .area_path(&r.area)
-                    .is_some_and(|p| p.starts_with(&root))
-            });
-        }
-        let pairs = candidates(&views);
+            (inner.rule_actor(), inner.area_paths.clone())
+        };
+        let root = match area {
+            Some(area) => Some(
+                paths
+                    .get(area)
+                    .ok_or_else(|| Error::UnknownArea(area.to_owned()))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        // One record at a time, keeping only what finding candidates compares: a store of 100,000
+        // records is compared without holding them.
+        let mut found = Candidates::new();
+        self.each_view(
+            "SELECT id, view FROM records
+             WHERE deleted = 0 AND kind IN ('person', 'place', 'organisation')",
+            |r| {
+                let within = root
+                    .as_ref()
+                    .is_none_or(|root| paths.get(&r.area).is_some_and(|p| p.starts_with(root)));
+                if within && actor.sees(&paths, &r) {
+                    found.add(&r);
+                }
+            },
+        )?;
+        let pairs = found.pairs();
         let inner = self.lock();
         let rid = |id: &str| -> Result<i64> {
             Ok(inner

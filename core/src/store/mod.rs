@@ -573,12 +573,50 @@ impl Store {
         Ok(inner.doc(id)?.save())
     }
 
+    /// Calls `f` with the record view of every row `sql` selects (`id, view`), one at a time: a store
+    /// of 100,000 records is read without holding them all (statistics, duplicate candidates). `f`
+    /// runs under the store's lock and must not call the store. Rows without a stored view (written
+    /// before views were kept, or whose view does not parse) are read from their documents after the
+    /// others.
+    pub(crate) fn each_view(&self, sql: &str, mut f: impl FnMut(Record)) -> Result<()> {
+        let without_view: Vec<String> = {
+            let inner = self.lock();
+            let mut stmt = inner.conn.prepare_cached(sql)?;
+            let mut rows = stmt.query([])?;
+            let mut without_view = Vec::new();
+            while let Some(row) = rows.next()? {
+                let view = match row.get_ref(1)? {
+                    rusqlite::types::ValueRef::Text(json) => {
+                        serde_json::from_slice::<Record>(json).ok()
+                    }
+                    _ => None,
+                };
+                match view {
+                    Some(r) => f(r),
+                    None => without_view.push(row.get(0)?),
+                }
+            }
+            without_view
+        };
+        for id in without_view {
+            f(self.get(&id)?);
+        }
+        Ok(())
+    }
+
     /// Re-derives every projection row from the documents.
     pub fn rebuild_projection(&self) -> Result<usize> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for table in ["links", "tags", "conflicts", "visited", "numbers", "absorbed"] {
+        for table in [
+            "links",
+            "tags",
+            "conflicts",
+            "visited",
+            "numbers",
+            "absorbed",
+        ] {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         for kind in Kind::ALL {

@@ -1,17 +1,16 @@
 //! Statistics of an area and period on the device: the protocol's one function
-//! (`gridwork_protocol::stats::compute`) over this store's record views, the same the relay runs
+//! (`gridwork_protocol::stats::compute`, as `Counting`) over this store's record views, the same the relay runs
 //! over its own (`GET /v1/stats`), so both give the same numbers for the same data.
 use super::Store;
 use crate::error::{Error, Result};
-use crate::model::Record;
-use gridwork_protocol::stats::{compute, AreaPlace, Stats, StatsQuery};
+use gridwork_protocol::stats::{AreaPlace, Counting, Stats, StatsQuery};
 use std::collections::HashMap;
 
 impl Store {
     /// Statistics of `query` over the records on this device (this user's scope).
     pub fn statistics(&self, query: &StatsQuery) -> Result<Stats> {
         let schedules = self.schedules()?;
-        let (areas, rows) = {
+        let areas = {
             let inner = self.lock();
             let areas: HashMap<String, AreaPlace> = inner
                 .stored_areas()?
@@ -31,23 +30,13 @@ impl Store {
                     return Err(Error::UnknownArea(a.clone()));
                 }
             }
-            let mut st = inner
-                .conn
-                .prepare_cached("SELECT id, view FROM records WHERE deleted = 0")?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })?;
-            let rows: Vec<(String, Option<String>)> = rows.collect::<rusqlite::Result<_>>()?;
-            (areas, rows)
+            areas
         };
-        let mut records: Vec<Record> = Vec::with_capacity(rows.len());
-        for (id, view) in rows {
-            match view.and_then(|v| serde_json::from_str::<Record>(&v).ok()) {
-                Some(r) => records.push(r),
-                // A row written before views were kept: read from its document.
-                None => records.push(self.get(&id)?),
-            }
-        }
-        Ok(compute(&records, &areas, &schedules, query))
+        // One record at a time: a store of 100,000 records is counted without holding them.
+        let mut counting = Counting::new(&areas, &schedules, query);
+        self.each_view("SELECT id, view FROM records WHERE deleted = 0", |r| {
+            counting.add(&r)
+        })?;
+        Ok(counting.finish())
     }
 }

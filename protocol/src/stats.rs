@@ -78,7 +78,7 @@ pub fn compute(
     schedules: &[Schedule],
     query: &StatsQuery,
 ) -> Stats {
-    let mut counting = Counting::new(areas, schedules, query);
+    let mut counting = Counting::new(areas.clone(), schedules.to_vec(), query);
     for r in records {
         counting.add(r);
     }
@@ -88,10 +88,10 @@ pub fn compute(
 /// [`compute`] over records given one at a time, keeping of each only what the totals need (its id
 /// where a schedule covers it, a visit's records, a candidate's match keys): a device counts 100,000
 /// records without holding them (BENCHMARKS.md section 12).
-pub struct Counting<'a> {
-    areas: &'a HashMap<String, AreaPlace>,
+pub struct Counting {
+    areas: HashMap<String, AreaPlace>,
     /// The schedules of records (not event re-checks), by id, with the path of the area each covers.
-    schedules: Vec<(&'a Schedule, Option<&'a str>)>,
+    schedules: Vec<(Schedule, Option<String>)>,
     at: i64,
     at_iso: String,
     root: Option<String>,
@@ -108,23 +108,28 @@ pub struct Counting<'a> {
     candidates: crate::duplicates::Candidates,
 }
 
-impl<'a> Counting<'a> {
+impl Counting {
     pub fn new(
-        areas: &'a HashMap<String, AreaPlace>,
-        schedules: &'a [Schedule],
+        areas: HashMap<String, AreaPlace>,
+        schedules: Vec<Schedule>,
         query: &StatsQuery,
-    ) -> Counting<'a> {
+    ) -> Counting {
         let at = query.at.unwrap_or_else(time::now_secs);
         let root = match &query.area {
             Some(a) => areas.get(a).map(|p| p.path.clone()),
             None => Some(String::new()),
         };
-        let mut sorted: Vec<&Schedule> =
-            schedules.iter().filter(|s| s.kind != Kind::Event).collect();
-        sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        let schedules: Vec<(&Schedule, Option<&str>)> = sorted
+        let mut sorted: Vec<Schedule> = schedules
             .into_iter()
-            .map(|s| (s, areas.get(&s.area).map(|p| p.path.as_str())))
+            .filter(|s| s.kind != Kind::Event)
+            .collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        let schedules: Vec<(Schedule, Option<String>)> = sorted
+            .into_iter()
+            .map(|s| {
+                let path = areas.get(&s.area).map(|p| p.path.clone());
+                (s, path)
+            })
             .collect();
         Counting {
             areas,
@@ -152,7 +157,7 @@ impl<'a> Counting<'a> {
         }
     }
 
-    fn path_of(&self, area: &str) -> Option<&'a str> {
+    fn path_of(&self, area: &str) -> Option<&str> {
         self.areas.get(area).map(|p| p.path.as_str())
     }
 
@@ -216,13 +221,21 @@ impl<'a> Counting<'a> {
             _ => {}
         }
         let path = self.path_of(&r.area);
-        for (i, (s, covered)) in self.schedules.iter().enumerate() {
-            if r.kind == s.kind
-                && covered.is_some_and(|c| path.is_some_and(|p| p.starts_with(c)))
-                && s.tag.as_ref().is_none_or(|t| r.tags.contains(t))
-            {
-                self.covered[i].push(r.id.clone());
-            }
+        let covering: Vec<usize> = self
+            .schedules
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, covered))| {
+                r.kind == s.kind
+                    && covered
+                        .as_deref()
+                        .is_some_and(|c| path.is_some_and(|p| p.starts_with(c)))
+                    && s.tag.as_ref().is_none_or(|t| r.tags.contains(t))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in covering {
+            self.covered[i].push(r.id.clone());
         }
         self.candidates.add(r);
     }

@@ -33,7 +33,7 @@ impl Store {
             areas
         };
         // One record at a time: a store of 100,000 records is counted without holding them.
-        let mut counting = Counting::new(&areas, &schedules, query);
+        let mut counting = Counting::new(areas, schedules, query);
         self.each_view("SELECT id, view FROM records WHERE deleted = 0", |r| {
             counting.add(&r)
         })?;

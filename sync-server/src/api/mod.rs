@@ -558,12 +558,18 @@ async fn stats(State(st): St, Caller(c): Caller, q: Params) -> Result<Response, 
         })
         .collect();
     let schedules = wire_areas(&st, &c).await?.schedules.clone();
-    let records = st.store.scope_records(&scope).await?;
-    let out = tokio::task::spawn_blocking(move || {
-        gridwork_protocol::stats::compute(&records, &areas, &schedules, &query)
-    })
-    .await
-    .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
+    // One record at a time: a city's records are counted without holding them.
+    let counting = st
+        .store
+        .fold_scope_records(
+            &scope,
+            gridwork_protocol::stats::Counting::new(areas, schedules, &query),
+            |counting, r| counting.add(&r),
+        )
+        .await?;
+    let out = tokio::task::spawn_blocking(move || counting.finish())
+        .await
+        .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
     touch(&st, &c);
     Ok(Json(out).into_response())
 }
@@ -577,17 +583,25 @@ async fn duplicates(State(st): St, Caller(c): Caller, q: Params) -> Result<Respo
     let area = p.get("area").filter(|a| !a.is_empty()).cloned();
     let (rows, root) = areas_within(&st, &scope, area.as_deref()).await?;
     let paths: HashMap<String, String> = rows.into_iter().map(|a| (a.id, a.path)).collect();
-    let records = st.store.scope_records(&scope).await?;
-    let pairs = tokio::task::spawn_blocking(move || {
-        let within = |r: &&gridwork_protocol::model::Record| {
-            paths
-                .get(&r.area)
-                .is_some_and(|p| root.as_deref().is_none_or(|root| p.starts_with(root)))
-        };
-        gridwork_protocol::duplicates::candidates(records.iter().filter(within))
-    })
-    .await
-    .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
+    // One record at a time, keeping only what candidates are found from.
+    let found = st
+        .store
+        .fold_scope_records(
+            &scope,
+            gridwork_protocol::duplicates::Candidates::new(),
+            move |found, r| {
+                let within = paths
+                    .get(&r.area)
+                    .is_some_and(|p| root.as_deref().is_none_or(|root| p.starts_with(root)));
+                if within {
+                    found.add(&r);
+                }
+            },
+        )
+        .await?;
+    let pairs = tokio::task::spawn_blocking(move || found.pairs())
+        .await
+        .map_err(|e| ApiError::from(crate::error::Error::Unavailable(e.to_string())))?;
     touch(&st, &c);
     Ok(Json(serde_json::json!({ "duplicates": pairs })).into_response())
 }
@@ -638,14 +652,12 @@ async fn export(State(st): St, Caller(c): Caller, q: Params) -> Result<Response,
     let (rows, root) = areas_within(&st, &scope, area.map(String::as_str)).await?;
     let paths: HashMap<String, String> = rows.into_iter().map(|a| (a.id, a.path)).collect();
     let tag = p.get("tag").filter(|t| !t.is_empty()).cloned();
-    let mut records: Vec<_> = st
+    // One record at a time, keeping the matching ones (one more than an export may hold, to say so).
+    let mut records: Vec<gridwork_protocol::model::Record> = st
         .store
-        .scope_records(&scope)
-        .await?
-        .into_iter()
-        .filter(|r| {
+        .fold_scope_records(&scope, Vec::new(), move |records, r| {
             let at = period_field.and_then(|f| r.field(f)).unwrap_or("");
-            !r.deleted
+            let matches = !r.deleted
                 && r.kind == kind
                 && root.as_ref().is_none_or(|root| {
                     paths
@@ -654,9 +666,12 @@ async fn export(State(st): St, Caller(c): Caller, q: Params) -> Result<Response,
                 })
                 && tag.as_ref().is_none_or(|t| r.tags.contains(t))
                 && from.as_deref().is_none_or(|f| at >= f)
-                && until.as_deref().is_none_or(|u| at < u)
+                && until.as_deref().is_none_or(|u| at < u);
+            if matches && records.len() <= MAX_EXPORT_ROWS {
+                records.push(r);
+            }
         })
-        .collect();
+        .await?;
     if records.len() > MAX_EXPORT_ROWS {
         return Err(ApiError::bad_request(format!(
             "more than {MAX_EXPORT_ROWS} records: narrow the export by area, tag or period"

@@ -582,13 +582,15 @@ impl Store {
         logic!(self, sql => reads::snapshot(&mut sql, &sc, ar.as_deref(), limit))
     }
 
-    /// Every record visible to `scope`, as the record views devices keep (for statistics).
-    pub async fn scope_records(
-        &self,
-        scope: &Scope,
-    ) -> Result<Vec<gridwork_protocol::model::Record>> {
+    /// Folds `f` over every record visible to `scope`, one at a time, as the record views devices keep
+    /// (statistics, duplicate candidates, exports): a city's records are never all held at once.
+    pub async fn fold_scope_records<A, F>(&self, scope: &Scope, init: A, f: F) -> Result<A>
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, gridwork_protocol::model::Record) + Send + 'static,
+    {
         let sc = scope.clone();
-        logic!(self, sql => reads::scope_records(&mut sql, &sc))
+        logic!(self, sql => reads::fold_scope_records(&mut sql, &sc, init, f))
     }
 
     /// Current area paths of a record, `None` when the relay has never seen it.

@@ -130,14 +130,16 @@ pub(crate) async fn snapshot<S: ReadSql>(
     .await
 }
 
-/// Every record visible to `scope`, read from its view (or, without one, from its document), for
-/// statistics: the same record views the devices keep.
-pub(crate) async fn scope_records<S: ReadSql>(
+/// Folds `f` over every record visible to `scope`, one at a time, read from its view (or, without
+/// one, from its document): the same record views the devices keep. Statistics, duplicate candidates
+/// and exports over a whole city's records go through it without holding them all.
+pub(crate) async fn fold_scope_records<S: ReadSql, A: Send>(
     sql: &mut S,
     scope: &Scope,
-) -> Result<Vec<gridwork_protocol::model::Record>> {
+    mut acc: A,
+    mut f: impl FnMut(&mut A, gridwork_protocol::model::Record) + Send,
+) -> Result<A> {
     in_read(sql, async |sql: &mut S| {
-        let mut out = Vec::new();
         sql.record_views(scope, &mut |(id, view, doc)| {
             let record = match (view, doc) {
                 (Some(v), _) => serde_json::from_str(&v).ok(),
@@ -148,12 +150,12 @@ pub(crate) async fn scope_records<S: ReadSql>(
             };
             // A record that does not read is left out, as a device would not list it either.
             if let Some(r) = record {
-                out.push(r);
+                f(&mut acc, r);
             }
             true
         })
-        .await?;
-        Ok(out)
+        .await
     })
-    .await
+    .await?;
+    Ok(acc)
 }

@@ -715,6 +715,50 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
         Some(ms(opens[2]) <= 100.0),
     );
 
+    // (h) statistics and duplicate candidates over the whole store -------------------------------
+    let s = open_store(&store_path, v, None);
+    let median_of_3 = |f: &dyn Fn()| -> Duration {
+        let mut times: Vec<Duration> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[1]
+    };
+    let stats_time = median_of_3(&|| {
+        s.statistics(&gridwork_core::stats::StatsQuery::default())
+            .unwrap();
+    });
+    let dups_time = median_of_3(&|| {
+        s.duplicates(None).unwrap();
+    });
+    drop(s);
+    let c = baseline_conn(&base_path, v);
+    let group_by_time = median_of_3(&|| {
+        for sql in [
+            "SELECT area, count(*) FROM people GROUP BY area",
+            "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
+            "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
+        ] {
+            c.prepare(sql).unwrap().query_map([], |_| Ok(())).unwrap().count();
+        }
+    });
+    drop(c);
+    res.add(
+        &format!(
+            "(h) statistics() / duplicates() over the {}-record store (ms, median of 3)",
+            cfg.n
+        ),
+        format!("{:.0} / {:.0}", ms(stats_time), ms(dups_time)),
+        format!("{:.0} (GROUP BY counts)", ms(group_by_time)),
+        format!("{:.1}x", ms(stats_time) / ms(group_by_time)),
+        "(info)",
+        None,
+    );
+
     // (g) peak memory of a process working on the store ------------------------------------------
     let exe = std::env::current_exe().unwrap();
     let child = |what: &str, path: &Path| -> u64 {

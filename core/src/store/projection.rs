@@ -348,9 +348,10 @@ pub(crate) fn delete_numbers(conn: &Connection, kind: Kind, rid: i64) -> Result<
     Ok(())
 }
 
-/// Writes the links, tags, conflicted fields, numbers, absorbed records and visited records of record `rid` where they
-/// differ from `before`'s (all of them without `before`); `old_numbers`: the numbers its `numbers` rows
-/// hold (see [`row_numbers`]). `fresh`: the record is new to the table, with no rows to delete.
+/// Writes the links, tags, conflicted fields, numbers, absorbed records and visited records of record
+/// `rid` where they differ from `before`'s (all of them without `before`); `old_numbers`: the numbers
+/// its `numbers` rows hold (see [`row_numbers`]). `fresh`: the record is new to the table, with no rows
+/// to delete.
 fn write_side_rows(
     conn: &Connection,
     rid: i64,

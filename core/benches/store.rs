@@ -743,7 +743,11 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
             "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
             "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
         ] {
-            c.prepare(sql).unwrap().query_map([], |_| Ok(())).unwrap().count();
+            c.prepare(sql)
+                .unwrap()
+                .query_map([], |_| Ok(()))
+                .unwrap()
+                .count();
         }
     });
     drop(c);

@@ -150,3 +150,61 @@ fn records_made_from_a_template_read_as_their_documents() {
         assert_eq!(b.get(id).unwrap(), s.get(id).unwrap());
     }
 }
+
+/// Statistics and duplicate candidates read the store in chunks of rows: over a few chunks they count
+/// every record once, find pairs whose records lie in different chunks, and see a record without a
+/// stored view (read from its document).
+#[test]
+fn statistics_and_duplicates_count_every_record_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "zhou", Role::Supervisor, "c1");
+    let n = 2_501;
+    let people: Vec<NewRecord> = (0..n)
+        .map(|i| {
+            // Person 2,400 has person 300's name and birth date (chunks of 1,000 rows apart), and
+            // person 1,000 has person 999's (at a chunk's edge).
+            let twin = match i {
+                2_400 => 300,
+                1_000 => 999,
+                i => i,
+            };
+            NewRecord::new(Kind::Person, if i % 2 == 0 { "g1" } else { "g2" })
+                .field("name", format!("住户{twin}"))
+                .field("birth_date", "1950-01-02")
+        })
+        .collect();
+    let ids = s.create_many(people).unwrap();
+    let stats = s.statistics(&Default::default()).unwrap();
+    assert_eq!(stats.records_per_kind.get("person"), Some(&(n as u64)));
+    assert_eq!(stats.duplicates_open, 2);
+    let mut pairs: Vec<(String, String)> = s
+        .duplicates(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.a.id, p.b.id))
+        .collect();
+    pairs.sort();
+    let pair = |x: usize, y: usize| {
+        let (a, b) = (ids[x].clone(), ids[y].clone());
+        if a < b {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    };
+    let mut expected = vec![pair(300, 2_400), pair(999, 1_000)];
+    expected.sort();
+    assert_eq!(pairs, expected);
+    // A row without its stored view still counts.
+    let conn = gridwork_core::store::open_connection(
+        &dir.path().join("zhou.db"),
+        &StoreKey::Raw(KEY),
+        Durability::Normal,
+    )
+    .unwrap();
+    conn.execute("UPDATE records SET view = NULL WHERE id = ?1", [&ids[2_400]])
+        .unwrap();
+    let stats = s.statistics(&Default::default()).unwrap();
+    assert_eq!(stats.records_per_kind.get("person"), Some(&(n as u64)));
+    assert_eq!(s.duplicates(None).unwrap().len(), 2);
+}

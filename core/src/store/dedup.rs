@@ -102,8 +102,7 @@ impl Store {
         // records is compared without holding them.
         let mut found = Candidates::new();
         self.each_view(
-            "SELECT id, view FROM records
-             WHERE deleted = 0 AND kind IN ('person', 'place', 'organisation')",
+            "deleted = 0 AND kind IN ('person', 'place', 'organisation')",
             |r| {
                 let within = root
                     .as_ref()

@@ -573,35 +573,38 @@ impl Store {
         Ok(inner.doc(id)?.save())
     }
 
-    /// Calls `f` with the record view of every row `sql` selects (`id, view`), one at a time: a store
-    /// of 100,000 records is read without holding them all (statistics, duplicate candidates). `f`
-    /// runs under the store's lock and must not call the store. Rows without a stored view (written
-    /// before views were kept, or whose view does not parse) are read from their documents after the
-    /// others.
-    pub(crate) fn each_view(&self, sql: &str, mut f: impl FnMut(Record)) -> Result<()> {
-        let without_view: Vec<String> = {
-            let inner = self.lock();
-            let mut stmt = inner.conn.prepare_cached(sql)?;
-            let mut rows = stmt.query([])?;
-            let mut without_view = Vec::new();
-            while let Some(row) = rows.next()? {
-                let view = match row.get_ref(1)? {
-                    rusqlite::types::ValueRef::Text(json) => {
-                        serde_json::from_slice::<Record>(json).ok()
-                    }
-                    _ => None,
-                };
-                match view {
+    /// Calls `f` with the record view of every record row that `filter` (an SQL condition on
+    /// `records`) selects, one at a time: a store of 100,000 records is read without holding them all
+    /// (statistics, duplicate candidates). The rows are read in chunks of [`EACH_VIEW_CHUNK`], the
+    /// store locked only while a chunk is read (so an edit waits for one chunk, not the whole store);
+    /// a record written between two chunks is seen as it was or as it is. Rows without a stored view
+    /// (written before views were kept, or whose view does not parse) are read from their documents.
+    pub(crate) fn each_view(&self, filter: &str, mut f: impl FnMut(Record)) -> Result<()> {
+        let sql = format!(
+            "SELECT rid, id, view FROM records WHERE ({filter}) AND rid > ?1
+             ORDER BY rid LIMIT ?2 + 0"
+        );
+        let mut after = i64::MIN;
+        loop {
+            let chunk: Vec<(i64, String, Option<String>)> = {
+                let inner = self.lock();
+                let mut stmt = inner.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![after, EACH_VIEW_CHUNK], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let Some(last) = chunk.last().map(|row| row.0) else {
+                return Ok(());
+            };
+            after = last;
+            for (_, id, view) in chunk {
+                match view.and_then(|json| serde_json::from_str::<Record>(&json).ok()) {
                     Some(r) => f(r),
-                    None => without_view.push(row.get(0)?),
+                    None => f(self.get(&id)?),
                 }
             }
-            without_view
-        };
-        for id in without_view {
-            f(self.get(&id)?);
         }
-        Ok(())
     }
 
     /// Re-derives every projection row from the documents.
@@ -884,6 +887,9 @@ pub(crate) fn queue_change(
     projection::project_deferred(tx, record, doc, true, search)?;
     Ok(())
 }
+
+/// Rows read at a time by [`Store::each_view`].
+const EACH_VIEW_CHUNK: i64 = 1_000;
 
 /// A `meta` value.
 pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {

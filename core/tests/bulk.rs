@@ -202,8 +202,11 @@ fn statistics_and_duplicates_count_every_record_across_chunks() {
         Durability::Normal,
     )
     .unwrap();
-    conn.execute("UPDATE records SET view = NULL WHERE id = ?1", [&ids[2_400]])
-        .unwrap();
+    conn.execute(
+        "UPDATE records SET view = NULL WHERE id = ?1",
+        [&ids[2_400]],
+    )
+    .unwrap();
     let stats = s.statistics(&Default::default()).unwrap();
     assert_eq!(stats.records_per_kind.get("person"), Some(&(n as u64)));
     assert_eq!(s.duplicates(None).unwrap().len(), 2);

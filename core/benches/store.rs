@@ -227,6 +227,22 @@ fn add_areas(store: &Store, grids: usize) {
     }
 }
 
+/// The baseline's statistics and duplicate candidates: counts per grid and the people sharing an ID
+/// number or a name and birth date (beside the store's `statistics()` and `duplicates()`).
+fn baseline_counts(c: &Connection) {
+    for sql in [
+        "SELECT area, count(*) FROM people GROUP BY area",
+        "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
+        "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
+    ] {
+        c.prepare(sql)
+            .unwrap()
+            .query_map([], |_| Ok(()))
+            .unwrap()
+            .count();
+    }
+}
+
 fn baseline_conn(path: &Path, v: Variant) -> Connection {
     open_connection(path, &v.key(), Durability::Normal).unwrap()
 }
@@ -737,19 +753,7 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
     });
     drop(s);
     let c = baseline_conn(&base_path, v);
-    let group_by_time = median_of_3(&|| {
-        for sql in [
-            "SELECT area, count(*) FROM people GROUP BY area",
-            "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
-            "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
-        ] {
-            c.prepare(sql)
-                .unwrap()
-                .query_map([], |_| Ok(()))
-                .unwrap()
-                .count();
-        }
-    });
+    let group_by_time = median_of_3(&|| baseline_counts(&c));
     drop(c);
     res.add(
         &format!(
@@ -997,18 +1001,7 @@ fn child(args: &[String]) {
                     .query_row([ids.choose(&mut rng).unwrap()], |r| r.get::<_, String>(1))
                     .unwrap();
             }
-            // Counts per grid and the people sharing an ID number or a name and birth date.
-            for sql in [
-                "SELECT area, count(*) FROM people GROUP BY area",
-                "SELECT id_number FROM people GROUP BY id_number HAVING count(*) > 1",
-                "SELECT name, birth_date FROM people GROUP BY name, birth_date HAVING count(*) > 1",
-            ] {
-                c.prepare(sql)
-                    .unwrap()
-                    .query_map([], |_| Ok(()))
-                    .unwrap()
-                    .count();
-            }
+            baseline_counts(&c);
         }
     }
     println!("VmHWM_kB {}", vm_hwm_kb());

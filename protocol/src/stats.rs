@@ -90,8 +90,8 @@ pub fn compute(
 /// records without holding them (BENCHMARKS.md section 12).
 pub struct Counting {
     areas: HashMap<String, AreaPlace>,
-    /// The schedules of records (not event re-checks), by id, with the path of the area each covers.
-    schedules: Vec<(Schedule, Option<String>)>,
+    /// The schedules of records (not event re-checks), by id.
+    schedules: Vec<Covering>,
     at: i64,
     at_iso: String,
     root: Option<String>,
@@ -103,9 +103,15 @@ pub struct Counting {
     last_visit: HashMap<String, String>,
     /// Merged-away record -> the record that absorbed it, as the records came.
     merged: HashMap<String, String>,
-    /// Per schedule (as in `schedules`), the ids of the records it covers.
-    covered: Vec<Vec<String>>,
     candidates: crate::duplicates::Candidates,
+}
+
+/// A schedule as [`Counting`] keeps it: with the path of the area it covers (none: an area not in the
+/// tree, and no coverage is given) and the ids of the records it covers.
+struct Covering {
+    schedule: Schedule,
+    path: Option<String>,
+    records: Vec<String>,
 }
 
 impl Counting {
@@ -124,16 +130,16 @@ impl Counting {
             .filter(|s| s.kind != Kind::Event)
             .collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
-        let schedules: Vec<(Schedule, Option<String>)> = sorted
+        let schedules: Vec<Covering> = sorted
             .into_iter()
-            .map(|s| {
-                let path = areas.get(&s.area).map(|p| p.path.clone());
-                (s, path)
+            .map(|schedule| Covering {
+                path: areas.get(&schedule.area).map(|p| p.path.clone()),
+                schedule,
+                records: Vec::new(),
             })
             .collect();
         Counting {
             areas,
-            covered: vec![Vec::new(); schedules.len()],
             schedules,
             at,
             at_iso: time::iso_from_secs(at),
@@ -220,22 +226,17 @@ impl Counting {
             Kind::Event => self.add_event(r),
             _ => {}
         }
-        let path = self.path_of(&r.area);
-        let covering: Vec<usize> = self
-            .schedules
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, covered))| {
-                r.kind == s.kind
-                    && covered
-                        .as_deref()
-                        .is_some_and(|c| path.is_some_and(|p| p.starts_with(c)))
-                    && s.tag.as_ref().is_none_or(|t| r.tags.contains(t))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for i in covering {
-            self.covered[i].push(r.id.clone());
+        let path = self.areas.get(&r.area).map(|p| p.path.as_str());
+        for c in &mut self.schedules {
+            let s = &c.schedule;
+            if r.kind == s.kind
+                && c.path
+                    .as_deref()
+                    .is_some_and(|covered| path.is_some_and(|p| p.starts_with(covered)))
+                && s.tag.as_ref().is_none_or(|t| r.tags.contains(t))
+            {
+                c.records.push(r.id.clone());
+            }
         }
         self.candidates.add(r);
     }
@@ -299,12 +300,14 @@ impl Counting {
                 *e = ended;
             }
         }
-        for ((s, covered), ids) in self.schedules.iter().zip(&self.covered) {
-            if covered.is_none() {
+        for c in &self.schedules {
+            if c.path.is_none() {
                 continue;
             }
-            let n = ids.len() as u64;
-            let ok = ids
+            let s = &c.schedule;
+            let n = c.records.len() as u64;
+            let ok = c
+                .records
                 .iter()
                 .filter(|id| {
                     last_visit

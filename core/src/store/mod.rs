@@ -612,14 +612,8 @@ impl Store {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let tx = inner.conn.transaction()?;
-        for table in [
-            "links",
-            "tags",
-            "conflicts",
-            "visited",
-            "numbers",
-            "absorbed",
-        ] {
+        let side_tables = projection::SIDE_TABLES.map(|(table, _)| table);
+        for table in side_tables.into_iter().chain(["numbers"]) {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         for kind in Kind::ALL {

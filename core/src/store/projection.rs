@@ -298,6 +298,17 @@ fn update_kind_row(conn: &Connection, rid: i64, before: &Record, record: &Record
     Ok(())
 }
 
+/// The projection's side tables, each with its column naming the record, for what deletes or rebuilds
+/// all of them. `numbers` is not among them: it has no index by record, and a record's rows are
+/// deleted by their keys ([`delete_numbers`]).
+pub(crate) const SIDE_TABLES: [(&str, &str); 5] = [
+    ("links", "src"),
+    ("tags", "rid"),
+    ("conflicts", "rid"),
+    ("visited", "visit"),
+    ("absorbed", "rid"),
+];
+
 /// The numbers search finds a record by (see [`search_number`]), one row each in `numbers`.
 fn record_numbers(r: &Record) -> BTreeSet<String> {
     r.fields

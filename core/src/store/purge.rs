@@ -120,12 +120,11 @@ pub(crate) fn delete_record(tx: &Connection, id: &str) -> Result<()> {
                 [rid],
             )?;
         }
+        for (table, column) in projection::SIDE_TABLES {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
+                .execute([rid])?;
+        }
         for sql in [
-            "DELETE FROM links WHERE src = ?1",
-            "DELETE FROM tags WHERE rid = ?1",
-            "DELETE FROM conflicts WHERE rid = ?1",
-            "DELETE FROM visited WHERE visit = ?1",
-            "DELETE FROM absorbed WHERE rid = ?1",
             "DELETE FROM search WHERE rowid = ?1",
             "DELETE FROM records WHERE rid = ?1",
         ] {

@@ -101,7 +101,7 @@ fn main() {
             .or_default() += 1;
     }
     let mut rows: Vec<(&str, usize)> = per_table.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     println!("| table or index | pages written per phone edit |");
     println!("|---|---|");
     for (table, n) in rows {

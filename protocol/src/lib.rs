@@ -13,6 +13,7 @@
 //! - [`wire`]: the JSON bodies of the HTTP API.
 //!
 //! Pure: no I/O, no clock except where a function says so, no global state.
+pub mod at_heads;
 pub mod change;
 pub mod doc;
 pub mod duplicates;

@@ -1833,6 +1833,128 @@ async fn judges_large_batches_on_several_threads(b: Backend) {
     env.stop().await;
 }
 
+/// A device's consecutive changes of a record in one push are judged as a run (applied in one batch,
+/// each judged on the document at its own heads): every change still gets its own answer, what builds
+/// on a refused change is refused with it, a move inside a run is logged as a move as of its own
+/// heads, and what the relay keeps (log, document, view) is what the accepted changes make.
+async fn judges_each_change_of_a_run(b: Backend) {
+    let env = Env::new(b).await;
+    // Two edits, a move out of the worker's scope, an edit built on the move.
+    let (a, mut a_doc, a1) = env.person("wa", "g1", "Ada");
+    let a2 = env.edit("wa", &mut a_doc, "phone", "13800138001");
+    let a3 = env.edit("wa", &mut a_doc, "phone", "13800138002");
+    let a_kept = a_doc.get_heads();
+    let a4 = env.move_to("wa", &mut a_doc, "g9");
+    let a5 = env.edit("wa", &mut a_doc, "phone", "13800138003");
+    // A record in the log, then a run with a forged operation counter in its middle.
+    let (r, mut r_doc, r1) = env.person("wa", "g1", "Bo");
+    assert_eq!(env.push1("wa", &r, r1).await["status"], "accepted");
+    let r2 = env.edit("wa", &mut r_doc, "phone", "13800138005");
+    let r_kept = r_doc.get_heads();
+    let honest = env.edit("wa", &mut r_doc, "phone", "13800138006");
+    let mut forged = Change::try_from(&honest[..]).unwrap().decode();
+    forged.start_op = std::num::NonZeroU64::new(1_000).unwrap();
+    let r3 = Change::from(forged).raw_bytes().to_vec();
+    let r4 = env.edit("wa", &mut r_doc, "phone", "13800138007");
+    // Out of the worker's scope and back: the state between the two is refused, whatever the end.
+    let (d, mut d_doc, d1) = env.person("wa", "g1", "Di");
+    let d_kept = d_doc.get_heads();
+    let d2 = env.move_to("wa", &mut d_doc, "g9");
+    let d3 = env.move_to("wa", &mut d_doc, "g1");
+    // A value the rule book refuses, mended by the next change.
+    let (e, mut e_doc, e1) = env.person("wa", "g1", "Ed");
+    let e_kept = e_doc.get_heads();
+    let e2 = env.edit("wa", &mut e_doc, "phone", "1");
+    let e3 = env.edit("wa", &mut e_doc, "phone", "13800138004");
+    // Every change fine.
+    let (c, mut c_doc, c1) = env.person("wa", "g1", "Cy");
+    let more: Vec<Vec<u8>> = (0..6)
+        .map(|i| env.edit("wa", &mut c_doc, "phone", &format!("13{i}")))
+        .collect();
+    let mut changes: Vec<(&str, Vec<u8>)> = vec![
+        (&a, a1),
+        (&a, a2),
+        (&a, a3),
+        (&a, a4),
+        (&a, a5),
+        (&r, r2),
+        (&r, r3),
+        (&r, r4),
+        (&d, d1),
+        (&d, d2),
+        (&d, d3),
+        (&e, e1),
+        (&e, e2),
+        (&e, e3),
+        (&c, c1),
+    ];
+    changes.extend(more.into_iter().map(|m| (c.as_str(), m)));
+    let res = env.hostile("wa", &a, &changes).await;
+    let mut want = vec![
+        "accepted",
+        "accepted",
+        "accepted",
+        "out_of_scope",
+        "missing_deps",
+        "accepted",
+        "malformed",
+        "missing_deps",
+        "accepted",
+        "out_of_scope",
+        "missing_deps",
+        "accepted",
+        "invalid_value",
+        "missing_deps",
+    ];
+    want.extend(["accepted"; 7]);
+    assert_eq!(reasons(&res), want);
+    assert_eq!(env.stored(&a).await.1, a_kept);
+    assert_eq!(env.stored(&r).await.1, r_kept);
+    assert_eq!(env.stored(&d).await.1, d_kept);
+    assert_eq!(env.stored(&e).await.1, e_kept);
+    assert_eq!(env.stored(&c).await.1, c_doc.get_heads());
+    // The relay's view is the last accepted change's state.
+    let (_, snap) = env.get("op", "/v1/snapshot?limit=5000").await;
+    let phone = |id: &str| {
+        let rec = snap["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["record"] == id)
+            .unwrap();
+        rec["view"]["fields"]["phone"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        [phone(&a), phone(&r), phone(&c)],
+        ["13800138002", "13800138005", "135"].map(String::from)
+    );
+
+    // A supervisor's run that moves a record between its grids: g2's worker gets the document as of
+    // the move, then the edit after it.
+    let (m, mut m_doc, m1) = env.person("sup", "g1", "Mo");
+    let m2 = env.edit("sup", &mut m_doc, "phone", "13800138008");
+    let m3 = env.move_to("sup", &mut m_doc, "g2");
+    let moved_at = m_doc.get_heads();
+    let m4 = env.edit("sup", &mut m_doc, "phone", "13800138009");
+    let res = env
+        .push("sup", &[(&m, m1), (&m, m2), (&m, m3), (&m, m4)])
+        .await;
+    assert_eq!(reasons(&res), ["accepted"; 4]);
+    let (items, _) = env.pull_all("wb", 0, 100).await;
+    let items: Vec<&Value> = items.iter().filter(|i| i["record"] == m).collect();
+    assert_eq!(items.len(), 2, "{items:?}");
+    let mut whole = Automerge::new();
+    whole
+        .load_incremental(&B64.decode(items[0]["bytes"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(whole.get_heads(), moved_at);
+    assert_eq!(
+        apply_items(&items.into_iter().cloned().collect::<Vec<_>>(), &m).get_heads(),
+        m_doc.get_heads()
+    );
+    env.stop().await;
+}
+
 /// A change chunk as the compressed chunk type of the format (Automerge never sends one for a single
 /// change, but may read one).
 fn compressed(change: &[u8]) -> Vec<u8> {
@@ -3088,6 +3210,7 @@ conformance!(
     busy_past_the_push_budget,
     busy_past_the_push_time,
     judges_large_batches_on_several_threads,
+    judges_each_change_of_a_run,
     refuses_forged_counters,
     admin_rules,
     attachment_sessions,

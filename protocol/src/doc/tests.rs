@@ -451,6 +451,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A document read at the heads it had after each of its changes (`AtHeads`, as the relay reads
+    /// a run of changes applied in one batch) reads as the document did then: the same state, whole
+    /// or refreshed from the state before, and the same record view.
+    #[test]
+    fn reads_at_heads_equal_reads_of_the_document_then(
+        kind in kind(),
+        steps in prop::collection::vec(step(), 1..32),
+    ) {
+        let (log, _) = run(kind, &steps);
+        let mut all = Automerge::new();
+        all.apply_changes(log.clone()).unwrap();
+        let mut relay = Automerge::new();
+        let mut before: Option<DocState> = None;
+        for change in log {
+            relay.apply_changes([change.clone()]).unwrap();
+            let heads = relay.get_heads();
+            let then = crate::at_heads::AtHeads::new(&all, &heads);
+            let now = DocState::read(ID, &relay);
+            prop_assert_eq!(&DocState::read(ID, &then), &now);
+            if let Some(before) = &before {
+                prop_assert_eq!(&before.after(&then, &change), &now);
+            }
+            prop_assert_eq!(read_record(ID, &then), read_record(ID, &relay));
+            before = now.ok();
+        }
+    }
+}
+
 /// A change names its root keys: a field edit `f`, a new timeline entry `timeline` (the fields the
 /// change puts into the entry it makes included), a notes edit `notes`; and the state after it, read
 /// again from those keys only, is the state a whole read finds.

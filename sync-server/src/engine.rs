@@ -13,7 +13,10 @@
 //!    following its dependencies, then the rule book on the record as the author saw it (`before` = the
 //!    document at the change's dependencies, `after` = that plus the change) and the caller's scope on
 //!    the current document before and after the merge. A per-push time budget answers the rest of a
-//!    push that takes too long `busy`, so one device cannot stall the others.
+//!    push that takes too long `busy`, so one device cannot stall the others. A device's consecutive
+//!    changes of one record (each building on the one before: how a device edits) are applied in one
+//!    batch and each judged on the document at its own heads ([`AtHeads`]), which is the state it
+//!    made; a refusal among them undoes the batch and they are judged one by one.
 //!
 //! Backends are thin: they load what [`Engine::wants`] asks for, call [`Engine::plan`], write the plan,
 //! then report back with [`Engine::committed`] or [`Engine::aborted`]. All protocol decisions live

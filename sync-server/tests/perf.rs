@@ -1239,7 +1239,7 @@ fn plan_threads() {
             });
             engine.areas = areas.clone();
             let started = Instant::now();
-            let plan = engine.plan(&jobs, &std::collections::HashMap::new(), Default::default());
+            let plan = engine.plan(&jobs, &Default::default(), Default::default());
             let secs = started.elapsed().as_secs_f64();
             assert_eq!(plan.entries.len(), 4_000, "every change accepted");
             times[i].push(secs);

@@ -17,7 +17,7 @@ use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
-use crate::engine::{Engine, RecordRow};
+use crate::engine::{Engine, FastMap, RecordRow};
 use crate::prof::{self, Span};
 
 const MIGRATIONS: &[&str] = &[
@@ -523,9 +523,9 @@ impl WriteSql for PgSql {
         load_definitions(self.client().await?, what).await
     }
 
-    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
+    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<FastMap<[u8; 32], i64>> {
         let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
-        let mut out = HashMap::new();
+        let mut out = FastMap::default();
         for r in self
             .rows(
                 "SELECT hash, seq FROM changes WHERE hash = ANY($1)",
@@ -541,7 +541,7 @@ impl WriteSql for PgSql {
         Ok(out)
     }
 
-    async fn record_versions(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
+    async fn record_versions(&mut self, ids: &[String]) -> Result<FastMap<String, i64>> {
         let rows = self
             .rows(
                 "SELECT id, version FROM records WHERE id = ANY($1)",
@@ -551,7 +551,7 @@ impl WriteSql for PgSql {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn record_rows(&mut self, ids: &[String]) -> Result<HashMap<String, RecordRow>> {
+    async fn record_rows(&mut self, ids: &[String]) -> Result<FastMap<String, RecordRow>> {
         let rows = self
             .rows(
                 "SELECT id, doc, version, paths FROM records WHERE id = ANY($1)",

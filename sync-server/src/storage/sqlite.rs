@@ -22,7 +22,7 @@ use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::config::{Encryption, RelayKey};
-use crate::engine::{Engine, RecordRow};
+use crate::engine::{Engine, FastMap, RecordRow};
 use crate::prof::{self, Span};
 
 const MIGRATIONS: &[&str] = &[
@@ -863,9 +863,9 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
         load_definitions(self.c(), what)
     }
 
-    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<HashMap<[u8; 32], i64>> {
+    async fn change_seqs(&mut self, hashes: &[[u8; 32]]) -> Result<FastMap<[u8; 32], i64>> {
         let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
-        let mut out = HashMap::new();
+        let mut out = FastMap::default();
         lookup_many(
             self.c(),
             "SELECT hash, seq FROM changes WHERE hash",
@@ -881,8 +881,8 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
         Ok(out)
     }
 
-    async fn record_versions(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
-        let mut out = HashMap::new();
+    async fn record_versions(&mut self, ids: &[String]) -> Result<FastMap<String, i64>> {
+        let mut out = FastMap::default();
         lookup_many(
             self.c(),
             "SELECT id, version FROM records WHERE id",
@@ -895,8 +895,8 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
         Ok(out)
     }
 
-    async fn record_rows(&mut self, ids: &[String]) -> Result<HashMap<String, RecordRow>> {
-        let mut out = HashMap::new();
+    async fn record_rows(&mut self, ids: &[String]) -> Result<FastMap<String, RecordRow>> {
+        let mut out = FastMap::default();
         lookup_many(
             self.c(),
             "SELECT id, doc, version, paths FROM records WHERE id",

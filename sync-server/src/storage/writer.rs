@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{in_transaction, Transact};
 use super::{now_secs, parse_definitions, AreaRow, Defined};
-use crate::engine::{AreaMap, Engine, Plan, PushJob, PushResult, RecordRow};
+use crate::engine::{AreaMap, Engine, FastMap, Plan, PushJob, PushResult, RecordRow};
 use crate::error::{Error, Result};
 use crate::prof::{self, Span};
 use gridwork_protocol::scope::join_paths;
@@ -64,17 +64,17 @@ pub(crate) trait WriteSql: Transact {
     fn change_seqs(
         &mut self,
         hashes: &[[u8; 32]],
-    ) -> impl Future<Output = Result<HashMap<[u8; 32], i64>>> + Send;
+    ) -> impl Future<Output = Result<FastMap<[u8; 32], i64>>> + Send;
     /// Stored versions of the records among `ids` that exist.
     fn record_versions(
         &mut self,
         ids: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, i64>>> + Send;
+    ) -> impl Future<Output = Result<FastMap<String, i64>>> + Send;
     /// Stored documents of the records among `ids` that exist.
     fn record_rows(
         &mut self,
         ids: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, RecordRow>>> + Send;
+    ) -> impl Future<Output = Result<FastMap<String, RecordRow>>> + Send;
 
     /// Appends log entries with consecutive seqs from `first_seq` (moving the log's head past them
     /// where the backend keeps one).
@@ -317,7 +317,7 @@ async fn plan_batch<S: WriteSql>(
     let t = prof::start();
     let stale = engine.stale(&wants.records, &versions);
     let rows = if stale.is_empty() {
-        HashMap::new()
+        FastMap::default()
     } else {
         sql.record_rows(&stale).await?
     };

@@ -1092,8 +1092,9 @@ impl Shard<'_> {
         self.entry(job, record, change, &(existed, before), &after, &heads)
     }
 
-    /// The log entry of an accepted change: `before` (whether the record existed, and its area paths)
-    /// and `after` its area paths before and after the change, `heads` the document's heads after it.
+    /// The log entry of an accepted change. `before`: whether the record existed before the change,
+    /// and its area paths then; `after`: its area paths after the change; `heads`: the document's
+    /// heads after the change (kept with a move).
     fn entry(
         &mut self,
         job: usize,

@@ -245,10 +245,15 @@ impl Env {
     }
 
     async fn push(&self, who: &str, changes: &[(&str, Vec<u8>)]) -> Vec<Value> {
+        self.push_via(&self.base, who, changes).await
+    }
+
+    /// [`Env::push`] through the relay at `base` (another relay on the same database).
+    async fn push_via(&self, base: &str, who: &str, changes: &[(&str, Vec<u8>)]) -> Vec<Value> {
         let body = json!({"changes": changes.iter().map(|(r, b)| json!({"record": r, "bytes": B64.encode(b)})).collect::<Vec<_>>()});
         let r = self
             .http
-            .post(self.url("/v1/changes"))
+            .post(format!("{base}/v1/changes"))
             .bearer_auth(&self.tokens[who])
             .json(&body)
             .send()
@@ -1955,6 +1960,69 @@ async fn judges_each_change_of_a_run(b: Backend) {
     env.stop().await;
 }
 
+/// Relays on one database judge their batches at the same time and take turns only to write (on
+/// SQLite, one relay: its one writer). Concurrent edits of a record pushed through two relays while the
+/// log is locked are both judged on the record as it was; the relay that writes second finds that the
+/// other changed the record, judges its batch again, and the stored document holds both edits.
+async fn relays_judge_at_once(b: Backend) {
+    let env = Env::new(b).await;
+    let (r, doc, c1) = env.person("wa", "g1", "Rue");
+    assert_eq!(env.push1("wa", &r, c1).await["status"], "accepted");
+    let second = match &env.storage {
+        StorageConfig::Postgres { .. } => Some(
+            start(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                storage: env.storage.clone(),
+                limits: env.limits.clone(),
+                console: None,
+            })
+            .await
+            .unwrap(),
+        ),
+        _ => None,
+    };
+    let other = second
+        .as_ref()
+        .map_or(env.base.clone(), |s| format!("http://{}", s.local_addr()));
+    let (mut wa_doc, mut sup_doc) = (doc.clone(), doc.clone());
+    let by_wa = env.edit("wa", &mut wa_doc, "phone", "13800138011");
+    let by_sup = env.edit("sup", &mut sup_doc, "sex", "female");
+    let (by_wa, by_sup) = ([(r.as_str(), by_wa)], [(r.as_str(), by_sup)]);
+    let hold = env.hold_writer().await;
+    let (wa, sup, ()) = tokio::join!(
+        env.push("wa", &by_wa),
+        env.push_via(&other, "sup", &by_sup),
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            hold.release().await;
+        }
+    );
+    assert_eq!(
+        (reasons(&wa), reasons(&sup)),
+        (vec!["accepted"], vec!["accepted"])
+    );
+    wa_doc.merge(&mut sup_doc).unwrap();
+    let mut want = wa_doc.get_heads();
+    let mut got = env.stored(&r).await.1;
+    (want.sort(), got.sort());
+    assert_eq!(got, want, "the stored document holds both edits");
+    let (_, snap) = env.get("op", "/v1/snapshot?limit=5000").await;
+    let view = &snap["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["record"] == r.as_str())
+        .unwrap()["view"]["fields"];
+    assert_eq!(
+        (view["phone"].as_str(), view["sex"].as_str()),
+        (Some("13800138011"), Some("female"))
+    );
+    if let Some(s) = second {
+        s.shutdown().await;
+    }
+    env.stop().await;
+}
+
 /// A change chunk as the compressed chunk type of the format (Automerge never sends one for a single
 /// change, but may read one).
 fn compressed(change: &[u8]) -> Vec<u8> {
@@ -3211,6 +3279,7 @@ conformance!(
     busy_past_the_push_time,
     judges_large_batches_on_several_threads,
     judges_each_change_of_a_run,
+    relays_judge_at_once,
     refuses_forged_counters,
     admin_rules,
     attachment_sessions,

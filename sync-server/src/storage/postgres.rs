@@ -1,9 +1,12 @@
 //! PostgreSQL backend. Relay processes sharing one database are stateless: the document cache is
 //! validated against each record's `version`, the area map against `meta.areas_version`, and seqs come
-//! from the `log_head` row, which every push transaction locks first. That lock makes seq order equal
-//! commit order (a reader never sees seq N+1 before seq N, so "cursor = highest seq examined" is
-//! safe) and serialises pushes across processes, so two relays never apply changes to the same
-//! document concurrently. Each process still groups its concurrent pushes into one transaction.
+//! from the `log_head` row, which every push transaction locks before it writes. That lock makes seq
+//! order equal commit order (a reader never sees seq N+1 before seq N, so "cursor = highest seq
+//! examined" is safe) and serialises the writes across processes. A batch is judged before the lock
+//! (so that relays judge at the same time); under the lock the versions of its records, its changes'
+//! presence in the log and the areas version are read again, and the batch is judged again if another
+//! relay changed any of them, so no relay writes a document made from one another has since replaced.
+//! Each process still groups its concurrent pushes into one transaction.
 
 use std::collections::HashMap;
 
@@ -500,6 +503,9 @@ impl Transact for PgSql {
 }
 
 impl WriteSql for PgSql {
+    /// Several relays may share the database.
+    const SHARED: bool = true;
+
     async fn first_seq(&mut self) -> Result<i64> {
         let rows = self
             .rows("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])

@@ -844,6 +844,9 @@ impl<C: BorrowMut<Connection> + Send> Transact for SqliteSql<C> {
 }
 
 impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
+    /// One writer per database, and the batch's transaction (`BEGIN IMMEDIATE`) holds its write lock from the start.
+    const SHARED: bool = false;
+
     async fn first_seq(&mut self) -> Result<i64> {
         Ok(self
             .c()

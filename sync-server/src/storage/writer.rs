@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{in_transaction, Transact};
 use super::{now_secs, parse_definitions, AreaRow, Defined};
-use crate::engine::{AreaMap, Engine, FastMap, Plan, PushJob, PushResult, RecordRow};
+use crate::engine::{AreaMap, Engine, FastMap, Plan, PushJob, PushResult, RecordRow, Wants};
 use crate::error::{Error, Result};
 use crate::prof::{self, Span};
 use gridwork_protocol::scope::join_paths;
@@ -53,8 +53,13 @@ pub(crate) struct RecordRowWrite<'a> {
 
 /// The SQL of the push path: primitives without decisions, called inside a transaction.
 pub(crate) trait WriteSql: Transact {
+    /// Whether other processes write the same database (PostgreSQL: several relays). A batch is
+    /// planned before it takes the lock of [`WriteSql::first_seq`], so that relays judge their
+    /// batches at the same time; where the database is shared, what the plan was made from is then
+    /// read again under the lock, and the batch planned again if another relay changed it.
+    const SHARED: bool;
     /// The seq of the batch's first entry. Where several relays share the database this also takes
-    /// the lock that orders their batches, so it is called before anything is read.
+    /// the lock that orders their batches, held to commit.
     fn first_seq(&mut self) -> impl Future<Output = Result<i64>> + Send;
     fn areas_version(&mut self) -> impl Future<Output = Result<i64>> + Send;
     fn load_areas(&mut self) -> impl Future<Output = Result<Vec<AreaRow>>> + Send;
@@ -267,8 +272,15 @@ async fn write_batch<S: WriteSql>(
 ) -> Result<Vec<Vec<PushResult>>> {
     let started = std::time::Instant::now();
     let written = in_transaction(sql, async |sql: &mut S| {
+        let (mut plan, seen) = plan_batch(sql, engine, jobs).await?;
         let first_seq = sql.first_seq().await?;
-        let plan = plan_batch(sql, engine, jobs).await?;
+        if S::SHARED && !seen.still_current(sql).await? {
+            // Another relay wrote a record, a change or the areas this plan was made from between
+            // the plan and the lock: plan again, under the lock now.
+            tracing::debug!("the batch's records changed before the lock: planning again");
+            engine.aborted();
+            plan = plan_batch(sql, engine, jobs).await?.0;
+        }
         write_plan(sql, &plan, first_seq, jobs).await?;
         Ok((plan, first_seq))
     })
@@ -293,11 +305,28 @@ async fn write_batch<S: WriteSql>(
     Ok(plan.results(first_seq))
 }
 
+/// What a plan was made from, as read from the database.
+struct Seen {
+    areas_version: i64,
+    wants: Wants,
+    versions: FastMap<String, i64>,
+    existing: FastMap<[u8; 32], i64>,
+}
+
+impl Seen {
+    /// Whether the database still holds what the plan was made from.
+    async fn still_current<S: WriteSql>(&self, sql: &mut S) -> Result<bool> {
+        Ok(sql.areas_version().await? == self.areas_version
+            && sql.record_versions(&self.wants.records).await? == self.versions
+            && sql.change_seqs(&self.wants.hashes).await? == self.existing)
+    }
+}
+
 async fn plan_batch<S: WriteSql>(
     sql: &mut S,
     engine: &mut Engine,
     jobs: &[PushJob],
-) -> Result<Plan> {
+) -> Result<(Plan, Seen)> {
     let t = prof::start();
     let version = sql.areas_version().await?;
     if version != engine.areas.version || engine.areas.paths.is_empty() {
@@ -325,7 +354,13 @@ async fn plan_batch<S: WriteSql>(
     let t = prof::start();
     let plan = engine.plan(jobs, &existing, rows);
     t.stop(Span::Engine);
-    Ok(plan)
+    let seen = Seen {
+        areas_version: version,
+        wants,
+        versions,
+        existing,
+    };
+    Ok((plan, seen))
 }
 
 async fn write_plan<S: WriteSql>(

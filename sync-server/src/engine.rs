@@ -1048,11 +1048,10 @@ impl Shard<'_> {
         if run.len() > 1 && !self.unbatched.contains(record) {
             let existed = !w.doc.get_heads().is_empty();
             let before = w.current_paths(areas);
-            if let Some(states) = judge_run(w, areas, actor, record, run) {
+            if let Some(paths) = judge_run(w, areas, actor, record, run) {
                 let mut planned = Vec::with_capacity(run.len());
                 let mut before = (existed, before);
-                for ((_, change, _), state) in run.iter().zip(states) {
-                    let after = areas.paths_of_state(&state);
+                for ((_, change, _), after) in run.iter().zip(paths) {
                     let heads = [change.hash()];
                     planned.push(self.entry(job, record, change, &before, &after, &heads));
                     before = (true, after);
@@ -1175,15 +1174,16 @@ fn run_from<'j>(
 }
 
 /// Judges a run of two or more changes (see [`Shard::apply_run`]) applied in one batch. `Some`: every
-/// change passed, the run is applied to `w` (document and stored bytes) and these are the record
-/// states after each change; `None`: `w` is as it was, the run must be judged change by change.
+/// change passed, the run is applied to `w` (document, stored bytes and record state) and these are
+/// the record's area paths after each change; `None`: `w` is as it was, the run must be judged change
+/// by change.
 fn judge_run(
     w: &mut CachedDoc,
     areas: &AreaMap,
     actor: &Actor,
     record: &str,
     run: &[(usize, &Change, Option<&str>)],
-) -> Option<Vec<DocState>> {
+) -> Option<Vec<Vec<String>>> {
     let (_, first, _) = run[0];
     let mut deps = first.deps().to_vec();
     deps.sort_unstable();
@@ -1230,9 +1230,10 @@ fn judge_run(
     for (_, change, _) in run {
         w.append(change);
     }
-    w.state = states.last().cloned();
+    let paths = states.iter().map(|s| areas.paths_of_state(s)).collect();
+    w.state = states.pop();
     w.paths = None;
-    Some(states)
+    Some(paths)
 }
 
 /// The answer for a change the push's time budget did not reach.

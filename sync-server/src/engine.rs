@@ -921,7 +921,8 @@ impl Shard<'_> {
                     let run = run_from(job, rest, |h| {
                         self.existing.contains_key(&h.0) || new_hashes.contains_key(h)
                     });
-                    let Some(judged) = self.apply_run(&job.actor, job_idx, record, &run) else {
+                    let Some(judged) = self.apply_run(&job.actor, job_idx, record, &run, deadline)
+                    else {
                         deferred.push(ci);
                         continue;
                     };
@@ -1026,14 +1027,15 @@ impl Shard<'_> {
     /// A run that builds on the record's current heads is applied in one batch (Automerge applies a
     /// batch at a third of the cost per change) and each change judged on the document at its own
     /// heads, which is the state the change made, exactly as applying them one by one would show it.
-    /// When any of them is refused the batch is undone and the run judged one change at a time, so
-    /// the answers are the same either way.
+    /// When any of them is refused, or the push's time runs out during the run, the batch is undone
+    /// and the run judged one change at a time, so the answers are the same either way.
     fn apply_run(
         &mut self,
         actor: &Actor,
         job: usize,
         record: &str,
         run: &[(usize, &Change, Option<&str>)],
+        deadline: Instant,
     ) -> Option<Vec<Planned>> {
         let (_, first, first_forms) = run[0];
         let areas = self.areas;
@@ -1048,7 +1050,7 @@ impl Shard<'_> {
         if run.len() > 1 && !self.unbatched.contains(record) {
             let existed = !w.doc.get_heads().is_empty();
             let before = w.current_paths(areas);
-            if let Some(paths) = judge_run(w, areas, actor, record, run) {
+            if let Some(paths) = judge_run(w, areas, actor, record, run, deadline) {
                 let mut planned = Vec::with_capacity(run.len());
                 let mut before = (existed, before);
                 for ((_, change, _), after) in run.iter().zip(paths) {
@@ -1176,13 +1178,16 @@ fn run_from<'j>(
 /// Judges a run of two or more changes (see [`Shard::apply_run`]) applied in one batch. `Some`: every
 /// change passed, the run is applied to `w` (document, stored bytes and record state) and these are
 /// the record's area paths after each change; `None`: `w` is as it was, the run must be judged change
-/// by change.
+/// by change. Each change read at its heads costs a walk of the record's history per read, as applying
+/// it alone does (a run is still about twice as fast at any history length), so a run stops at
+/// `deadline` like a push judged change by change.
 fn judge_run(
     w: &mut CachedDoc,
     areas: &AreaMap,
     actor: &Actor,
     record: &str,
     run: &[(usize, &Change, Option<&str>)],
+    deadline: Instant,
 ) -> Option<Vec<Vec<String>>> {
     let (_, first, _) = run[0];
     let mut deps = first.deps().to_vec();
@@ -1207,6 +1212,9 @@ fn judge_run(
     let mut states: Vec<DocState> = Vec::with_capacity(run.len());
     if applied {
         for &(_, change, forms) in run {
+            if !states.is_empty() && Instant::now() >= deadline {
+                break;
+            }
             let heads = [change.hash()];
             let judge = Judge {
                 areas,

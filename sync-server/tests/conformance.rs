@@ -2004,7 +2004,8 @@ async fn relays_judge_at_once(b: Backend) {
     wa_doc.merge(&mut sup_doc).unwrap();
     let mut want = wa_doc.get_heads();
     let mut got = env.stored(&r).await.1;
-    (want.sort(), got.sort());
+    want.sort();
+    got.sort();
     assert_eq!(got, want, "the stored document holds both edits");
     let (_, snap) = env.get("op", "/v1/snapshot?limit=5000").await;
     let view = &snap["records"]

@@ -918,7 +918,7 @@ impl Shard<'_> {
                     } else {
                         &pending[k - 1..k]
                     };
-                    let run = run_from(job, rest, |h| {
+                    let run = run_from(job, record, rest, |h| {
                         self.existing.contains_key(&h.0) || new_hashes.contains_key(h)
                     });
                     let Some(judged) = self.apply_run(&job.actor, job_idx, record, &run, deadline)
@@ -1058,8 +1058,6 @@ impl Shard<'_> {
                     planned.push(self.entry(job, record, change, &before, &after, &heads));
                     before = (true, after);
                 }
-                let w = self.working.get_mut(record).expect("the working copy");
-                w.paths = Some((areas.version, before.1));
                 return Some(planned);
             }
             self.unbatched.insert(record.to_owned());
@@ -1144,11 +1142,13 @@ impl Shard<'_> {
 /// Changes judged as one run at most.
 const MAX_RUN: usize = 64;
 
-/// The run that starts with the change `pending[0]` of `job`: it and the changes that follow it in
-/// `pending` while each is to the same record and builds on the one before alone (the shape of a
-/// device's consecutive edits of a record), and is not `known` (in the log or planned already).
+/// The run that starts with the change `pending[0]` of `job`, a change to `first_record`: it and the
+/// changes that follow it in `pending` while each is to the same record and builds on the one before
+/// alone (the shape of a device's consecutive edits of a record), and is not `known` (in the log or
+/// planned already).
 fn run_from<'j>(
     job: &'j PushJob,
+    first_record: &str,
     pending: &[usize],
     known: impl Fn(&ChangeHash) -> bool,
 ) -> Vec<(usize, &'j Change, Option<&'j str>)> {
@@ -1162,11 +1162,8 @@ fn run_from<'j>(
         else {
             break;
         };
-        if let Some((first, prev)) = run.first().zip(run.last()) {
-            let Incoming::Change { record: r0, .. } = &job.changes[first.0] else {
-                break;
-            };
-            if record != r0 || change.deps() != [prev.1.hash()] || known(&change.hash()) {
+        if let Some(prev) = run.last() {
+            if record != first_record || change.deps() != [prev.1.hash()] || known(&change.hash()) {
                 break;
             }
         }
@@ -1176,8 +1173,8 @@ fn run_from<'j>(
 }
 
 /// Judges a run of two or more changes (see [`Shard::apply_run`]) applied in one batch. `Some`: every
-/// change passed, the run is applied to `w` (document, stored bytes and record state) and these are
-/// the record's area paths after each change; `None`: `w` is as it was, the run must be judged change
+/// change passed, the run is applied to `w` (document, stored bytes, record state and area paths)
+/// and these are the record's area paths after each change; `None`: `w` is as it was, the run must be judged change
 /// by change. Each change read at its heads costs a walk of the record's history per read, as applying
 /// it alone does (a run is still about twice as fast at any history length), so a run stops at
 /// `deadline` like a push judged change by change.
@@ -1238,9 +1235,9 @@ fn judge_run(
     for (_, change, _) in run {
         w.append(change);
     }
-    let paths = states.iter().map(|s| areas.paths_of_state(s)).collect();
+    let paths: Vec<Vec<String>> = states.iter().map(|s| areas.paths_of_state(s)).collect();
     w.state = states.pop();
-    w.paths = None;
+    w.paths = paths.last().map(|p| (areas.version, p.clone()));
     Some(paths)
 }
 

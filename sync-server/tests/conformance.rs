@@ -323,13 +323,9 @@ impl Env {
             .filter(|i| i["record"] == record)
             .map(|i| i["seq"].as_i64().unwrap())
             .collect();
-        let (s, snap) = self.get("op", "/v1/snapshot?limit=5000").await;
-        assert_eq!(s, 200);
-        let heads = snap["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["record"] == record)
+        let heads = self
+            .snapshot_item(record)
+            .await
             .map(|r| {
                 let mut d = Automerge::new();
                 d.load_incremental(&B64.decode(r["bytes"].as_str().unwrap()).unwrap())
@@ -338,6 +334,18 @@ impl Env {
             })
             .unwrap_or_default();
         (seqs, heads)
+    }
+
+    /// The item of `record` in the operator's snapshot (its document bytes and the relay's view).
+    async fn snapshot_item(&self, record: &str) -> Option<Value> {
+        let (s, snap) = self.get("op", "/v1/snapshot?limit=5000").await;
+        assert_eq!(s, 200, "{snap}");
+        snap["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["record"] == record)
+            .cloned()
     }
 
     /// Pushes `changes` as `who` while `wb` pushes an honest new record at the same time. The honest
@@ -1402,13 +1410,7 @@ async fn refuses_self_approval(b: Backend) {
     );
     let theirs = approve("sup", &mut doc);
     assert_eq!(env.push1("sup", &v, theirs).await["status"], "accepted");
-    let (_, snap) = env.get("op", "/v1/snapshot").await;
-    let rec = snap["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["record"] == v)
-        .unwrap();
+    let rec = env.snapshot_item(&v).await.unwrap();
     let mut d = Automerge::new();
     d.load_incremental(&B64.decode(rec["bytes"].as_str().unwrap()).unwrap())
         .unwrap();
@@ -1919,20 +1921,12 @@ async fn judges_each_change_of_a_run(b: Backend) {
     assert_eq!(env.stored(&e).await.1, e_kept);
     assert_eq!(env.stored(&c).await.1, c_doc.get_heads());
     // The relay's view is the last accepted change's state.
-    let (_, snap) = env.get("op", "/v1/snapshot?limit=5000").await;
-    let phone = |id: &str| {
-        let rec = snap["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["record"] == id)
-            .unwrap();
-        rec["view"]["fields"]["phone"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(
-        [phone(&a), phone(&r), phone(&c)],
-        ["13800138002", "13800138005", "135"].map(String::from)
-    );
+    let mut phones = Vec::new();
+    for id in [&a, &r, &c] {
+        let rec = env.snapshot_item(id).await.unwrap();
+        phones.push(rec["view"]["fields"]["phone"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(phones, ["13800138002", "13800138005", "135"]);
 
     // A supervisor's run that moves a record between its grids: g2's worker gets the document as of
     // the move, then the edit after it.
@@ -2007,13 +2001,8 @@ async fn relays_judge_at_once(b: Backend) {
     want.sort();
     got.sort();
     assert_eq!(got, want, "the stored document holds both edits");
-    let (_, snap) = env.get("op", "/v1/snapshot?limit=5000").await;
-    let view = &snap["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["record"] == r.as_str())
-        .unwrap()["view"]["fields"];
+    let rec = env.snapshot_item(&r).await.unwrap();
+    let view = &rec["view"]["fields"];
     assert_eq!(
         (view["phone"].as_str(), view["sex"].as_str()),
         (Some("13800138011"), Some("female"))

@@ -259,10 +259,25 @@ pub(crate) fn insert_timeline_entry(tx: &mut Transaction<'_>, entry: &TimelineEn
 /// Writes a field of the `f` map; the empty string clears it.
 pub(crate) fn put_field(tx: &mut Transaction<'_>, name: &str, value: &str) -> Result<()> {
     let fields = obj(tx, FIELDS)?;
-    if value.is_empty() {
-        tx.delete(&fields, name)?;
-    } else {
-        put_superseding(tx, &fields, name, value)?;
+    let held = tx.get_all(&fields, name)?.len();
+    set_field(tx, &fields, name, value, held)
+}
+
+/// [`put_field`] into `fields`, the document's map of fields, whose key `name` holds `held` values
+/// now.
+fn set_field(
+    tx: &mut Transaction<'_>,
+    fields: &ObjId,
+    name: &str,
+    value: &str,
+    held: usize,
+) -> Result<()> {
+    // Deleting concurrent values first: see `put_superseding`.
+    if value.is_empty() || held > 1 {
+        tx.delete(fields, name)?;
+    }
+    if !value.is_empty() {
+        tx.put(fields, name, value)?;
     }
     Ok(())
 }
@@ -388,30 +403,38 @@ impl Store {
         }
         let note = inner.note("edit", update.touched());
         inner.write(id, &before, note, |tx| {
-            let fields = obj(tx, FIELDS)?;
-            for (name, value) in &update.fields {
-                // Writing an unchanged value would still be an edit that can conflict; skip it unless
-                // it resolves a conflict on that field.
-                let current = tx.get_all(&fields, name.as_str())?;
-                let same = current.len() == 1 && current[0].0.as_str() == Some(value.as_str());
-                let absent = current.is_empty() && value.is_empty();
-                if !same && !absent {
-                    put_field(tx, name, value)?;
+            // Each map looked up only when the update writes to it (a lookup in the root is a
+            // search of the document's operations).
+            if !update.fields.is_empty() {
+                let fields = obj(tx, FIELDS)?;
+                for (name, value) in &update.fields {
+                    // Writing an unchanged value would still be an edit that can conflict; skip it
+                    // unless it resolves a conflict on that field.
+                    let current = tx.get_all(&fields, name.as_str())?;
+                    let same = current.len() == 1 && current[0].0.as_str() == Some(value.as_str());
+                    let absent = current.is_empty() && value.is_empty();
+                    if !same && !absent {
+                        set_field(tx, &fields, name, value, current.len())?;
+                    }
                 }
             }
-            let attrs = obj(tx, ATTRS)?;
-            for (name, value) in &update.attrs {
-                put_superseding(tx, &attrs, name, value.as_str())?;
+            if !update.attrs.is_empty() || !update.remove_attrs.is_empty() {
+                let attrs = obj(tx, ATTRS)?;
+                for (name, value) in &update.attrs {
+                    put_superseding(tx, &attrs, name, value.as_str())?;
+                }
+                for name in &update.remove_attrs {
+                    tx.delete(&attrs, name.as_str())?;
+                }
             }
-            for name in &update.remove_attrs {
-                tx.delete(&attrs, name.as_str())?;
-            }
-            let tags = obj(tx, TAGS)?;
-            for tag in &update.add_tags {
-                tx.put(&tags, tag.trim(), true)?;
-            }
-            for tag in &update.remove_tags {
-                tx.delete(&tags, tag.trim())?;
+            if !update.add_tags.is_empty() || !update.remove_tags.is_empty() {
+                let tags = obj(tx, TAGS)?;
+                for tag in &update.add_tags {
+                    tx.put(&tags, tag.trim(), true)?;
+                }
+                for tag in &update.remove_tags {
+                    tx.delete(&tags, tag.trim())?;
+                }
             }
             if let Some(text) = &update.notes {
                 let notes = obj(tx, NOTES)?;

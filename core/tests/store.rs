@@ -1038,3 +1038,110 @@ fn a_household_moves_with_its_residents() {
         Err(Error::WrongKind { .. }) | Err(Error::InvalidInput(_))
     ));
 }
+
+/// The Automerge chunks of a record's stored document, as (chunk type, length) pairs: 4 magic bytes, a
+/// 4-byte checksum, the type, the length of the contents (LEB128), the contents.
+fn stored_chunks(path: &std::path::Path, id: &str) -> Vec<(u8, usize)> {
+    let conn = gridwork_core::store::open_connection(path, &StoreKey::Raw(KEY), Durability::Normal)
+        .unwrap();
+    let bytes: Vec<u8> = conn
+        .query_row("SELECT doc FROM records WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap();
+    let mut chunks = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        assert_eq!(rest[..4], [0x85, 0x6f, 0x4a, 0x83], "a chunk starts here");
+        let (mut len, mut shift, mut at) = (0usize, 0, 9);
+        loop {
+            len |= usize::from(rest[at] & 0x7f) << shift;
+            shift += 7;
+            at += 1;
+            if rest[at - 1] & 0x80 == 0 {
+                break;
+            }
+        }
+        chunks.push((rest[8], at + len));
+        rest = &rest[at + len..];
+    }
+    chunks
+}
+
+/// A one-field edit stores its change after the stored document instead of saving the whole document
+/// again, up to a bound, then the whole document again; a pulled change the same. Whatever the stored
+/// bytes hold, the record reads the same after the store is opened again.
+#[test]
+fn edits_append_their_changes_to_the_stored_document_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wang.db");
+    let wang = open(dir.path(), "wang", Role::Worker, "g1");
+    let id = wang
+        .create(NewRecord::new(Kind::Person, "g1").field("name", "Zhao Lei"))
+        .unwrap();
+    let made = stored_chunks(&path, &id);
+    assert_eq!(made.len(), 1, "a new record is one document chunk");
+    assert_eq!(made[0].0, 0);
+    let (mut appended, mut compacted) = (0, 0);
+    let mut wang = wang;
+    for i in 0..30 {
+        wang.update(&id, Update::new().set("phone", format!("1380000{i:04}")))
+            .unwrap();
+        let chunks = stored_chunks(&path, &id);
+        assert_eq!(chunks[0].0, 0, "the stored bytes start with a document");
+        assert!(
+            chunks[1..].iter().all(|(kind, _)| *kind != 0),
+            "then changes"
+        );
+        assert!(
+            chunks.len() <= 9,
+            "at most 8 changes appended: {}",
+            chunks.len()
+        );
+        let tail: usize = chunks[1..].iter().map(|(_, len)| len).sum();
+        assert!(
+            tail <= chunks[0].1,
+            "appended changes weigh no more than the document"
+        );
+        match chunks.len() {
+            1 => compacted += 1,
+            _ => appended += 1,
+        }
+        if i % 7 == 3 {
+            // Open again: the document is loaded from the stored bytes, not the cache.
+            let before = wang.get(&id).unwrap();
+            drop(wang);
+            wang = Store::open(StoreOptions::new(&path, StoreKey::Raw(KEY))).unwrap();
+            assert_eq!(wang.get(&id).unwrap(), before);
+        }
+    }
+    assert!(appended >= 20, "most edits append: {appended}");
+    assert!(
+        compacted >= 2,
+        "the document is saved whole again: {compacted}"
+    );
+    assert_eq!(wang.get(&id).unwrap().field("phone"), Some("13800000029"));
+    assert_eq!(wang.history(&id).unwrap().len(), 31);
+
+    // Another device takes wang's changes as they come: its stored document takes them appended too.
+    let li = open(dir.path(), "li", Role::Worker, "g1");
+    exchange(&wang, &li);
+    wang.update(&id, Update::new().set("phone", "13911112222"))
+        .unwrap();
+    exchange(&wang, &li);
+    let li_path = dir.path().join("li.db");
+    assert!(
+        stored_chunks(&li_path, &id).len() >= 2,
+        "the pulled change is appended"
+    );
+    drop(li);
+    let li = Store::open(StoreOptions::new(&li_path, StoreKey::Raw(KEY))).unwrap();
+    assert_eq!(li.get(&id).unwrap(), wang.get(&id).unwrap());
+    let exported = li.export_document(&id).unwrap();
+    assert_eq!(
+        automerge::Automerge::load(&exported)
+            .unwrap()
+            .get_heads()
+            .len(),
+        1,
+        "the exported document is the record's whole history"
+    );
+}

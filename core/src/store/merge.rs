@@ -3,8 +3,9 @@
 //! Applying is idempotent and order-independent: Automerge ignores changes it has, and a change whose
 //! dependencies are missing is kept in `held_changes` (and in the document's queue) until they arrive,
 //! never dropped. Each batch is one SQLite transaction, so a crash mid-batch applies none of it.
+use super::projection::{self, DocBytes};
 use super::records::{obj, put_field, put_superseding};
-use super::{projection, ChangeNote, Store};
+use super::{ChangeNote, Store};
 use crate::doc::{self, ATTRS, FIELDS};
 use crate::error::{Error, Result};
 use crate::model::{Conflict, ConflictValue, FieldChange, HistoryEntry, Kind, Record};
@@ -252,7 +253,13 @@ impl super::Inner {
         for id in &order {
             let mut bytes = stored.remove(*id).unwrap_or_default();
             bytes.extend_from_slice(&added[id]);
-            projection::project_deferred(&tx, &views[*id], &bytes, false, &mut search)?;
+            projection::project_deferred(
+                &tx,
+                &views[*id],
+                DocBytes::Whole(&bytes),
+                false,
+                &mut search,
+            )?;
         }
         search.flush(&tx)?;
         tx.commit()?;
@@ -264,6 +271,17 @@ impl super::Inner {
         let purged = self.purge_out_of_scope(Some(&unseen))?;
         Ok((order.len(), purged))
     }
+}
+
+/// How [`apply_documents`] stores a changed document.
+enum Storing {
+    /// A whole incoming document taken unchanged (bootstrap): stored as it came, not saved again.
+    Whole(Vec<u8>),
+    /// A stored document that took only changes: these (in the order applied) appended where the
+    /// stored bytes allow it ([`DocBytes::Append`]).
+    Append(Vec<u8>),
+    /// Saved whole.
+    Save,
 }
 
 /// Applies chunks by loading and merging their records' documents, one SQLite transaction.
@@ -282,9 +300,8 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
         }
     }
-    // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
-    // (bootstrap), so it is not saved again.
-    let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
+    // Changed documents, with how each is stored.
+    let mut updated: Vec<(Record, Automerge, Storing)> = Vec::new();
     let mut hold: Vec<(String, Change)> = Vec::new();
     let mut release: Vec<ChangeHash> = Vec::new();
     // Held changes are rare (a record's first change not yet arrived): when none are, no record
@@ -312,6 +329,11 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         };
         let mut singles: Vec<Change> = Vec::new();
         let mut taken_whole: Option<Vec<u8>> = None;
+        // Whether the stored bytes plus the changes applied here make the document: a stored record
+        // that only took changes.
+        let mut only_changes = !heads_before.is_empty() && held.is_empty();
+        // The changes among `singles` that the document did not have yet.
+        let mut fresh: HashSet<ChangeHash> = HashSet::new();
         for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
             // One change is applied as such, so its hash is known for holding; anything else is
             // read as document chunks (a whole document arrives when a record moves into scope).
@@ -324,29 +346,43 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
                 Change::from_bytes(bytes.to_vec()).map_err(|_| ())
             };
             match as_change {
-                Ok(change) => match doc.apply_changes([change.clone()]) {
-                    Ok(()) => {
-                        taken_whole = None;
-                        singles.push(change)
+                Ok(change) => {
+                    if doc.get_change_meta_by_hash(&change.hash()).is_none() {
+                        fresh.insert(change.hash());
                     }
-                    Err(_) => bad.push((id.into(), bytes.to_vec(), "change does not apply".into())),
-                },
-                Err(_) => match Automerge::load(bytes) {
-                    // A whole document is checked completely before anything of it is merged.
-                    Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
-                        // A record new to this device: its document is taken as it is (bootstrap).
-                        let actor = doc.get_actor().clone();
-                        doc = other.with_actor(actor);
-                        taken_whole = Some(bytes.to_vec());
-                    }
-                    Ok(mut other) if !bytes.is_empty() => {
-                        taken_whole = None;
-                        if doc.merge(&mut other).is_err() {
-                            bad.push((id.into(), bytes.to_vec(), "document does not merge".into()));
+                    match doc.apply_changes([change.clone()]) {
+                        Ok(()) => {
+                            taken_whole = None;
+                            singles.push(change)
+                        }
+                        Err(_) => {
+                            bad.push((id.into(), bytes.to_vec(), "change does not apply".into()))
                         }
                     }
-                    _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
-                },
+                }
+                Err(_) => {
+                    only_changes = false;
+                    match Automerge::load(bytes) {
+                        // A whole document is checked completely before anything of it is merged.
+                        Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
+                            // A record new to this device: its document is taken as it is (bootstrap).
+                            let actor = doc.get_actor().clone();
+                            doc = other.with_actor(actor);
+                            taken_whole = Some(bytes.to_vec());
+                        }
+                        Ok(mut other) if !bytes.is_empty() => {
+                            taken_whole = None;
+                            if doc.merge(&mut other).is_err() {
+                                bad.push((
+                                    id.into(),
+                                    bytes.to_vec(),
+                                    "document does not merge".into(),
+                                ));
+                            }
+                        }
+                        _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
+                    }
+                }
             }
         }
         // Held changes queued in a document that was then replaced by a whole incoming document
@@ -359,6 +395,7 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         if !waiting.is_empty() {
             let _ = doc.apply_changes(waiting);
             taken_whole = None;
+            only_changes = false;
         }
         let changed = doc.get_heads() != heads_before;
         // A document that still has no kind or area cannot be shown or stored as a record; keep
@@ -369,6 +406,14 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             None
         };
         let unreadable = changed && record.is_none();
+        // The new changes that are in the document now (one still waiting for another stays held).
+        let applied: Vec<u8> = singles
+            .iter()
+            .filter(|c| {
+                fresh.contains(&c.hash()) && doc.get_change_meta_by_hash(&c.hash()).is_some()
+            })
+            .flat_map(|c| c.raw_bytes().iter().copied())
+            .collect();
         for change in singles {
             let hash = change.hash();
             if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
@@ -383,7 +428,12 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             continue;
         }
         if let Some(record) = record {
-            updated.push((record, doc, taken_whole));
+            let storing = match taken_whole {
+                Some(bytes) => Storing::Whole(bytes),
+                None if only_changes => Storing::Append(applied),
+                None => Storing::Save,
+            };
+            updated.push((record, doc, storing));
         } else if heads_before.is_empty() {
             // A record we do not have and could not start: nothing to cache.
         } else {
@@ -412,11 +462,17 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         .execute(params![sha_of(bytes), id, bytes, reason, now])?;
     }
     let mut search = projection::SearchWrites::default();
-    for (record, doc, saved) in &updated {
-        match saved {
-            Some(bytes) => projection::project_deferred(&tx, record, bytes, true, &mut search)?,
-            None => projection::project_deferred(&tx, record, &doc.save(), true, &mut search)?,
+    for (record, doc, storing) in &updated {
+        let saved;
+        let bytes = match storing {
+            Storing::Whole(bytes) => DocBytes::Whole(bytes),
+            Storing::Append(chunks) => DocBytes::Append { chunks, doc },
+            Storing::Save => {
+                saved = doc.save();
+                DocBytes::Whole(&saved)
+            }
         };
+        projection::project_deferred(&tx, record, bytes, true, &mut search)?;
     }
     search.flush(&tx)?;
     tx.commit()?;

@@ -863,16 +863,20 @@ pub(crate) fn queue_local_change(
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| Error::UnknownRecord(id.to_owned()))?;
-    queue_change(tx, id, &change, &doc.save(), record, search)
+    let bytes = projection::DocBytes::Append {
+        chunks: change.raw_bytes(),
+        doc,
+    };
+    queue_change(tx, id, &change, bytes, record, search)
 }
 
-/// Queues `change` of record `id` and writes the record with `doc` (its document's bytes) and its
+/// Queues `change` of record `id` and writes the record with `doc` (its document) and its
 /// projection rows (from `record`, the document's view), inside the caller's transaction.
 pub(crate) fn queue_change(
     tx: &Connection,
     id: &str,
     change: &automerge::Change,
-    doc: &[u8],
+    doc: projection::DocBytes<'_>,
     record: &Record,
     search: &mut projection::SearchWrites,
 ) -> Result<()> {

@@ -93,9 +93,79 @@ pub(crate) fn project_record(
     checked: bool,
 ) -> Result<i64> {
     let mut search = SearchWrites::default();
-    let rid = project_deferred(conn, record, bytes, checked, &mut search)?;
+    let rid = project_deferred(conn, record, DocBytes::Whole(bytes), checked, &mut search)?;
     search.flush(conn)?;
     Ok(rid)
+}
+
+/// A record's document as a write stores it.
+pub(crate) enum DocBytes<'a> {
+    /// The whole document, saved.
+    Whole(&'a [u8]),
+    /// Chunks that bring the stored document up to `doc`, appended to the stored bytes (Automerge
+    /// loads a document followed by further chunks as one): a one-field edit stores its change, not
+    /// the whole document again. `doc` is saved whole instead where the record is not stored yet or its
+    /// stored bytes carry enough appended chunks already ([`may_append`]).
+    Append {
+        chunks: &'a [u8],
+        doc: &'a Automerge,
+    },
+}
+
+/// Most chunks appended to a record's stored document before it is saved whole again: loading
+/// applies each appended change on its own.
+const MAX_APPENDED: usize = 8;
+
+/// Whether `more` bytes of chunks may be appended to `stored`, a record's stored document bytes: while
+/// they hold fewer than [`MAX_APPENDED`] chunks after the first and those weigh no more than the first
+/// (bytes that do not read as chunks are saved whole again).
+pub(crate) fn may_append(stored: &[u8], more: usize) -> bool {
+    let mut chunks = chunk_lengths(stored);
+    let Some(Some(first)) = chunks.next() else {
+        return false;
+    };
+    let (mut count, mut appended) = (0, more);
+    for len in chunks {
+        let Some(len) = len else { return false };
+        count += 1;
+        appended += len;
+    }
+    count < MAX_APPENDED && appended <= first
+}
+
+/// The lengths of the Automerge chunks `bytes` holds one after another (header included): 4 magic bytes,
+/// a 4-byte checksum, the chunk type, the length of the contents (unsigned LEB128), the contents.
+/// `None` where the bytes stop being chunks.
+fn chunk_lengths(bytes: &[u8]) -> impl Iterator<Item = Option<usize>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let rest = &bytes[at..];
+        let len = (rest.len() > 9 && rest[..4] == [0x85, 0x6f, 0x4a, 0x83])
+            .then(|| leb128(&rest[9..]))
+            .flatten()
+            .and_then(|(contents, size)| 9usize.checked_add(size)?.checked_add(contents))
+            .filter(|&len| len <= rest.len());
+        at = match len {
+            Some(len) => at + len,
+            None => bytes.len(),
+        };
+        Some(len)
+    })
+}
+
+/// An unsigned LEB128 number at the start of `bytes`, and its size in bytes.
+fn leb128(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().take(9).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, i + 1));
+        }
+    }
+    None
 }
 
 /// [`project_record`] with the search index writes left in `search`, for the caller to flush
@@ -103,14 +173,14 @@ pub(crate) fn project_record(
 pub(crate) fn project_deferred(
     conn: &Connection,
     record: &Record,
-    bytes: &[u8],
+    bytes: DocBytes<'_>,
     checked: bool,
     search: &mut SearchWrites,
 ) -> Result<i64> {
     let id = record.id.as_str();
     let existing: Option<Existing> = conn
         .prepare_cached(
-            "SELECT rid, kind, search_key, view, checked, area, responsible, deleted
+            "SELECT rid, kind, search_key, view, checked, area, responsible, deleted, doc
              FROM records WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -123,9 +193,18 @@ pub(crate) fn project_deferred(
                 area: r.get(5)?,
                 responsible: r.get(6)?,
                 deleted: r.get(7)?,
+                doc: r.get(8)?,
             })
         })
         .optional()?;
+    let bytes: std::borrow::Cow<'_, [u8]> = match (bytes, &existing) {
+        (DocBytes::Whole(bytes), _) => bytes.into(),
+        (DocBytes::Append { chunks, .. }, Some(old)) if may_append(&old.doc, chunks.len()) => {
+            [&old.doc[..], chunks].concat().into()
+        }
+        (DocBytes::Append { doc, .. }, _) => doc.save().into(),
+    };
+    let bytes = &bytes[..];
     let body = search_body(record);
     let key = stable_hash(&body);
     let view = record.compact_json();
@@ -228,6 +307,8 @@ struct Existing {
     area: String,
     responsible: Option<String>,
     deleted: bool,
+    /// The stored document bytes.
+    doc: Vec<u8>,
 }
 
 /// A kind field's value as its projection column holds it (an empty value is NULL).

@@ -369,7 +369,8 @@ impl Store {
         let tx = inner.conn.transaction()?;
         let mut search = super::projection::SearchWrites::default();
         for m in &made {
-            super::queue_change(&tx, &m.id, &m.change, &m.doc, &m.record, &mut search)?;
+            let doc = super::projection::DocBytes::Whole(&m.doc);
+            super::queue_change(&tx, &m.id, &m.change, doc, &m.record, &mut search)?;
         }
         search.flush(&tx)?;
         tx.commit()?;

@@ -99,8 +99,10 @@ impl Store {
             as u64)
     }
 
-    /// Removes pushed changes from the outbox (accepted by the relay). A record that left the user's
-    /// scope while these changes waited goes now (see `purge`).
+    /// Removes pushed changes from the outbox (accepted by the relay), and saves their records'
+    /// documents whole again where edits appended their changes to them
+    /// ([`projection::DocBytes::Append`]): a record rests as one compact document once its edits are
+    /// pushed. A record that left the user's scope while these changes waited goes now (see `purge`).
     pub fn mark_pushed(&self, seqs: &[i64]) -> Result<()> {
         let mut inner = self.lock();
         let tx = inner.conn.transaction()?;
@@ -115,6 +117,7 @@ impl Store {
         tx.commit()?;
         records.sort();
         records.dedup();
+        inner.compact_documents(&records)?;
         inner.purge_out_of_scope(Some(&records))?;
         Ok(())
     }
@@ -273,17 +276,6 @@ impl super::Inner {
     }
 }
 
-/// How [`apply_documents`] stores a changed document.
-enum Storing {
-    /// A whole incoming document taken unchanged (bootstrap): stored as it came, not saved again.
-    Whole(Vec<u8>),
-    /// A stored document that took only changes: these (in the order applied) appended where the
-    /// stored bytes allow it ([`DocBytes::Append`]).
-    Append(Vec<u8>),
-    /// Saved whole.
-    Save,
-}
-
 /// Applies chunks by loading and merging their records' documents, one SQLite transaction.
 fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<ApplyReport> {
     let mut report = ApplyReport::default();
@@ -300,8 +292,9 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             bad.push(("-".into(), chunk.bytes.clone(), "bad record id".into()));
         }
     }
-    // Changed documents, with how each is stored.
-    let mut updated: Vec<(Record, Automerge, Storing)> = Vec::new();
+    // Changed documents, with their saved bytes when a whole incoming document was taken unchanged
+    // (bootstrap), so it is not saved again.
+    let mut updated: Vec<(Record, Automerge, Option<Vec<u8>>)> = Vec::new();
     let mut hold: Vec<(String, Change)> = Vec::new();
     let mut release: Vec<ChangeHash> = Vec::new();
     // Held changes are rare (a record's first change not yet arrived): when none are, no record
@@ -329,11 +322,6 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         };
         let mut singles: Vec<Change> = Vec::new();
         let mut taken_whole: Option<Vec<u8>> = None;
-        // Whether the stored bytes plus the changes applied here make the document: a stored record
-        // that only took changes.
-        let mut only_changes = !heads_before.is_empty() && held.is_empty();
-        // The changes among `singles` that the document did not have yet.
-        let mut fresh: HashSet<ChangeHash> = HashSet::new();
         for bytes in held.iter().map(Vec::as_slice).chain(pieces.iter().copied()) {
             // One change is applied as such, so its hash is known for holding; anything else is
             // read as document chunks (a whole document arrives when a record moves into scope).
@@ -346,43 +334,29 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
                 Change::from_bytes(bytes.to_vec()).map_err(|_| ())
             };
             match as_change {
-                Ok(change) => {
-                    if doc.get_change_meta_by_hash(&change.hash()).is_none() {
-                        fresh.insert(change.hash());
+                Ok(change) => match doc.apply_changes([change.clone()]) {
+                    Ok(()) => {
+                        taken_whole = None;
+                        singles.push(change)
                     }
-                    match doc.apply_changes([change.clone()]) {
-                        Ok(()) => {
-                            taken_whole = None;
-                            singles.push(change)
-                        }
-                        Err(_) => {
-                            bad.push((id.into(), bytes.to_vec(), "change does not apply".into()))
+                    Err(_) => bad.push((id.into(), bytes.to_vec(), "change does not apply".into())),
+                },
+                Err(_) => match Automerge::load(bytes) {
+                    // A whole document is checked completely before anything of it is merged.
+                    Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
+                        // A record new to this device: its document is taken as it is (bootstrap).
+                        let actor = doc.get_actor().clone();
+                        doc = other.with_actor(actor);
+                        taken_whole = Some(bytes.to_vec());
+                    }
+                    Ok(mut other) if !bytes.is_empty() => {
+                        taken_whole = None;
+                        if doc.merge(&mut other).is_err() {
+                            bad.push((id.into(), bytes.to_vec(), "document does not merge".into()));
                         }
                     }
-                }
-                Err(_) => {
-                    only_changes = false;
-                    match Automerge::load(bytes) {
-                        // A whole document is checked completely before anything of it is merged.
-                        Ok(other) if !bytes.is_empty() && doc.get_heads().is_empty() => {
-                            // A record new to this device: its document is taken as it is (bootstrap).
-                            let actor = doc.get_actor().clone();
-                            doc = other.with_actor(actor);
-                            taken_whole = Some(bytes.to_vec());
-                        }
-                        Ok(mut other) if !bytes.is_empty() => {
-                            taken_whole = None;
-                            if doc.merge(&mut other).is_err() {
-                                bad.push((
-                                    id.into(),
-                                    bytes.to_vec(),
-                                    "document does not merge".into(),
-                                ));
-                            }
-                        }
-                        _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
-                    }
-                }
+                    _ => bad.push((id.into(), bytes.to_vec(), "malformed remote chunk".into())),
+                },
             }
         }
         // Held changes queued in a document that was then replaced by a whole incoming document
@@ -395,7 +369,6 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         if !waiting.is_empty() {
             let _ = doc.apply_changes(waiting);
             taken_whole = None;
-            only_changes = false;
         }
         let changed = doc.get_heads() != heads_before;
         // A document that still has no kind or area cannot be shown or stored as a record; keep
@@ -406,14 +379,6 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             None
         };
         let unreadable = changed && record.is_none();
-        // The new changes that are in the document now (one still waiting for another stays held).
-        let applied: Vec<u8> = singles
-            .iter()
-            .filter(|c| {
-                fresh.contains(&c.hash()) && doc.get_change_meta_by_hash(&c.hash()).is_some()
-            })
-            .flat_map(|c| c.raw_bytes().iter().copied())
-            .collect();
         for change in singles {
             let hash = change.hash();
             if !unreadable && doc.get_change_meta_by_hash(&hash).is_some() {
@@ -428,12 +393,7 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
             continue;
         }
         if let Some(record) = record {
-            let storing = match taken_whole {
-                Some(bytes) => Storing::Whole(bytes),
-                None if only_changes => Storing::Append(applied),
-                None => Storing::Save,
-            };
-            updated.push((record, doc, storing));
+            updated.push((record, doc, taken_whole));
         } else if heads_before.is_empty() {
             // A record we do not have and could not start: nothing to cache.
         } else {
@@ -462,17 +422,26 @@ fn apply_documents(inner: &mut super::Inner, chunks: &[&RemoteChunk]) -> Result<
         .execute(params![sha_of(bytes), id, bytes, reason, now])?;
     }
     let mut search = projection::SearchWrites::default();
-    for (record, doc, storing) in &updated {
-        let saved;
-        let bytes = match storing {
-            Storing::Whole(bytes) => DocBytes::Whole(bytes),
-            Storing::Append(chunks) => DocBytes::Append { chunks, doc },
-            Storing::Save => {
-                saved = doc.save();
-                DocBytes::Whole(&saved)
+    for (record, doc, saved) in &updated {
+        match saved {
+            Some(bytes) => projection::project_deferred(
+                &tx,
+                record,
+                DocBytes::Whole(bytes),
+                true,
+                &mut search,
+            )?,
+            None => {
+                let saved = doc.save();
+                projection::project_deferred(
+                    &tx,
+                    record,
+                    DocBytes::Whole(&saved),
+                    true,
+                    &mut search,
+                )?
             }
         };
-        projection::project_deferred(&tx, record, bytes, true, &mut search)?;
     }
     search.flush(&tx)?;
     tx.commit()?;

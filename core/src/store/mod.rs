@@ -749,6 +749,44 @@ impl Inner {
         Ok(self.docs.get_mut(id).expect("just inserted"))
     }
 
+    /// Saves whole again the stored documents among `ids` that carry appended chunks (see
+    /// [`Store::mark_pushed`]), in one transaction. A document that cannot be loaded is left as it is
+    /// (its next read reports it).
+    pub(crate) fn compact_documents(&mut self, ids: &[String]) -> Result<()> {
+        let mut appended = Vec::new();
+        for id in ids {
+            let head: Option<(i64, Vec<u8>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT length(doc), substr(doc, 1, 20) FROM records WHERE id = ?1",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if head.is_some_and(|(len, prefix)| {
+                usize::try_from(len).is_ok_and(|len| projection::has_appended(&prefix, len))
+            }) {
+                appended.push(id);
+            }
+        }
+        let mut saved = Vec::with_capacity(appended.len());
+        for id in appended {
+            match self.doc(id) {
+                Ok(doc) => saved.push((id, doc.save())),
+                Err(e) => tracing::warn!(record = %id, error = %e, "could not compact a document"),
+            }
+        }
+        if saved.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for (id, bytes) in &saved {
+            tx.prepare_cached("UPDATE records SET doc = ?2 WHERE id = ?1")?
+                .execute(params![id, bytes])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Compares the projection the relay sent for a record with the record as its document reads,
     /// the first time the device loads that document. The document is the truth: the row is rewritten
     /// from it (which also compacts the change chunks appended since the relay's snapshot), and a

@@ -143,17 +143,28 @@ fn chunk_lengths(bytes: &[u8]) -> impl Iterator<Item = Option<usize>> + '_ {
             return None;
         }
         let rest = &bytes[at..];
-        let len = (rest.len() > 9 && rest[..4] == [0x85, 0x6f, 0x4a, 0x83])
-            .then(|| leb128(&rest[9..]))
-            .flatten()
-            .and_then(|(contents, size)| 9usize.checked_add(size)?.checked_add(contents))
-            .filter(|&len| len <= rest.len());
+        let len = chunk_len(rest).filter(|&len| len <= rest.len());
         at = match len {
             Some(len) => at + len,
             None => bytes.len(),
         };
         Some(len)
     })
+}
+
+/// Whether a record's stored document bytes carry chunks after the first (appended by
+/// [`DocBytes::Append`]), told from their length and their first bytes (`prefix`: 20 are enough).
+pub(crate) fn has_appended(prefix: &[u8], stored_len: usize) -> bool {
+    chunk_len(prefix).is_some_and(|first| first < stored_len)
+}
+
+/// The length (header included) that the header of the chunk at the start of `bytes` declares.
+fn chunk_len(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() <= 9 || bytes[..4] != [0x85, 0x6f, 0x4a, 0x83] {
+        return None;
+    }
+    let (contents, size) = leb128(&bytes[9..])?;
+    9usize.checked_add(size)?.checked_add(contents)
 }
 
 /// An unsigned LEB128 number at the start of `bytes`, and its size in bytes.

@@ -105,19 +105,29 @@ impl Store {
     /// pushed. A record that left the user's scope while these changes waited goes now (see `purge`).
     pub fn mark_pushed(&self, seqs: &[i64]) -> Result<()> {
         let mut inner = self.lock();
-        let tx = inner.conn.transaction()?;
         let mut records = Vec::new();
         for seq in seqs {
-            let record: Option<String> = tx
-                .prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING record_id")?
+            let record: Option<String> = inner
+                .conn
+                .prepare_cached("SELECT record_id FROM outbox WHERE seq = ?1")?
                 .query_row([seq], |r| r.get(0))
                 .optional()?;
             records.extend(record);
         }
-        tx.commit()?;
         records.sort();
         records.dedup();
-        inner.compact_documents(&records)?;
+        // Saved before the transaction (loading a document may write its checked view), written in it.
+        let compacted = inner.compacted(&records)?;
+        let tx = inner.conn.transaction()?;
+        for seq in seqs {
+            tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+                .execute([seq])?;
+        }
+        for (id, bytes) in &compacted {
+            tx.prepare_cached("UPDATE records SET doc = ?2 WHERE id = ?1")?
+                .execute(params![id, bytes])?;
+        }
+        tx.commit()?;
         inner.purge_out_of_scope(Some(&records))?;
         Ok(())
     }

@@ -749,10 +749,9 @@ impl Inner {
         Ok(self.docs.get_mut(id).expect("just inserted"))
     }
 
-    /// Saves whole again the stored documents among `ids` that carry appended chunks (see
-    /// [`Store::mark_pushed`]), in one transaction. A document that cannot be loaded is left as it is
-    /// (its next read reports it).
-    pub(crate) fn compact_documents(&mut self, ids: &[String]) -> Result<()> {
+    /// The documents among `ids` whose stored bytes carry appended chunks (see [`Store::mark_pushed`]),
+    /// each saved whole. A document that cannot be loaded is left out (its next read reports it).
+    pub(crate) fn compacted<'a>(&mut self, ids: &'a [String]) -> Result<Vec<(&'a str, Vec<u8>)>> {
         let mut appended = Vec::new();
         for id in ids {
             let head: Option<(i64, Vec<u8>)> = self
@@ -765,7 +764,7 @@ impl Inner {
             if head.is_some_and(|(len, prefix)| {
                 usize::try_from(len).is_ok_and(|len| projection::has_appended(&prefix, len))
             }) {
-                appended.push(id);
+                appended.push(id.as_str());
             }
         }
         let mut saved = Vec::with_capacity(appended.len());
@@ -775,16 +774,7 @@ impl Inner {
                 Err(e) => tracing::warn!(record = %id, error = %e, "could not compact a document"),
             }
         }
-        if saved.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        for (id, bytes) in &saved {
-            tx.prepare_cached("UPDATE records SET doc = ?2 WHERE id = ?1")?
-                .execute(params![id, bytes])?;
-        }
-        tx.commit()?;
-        Ok(())
+        Ok(saved)
     }
 
     /// Compares the projection the relay sent for a record with the record as its document reads,

@@ -410,3 +410,55 @@ fn encrypt_converts_a_plaintext_store_in_place() {
     drop(relay);
     assert!(!relay_files(&dir).iter().any(|(_, b)| holds(b, NAME)));
 }
+
+/// New and converted relay databases authenticate their pages with HMAC-SHA256; one made before
+/// (SQLCipher's default, HMAC-SHA512) still opens, takes writes and keeps its own.
+#[test]
+fn pages_are_authenticated_with_sha256_and_older_databases_still_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = random_key();
+    let Key::Hex(hex) = &key else { unreachable!() };
+    let opens_with = |dir: &Path, algorithm: &str| -> bool {
+        let c = rusqlite::Connection::open(dir.join("gridwork.db")).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA cipher_log_level = NONE; PRAGMA key = \"x'{hex}'\";
+             PRAGMA cipher_hmac_algorithm = {algorithm};"
+        ))
+        .unwrap();
+        c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_ok()
+    };
+    let add = ["area", "add", "d1", "--level", "district", "--name", "D"];
+    let new = tmp.path().join("new");
+    admin_ok(&new, &key, &add);
+    assert!(opens_with(&new, "HMAC_SHA256"));
+    assert!(!opens_with(&new, "HMAC_SHA512"));
+
+    // A database made with SQLCipher's default.
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o700)).unwrap();
+    {
+        let c = rusqlite::Connection::open(old.join("gridwork.db")).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA key = \"x'{hex}'\"; PRAGMA cipher_hmac_algorithm = HMAC_SHA512;
+             CREATE TABLE made_before (x); DROP TABLE made_before;"
+        ))
+        .unwrap();
+    }
+    admin_ok(&old, &key, &add);
+    assert!(admin_ok(&old, &key, &["area", "list"]).contains("d1"));
+    assert!(opens_with(&old, "HMAC_SHA512"), "it keeps its own");
+    assert!(!opens_with(&old, "HMAC_SHA256"));
+    // A wrong key is still told as such (neither authentication opens it).
+    assert!(admin_err(&old, &random_key(), &["area", "list"]).contains("wrong key"));
+
+    // Converted from plaintext.
+    let plain = tmp.path().join("plain");
+    admin_ok(&plain, &Key::Insecure, &add);
+    admin_ok(&plain, &key, &["encrypt"]);
+    assert!(opens_with(&plain, "HMAC_SHA256"));
+    assert!(admin_ok(&plain, &key, &["area", "list"]).contains("d1"));
+}

@@ -181,7 +181,8 @@ impl Env {
                 let conn = rusqlite::Connection::open(dir.path().join("gridwork.db")).unwrap();
                 let key = self.sqlite_key.as_ref().unwrap();
                 conn.execute_batch(&format!(
-                    "PRAGMA key = \"x'{key}'\"; PRAGMA busy_timeout = 10000;"
+                    "PRAGMA key = \"x'{key}'\"; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;
+                     PRAGMA busy_timeout = 10000;"
                 ))
                 .unwrap();
                 conn.execute_batch(sqlite).unwrap();
@@ -204,8 +205,11 @@ impl Env {
             (_, Some(dir)) => {
                 let conn = rusqlite::Connection::open(dir.path().join("gridwork.db")).unwrap();
                 let key = self.sqlite_key.as_ref().unwrap();
-                conn.execute_batch(&format!("PRAGMA key = \"x'{key}'\"; BEGIN IMMEDIATE;"))
-                    .unwrap();
+                conn.execute_batch(&format!(
+                    "PRAGMA key = \"x'{key}'\"; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;
+                     BEGIN IMMEDIATE;"
+                ))
+                .unwrap();
                 WriterHold::Sqlite(conn)
             }
             _ => unreachable!("an SQLite store has its directory"),

@@ -491,8 +491,12 @@ async fn check_nothing_lost(storage: &StorageConfig, data: &V2Data) {
 /// The schema of an SQLite store: every object's definition, and the version.
 fn sqlite_schema(dir: &std::path::Path, key: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join("gridwork.db")).unwrap();
-    conn.execute_batch(&format!("PRAGMA key = \"x'{key}'\";"))
-        .unwrap();
+    // Both databases compared are made (or converted) by this relay: pages authenticated with
+    // HMAC-SHA256.
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{key}'\"; PRAGMA cipher_hmac_algorithm = HMAC_SHA256;"
+    ))
+    .unwrap();
     let mut st = conn
         .prepare(
             "SELECT type, name, tbl_name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name",

@@ -130,19 +130,49 @@ fn sqlcipher_process_init() {
     });
 }
 
-/// Opens `path` and sets its key; a key that fails to set is tried again on a new connection (twice,
-/// a moment apart) before the error is reported, as the device store does (a transient failure under
-/// load was seen there).
-fn open_keyed(path: &Path, encryption: &Encryption) -> Result<Connection> {
+/// How the pages of an encrypted relay database are authenticated. SQLCipher 4's default is
+/// HMAC-SHA512; databases made since this relay version use HMAC-SHA256, which recent x86 CPUs (SHA-NI)
+/// and ARMv8 compute in hardware: every page the writer commits is authenticated and every page a
+/// reader loads is checked, so it is a cost of every push and pull (BENCHMARKS.md section 14). The tag
+/// stays 256 bits. SQLCipher cannot tell from a file which one made it (its header is encrypted too), so
+/// a database that does not open with the first is opened with the second: databases made before keep
+/// working as they are. The device store does the same (`core/src/store/mod.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PageHmac {
+    Sha256,
+    /// SQLCipher 4's default, databases made before HMAC-SHA256.
+    Sha512,
+}
+
+impl PageHmac {
+    /// In the order a database is tried with.
+    const ALL: [PageHmac; 2] = [PageHmac::Sha256, PageHmac::Sha512];
+
+    /// The pragma that sets it, for the database `schema` of a connection.
+    fn pragma(self, schema: &str) -> String {
+        let algorithm = match self {
+            PageHmac::Sha256 => "HMAC_SHA256",
+            PageHmac::Sha512 => "HMAC_SHA512",
+        };
+        format!("PRAGMA {schema}.cipher_hmac_algorithm = {algorithm};")
+    }
+}
+
+/// Opens `path` and sets its key and page authentication; a key that fails to set is tried again on
+/// a new connection (twice, a moment apart) before the error is reported, as the device store does (a
+/// transient failure under load was seen there).
+fn open_keyed(path: &Path, encryption: &Encryption, hmac: PageHmac) -> Result<Connection> {
     sqlcipher_process_init();
     let mut attempt = 0;
     loop {
         let conn = Connection::open(path)?;
         let keyed = match encryption {
-            Encryption::Key(key) => conn.execute_batch(&format!(
-                "PRAGMA key = {};",
-                key.sqlcipher_literal().as_str()
-            )),
+            Encryption::Key(key) => conn
+                .execute_batch(&format!(
+                    "PRAGMA key = {};",
+                    key.sqlcipher_literal().as_str()
+                ))
+                .and_then(|()| conn.execute_batch(&hmac.pragma("main"))),
             _ => Ok(()),
         };
         match keyed {
@@ -159,16 +189,33 @@ fn open_keyed(path: &Path, encryption: &Encryption) -> Result<Connection> {
 }
 
 fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
-    let conn = open_keyed(path, encryption)?;
-    // The first read decrypts page 1: a wrong key, or a file of the other kind, fails here.
-    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    }) {
-        return Err(match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase) => key_mismatch(path, encryption),
-            _ => e.into(),
-        });
-    }
+    open_conn_with(path, encryption, &PageHmac::ALL)
+}
+
+/// [`open_conn`] trying the page authentications `hmacs` in turn.
+fn open_conn_with(path: &Path, encryption: &Encryption, hmacs: &[PageHmac]) -> Result<Connection> {
+    let mut hmacs = hmacs.iter().peekable();
+    let conn = loop {
+        let hmac = *hmacs.next().expect("at least one page authentication");
+        let conn = open_keyed(path, encryption, hmac)?;
+        // The first read decrypts page 1: a wrong key, a file of the other kind, or a database whose
+        // pages the other HMAC authenticates fails here.
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => break conn,
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
+                    && matches!(encryption, Encryption::Key(_))
+                    && hmacs.peek().is_some() => {}
+            Err(e) => {
+                return Err(match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::NotADatabase) => key_mismatch(path, encryption),
+                    _ => e.into(),
+                })
+            }
+        }
+    };
     conn.busy_timeout(Duration::from_secs(10))?;
     // WAL: readers never block the writer. synchronous=FULL: fsync the WAL on every commit, so
     // whatever was acknowledged survives power loss.
@@ -328,6 +375,7 @@ fn export_encrypted(db: &Path, tmp: &Path, key: &RelayKey) -> Result<i64> {
         ),
         [tmp_str],
     )?;
+    conn.execute_batch(&PageHmac::Sha256.pragma("encrypted"))?;
     conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
     conn.execute_batch(&format!("PRAGMA encrypted.user_version = {version};"))?;
     conn.execute_batch("DETACH DATABASE encrypted;")?;

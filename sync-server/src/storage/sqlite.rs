@@ -39,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     path: PathBuf,
     encryption: Encryption,
+    /// The page authentication the database opened with: later connections use it alone.
+    hmac: PageHmac,
     pool: Mutex<Vec<Connection>>,
     /// Bounds concurrent reads to the pool size: a burst of requests queues here (cheaply, on the
     /// async side) instead of opening a connection and a blocking thread per request.
@@ -188,14 +190,20 @@ fn open_keyed(path: &Path, encryption: &Encryption, hmac: PageHmac) -> Result<Co
     }
 }
 
-fn open_conn(path: &Path, encryption: &Encryption) -> Result<Connection> {
+/// Opens a connection to a database whose page authentication is not known yet: each of
+/// [`PageHmac::ALL`] is tried in turn. Returns the one that opened it too.
+fn open_conn(path: &Path, encryption: &Encryption) -> Result<(Connection, PageHmac)> {
     open_conn_with(path, encryption, &PageHmac::ALL)
 }
 
 /// [`open_conn`] trying the page authentications `hmacs` in turn.
-fn open_conn_with(path: &Path, encryption: &Encryption, hmacs: &[PageHmac]) -> Result<Connection> {
+fn open_conn_with(
+    path: &Path,
+    encryption: &Encryption,
+    hmacs: &[PageHmac],
+) -> Result<(Connection, PageHmac)> {
     let mut hmacs = hmacs.iter().peekable();
-    let conn = loop {
+    let (conn, hmac) = loop {
         let hmac = *hmacs.next().expect("at least one page authentication");
         let conn = open_keyed(path, encryption, hmac)?;
         // The first read decrypts page 1: a wrong key, a file of the other kind, or a database whose
@@ -203,7 +211,7 @@ fn open_conn_with(path: &Path, encryption: &Encryption, hmacs: &[PageHmac]) -> R
         match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         }) {
-            Ok(_) => break conn,
+            Ok(_) => break (conn, hmac),
             Err(e)
                 if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
                     && matches!(encryption, Encryption::Key(_))
@@ -225,7 +233,7 @@ fn open_conn_with(path: &Path, encryption: &Encryption, hmacs: &[PageHmac]) -> R
     conn.pragma_update(None, "cache_size", -32_000)?;
     // The writer's statements: a few per table and chunk size (see `chunk_sizes`), kept prepared.
     conn.set_prepared_statement_cache_capacity(128);
-    Ok(conn)
+    Ok((conn, hmac))
 }
 
 /// The error for a database the given key (or the absence of one) does not open.
@@ -319,7 +327,7 @@ pub fn encrypt_database(data_dir: &Path, key: &RelayKey) -> Result<i64> {
     })?;
     // The copy must open with the key and be sound before it replaces anything.
     {
-        let check = open_conn(&tmp, &Encryption::Key(key.clone()))?;
+        let (check, _) = open_conn(&tmp, &Encryption::Key(key.clone()))?;
         let ok: String = check.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         let v: i64 = check.pragma_query_value(None, "user_version", |r| r.get(0))?;
         // Back to a rollback journal, so no WAL under the temporary name outlives the rename.
@@ -410,12 +418,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 impl SqliteStore {
     pub fn open(data_dir: &Path, encryption: &Encryption, limits: &Limits) -> Result<SqliteStore> {
         let path = prepare_files(data_dir)?;
-        let mut conn = open_conn(&path, encryption)?;
+        let (mut conn, hmac) = open_conn(&path, encryption)?;
+        let open = || open_conn_with(&path, encryption, &[hmac]).map(|(c, _)| c);
         migrate(&mut conn)?;
-        let writer_conn = open_conn(&path, encryption)?;
+        let writer_conn = open()?;
         // The WAL and shared-memory files exist now: make sure they are private too.
         restrict_files(&path)?;
-        let checkpointer = Checkpointer::start(open_conn(&path, encryption)?)?;
+        let checkpointer = Checkpointer::start(open()?)?;
         writer_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
         let mut sql = SqliteSql::new(writer_conn);
         sql.after_commit = Some(checkpointer.wake.clone());
@@ -423,11 +432,12 @@ impl SqliteStore {
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
-            pool.push(open_conn(&path, encryption)?);
+            pool.push(open()?);
         }
         Ok(SqliteStore {
             path,
             encryption: encryption.clone(),
+            hmac,
             checkpointer: Mutex::new(Some(checkpointer)),
             pool: Mutex::new(pool),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(readers)),
@@ -444,7 +454,7 @@ impl SqliteStore {
             .pop();
         let mut conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path, &self.encryption)?,
+            None => open_conn_with(&self.path, &self.encryption, &[self.hmac])?.0,
         };
         let out = f(&mut conn);
         if let Ok(mut p) = self.pool.lock() {

@@ -583,82 +583,95 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
     let apply = rate(changes.len(), t.elapsed());
     drop(replica);
     // (c') the same changes as pull pages carry them, with the relay's view on each record's latest
-    // entry: records are stored without loading their documents.
-    let viewed = open_store(
-        &dir.join(format!("replica-views-{}.db", v.name())),
-        v,
-        Some("replica"),
-    );
-    add_areas(&viewed, grids);
-    let pages: Vec<std::collections::HashMap<String, Record>> = changes
-        .chunks(BATCH)
-        .enumerate()
-        .map(|(b, batch)| {
-            batch
-                .iter()
-                .enumerate()
-                .filter(|(j, c)| last_entry[c.record_id.as_str()] == b * BATCH + j)
-                .map(|(_, c)| (c.record_id.clone(), views_now[&c.record_id].clone()))
-                .collect()
-        })
-        .collect();
-    let t = Instant::now();
-    for (batch, views) in changes.chunks(BATCH).zip(&pages) {
-        let report = viewed.apply_page(batch, views).unwrap();
-        assert_eq!(report.malformed + report.held, 0);
-    }
-    let apply_views = rate(changes.len(), t.elapsed());
-    // Outside the timing: every view reads as its document does.
-    viewed.check_views(u32::MAX).unwrap();
-    assert_eq!(viewed.view_repairs().unwrap(), 0);
-    drop(viewed);
-    let mut rbase = baseline_conn(&dir.join(format!("replica-base-{}.db", v.name())), v);
-    rbase.execute_batch(BASELINE_SCHEMA).unwrap();
-    let t = Instant::now();
-    let mut seen = 0usize;
-    for batch in changes.chunks(BATCH) {
-        let tx = rbase.transaction().unwrap();
-        for c in batch {
-            let hash = {
-                use sha2::Digest;
-                sha2::Sha256::digest(&c.bytes).to_vec()
-            };
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO changes (hash, record_id, bytes) VALUES (?1, ?2, ?3)",
-            )
-            .unwrap()
-            .execute(params![hash, c.record_id, c.bytes])
-            .unwrap();
-            if seen < cfg.n {
-                let p = &people[seen];
+    // entry: records are stored without loading their documents. In pages of BATCH, and (c'') of
+    // the sync client's page size.
+    let apply_with_views = |page: usize| -> f64 {
+        let viewed = open_store(
+            &dir.join(format!("replica-views-{page}-{}.db", v.name())),
+            v,
+            Some("replica"),
+        );
+        add_areas(&viewed, grids);
+        let pages: Vec<std::collections::HashMap<String, Record>> = changes
+            .chunks(page)
+            .enumerate()
+            .map(|(b, batch)| {
+                batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, c)| last_entry[c.record_id.as_str()] == b * page + j)
+                    .map(|(_, c)| (c.record_id.clone(), views_now[&c.record_id].clone()))
+                    .collect()
+            })
+            .collect();
+        let t = Instant::now();
+        for (batch, views) in changes.chunks(page).zip(&pages) {
+            let report = viewed.apply_page(batch, views).unwrap();
+            assert_eq!(report.malformed + report.held, 0);
+        }
+        let measured = rate(changes.len(), t.elapsed());
+        // Outside the timing: every view reads as its document does.
+        viewed.check_views(u32::MAX).unwrap();
+        assert_eq!(viewed.view_repairs().unwrap(), 0);
+        measured
+    };
+    // The plain baseline: the same changes into a plain table, `batch_size` per transaction.
+    let baseline_apply = |batch_size: usize| -> f64 {
+        let mut rbase = baseline_conn(
+            &dir.join(format!("replica-base-{batch_size}-{}.db", v.name())),
+            v,
+        );
+        rbase.execute_batch(BASELINE_SCHEMA).unwrap();
+        let t = Instant::now();
+        let mut seen = 0usize;
+        for batch in changes.chunks(batch_size) {
+            let tx = rbase.transaction().unwrap();
+            for c in batch {
+                let hash = {
+                    use sha2::Digest;
+                    sha2::Sha256::digest(&c.bytes).to_vec()
+                };
                 tx.prepare_cached(
-                    "INSERT INTO people (id, area, name, sex, birth_date, phone, id_number)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO changes (hash, record_id, bytes) VALUES (?1, ?2, ?3)",
                 )
                 .unwrap()
-                .execute(params![
-                    c.record_id,
-                    p.area,
-                    p.name,
-                    p.sex,
-                    p.birth_date,
-                    p.phone,
-                    p.id_number
-                ])
+                .execute(params![hash, c.record_id, c.bytes])
                 .unwrap();
-            } else {
-                let (id, phone) = &edits[seen - cfg.n];
-                tx.prepare_cached("UPDATE people SET phone = ?1 WHERE id = ?2")
+                if seen < cfg.n {
+                    let p = &people[seen];
+                    tx.prepare_cached(
+                        "INSERT INTO people (id, area, name, sex, birth_date, phone, id_number)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
                     .unwrap()
-                    .execute(params![phone, id])
+                    .execute(params![
+                        c.record_id,
+                        p.area,
+                        p.name,
+                        p.sex,
+                        p.birth_date,
+                        p.phone,
+                        p.id_number
+                    ])
                     .unwrap();
+                } else {
+                    let (id, phone) = &edits[seen - cfg.n];
+                    tx.prepare_cached("UPDATE people SET phone = ?1 WHERE id = ?2")
+                        .unwrap()
+                        .execute(params![phone, id])
+                        .unwrap();
+                }
+                seen += 1;
             }
-            seen += 1;
+            tx.commit().unwrap();
         }
-        tx.commit().unwrap();
-    }
-    let base_apply = rate(changes.len(), t.elapsed());
-    drop(rbase);
+        rate(changes.len(), t.elapsed())
+    };
+    let apply_views = apply_with_views(BATCH);
+    let base_apply = baseline_apply(BATCH);
+    let client_page = gridwork_core::SyncConfig::new("", "").page_size as usize;
+    let apply_client_pages = apply_with_views(client_page);
+    let base_client_pages = baseline_apply(client_page);
     res.add(
         &format!(
             "(c) apply {} remote changes in batches of {BATCH} (changes/s)",
@@ -680,6 +693,16 @@ fn run_variant(cfg: Config, v: Variant, dir: &Path) -> Results {
         format!("{:.1}x slower", base_apply / apply_views),
         ">= 20,000/s",
         Some(apply_views >= 20_000.0),
+    );
+    res.add(
+        &format!(
+            "(c'') the same at the sync client's page size, {client_page} changes per page (changes/s)"
+        ),
+        format!("{apply_client_pages:.0}"),
+        format!("{base_client_pages:.0}"),
+        format!("{:.1}x slower", base_client_pages / apply_client_pages),
+        ">= 20,000/s",
+        Some(apply_client_pages >= 20_000.0),
     );
 
     // (e) open and list one grid ----------------------------------------------------------------

@@ -189,11 +189,16 @@ pub(crate) fn project_deferred(
     search: &mut SearchWrites,
 ) -> Result<i64> {
     let id = record.id.as_str();
+    // The stored document bytes are read only where the change may be appended to them.
+    let appending = matches!(bytes, DocBytes::Append { .. });
     let existing: Option<Existing> = conn
-        .prepare_cached(
+        .prepare_cached(if appending {
             "SELECT rid, kind, search_key, view, checked, area, responsible, deleted, doc
-             FROM records WHERE id = ?1",
-        )?
+             FROM records WHERE id = ?1"
+        } else {
+            "SELECT rid, kind, search_key, view, checked, area, responsible, deleted, NULL
+             FROM records WHERE id = ?1"
+        })?
         .query_row([id], |r| {
             Ok(Existing {
                 rid: r.get(0)?,
@@ -210,9 +215,12 @@ pub(crate) fn project_deferred(
         .optional()?;
     let bytes: std::borrow::Cow<'_, [u8]> = match (bytes, &existing) {
         (DocBytes::Whole(bytes), _) => bytes.into(),
-        (DocBytes::Append { chunks, .. }, Some(old)) if may_append(&old.doc, chunks.len()) => {
-            [&old.doc[..], chunks].concat().into()
-        }
+        (
+            DocBytes::Append { chunks, .. },
+            Some(Existing {
+                doc: Some(stored), ..
+            }),
+        ) if may_append(stored, chunks.len()) => [&stored[..], chunks].concat().into(),
         (DocBytes::Append { doc, .. }, _) => doc.save().into(),
     };
     let bytes = &bytes[..];
@@ -318,8 +326,8 @@ struct Existing {
     area: String,
     responsible: Option<String>,
     deleted: bool,
-    /// The stored document bytes.
-    doc: Vec<u8>,
+    /// The stored document bytes, when the write may append to them.
+    doc: Option<Vec<u8>>,
 }
 
 /// A kind field's value as its projection column holds it (an empty value is NULL).

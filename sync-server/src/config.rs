@@ -209,7 +209,12 @@ pub struct Limits {
     /// Threads a large batch of pushes is judged on (records are independent; each record's
     /// changes are judged in order on one thread). Default: the machine's cores, at most 4.
     pub plan_threads: usize,
-    /// Database connections (SQLite readers, or the PostgreSQL pool size).
+    /// Fewest queued changes the push writer judges while its last transaction commits; fewer wait
+    /// for that commit (a round of lookups per device pushing a few changes would cost more than
+    /// the overlap gains).
+    pub pipeline_min_changes: usize,
+    /// Database connections for reads and administration (SQLite readers, or PostgreSQL's pool);
+    /// the push writer has its own two on top.
     pub db_connections: usize,
 }
 
@@ -236,6 +241,7 @@ impl Default for Limits {
             plan_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
+            pipeline_min_changes: 256,
             db_connections: 8,
         }
     }

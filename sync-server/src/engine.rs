@@ -320,6 +320,20 @@ pub struct Plan {
     pub entries: Vec<NewEntry>,
     pub records: Vec<RecordWrite>,
     results: Vec<Vec<Planned>>,
+    /// The documents the plan was judged on, taken out of the engine's cache: they go back with
+    /// [`Engine::committed`], or are dropped with [`Engine::aborted`]. A plan carries its own, so
+    /// that the next batch can be planned while this one is being written.
+    working: Working,
+}
+
+/// The working documents of a plan.
+#[derive(Default)]
+struct Working(FastMap<String, CachedDoc>);
+
+impl std::fmt::Debug for Working {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} working documents", self.0.len())
+    }
 }
 
 impl Plan {
@@ -554,8 +568,6 @@ impl AreaMap {
 pub struct Engine {
     cache: LruCache<String, CachedDoc>,
     pub areas: AreaMap,
-    /// Documents taken out of the cache for the batch being planned.
-    working: FastMap<String, CachedDoc>,
     /// Writer time one push may take before its remaining changes are answered `busy`.
     max_push: Duration,
     /// Threads a large batch is judged on.
@@ -569,7 +581,6 @@ impl Engine {
                 NonZeroUsize::new(limits.doc_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
             ),
             areas: AreaMap::default(),
-            working: FastMap::default(),
             max_push: Duration::from_millis(limits.max_push_millis),
             threads: limits.plan_threads.max(1),
         }
@@ -624,7 +635,6 @@ impl Engine {
         existing: &FastMap<[u8; 32], i64>,
         mut rows: FastMap<String, RecordRow>,
     ) -> Plan {
-        self.working.clear();
         let shard_of = self.shards(jobs);
         let shards = shard_of.values().copied().max().map_or(1, |m| m + 1);
         // Each shard's records: the cached documents (a loaded row is newer than any cached copy)
@@ -772,7 +782,7 @@ impl Engine {
                 r.last_entry = global[s][r.last_entry];
                 plan.records.push(r);
             }
-            self.working.extend(out.working);
+            plan.working.0.extend(out.working);
             entries.push(out.entries.into_iter().map(Some).collect());
         }
         plan.records.sort_unstable_by_key(|r| r.last_entry);
@@ -805,9 +815,10 @@ impl Engine {
     }
 
     /// The plan was committed with `entries[0]` at `first_seq`: cache the new document versions.
-    pub fn committed(&mut self, plan: &Plan, first_seq: i64) {
+    pub fn committed(&mut self, plan: &mut Plan, first_seq: i64) {
+        let working = &mut plan.working.0;
         for rw in &plan.records {
-            if let Some(mut w) = self.working.remove(&rw.id) {
+            if let Some(mut w) = working.remove(&rw.id) {
                 w.version = first_seq + rw.last_entry as i64;
                 w.in_db = true;
                 w.stored_paths = rw.paths.clone();
@@ -816,14 +827,14 @@ impl Engine {
         }
         // Working documents that were only read (every change rejected or duplicate) are unchanged
         // and go back too.
-        for (id, w) in self.working.drain() {
+        for (id, w) in working.drain() {
             self.cache.put(id, w);
         }
     }
 
     /// The plan was not written: forget every document it touched (the database is the truth).
-    pub fn aborted(&mut self) {
-        for (id, _) in self.working.drain() {
+    pub fn aborted(&mut self, plan: &mut Plan) {
+        for (id, _) in plan.working.0.drain() {
             self.cache.pop(&id);
         }
     }

@@ -42,9 +42,14 @@ enum WriterHold {
 
 impl WriterHold {
     async fn release(self) {
+        self.release_after("").await
+    }
+
+    /// Runs `sql` (the same on both backends) in the held transaction, then commits.
+    async fn release_after(self, sql: &str) {
         match self {
-            WriterHold::Sqlite(c) => c.execute_batch("COMMIT").unwrap(),
-            WriterHold::Postgres(c) => c.batch_execute("COMMIT").await.unwrap(),
+            WriterHold::Sqlite(c) => c.execute_batch(&format!("{sql} COMMIT;")).unwrap(),
+            WriterHold::Postgres(c) => c.batch_execute(&format!("{sql} COMMIT;")).await.unwrap(),
         }
     }
 }
@@ -2017,6 +2022,127 @@ async fn relays_judge_at_once(b: Backend) {
     env.stop().await;
 }
 
+/// The writer judges the next batch while the last one commits. A batch that touches a record of the
+/// one being committed waits for its commit (else an edit would be judged on the document without
+/// the edit before it); a plan whose areas changed before its commit is judged again (else a record
+/// would be stored with its area's old place).
+async fn plans_the_next_batch_while_the_last_commits(b: Backend) {
+    // Every push is judged while the last transaction commits, however small.
+    let env = Env::with_limits(
+        b,
+        Limits {
+            pipeline_min_changes: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let (r, mut doc, c1) = env.person("wa", "g1", "Pia");
+    assert_eq!(env.push1("wa", &r, c1).await["status"], "accepted");
+
+    // The same record in two batches: an edit, then the edit after it.
+    let after = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    let e1 = env.edit("wa", &mut doc, "phone", "13800138021");
+    let e2 = env.edit("wa", &mut doc, "phone", "13800138022");
+    let hold = env.hold_writer().await;
+    let (first, second, ()) = tokio::join!(
+        env.push1("wa", &r, e1),
+        async {
+            after(250).await;
+            env.push1("wa", &r, e2).await
+        },
+        async {
+            after(600).await;
+            hold.release().await;
+        }
+    );
+    for a in [&first, &second] {
+        assert_eq!(a["status"], "accepted", "{a}");
+    }
+    // The same change in two batches.
+    let e3 = env.edit("wa", &mut doc, "phone", "13800138023");
+    let hold = env.hold_writer().await;
+    let (first, again, ()) = tokio::join!(
+        env.push1("wa", &r, e3.clone()),
+        async {
+            after(250).await;
+            env.push1("wa", &r, e3).await
+        },
+        async {
+            after(600).await;
+            hold.release().await;
+        }
+    );
+    for a in [&first, &again] {
+        assert_eq!(a["status"], "accepted", "{a}");
+    }
+    assert_eq!(
+        first["seq"], again["seq"],
+        "one entry for the change pushed twice"
+    );
+    let (seqs, heads) = env.stored(&r).await;
+    assert_eq!(seqs.len(), 4, "{seqs:?}");
+    assert_eq!(heads, doc.get_heads());
+
+    // Two batches judged while a third commits, written together: each answered with its own
+    // entry.
+    let e4 = env.edit("wa", &mut doc, "phone", "13800138024");
+    let (x, x_doc, x_bytes) = env.person("wa", "g1", "Xan");
+    let (y, y_doc, y_bytes) = env.person("wa", "g1", "Yul");
+    let hold = env.hold_writer().await;
+    let (first, x_answer, y_answer, ()) = tokio::join!(
+        env.push1("wa", &r, e4),
+        async {
+            after(250).await;
+            env.push1("wa", &x, x_bytes).await
+        },
+        async {
+            after(400).await;
+            env.push1("wa", &y, y_bytes).await
+        },
+        async {
+            after(700).await;
+            hold.release().await;
+        }
+    );
+    let (items, _) = env.pull_all("op", 0, 1000).await;
+    for (answer, record, d) in [(&x_answer, &x, &x_doc), (&y_answer, &y, &y_doc)] {
+        assert_eq!(answer["status"], "accepted", "{answer}");
+        assert_eq!(answer["hash"], d.get_heads()[0].to_string());
+        let item = items.iter().find(|i| i["seq"] == answer["seq"]).unwrap();
+        assert_eq!(item["record"], record.as_str());
+    }
+    assert_eq!(first["status"], "accepted", "{first}");
+
+    // Another record while the first batch waits for the lock, planned with the areas as they were;
+    // g2 moves under c2 before either commits.
+    let (a, _, a_bytes) = env.person("wa", "g1", "Quin");
+    let (moved, _, moved_bytes) = env.person("op", "g2", "Ros");
+    let hold = env.hold_writer().await;
+    let (a_answer, moved_answer, ()) = tokio::join!(
+        env.push1("wa", &a, a_bytes),
+        async {
+            after(250).await;
+            env.push1("op", &moved, moved_bytes).await
+        },
+        async {
+            after(600).await;
+            hold.release_after(
+                "UPDATE areas SET parent = 'c2', path = 'd1/s2/c2/g2/' WHERE id = 'g2';
+                 UPDATE meta SET value = value + 1 WHERE key = 'areas_version';",
+            )
+            .await;
+        }
+    );
+    assert_eq!(a_answer["status"], "accepted", "{a_answer}");
+    assert_eq!(moved_answer["status"], "accepted", "{moved_answer}");
+    assert!(
+        snapshot_ids(&env, "sup2").await.contains(&moved),
+        "the record is stored in its area's new place"
+    );
+    assert!(!snapshot_ids(&env, "sup").await.contains(&moved));
+    env.stop().await;
+}
+
 /// A change chunk as the compressed chunk type of the format (Automerge never sends one for a single
 /// change, but may read one).
 fn compressed(change: &[u8]) -> Vec<u8> {
@@ -3274,6 +3400,7 @@ conformance!(
     judges_large_batches_on_several_threads,
     judges_each_change_of_a_run,
     relays_judge_at_once,
+    plans_the_next_batch_while_the_last_commits,
     refuses_forged_counters,
     admin_rules,
     attachment_sessions,

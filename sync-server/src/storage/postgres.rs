@@ -52,7 +52,8 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(mgr)
-            .max_size(limits.db_connections.max(2))
+            // The push writer's two connections are its own, on top of the readers'.
+            .max_size(limits.db_connections.max(1) + 2)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
         {
@@ -61,13 +62,12 @@ impl PgStore {
             let tls = connection_encrypted(&client).await?;
             tracing::info!(tls, sslmode = ?target.mode, "postgres connected");
         }
-        let writer = Writer::on_task(
-            PgSql {
-                pool: pool.clone(),
-                client: None,
-            },
-            Engine::new(limits),
-        );
+        let sql = || PgSql {
+            pool: pool.clone(),
+            client: None,
+            held: true,
+        };
+        let writer = Writer::on_task(sql(), sql(), Engine::new(limits), limits);
         Ok(PgStore { pool, writer })
     }
 
@@ -76,6 +76,7 @@ impl PgStore {
         PgSql {
             pool: self.pool.clone(),
             client: None,
+            held: false,
         }
     }
 
@@ -437,6 +438,9 @@ async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
 pub(super) struct PgSql {
     pool: Pool,
     client: Option<deadpool_postgres::Object>,
+    /// The push writer's: keeps its connection between transactions, so that it never waits for
+    /// the pool behind a crowd of pulls.
+    held: bool,
 }
 
 impl PgSql {
@@ -486,8 +490,10 @@ impl Transact for PgSql {
         let t = prof::start();
         self.client().await?.batch_execute("COMMIT").await?;
         t.stop(Span::Commit);
-        // Back to the pool.
-        self.client = None;
+        if !self.held {
+            // Back to the pool.
+            self.client = None;
+        }
         Ok(())
     }
 
@@ -575,6 +581,17 @@ impl WriteSql for PgSql {
                 (r.get(0), row)
             })
             .collect())
+    }
+
+    async fn begin_plan(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn end_plan(&mut self) {
+        // The planner's reads are not in a transaction.
+        if !self.held {
+            self.client = None;
+        }
     }
 
     async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {

@@ -428,7 +428,8 @@ impl SqliteStore {
         writer_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
         let mut sql = SqliteSql::new(writer_conn);
         sql.after_commit = Some(checkpointer.wake.clone());
-        let writer = Writer::on_thread("gridwork-sqlite-writer", sql, Engine::new(limits))?;
+        let planner = SqliteSql::new(open()?);
+        let writer = Writer::on_thread("gw-writer", planner, sql, Engine::new(limits), limits)?;
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {
@@ -975,6 +976,19 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
             },
         )?;
         Ok(out)
+    }
+
+    async fn begin_plan(&mut self) -> Result<()> {
+        self.c().execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    async fn end_plan(&mut self) {
+        if !self.c().is_autocommit() {
+            if let Err(e) = self.c().execute_batch("COMMIT") {
+                tracing::warn!(error = %e, "ending the planner's read failed");
+            }
+        }
     }
 
     async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {

@@ -412,7 +412,11 @@ async fn run<S: WriteSql + 'static>(
         while let Ok(m) = rx.try_recv() {
             take(m, &mut queue, &mut touches);
         }
-        let Some(batch) = next_batch(&mut queue, in_flight.is_none() && ready.is_empty()) else {
+        let Some(batch) = next_batch(
+            &mut queue,
+            in_flight.is_none() && ready.is_empty(),
+            pipeline_min,
+        ) else {
             continue;
         };
         // Devices that push get their sync time in the push transaction.
@@ -481,10 +485,15 @@ fn take(
 }
 
 /// The next batch from the queue: up to [`BATCH_CHANGES`] changes; when nothing is being committed,
-/// half of what is queued, so that the other half is judged while the first commits.
-fn next_batch(queue: &mut VecDeque<(PushJob, Reply)>, committer_idle: bool) -> Option<Batch> {
+/// half of what is queued if that half is worth judging ahead (`pipeline_min`), so that it is
+/// judged while the first half commits.
+fn next_batch(
+    queue: &mut VecDeque<(PushJob, Reply)>,
+    committer_idle: bool,
+    pipeline_min: usize,
+) -> Option<Batch> {
     let queued: usize = queue.iter().map(|(j, _)| j.changes.len()).sum();
-    let limit = if committer_idle && queue.len() > 1 {
+    let limit = if committer_idle && queue.len() > 1 && queued / 2 >= pipeline_min {
         queued.div_ceil(2).min(BATCH_CHANGES)
     } else {
         BATCH_CHANGES

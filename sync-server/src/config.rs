@@ -211,7 +211,8 @@ pub struct Limits {
     pub plan_threads: usize,
     /// Fewest queued changes the push writer judges while its last transaction commits; fewer wait
     /// for that commit (a round of lookups per device pushing a few changes would cost more than
-    /// the overlap gains).
+    /// the overlap gains), and a lone batch of fewer than twice as many is written without the
+    /// committer. 0: every batch is judged while the last one commits.
     pub pipeline_min_changes: usize,
     /// Database connections for reads and administration (SQLite readers, or PostgreSQL's pool);
     /// the push writer has its own two on top.

@@ -16,7 +16,8 @@
 //! be worth a round of lookups ([`Limits::pipeline_min_changes`]); otherwise it waits for the
 //! commit. A plan that no longer holds, and a transaction that failed, are written again the old
 //! way: batch by batch, planned under the lock on the committer's connection, push by push if a
-//! batch still fails. Seqs are taken under the lock at write time, so the log's order is that of
+//! batch still fails. So is a lone small batch when nothing is being committed (a device's sync on
+//! a quiet relay), on the writer's own thread: handing it over would cost more than it could gain. Seqs are taken under the lock at write time, so the log's order is that of
 //! the commits whatever the order of planning.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -422,6 +423,16 @@ async fn run<S: WriteSql + 'static>(
         // Devices that push get their sync time in the push transaction.
         for j in &batch.jobs {
             touches.remove(&j.device_id);
+        }
+        let changes: usize = batch.jobs.iter().map(|j| j.changes.len()).sum();
+        if in_flight.is_none() && queue.is_empty() && changes < 2 * pipeline_min {
+            // A lone small batch (a device's sync, a few devices' at once): written on this thread,
+            // judged under the lock; handing it to the committer and back would cost more than the
+            // little that arrives while it commits.
+            if let Some(sql) = idle.as_mut() {
+                run_batch(sql, &mut engine, batch.jobs, batch.replies).await;
+                continue;
+            }
         }
         let wants = Engine::wants(&batch.jobs);
         let overlaps = in_flight

@@ -214,8 +214,8 @@ pub struct Limits {
     /// the overlap gains), and a lone batch of fewer than twice as many is written without the
     /// committer. 0: every batch is judged while the last one commits.
     pub pipeline_min_changes: usize,
-    /// Database connections for reads and administration (SQLite readers, or PostgreSQL's pool);
-    /// the push writer has its own two on top.
+    /// Database connections for reads and administration (SQLite readers, or PostgreSQL's pool,
+    /// which has room for the push writer's two on top).
     pub db_connections: usize,
 }
 

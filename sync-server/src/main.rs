@@ -130,6 +130,15 @@ enum Cmd {
         /// 1 judges every change on the writer itself).
         #[arg(long, value_name = "N", default_value_t = Limits::default().plan_threads)]
         plan_threads: usize,
+        /// Fewest queued changes the push writer judges while its last transaction commits (0:
+        /// every batch; a very large number: none, each batch is judged and written in turn).
+        #[arg(
+            long,
+            value_name = "N",
+            env = "GRIDWORK_PIPELINE_MIN_CHANGES",
+            default_value_t = Limits::default().pipeline_min_changes
+        )]
+        pipeline_min_changes: usize,
         /// Where the web console keeps its users' console stores (default with --data: DATA/console).
         /// With PostgreSQL the console needs this and a key (--console-key-file or
         /// GRIDWORK_CONSOLE_KEY, 64 hex characters).
@@ -391,6 +400,7 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
             auth_fail_per_sec,
             auth_fail_burst,
             plan_threads,
+            pipeline_min_changes,
             console_dir,
             console_key_file,
             no_console,
@@ -414,6 +424,7 @@ async fn run(cli: Cli) -> gridwork_server::Result<()> {
                 auth_fail_per_sec,
                 auth_fail_burst,
                 plan_threads,
+                pipeline_min_changes,
                 ..Limits::default()
             };
             let key = match console_key_file {

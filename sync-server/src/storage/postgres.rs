@@ -52,7 +52,8 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(mgr)
-            // The push writer's two connections are its own, on top of the readers'.
+            // Room for the push writer's two connections (its planner's and its committer's) on
+            // top of the readers'.
             .max_size(limits.db_connections.max(1) + 2)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
@@ -65,7 +66,6 @@ impl PgStore {
         let sql = || PgSql {
             pool: pool.clone(),
             client: None,
-            held: true,
         };
         let writer = Writer::on_task(sql(), sql(), Engine::new(limits), limits);
         Ok(PgStore { pool, writer })
@@ -76,7 +76,6 @@ impl PgStore {
         PgSql {
             pool: self.pool.clone(),
             client: None,
-            held: false,
         }
     }
 
@@ -438,9 +437,6 @@ async fn load_areas<C: GenericClient>(c: &C) -> Result<Vec<AreaRow>> {
 pub(super) struct PgSql {
     pool: Pool,
     client: Option<deadpool_postgres::Object>,
-    /// The push writer's: keeps its connection between transactions, so that it never waits for
-    /// the pool behind a crowd of pulls.
-    held: bool,
 }
 
 impl PgSql {
@@ -490,10 +486,8 @@ impl Transact for PgSql {
         let t = prof::start();
         self.client().await?.batch_execute("COMMIT").await?;
         t.stop(Span::Commit);
-        if !self.held {
-            // Back to the pool.
-            self.client = None;
-        }
+        // Back to the pool.
+        self.client = None;
         Ok(())
     }
 
@@ -588,10 +582,8 @@ impl WriteSql for PgSql {
     }
 
     async fn end_plan(&mut self) {
-        // The planner's reads are not in a transaction.
-        if !self.held {
-            self.client = None;
-        }
+        // Back to the pool (the planner's reads are not in a transaction).
+        self.client = None;
     }
 
     async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {

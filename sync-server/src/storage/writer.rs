@@ -425,7 +425,7 @@ async fn run<S: WriteSql + 'static>(
             touches.remove(&j.device_id);
         }
         let changes: usize = batch.jobs.iter().map(|j| j.changes.len()).sum();
-        if in_flight.is_none() && queue.is_empty() && changes < 2 * pipeline_min {
+        if in_flight.is_none() && queue.is_empty() && changes < pipeline_min.saturating_mul(2) {
             // A lone small batch (a device's sync, a few devices' at once): written on this thread,
             // judged under the lock; handing it to the committer and back would cost more than the
             // little that arrives while it commits.

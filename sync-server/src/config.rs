@@ -212,12 +212,18 @@ pub struct Limits {
     /// Fewest queued changes the push writer judges while its last transaction commits; fewer wait
     /// for that commit (a round of lookups per device pushing a few changes would cost more than
     /// the overlap gains), and a lone batch of fewer than twice as many is written without the
-    /// committer. 0: every batch is judged while the last one commits.
-    pub pipeline_min_changes: usize,
+    /// committer. 0: every batch is judged while the last one commits. `None`: the backend's
+    /// default, [`PIPELINE_MIN_CHANGES`] on SQLite and none on PostgreSQL, whose writer already
+    /// judges each batch before it takes the lock that relays share (judging ahead measured no
+    /// better there, and worse with two relays; see BENCHMARKS.md section 15).
+    pub pipeline_min_changes: Option<usize>,
     /// Database connections for reads and administration (SQLite readers, or PostgreSQL's pool,
     /// which has room for the push writer's two on top).
     pub db_connections: usize,
 }
+
+/// The SQLite writer's default [`Limits::pipeline_min_changes`].
+pub const PIPELINE_MIN_CHANGES: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -242,7 +248,7 @@ impl Default for Limits {
             plan_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
-            pipeline_min_changes: 256,
+            pipeline_min_changes: None,
             db_connections: 8,
         }
     }

@@ -131,14 +131,10 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = Limits::default().plan_threads)]
         plan_threads: usize,
         /// Fewest queued changes the push writer judges while its last transaction commits (0:
-        /// every batch; a very large number: none, each batch is judged and written in turn).
-        #[arg(
-            long,
-            value_name = "N",
-            env = "GRIDWORK_PIPELINE_MIN_CHANGES",
-            default_value_t = Limits::default().pipeline_min_changes
-        )]
-        pipeline_min_changes: usize,
+        /// every batch; default: 256 on SQLite, none on PostgreSQL, where each batch is judged
+        /// before the lock the relays share).
+        #[arg(long, value_name = "N", env = "GRIDWORK_PIPELINE_MIN_CHANGES")]
+        pipeline_min_changes: Option<usize>,
         /// Where the web console keeps its users' console stores (default with --data: DATA/console).
         /// With PostgreSQL the console needs this and a key (--console-key-file or
         /// GRIDWORK_CONSOLE_KEY, 64 hex characters).

@@ -2031,7 +2031,7 @@ async fn plans_the_next_batch_while_the_last_commits(b: Backend) {
     let env = Env::with_limits(
         b,
         Limits {
-            pipeline_min_changes: 0,
+            pipeline_min_changes: Some(0),
             ..Limits::default()
         },
     )

@@ -67,7 +67,12 @@ impl PgStore {
             pool: pool.clone(),
             client: None,
         };
-        let writer = Writer::on_task(sql(), sql(), Engine::new(limits), limits);
+        let writer = Writer::on_task(
+            sql(),
+            sql(),
+            Engine::new(limits),
+            limits.pipeline_min_changes.unwrap_or(usize::MAX),
+        );
         Ok(PgStore { pool, writer })
     }
 

@@ -21,7 +21,7 @@ use super::sql::Transact;
 use super::uploads::UploadSql;
 use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
 use super::*;
-use crate::config::{Encryption, RelayKey};
+use crate::config::{Encryption, RelayKey, PIPELINE_MIN_CHANGES};
 use crate::engine::{Engine, FastMap, RecordRow};
 use crate::prof::{self, Span};
 
@@ -429,7 +429,13 @@ impl SqliteStore {
         let mut sql = SqliteSql::new(writer_conn);
         sql.after_commit = Some(checkpointer.wake.clone());
         let planner = SqliteSql::new(open()?);
-        let writer = Writer::on_thread("gw-writer", planner, sql, Engine::new(limits), limits)?;
+        let writer = Writer::on_thread(
+            "gw-writer",
+            planner,
+            sql,
+            Engine::new(limits),
+            limits.pipeline_min_changes.unwrap_or(PIPELINE_MIN_CHANGES),
+        )?;
         let readers = limits.db_connections.max(1);
         let mut pool = vec![conn];
         for _ in 1..readers {

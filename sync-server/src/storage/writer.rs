@@ -13,7 +13,7 @@
 //! statement per table and commits. A batch is judged while a transaction commits only when it
 //! shares no record and no change hash with what is not committed yet (then nothing its plan reads
 //! is written by that, and their writes cannot collide), and only once enough changes are queued to
-//! be worth a round of lookups ([`Limits::pipeline_min_changes`]); otherwise it waits for the
+//! be worth a round of lookups (`Limits::pipeline_min_changes`); otherwise it waits for the
 //! commit. A plan that no longer holds, and a transaction that failed, are written again the old
 //! way: batch by batch, planned under the lock on the committer's connection, push by push if a
 //! batch still fails. So is a lone small batch when nothing is being committed (a device's sync on
@@ -28,7 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{in_transaction, Transact};
 use super::{now_secs, parse_definitions, AreaRow, Defined};
-use crate::config::Limits;
 use crate::engine::{
     AreaMap, Engine, FastMap, FastSet, Plan, PushJob, PushResult, RecordRow, Wants,
 };
@@ -144,9 +143,8 @@ impl Writer {
         planner: S,
         committer: S,
         engine: Engine,
-        limits: &Limits,
+        pipeline_min: usize,
     ) -> Result<Writer> {
-        let pipeline_min = limits.pipeline_min_changes;
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = tokio::runtime::Builder::new_current_thread().build()?;
         let commits = Exec::thread(&format!("{name}-commit"))?;
@@ -164,10 +162,9 @@ impl Writer {
         planner: S,
         committer: S,
         engine: Engine,
-        limits: &Limits,
+        pipeline_min: usize,
     ) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let pipeline_min = limits.pipeline_min_changes;
         let handle = tokio::spawn(run(
             planner,
             committer,

@@ -359,6 +359,11 @@ async fn run<S: WriteSql + 'static>(
     let mut queue: VecDeque<(PushJob, Reply)> = VecDeque::new();
     let mut touches: HashMap<String, i64> = HashMap::new();
     loop {
+        if let (None, Some(sql)) = (&in_flight, idle.as_mut()) {
+            // Devices' last sync times, between batches as the committer is free (under a steady
+            // stream of pushes the queue is never empty).
+            write_touches(sql, &mut touches).await;
+        }
         if in_flight.is_none() && !ready.is_empty() {
             let Some(sql) = idle.take() else { break };
             match commit(&exec, sql, std::mem::take(&mut ready)) {
@@ -380,13 +385,9 @@ async fn run<S: WriteSql + 'static>(
         let wait = ready_changes >= BATCH_CHANGES
             || (in_flight.is_some() && queued_changes < pipeline_min);
         if queue.is_empty() || wait {
-            let msg = match (in_flight.as_mut(), idle.as_mut()) {
-                (None, Some(sql)) if !touches.is_empty() => {
-                    write_touches(sql, &mut touches).await;
-                    continue;
-                }
-                (None, _) => rx.recv().await,
-                (Some(f), _) => tokio::select! {
+            let msg = match in_flight.as_mut() {
+                None => rx.recv().await,
+                Some(f) => tokio::select! {
                     biased;
                     written = &mut f.done => {
                         match in_flight.take().map(|f| (f, written)) {

@@ -359,14 +359,16 @@ async fn run<S: WriteSql + 'static>(
     let mut queue: VecDeque<(PushJob, Reply)> = VecDeque::new();
     let mut touches: HashMap<String, i64> = HashMap::new();
     loop {
-        if let (None, Some(sql)) = (&in_flight, idle.as_mut()) {
-            // Devices' last sync times, between batches as the committer is free (under a steady
-            // stream of pushes the queue is never empty).
-            write_touches(sql, &mut touches).await;
-        }
         if in_flight.is_none() && !ready.is_empty() {
             let Some(sql) = idle.take() else { break };
-            match commit(&exec, sql, std::mem::take(&mut ready)) {
+            // Devices' last sync times go with the pushes (under a steady stream of pushes the
+            // queue is never empty, and a transaction of their own would cost a commit).
+            match commit(
+                &exec,
+                sql,
+                std::mem::take(&mut ready),
+                touches.drain().collect(),
+            ) {
                 Ok(f) => in_flight = Some(f),
                 Err(e) => {
                     tracing::error!(error = %e, "the committer stopped");
@@ -385,9 +387,13 @@ async fn run<S: WriteSql + 'static>(
         let wait = ready_changes >= BATCH_CHANGES
             || (in_flight.is_some() && queued_changes < pipeline_min);
         if queue.is_empty() || wait {
-            let msg = match in_flight.as_mut() {
-                None => rx.recv().await,
-                Some(f) => tokio::select! {
+            let msg = match (in_flight.as_mut(), idle.as_mut()) {
+                (None, Some(sql)) if !touches.is_empty() => {
+                    write_touches(sql, &mut touches).await;
+                    continue;
+                }
+                (None, _) => rx.recv().await,
+                (Some(f), _) => tokio::select! {
                     biased;
                     written = &mut f.done => {
                         match in_flight.take().map(|f| (f, written)) {
@@ -551,6 +557,7 @@ fn commit<S: WriteSql + 'static>(
     exec: &Exec,
     mut sql: S,
     ready: Vec<Planned>,
+    touches: Vec<(String, i64)>,
 ) -> Result<InFlight<S>> {
     let (tx, done) = oneshot::channel();
     let mut replies = Vec::with_capacity(ready.len());
@@ -582,6 +589,11 @@ fn commit<S: WriteSql + 'static>(
                 .map(|((plan, jobs), first)| (plan, jobs.as_slice(), *first))
                 .collect();
             write_plans(sql, &writes).await?;
+            if !touches.is_empty() {
+                let rows: Vec<(&str, i64)> =
+                    touches.iter().map(|(d, t)| (d.as_str(), *t)).collect();
+                sql.touch_devices(&rows).await?;
+            }
             Ok(Some(firsts))
         })
         .await;
@@ -615,7 +627,7 @@ async fn flush<S: WriteSql + 'static>(
         let Some(sql) = idle.take() else {
             return false;
         };
-        match commit(exec, sql, std::mem::take(ready)) {
+        match commit(exec, sql, std::mem::take(ready), Vec::new()) {
             Ok(f) => *idle = land(engine, f).await,
             Err(e) => tracing::error!(error = %e, "the committer stopped"),
         }

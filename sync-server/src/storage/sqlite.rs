@@ -984,17 +984,13 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
         Ok(out)
     }
 
+    /// The planner's reads are a read like a page's: one read transaction.
     async fn begin_plan(&mut self) -> Result<()> {
-        self.c().execute_batch("BEGIN")?;
-        Ok(())
+        self.begin_read().await
     }
 
     async fn end_plan(&mut self) {
-        if !self.c().is_autocommit() {
-            if let Err(e) = self.c().execute_batch("COMMIT") {
-                tracing::warn!(error = %e, "ending the planner's read failed");
-            }
-        }
+        self.end_read().await
     }
 
     async fn insert_changes(&mut self, rows: &[ChangeRow<'_>]) -> Result<()> {

@@ -17,8 +17,9 @@
 //! commit. A plan that no longer holds, and a transaction that failed, are written again the old
 //! way: batch by batch, planned under the lock on the committer's connection, push by push if a
 //! batch still fails. So is a lone small batch when nothing is being committed (a device's sync on
-//! a quiet relay), on the writer's own thread: handing it over would cost more than it could gain. Seqs are taken under the lock at write time, so the log's order is that of
-//! the commits whatever the order of planning.
+//! a quiet relay), on the writer's own thread: handing it over would cost more than it could gain.
+//! Seqs are taken under the lock at write time, so the log's order is that of the commits whatever
+//! the order of planning.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -454,16 +455,19 @@ async fn run<S: WriteSql + 'static>(
         // committer's connection, whose page cache holds what the last transactions wrote (SQLite
         // drops a connection's cache whenever another one commits).
         let started = std::time::Instant::now();
+        let touched = Touched::new(&wants);
         let planned = match idle.as_mut() {
-            Some(sql) if in_flight.is_none() => plan_reading(sql, &mut engine, &batch.jobs).await,
-            _ => plan_reading(&mut planner, &mut engine, &batch.jobs).await,
+            Some(sql) if in_flight.is_none() => {
+                plan_reading(sql, &mut engine, &batch.jobs, wants).await
+            }
+            _ => plan_reading(&mut planner, &mut engine, &batch.jobs, wants).await,
         };
         match planned {
             Ok((plan, seen)) => ready.push(Planned {
                 plan,
                 seen,
                 batch,
-                touched: Touched::new(&wants),
+                touched,
                 started,
             }),
             Err(e) => {
@@ -545,9 +549,10 @@ async fn plan_reading<S: WriteSql>(
     sql: &mut S,
     engine: &mut Engine,
     jobs: &[PushJob],
+    wants: Wants,
 ) -> Result<(Plan, Seen)> {
     sql.begin_plan().await?;
-    let planned = plan_batch(sql, engine, jobs).await;
+    let planned = plan_batch(sql, engine, jobs, wants).await;
     sql.end_plan().await;
     planned
 }
@@ -588,12 +593,7 @@ fn commit<S: WriteSql + 'static>(
                 .zip(&firsts)
                 .map(|((plan, jobs), first)| (plan, jobs.as_slice(), *first))
                 .collect();
-            write_plans(sql, &writes).await?;
-            if !touches.is_empty() {
-                let rows: Vec<(&str, i64)> =
-                    touches.iter().map(|(d, t)| (d.as_str(), *t)).collect();
-                sql.touch_devices(&rows).await?;
-            }
+            write_plans(sql, &writes, &touches).await?;
             Ok(Some(firsts))
         })
         .await;
@@ -677,12 +677,8 @@ async fn finish<S: WriteSql>(engine: &mut Engine, f: InFlight<S>, w: Written<S>)
                 // made from.
                 _ => tracing::debug!("the batch's records changed before the lock: planning again"),
             }
-            let mut again = Vec::new();
             for (((mut plan, jobs), replies), _) in batches {
                 engine.aborted(&mut plan);
-                again.push((jobs, replies));
-            }
-            for (jobs, replies) in again {
                 run_batch(&mut sql, engine, jobs, replies).await;
             }
         }
@@ -744,7 +740,7 @@ async fn write_batch<S: WriteSql>(
     let started = std::time::Instant::now();
     let mut planned: Option<Plan> = None;
     let written = in_transaction(sql, async |sql: &mut S| {
-        let (plan, seen) = plan_batch(sql, engine, jobs).await?;
+        let (plan, seen) = plan_batch(sql, engine, jobs, Engine::wants(jobs)).await?;
         let plan = planned.insert(plan);
         let first_seq = sql.first_seq().await?;
         if S::SHARED && !seen.still_current(sql).await? {
@@ -752,9 +748,9 @@ async fn write_batch<S: WriteSql>(
             // the plan and the lock: plan again, under the lock now.
             tracing::debug!("the batch's records changed before the lock: planning again");
             engine.aborted(plan);
-            *plan = plan_batch(sql, engine, jobs).await?.0;
+            *plan = plan_batch(sql, engine, jobs, seen.wants).await?.0;
         }
-        write_plans(sql, &[(&*plan, jobs, first_seq)]).await?;
+        write_plans(sql, &[(&*plan, jobs, first_seq)], &[]).await?;
         Ok(first_seq)
     })
     .await;
@@ -820,10 +816,12 @@ impl Seen {
     }
 }
 
+/// Reads what the batch `jobs` needs (`wants`: [`Engine::wants`] of it) and judges it.
 async fn plan_batch<S: WriteSql>(
     sql: &mut S,
     engine: &mut Engine,
     jobs: &[PushJob],
+    wants: Wants,
 ) -> Result<(Plan, Seen)> {
     let t = prof::start();
     let version = sql.areas_version().await?;
@@ -837,7 +835,6 @@ async fn plan_batch<S: WriteSql>(
             forms,
         );
     }
-    let wants = Engine::wants(jobs);
     let existing = sql.change_seqs(&wants.hashes).await?;
     let versions = sql.record_versions(&wants.records).await?;
     t.stop(Span::Lookup);
@@ -862,8 +859,12 @@ async fn plan_batch<S: WriteSql>(
 }
 
 /// Writes plans made from disjoint batches, each from its first seq on, with one statement per
-/// table for all of them.
-async fn write_plans<S: WriteSql>(sql: &mut S, plans: &[(&Plan, &[PushJob], i64)]) -> Result<()> {
+/// table for all of them; the pushing devices' last sync times, and `touches` (other devices').
+async fn write_plans<S: WriteSql>(
+    sql: &mut S,
+    plans: &[(&Plan, &[PushJob], i64)],
+    touches: &[(String, i64)],
+) -> Result<()> {
     let t = prof::start();
     let rows: Vec<ChangeRow<'_>> = plans
         .iter()
@@ -938,9 +939,9 @@ async fn write_plans<S: WriteSql>(sql: &mut S, plans: &[(&Plan, &[PushJob], i64)
     let mut seen = HashSet::new();
     let touched: Vec<(&str, i64)> = plans
         .iter()
-        .flat_map(|(_, jobs, _)| jobs.iter())
-        .filter(|j| seen.insert(j.device_id.as_str()))
-        .map(|j| (j.device_id.as_str(), now))
+        .flat_map(|(_, jobs, _)| jobs.iter().map(|j| (j.device_id.as_str(), now)))
+        .chain(touches.iter().map(|(d, t)| (d.as_str(), *t)))
+        .filter(|(d, _)| seen.insert(*d))
         .collect();
     sql.touch_devices(&touched).await?;
     t.stop(Span::UpsertRecords);

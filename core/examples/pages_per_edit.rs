@@ -1,8 +1,8 @@
 //! How many pages a one-field edit writes, and to which tables (every page written is encrypted and
 //! authenticated by SQLCipher: BENCHMARKS.md section 12):
-//! `cargo run --release -p gridwork-core --example pages_per_edit`.
+//! `cargo run --release -p gridwork-core --example pages_per_edit [people]`.
 //!
-//! Makes 20,000 people (`create_many`), closes and reopens the store (its WAL is emptied), edits the
+//! Makes 20,000 people (or as many as the argument says, in thousands rounded down) (`create_many`), closes and reopens the store (its WAL is emptied), edits the
 //! phone of 500 random people (one transaction each, fewer pages than a WAL checkpoint waits for),
 //! then reads the page number of every frame from the WAL's frame headers (SQLCipher leaves them in
 //! the clear) and names each page's table or index with SQLite's `dbstat`.
@@ -50,8 +50,12 @@ fn main() {
         x ^= x << 17;
         x
     };
-    let mut ids = Vec::with_capacity(PEOPLE);
-    for batch in 0..PEOPLE / 1000 {
+    let count: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse().expect("the number of people"))
+        .unwrap_or(PEOPLE);
+    let mut ids = Vec::with_capacity(count);
+    for batch in 0..count / 1000 {
         let people: Vec<NewRecord> = (0..1000)
             .map(|i| {
                 let r = next();
@@ -108,7 +112,7 @@ fn main() {
         println!("| {table} | {:.2} |", n as f64 / EDITS as f64);
     }
     println!(
-        "| all ({EDITS} edits of {PEOPLE} people, pages of {page_size} bytes) | {:.2} |",
+        "| all ({EDITS} edits of {count} people, pages of {page_size} bytes) | {:.2} |",
         pages.len() as f64 / EDITS as f64
     );
 }

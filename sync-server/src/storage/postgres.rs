@@ -616,10 +616,11 @@ impl WriteSql for PgSql {
     }
 
     async fn insert_entry_keys(&mut self, rows: &[(&str, i64)]) -> Result<()> {
+        // No ON CONFLICT: the seqs are new and the rows come deduplicated (as on SQLite), and a
+        // speculative insertion per row took twice as long (BENCHMARKS.md section 16).
         let (keys, seqs): (Vec<&str>, Vec<i64>) = rows.iter().copied().unzip();
         self.run(
-            "INSERT INTO entry_areas (key, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO entry_areas (key, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
             &[&keys, &seqs],
         )
         .await?;

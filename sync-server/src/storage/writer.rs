@@ -738,11 +738,16 @@ async fn write_batch<S: WriteSql>(
     jobs: &[PushJob],
 ) -> Result<Vec<Vec<PushResult>>> {
     let started = std::time::Instant::now();
+    // When the plan was made, the lock taken (the first seq read) and the rows written, for the
+    // debug log: where a slow batch waited.
+    let mut marks = [started; 3];
     let mut planned: Option<Plan> = None;
     let written = in_transaction(sql, async |sql: &mut S| {
         let (plan, seen) = plan_batch(sql, engine, jobs, Engine::wants(jobs)).await?;
         let plan = planned.insert(plan);
+        marks[0] = std::time::Instant::now();
         let first_seq = sql.first_seq().await?;
+        marks[1] = std::time::Instant::now();
         if S::SHARED && !seen.still_current(sql).await? {
             // Another relay wrote a record, a change or the areas this plan was made from between
             // the plan and the lock: plan again, under the lock now.
@@ -751,9 +756,20 @@ async fn write_batch<S: WriteSql>(
             *plan = plan_batch(sql, engine, jobs, seen.wants).await?.0;
         }
         write_plans(sql, &[(&*plan, jobs, first_seq)], &[]).await?;
+        marks[2] = std::time::Instant::now();
         Ok(first_seq)
     })
     .await;
+    let ms = |from: std::time::Instant, to: std::time::Instant| {
+        to.saturating_duration_since(from).as_secs_f64() * 1000.0
+    };
+    tracing::debug!(
+        plan_ms = ms(started, marks[0]),
+        lock_ms = ms(marks[0], marks[1]),
+        write_ms = ms(marks[1], marks[2]),
+        commit_ms = ms(marks[2], std::time::Instant::now()),
+        "batch written: its phases"
+    );
     let Some(mut plan) = planned else {
         return written.map(|_| Vec::new());
     };

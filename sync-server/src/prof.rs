@@ -17,7 +17,7 @@ pub enum Span {
     Engine,
     /// Writer: INSERT into the log.
     InsertChanges,
-    /// Writer: INSERT into the log's scope index (entry_areas).
+    /// Writer: INSERT into the log's scope index (entry_runs).
     InsertKeys,
     /// Writer: record upserts and their scope index.
     UpsertRecords,

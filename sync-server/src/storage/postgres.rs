@@ -18,7 +18,7 @@ use super::admin::{AdminSql, Held, Row};
 use super::reads::{ReadSql, Take};
 use super::sql::Transact;
 use super::uploads::UploadSql;
-use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
+use super::writer::{ChangeRow, EntryRun, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::engine::{Engine, FastMap, RecordRow};
 use crate::prof::{self, Span};
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_schedules.sql"),
     include_str!("../../migrations/postgres/0007_forms.sql"),
     include_str!("../../migrations/postgres/0008_console.sql"),
+    include_str!("../../migrations/postgres/0009_entry_runs.sql"),
 ];
 /// Key of the advisory lock that serialises migrations of concurrently starting relays.
 const MIGRATION_LOCK: i64 = 0x6772_6964_776f_726b;
@@ -615,13 +616,14 @@ impl WriteSql for PgSql {
         Ok(())
     }
 
-    async fn insert_entry_keys(&mut self, rows: &[(&str, i64)]) -> Result<()> {
-        // No ON CONFLICT: the seqs are new and the rows come deduplicated (as on SQLite), and a
-        // speculative insertion per row took twice as long (BENCHMARKS.md section 16).
-        let (keys, seqs): (Vec<&str>, Vec<i64>) = rows.iter().copied().unzip();
+    async fn insert_entry_runs(&mut self, rows: &[EntryRun<'_>]) -> Result<()> {
+        let keys: Vec<&str> = rows.iter().map(|r| r.key).collect();
+        let lasts: Vec<i64> = rows.iter().map(|r| r.last).collect();
+        let firsts: Vec<i64> = rows.iter().map(|r| r.first).collect();
         self.run(
-            "INSERT INTO entry_areas (key, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
-            &[&keys, &seqs],
+            "INSERT INTO entry_runs (key, last, first)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])",
+            &[&keys, &lasts, &firsts],
         )
         .await?;
         Ok(())
@@ -945,7 +947,7 @@ impl AdminSql for PgSql {
 
     async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
         self.run(
-            "DELETE FROM entry_areas WHERE key >= $1 AND key < $2",
+            "DELETE FROM entry_runs WHERE key >= $1 AND key < $2",
             &[&from, &to],
         )
         .await?;
@@ -1066,10 +1068,10 @@ impl ReadSql for PgSql {
             let st = c
                 .prepare_cached(&format!(
                     "SELECT {columns}
-                     FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                     WHERE e.key = $5 AND e.seq > $1 AND e.seq <= $2
+                     FROM entry_runs e JOIN changes c ON c.seq >= e.first AND c.seq <= e.last
+                     WHERE e.key = $5 AND e.last > $1 AND e.first <= $2 AND c.seq > $1 AND c.seq <= $2
                        AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
-                     ORDER BY e.seq LIMIT $3"
+                     ORDER BY e.last, c.seq LIMIT $3"
                 ))
                 .await?;
             let params: [&(dyn ToSql + Sync); 5] = [&after, &head, &n, &device, &scope.prefix];

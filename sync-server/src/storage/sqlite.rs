@@ -19,7 +19,7 @@ use super::admin::{AdminSql, Held, Row};
 use super::reads::{ReadSql, Take};
 use super::sql::Transact;
 use super::uploads::UploadSql;
-use super::writer::{ChangeRow, RecordRowWrite, WriteSql, Writer};
+use super::writer::{ChangeRow, EntryRun, RecordRowWrite, WriteSql, Writer};
 use super::*;
 use crate::config::{Encryption, RelayKey, PIPELINE_MIN_CHANGES};
 use crate::engine::{Engine, FastMap, RecordRow};
@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_schedules.sql"),
     include_str!("../../migrations/sqlite/0007_forms.sql"),
     include_str!("../../migrations/sqlite/0008_console.sql"),
+    include_str!("../../migrations/sqlite/0009_entry_runs.sql"),
 ];
 
 pub struct SqliteStore {
@@ -1016,13 +1017,20 @@ impl<C: BorrowMut<Connection> + Send> WriteSql for SqliteSql<C> {
         )
     }
 
-    async fn insert_entry_keys(&mut self, rows: &[(&str, i64)]) -> Result<()> {
-        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 2);
-        for (k, seq) in rows {
-            p.push(k);
-            p.push(seq);
+    async fn insert_entry_runs(&mut self, rows: &[EntryRun<'_>]) -> Result<()> {
+        let mut p: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 3);
+        for r in rows {
+            p.push(&r.key);
+            p.push(&r.last);
+            p.push(&r.first);
         }
-        insert_many(self.c(), "INSERT INTO entry_areas (key, seq)", "", 2, &p)
+        insert_many(
+            self.c(),
+            "INSERT INTO entry_runs (key, last, first)",
+            "",
+            3,
+            &p,
+        )
     }
 
     async fn upsert_records(&mut self, rows: &[RecordRowWrite<'_>]) -> Result<()> {
@@ -1349,7 +1357,7 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
 
     async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
         self.c().execute(
-            "DELETE FROM entry_areas WHERE key >= ?1 AND key < ?2",
+            "DELETE FROM entry_runs WHERE key >= ?1 AND key < ?2",
             params![from, to],
         )?;
         Ok(())
@@ -1467,10 +1475,10 @@ impl<C: BorrowMut<Connection> + Send> ReadSql for SqliteSql<C> {
         } else {
             c.prepare_cached(&format!(
                 "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {extra}
-                 FROM entry_areas e JOIN changes c ON c.seq = e.seq
-                 WHERE e.key = ?5 AND e.seq > ?1 AND e.seq <= ?2
+                 FROM entry_runs e JOIN changes c ON c.seq >= e.first AND c.seq <= e.last
+                 WHERE e.key = ?5 AND e.last > ?1 AND e.first <= ?2 AND c.seq > ?1 AND c.seq <= ?2
                    AND (c.kind <> 0 OR c.device IS NOT ?4)
-                 ORDER BY e.seq LIMIT ?3 + 0"
+                 ORDER BY e.last, c.seq LIMIT ?3 + 0"
             ))?
         };
         let mut rows = if scope.is_operator() {
@@ -1626,6 +1634,49 @@ fn sqlite_value(v: &super::console::Value<'_>) -> rusqlite::types::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Schema 9 turns the scope index's rows (one per seq and key) into runs of consecutive seqs.
+    #[test]
+    fn migration_to_runs_joins_consecutive_seqs_only() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE entry_areas (key TEXT NOT NULL, seq INTEGER NOT NULL,
+                                       PRIMARY KEY (key, seq)) WITHOUT ROWID;
+             INSERT INTO entry_areas (key, seq) VALUES
+                 ('d1/', 1), ('d1/', 2), ('d1/', 3), ('d1/', 4), ('d1/', 7),
+                 ('d1/g1/', 1), ('d1/g1/', 2), ('d1/g1/', 4), ('d1/g1/', 7),
+                 ('d1/g2/', 3);",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[8]).unwrap();
+        let runs: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT key, first, last FROM entry_runs ORDER BY key, last")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let run = |k: &str, first, last| (k.to_owned(), first, last);
+        assert_eq!(
+            runs,
+            [
+                run("d1/", 1, 4),
+                run("d1/", 7, 7),
+                run("d1/g1/", 1, 2),
+                run("d1/g1/", 4, 4),
+                run("d1/g1/", 7, 7),
+                run("d1/g2/", 3, 3),
+            ]
+        );
+        let gone: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'entry_areas'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+    }
 
     #[test]
     fn chunk_sizes_cover_every_row_with_few_statements() {

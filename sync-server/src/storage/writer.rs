@@ -108,10 +108,11 @@ pub(crate) trait WriteSql: Transact {
     /// where the backend keeps one).
     fn insert_changes(&mut self, rows: &[ChangeRow<'_>])
         -> impl Future<Output = Result<()>> + Send;
-    /// Scope index of the log: `(key, seq)`, sorted and without duplicates.
-    fn insert_entry_keys(
+    /// Scope index of the log: runs `(key, first, last)` of seqs, each seq from `first` to `last`
+    /// in scope under `key`; sorted, the runs of one key disjoint (see [`entry_runs`]).
+    fn insert_entry_runs(
         &mut self,
-        rows: &[(&str, i64)],
+        rows: &[EntryRun<'_>],
     ) -> impl Future<Output = Result<()>> + Send;
     fn upsert_records(
         &mut self,
@@ -874,6 +875,34 @@ async fn plan_batch<S: WriteSql>(
     Ok((plan, seen))
 }
 
+/// One run of the log's scope index: every seq from `first` to `last` is in scope under `key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryRun<'a> {
+    pub key: &'a str,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// The runs of `(key, seq)` pairs: consecutive seqs of one key make one run. Sorted by key then
+/// seq (the rows land in index order), duplicates dropped (a moved record's entry lists the keys
+/// its old and new paths share once each, but a pair given twice must not make two runs).
+fn entry_runs(mut keys: Vec<(&str, i64)>) -> Vec<EntryRun<'_>> {
+    keys.sort_unstable();
+    keys.dedup();
+    let mut runs: Vec<EntryRun<'_>> = Vec::new();
+    for (key, seq) in keys {
+        match runs.last_mut() {
+            Some(run) if run.key == key && run.last + 1 == seq => run.last = seq,
+            _ => runs.push(EntryRun {
+                key,
+                first: seq,
+                last: seq,
+            }),
+        }
+    }
+    runs
+}
+
 /// Writes plans made from disjoint batches, each from its first seq on, with one statement per
 /// table for all of them; the pushing devices' last sync times, and `touches` (other devices').
 async fn write_plans<S: WriteSql>(
@@ -904,7 +933,6 @@ async fn write_plans<S: WriteSql>(
         sql.insert_changes(&rows).await?;
         t.stop(Span::InsertChanges);
         let t = prof::start();
-        // Sorted by key then seq: the rows land in index order (cheap B-tree appends).
         let mut keys: Vec<(&str, i64)> = Vec::new();
         for (plan, _, first_seq) in plans {
             for (i, e) in plan.entries.iter().enumerate() {
@@ -913,9 +941,7 @@ async fn write_plans<S: WriteSql>(
                 }
             }
         }
-        keys.sort_unstable();
-        keys.dedup();
-        sql.insert_entry_keys(&keys).await?;
+        sql.insert_entry_runs(&entry_runs(keys)).await?;
         t.stop(Span::InsertKeys);
     }
     let t = prof::start();
@@ -962,4 +988,40 @@ async fn write_plans<S: WriteSql>(
     sql.touch_devices(&touched).await?;
     t.stop(Span::UpsertRecords);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{entry_runs, EntryRun};
+
+    fn run(key: &str, first: i64, last: i64) -> EntryRun<'_> {
+        EntryRun { key, first, last }
+    }
+
+    #[test]
+    fn consecutive_seqs_of_a_key_make_one_run() {
+        let keys = vec![
+            ("d1/s1/", 12),
+            ("d1/", 10),
+            ("d1/s1/", 10),
+            ("d1/", 11),
+            ("d1/", 12),
+            // A moved record's entry names a key its old and new paths share twice.
+            ("d1/", 12),
+            ("d1/s1/", 14),
+            ("d1/s1/", 15),
+            ("d1/s2/", 11),
+        ];
+        assert_eq!(
+            entry_runs(keys),
+            vec![
+                run("d1/", 10, 12),
+                run("d1/s1/", 10, 10),
+                run("d1/s1/", 12, 12),
+                run("d1/s1/", 14, 15),
+                run("d1/s2/", 11, 11),
+            ]
+        );
+        assert!(entry_runs(Vec::new()).is_empty());
+    }
 }

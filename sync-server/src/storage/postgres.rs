@@ -1068,8 +1068,9 @@ impl ReadSql for PgSql {
             let st = c
                 .prepare_cached(&format!(
                     "SELECT {columns}
-                     FROM entry_runs e JOIN changes c ON c.seq >= e.first AND c.seq <= e.last
-                     WHERE e.key = $5 AND e.last > $1 AND e.first <= $2 AND c.seq > $1 AND c.seq <= $2
+                     FROM entry_runs e
+                     JOIN changes c ON c.seq >= greatest(e.first, $1::bigint + 1) AND c.seq <= least(e.last, $2)
+                     WHERE e.key = $5 AND e.last > $1 AND e.first <= $2
                        AND (c.kind <> 0 OR c.device IS DISTINCT FROM $4)
                      ORDER BY e.last, c.seq LIMIT $3"
                 ))

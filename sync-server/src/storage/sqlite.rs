@@ -1475,8 +1475,9 @@ impl<C: BorrowMut<Connection> + Send> ReadSql for SqliteSql<C> {
         } else {
             c.prepare_cached(&format!(
                 "SELECT c.seq, c.record, c.bytes, c.kind, c.before_paths, c.heads, c.device IS ?4, {extra}
-                 FROM entry_runs e JOIN changes c ON c.seq >= e.first AND c.seq <= e.last
-                 WHERE e.key = ?5 AND e.last > ?1 AND e.first <= ?2 AND c.seq > ?1 AND c.seq <= ?2
+                 FROM entry_runs e
+                 JOIN changes c ON c.seq >= max(e.first, ?1 + 1) AND c.seq <= min(e.last, ?2)
+                 WHERE e.key = ?5 AND e.last > ?1 AND e.first <= ?2
                    AND (c.kind <> 0 OR c.device IS NOT ?4)
                  ORDER BY e.last, c.seq LIMIT ?3 + 0"
             ))?
@@ -1695,6 +1696,12 @@ mod tests {
     /// How many times the statements prepared on `conn` were prepared again by `sqlite3_step` (a
     /// schema change, or a bound value the planner had read).
     fn reprepares(conn: &Connection) -> i32 {
+        statement_status(conn, rusqlite::ffi::SQLITE_STMTSTATUS_REPREPARE, false)
+    }
+
+    /// A counter of SQLite's (`SQLITE_STMTSTATUS_*`) summed over a connection's statements, reset
+    /// to zero when `reset`.
+    fn statement_status(conn: &Connection, op: std::os::raw::c_int, reset: bool) -> i32 {
         let mut total = 0;
         // SAFETY: walks the statements of a connection this thread holds; each pointer is only
         // passed back to SQLite while the connection is open and unchanged.
@@ -1702,11 +1709,7 @@ mod tests {
             let db = conn.handle();
             let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
             while !stmt.is_null() {
-                total += rusqlite::ffi::sqlite3_stmt_status(
-                    stmt,
-                    rusqlite::ffi::SQLITE_STMTSTATUS_REPREPARE,
-                    0,
-                );
+                total += rusqlite::ffi::sqlite3_stmt_status(stmt, op, i32::from(reset));
                 stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
             }
         }
@@ -1740,5 +1743,57 @@ mod tests {
             }
         }
         assert_eq!(reprepares(&conn), 0);
+    }
+
+    /// A scoped pull reads the runs of its key and, of each, only its own seqs: not every entry
+    /// from the cursor to the head (a join that bounded the log's rows by the cursor and the head
+    /// instead of by the run visited the whole log once per run).
+    #[test]
+    fn scoped_pulls_read_their_runs_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        // 100 grids, a run of 20 entries each: 2,000 entries.
+        let tx = conn.transaction().unwrap();
+        for g in 0..100i64 {
+            for i in 1..=20i64 {
+                let seq = g * 20 + i;
+                tx.execute(
+                    "INSERT INTO changes (seq, hash, record, bytes, kind) VALUES (?1, ?2, ?3, x'00', 0)",
+                    params![seq, seq.to_be_bytes().to_vec(), format!("r{g}")],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO entry_runs (key, last, first) VALUES (?1, ?2, ?3)",
+                params![format!("d1/g{g}/"), g * 20 + 20, g * 20 + 1],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let scope = Scope {
+            role: Role::Worker,
+            prefix: "d1/g50/".into(),
+        };
+        let mut sql = SqliteSql::new(&mut conn);
+        let mut pull = |after: i64, n: i64| {
+            let mut seqs = Vec::new();
+            crate::storage::sql::ready(sql.log_entries(&scope, "dev", after, 2_000, n, &mut |e| {
+                seqs.push(e.seq);
+                true
+            }))
+            .unwrap();
+            seqs
+        };
+        assert_eq!(pull(0, 1_000), (1_001..=1_020).collect::<Vec<_>>());
+        assert_eq!(pull(1_005, 3), [1_006, 1_007, 1_008]);
+        statement_status(&conn, rusqlite::ffi::SQLITE_STMTSTATUS_VM_STEP, true);
+        let mut sql = SqliteSql::new(&mut conn);
+        crate::storage::sql::ready(sql.log_entries(&scope, "dev", 0, 2_000, 1_000, &mut |_| true))
+            .unwrap();
+        let steps = statement_status(&conn, rusqlite::ffi::SQLITE_STMTSTATUS_VM_STEP, false);
+        assert!(
+            steps < 2_000,
+            "{steps} steps to pull 20 entries out of 2,000"
+        );
     }
 }

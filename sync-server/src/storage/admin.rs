@@ -71,8 +71,8 @@ pub(crate) trait AdminSql: WriteSql {
         rows: &[(&str, &str)],
     ) -> impl Future<Output = Result<()>> + Send;
     fn count(&mut self, held: Held, arg: &str) -> impl Future<Output = Result<i64>> + Send;
-    /// Drops the log's scope keys in `from..to`.
-    fn delete_entry_keys(
+    /// Drops the runs of the log's scope index whose keys are in `from..to`.
+    fn delete_entry_runs(
         &mut self,
         from: &str,
         to: &str,
@@ -204,9 +204,9 @@ pub(crate) async fn remove_area<S: AdminSql>(sql: &mut S, id: &str) -> Result<()
             forms: sql.count(Held::Forms, id).await?,
         };
         held.check_empty(id)?;
-        // The area's own scope keys on past entries go too: an area created later with the same id
+        // The area's own scope runs of past entries go too: an area created later with the same id
         // and place must not inherit this one's history.
-        sql.delete_entry_keys(&path, &prefix_end(&path)).await?;
+        sql.delete_entry_runs(&path, &prefix_end(&path)).await?;
         sql.delete_area(id).await
     })
     .await

@@ -945,7 +945,7 @@ impl AdminSql for PgSql {
         Ok(row.map_or(0, |r| r.get(0)))
     }
 
-    async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
+    async fn delete_entry_runs(&mut self, from: &str, to: &str) -> Result<()> {
         self.run(
             "DELETE FROM entry_runs WHERE key >= $1 AND key < $2",
             &[&from, &to],

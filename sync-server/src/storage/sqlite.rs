@@ -1355,7 +1355,7 @@ impl<C: BorrowMut<Connection> + Send> AdminSql for SqliteSql<C> {
             .query_row([arg], |r| r.get(0))?)
     }
 
-    async fn delete_entry_keys(&mut self, from: &str, to: &str) -> Result<()> {
+    async fn delete_entry_runs(&mut self, from: &str, to: &str) -> Result<()> {
         self.c().execute(
             "DELETE FROM entry_runs WHERE key >= ?1 AND key < ?2",
             params![from, to],

@@ -228,6 +228,8 @@ fn sqlite_insert_baseline(payloads: &[(String, Vec<u8>)]) -> f64 {
         .unwrap();
     c.execute_batch(include_str!("../migrations/sqlite/0002_device_no_held.sql"))
         .unwrap();
+    c.execute_batch(include_str!("../migrations/sqlite/0009_entry_runs.sql"))
+        .unwrap();
     let keys = ["d1/", "d1/s1/", "d1/s1/c1/", "d1/s1/c1/g0/"];
     let started = Instant::now();
     for (bi, chunk) in payloads.chunks(1000).enumerate() {
@@ -238,18 +240,25 @@ fn sqlite_insert_baseline(payloads: &[(String, Vec<u8>)]) -> f64 {
                     "INSERT INTO changes (seq, hash, record, bytes, kind, device) VALUES (?1, ?2, ?3, ?4, 0, 'd')",
                 )
                 .unwrap();
-            let mut key = tx
-                .prepare_cached("INSERT INTO entry_areas (key, seq) VALUES (?1, ?2)")
-                .unwrap();
+            let first = (bi * 1000 + 1) as i64;
             for (i, (record, bytes)) in chunk.iter().enumerate() {
-                let seq = (bi * 1000 + i + 1) as i64;
                 let hash: [u8; 32] =
                     sha2::Digest::finalize(sha2::Sha256::new_with_prefix(bytes)).into();
-                ins.execute(rusqlite::params![seq, &hash[..], record, bytes])
+                ins.execute(rusqlite::params![
+                    first + i as i64,
+                    &hash[..],
+                    record,
+                    bytes
+                ])
+                .unwrap();
+            }
+            // The scope index as the relay writes it: one run per key for the transaction.
+            let mut run = tx
+                .prepare_cached("INSERT INTO entry_runs (key, last, first) VALUES (?1, ?2, ?3)")
+                .unwrap();
+            for k in keys {
+                run.execute(rusqlite::params![k, first + chunk.len() as i64 - 1, first])
                     .unwrap();
-                for k in keys {
-                    key.execute(rusqlite::params![k, seq]).unwrap();
-                }
             }
         }
         tx.commit().unwrap();
@@ -280,6 +289,10 @@ async fn pg_insert_baseline(url: &str, payloads: &[(String, Vec<u8>)]) -> f64 {
         ))
         .await
         .unwrap();
+    client
+        .batch_execute(include_str!("../migrations/postgres/0009_entry_runs.sql"))
+        .await
+        .unwrap();
     let keys = ["d1/", "d1/s1/", "d1/s1/c1/", "d1/s1/c1/g0/"];
     let started = Instant::now();
     for (bi, chunk) in payloads.chunks(1000).enumerate() {
@@ -300,17 +313,13 @@ async fn pg_insert_baseline(url: &str, payloads: &[(String, Vec<u8>)]) -> f64 {
         )
         .await
         .unwrap();
-        let mut kk: Vec<&str> = Vec::new();
-        let mut ks: Vec<i64> = Vec::new();
-        for s in &seqs {
-            for k in keys {
-                kk.push(k);
-                ks.push(*s);
-            }
-        }
+        // The scope index as the relay writes it: one run per key for the transaction.
+        let lasts = vec![*seqs.last().unwrap(); keys.len()];
+        let firsts = vec![seqs[0]; keys.len()];
         tx.execute(
-            "INSERT INTO entry_areas (key, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
-            &[&kk, &ks],
+            "INSERT INTO entry_runs (key, last, first)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])",
+            &[&&keys[..], &lasts, &firsts],
         )
         .await
         .unwrap();

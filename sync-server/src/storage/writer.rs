@@ -884,8 +884,8 @@ pub(crate) struct EntryRun<'a> {
 }
 
 /// The runs of `(key, seq)` pairs: consecutive seqs of one key make one run. Sorted by key then
-/// seq (the rows land in index order), duplicates dropped (a moved record's entry lists the keys
-/// its old and new paths share once each, but a pair given twice must not make two runs).
+/// seq (the rows land in index order). An entry's keys come deduplicated (`scope_keys`); a pair
+/// given twice anyway is one pair, not two runs.
 fn entry_runs(mut keys: Vec<(&str, i64)>) -> Vec<EntryRun<'_>> {
     keys.sort_unstable();
     keys.dedup();
@@ -1006,7 +1006,7 @@ mod tests {
             ("d1/s1/", 10),
             ("d1/", 11),
             ("d1/", 12),
-            // A moved record's entry names a key its old and new paths share twice.
+            // A pair given twice.
             ("d1/", 12),
             ("d1/s1/", 14),
             ("d1/s1/", 15),

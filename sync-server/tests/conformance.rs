@@ -221,6 +221,31 @@ impl Env {
         }
     }
 
+    /// Pushes one change per push while the writer's lock is held (`hold_writer`): the first at
+    /// once, each next one 250 ms after the one before (so that each makes a batch of its own behind
+    /// the held lock), then runs `sql` in the held transaction and releases it 350 ms after the last
+    /// push. The answers, in the order of `pushes`.
+    async fn pushes_behind_the_lock(
+        &self,
+        pushes: Vec<(&str, &str, Vec<u8>)>,
+        sql: &str,
+    ) -> Vec<Value> {
+        let after = |ms| tokio::time::sleep(Duration::from_millis(ms));
+        let hold = self.hold_writer().await;
+        let release_at = 250 * (pushes.len() as u64 - 1) + 350;
+        let answers = futures_util::future::join_all(pushes.into_iter().enumerate().map(
+            |(i, (who, record, bytes))| async move {
+                after(250 * i as u64).await;
+                self.push1(who, record, bytes).await
+            },
+        ));
+        let (answers, ()) = tokio::join!(answers, async {
+            after(release_at).await;
+            hold.release_after(sql).await;
+        });
+        answers
+    }
+
     fn url(&self, p: &str) -> String {
         format!("{}{}", self.base, p)
     }
@@ -2040,39 +2065,21 @@ async fn plans_the_next_batch_while_the_last_commits(b: Backend) {
     assert_eq!(env.push1("wa", &r, c1).await["status"], "accepted");
 
     // The same record in two batches: an edit, then the edit after it.
-    let after = |ms| tokio::time::sleep(Duration::from_millis(ms));
     let e1 = env.edit("wa", &mut doc, "phone", "13800138021");
     let e2 = env.edit("wa", &mut doc, "phone", "13800138022");
-    let hold = env.hold_writer().await;
-    let (first, second, ()) = tokio::join!(
-        env.push1("wa", &r, e1),
-        async {
-            after(250).await;
-            env.push1("wa", &r, e2).await
-        },
-        async {
-            after(600).await;
-            hold.release().await;
-        }
-    );
-    for a in [&first, &second] {
+    let answers = env
+        .pushes_behind_the_lock(vec![("wa", &r, e1), ("wa", &r, e2)], "")
+        .await;
+    for a in &answers {
         assert_eq!(a["status"], "accepted", "{a}");
     }
     // The same change in two batches.
     let e3 = env.edit("wa", &mut doc, "phone", "13800138023");
-    let hold = env.hold_writer().await;
-    let (first, again, ()) = tokio::join!(
-        env.push1("wa", &r, e3.clone()),
-        async {
-            after(250).await;
-            env.push1("wa", &r, e3).await
-        },
-        async {
-            after(600).await;
-            hold.release().await;
-        }
-    );
-    for a in [&first, &again] {
+    let answers = env
+        .pushes_behind_the_lock(vec![("wa", &r, e3.clone()), ("wa", &r, e3)], "")
+        .await;
+    let (first, again) = (&answers[0], &answers[1]);
+    for a in [first, again] {
         assert_eq!(a["status"], "accepted", "{a}");
     }
     assert_eq!(
@@ -2088,53 +2095,35 @@ async fn plans_the_next_batch_while_the_last_commits(b: Backend) {
     let e4 = env.edit("wa", &mut doc, "phone", "13800138024");
     let (x, x_doc, x_bytes) = env.person("wa", "g1", "Xan");
     let (y, y_doc, y_bytes) = env.person("wa", "g1", "Yul");
-    let hold = env.hold_writer().await;
-    let (first, x_answer, y_answer, ()) = tokio::join!(
-        env.push1("wa", &r, e4),
-        async {
-            after(250).await;
-            env.push1("wa", &x, x_bytes).await
-        },
-        async {
-            after(400).await;
-            env.push1("wa", &y, y_bytes).await
-        },
-        async {
-            after(700).await;
-            hold.release().await;
-        }
-    );
+    let answers = env
+        .pushes_behind_the_lock(
+            vec![("wa", &r, e4), ("wa", &x, x_bytes), ("wa", &y, y_bytes)],
+            "",
+        )
+        .await;
     let (items, _) = env.pull_all("op", 0, 1000).await;
-    for (answer, record, d) in [(&x_answer, &x, &x_doc), (&y_answer, &y, &y_doc)] {
+    for (answer, record, d) in [(&answers[1], &x, &x_doc), (&answers[2], &y, &y_doc)] {
         assert_eq!(answer["status"], "accepted", "{answer}");
         assert_eq!(answer["hash"], d.get_heads()[0].to_string());
         let item = items.iter().find(|i| i["seq"] == answer["seq"]).unwrap();
         assert_eq!(item["record"], record.as_str());
     }
-    assert_eq!(first["status"], "accepted", "{first}");
+    assert_eq!(answers[0]["status"], "accepted", "{}", answers[0]);
 
     // Another record while the first batch waits for the lock, planned with the areas as they were;
     // g2 moves under c2 before either commits.
     let (a, _, a_bytes) = env.person("wa", "g1", "Quin");
     let (moved, _, moved_bytes) = env.person("op", "g2", "Ros");
-    let hold = env.hold_writer().await;
-    let (a_answer, moved_answer, ()) = tokio::join!(
-        env.push1("wa", &a, a_bytes),
-        async {
-            after(250).await;
-            env.push1("op", &moved, moved_bytes).await
-        },
-        async {
-            after(600).await;
-            hold.release_after(
-                "UPDATE areas SET parent = 'c2', path = 'd1/s2/c2/g2/' WHERE id = 'g2';
-                 UPDATE meta SET value = value + 1 WHERE key = 'areas_version';",
-            )
-            .await;
-        }
-    );
-    assert_eq!(a_answer["status"], "accepted", "{a_answer}");
-    assert_eq!(moved_answer["status"], "accepted", "{moved_answer}");
+    let answers = env
+        .pushes_behind_the_lock(
+            vec![("wa", &a, a_bytes), ("op", &moved, moved_bytes)],
+            "UPDATE areas SET parent = 'c2', path = 'd1/s2/c2/g2/' WHERE id = 'g2';
+             UPDATE meta SET value = value + 1 WHERE key = 'areas_version';",
+        )
+        .await;
+    for a in &answers {
+        assert_eq!(a["status"], "accepted", "{a}");
+    }
     assert!(
         snapshot_ids(&env, "sup2").await.contains(&moved),
         "the record is stored in its area's new place"

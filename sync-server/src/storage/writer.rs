@@ -740,7 +740,7 @@ async fn write_batch<S: WriteSql>(
 ) -> Result<Vec<Vec<PushResult>>> {
     let started = std::time::Instant::now();
     // When the plan was made, the lock taken (the first seq read) and the rows written, for the
-    // debug log: where a slow batch waited.
+    // debug log of a committed batch: where a slow batch waited.
     let mut marks = [started; 3];
     let mut planned: Option<Plan> = None;
     let written = in_transaction(sql, async |sql: &mut S| {
@@ -761,16 +761,19 @@ async fn write_batch<S: WriteSql>(
         Ok(first_seq)
     })
     .await;
-    let ms = |from: std::time::Instant, to: std::time::Instant| {
-        to.saturating_duration_since(from).as_secs_f64() * 1000.0
-    };
-    tracing::debug!(
-        plan_ms = ms(started, marks[0]),
-        lock_ms = ms(marks[0], marks[1]),
-        write_ms = ms(marks[1], marks[2]),
-        commit_ms = ms(marks[2], std::time::Instant::now()),
-        "batch written: its phases"
-    );
+    if written.is_ok() {
+        // (A failed batch did not reach every mark.)
+        let ms = |from: std::time::Instant, to: std::time::Instant| {
+            to.saturating_duration_since(from).as_secs_f64() * 1000.0
+        };
+        tracing::debug!(
+            plan_ms = ms(started, marks[0]),
+            lock_ms = ms(marks[0], marks[1]),
+            write_ms = ms(marks[1], marks[2]),
+            commit_ms = ms(marks[2], std::time::Instant::now()),
+            "batch written: its phases"
+        );
+    }
     let Some(mut plan) = planned else {
         return written.map(|_| Vec::new());
     };
